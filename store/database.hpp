@@ -1,0 +1,126 @@
+#pragma once
+// RAII over SQLite: a Database (one connection), prepared Statements, scope-guard Transactions.
+// Every SQLite return code is checked against its named constant; failures throw store::Error whose
+// message names the database file and what SQLite said. Destructors never throw.
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hoptrace::store {
+
+class Error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct SqliteCloser {
+    void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+};
+struct StatementFinalizer {
+    void operator()(sqlite3_stmt* stmt) const noexcept { sqlite3_finalize(stmt); }
+};
+using SqlitePtr = std::unique_ptr<sqlite3, SqliteCloser>;
+using StatementPtr = std::unique_ptr<sqlite3_stmt, StatementFinalizer>;
+
+// A capture point as stored in the `points` table.
+struct Point {
+    std::int64_t id = 0;
+    std::string name;
+    std::string netns;
+    std::string ifname;
+    std::string role = "other";  // container | veth | bridge | uplink | other
+    std::uint32_t ifindex = 0;
+    std::uint32_t link_type = 0;
+    std::string source;
+    std::uint64_t packets = 0;
+    std::uint64_t kernel_drops = 0;
+    std::optional<int> path_order;
+    std::string note;
+};
+
+class Statement {
+public:
+    Statement(sqlite3* db, std::string_view sql);  // throws Error naming the SQL on failure
+
+    // Binders take 1-based indexes, like sqlite3_bind_*.
+    Statement& bind(int index, std::int64_t value);
+    Statement& bind(int index, double value);
+    Statement& bind(int index, std::string_view text);        // SQLITE_TRANSIENT copy
+    Statement& bind_blob(int index, std::span<const std::uint8_t> bytes);  // SQLITE_TRANSIENT copy
+    Statement& bind_null(int index);
+
+    bool step();   // true: a row is ready; false: done. Throws Error on anything else.
+    void run();    // step() until done, for statements without rows
+    void reset();  // reset + clear bindings, ready for the next bind/step
+
+    [[nodiscard]] std::int64_t column_int(int col) const;
+    [[nodiscard]] double column_double(int col) const;
+    [[nodiscard]] std::string column_text(int col) const;   // "" for NULL
+    [[nodiscard]] bool column_is_null(int col) const;
+    [[nodiscard]] std::span<const std::uint8_t> column_blob(int col) const;  // valid until the next step/reset
+
+    sqlite3_stmt* handle() const noexcept { return m_stmt.get(); }
+
+private:
+    sqlite3* m_db;
+    StatementPtr m_stmt;
+};
+
+class Database {
+public:
+    // Opens (creating if needed) a hoptrace database: WAL journal, synchronous=NORMAL, foreign keys off for
+    // bulk speed, schema created when new. Throws Error with a one-line message naming `path` when the file
+    // cannot be opened, is not an SQLite database, or has a schema version newer than this build knows.
+    static Database open(const std::string& path);
+    static Database open_memory();  // for tests
+
+    Database(Database&&) noexcept = default;
+    Database& operator=(Database&&) noexcept = default;
+    ~Database() = default;
+
+    sqlite3* handle() const noexcept { return m_db.get(); }
+    const std::string& path() const noexcept { return m_path; }
+
+    void exec(std::string_view sql);                  // one or more statements, no rows
+    Statement prepare(std::string_view sql) const { return Statement(m_db.get(), sql); }
+
+    // Points. add_point fails (Error naming the point) if the name is taken; find_point looks one up by name.
+    std::int64_t add_point(const Point& point);
+    std::optional<Point> find_point(std::string_view name) const;
+    std::vector<Point> points() const;                // ordered by path_order (NULLs last), then id
+    void update_point(const Point& point);            // every column but id and name, by id
+
+    void set_meta(std::string_view key, std::string_view value);
+    std::optional<std::string> meta(std::string_view key) const;
+
+    void build_indexes();  // store/schema.hpp k_index_sql
+
+private:
+    Database(SqlitePtr db, std::string path);
+    SqlitePtr m_db;
+    std::string m_path;
+};
+
+// BEGIN IMMEDIATE on construction; ROLLBACK in the destructor unless commit() ran.
+class Transaction {
+public:
+    explicit Transaction(Database& db);
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+    ~Transaction();
+    void commit();
+
+private:
+    Database& m_db;
+    bool m_done = false;
+};
+
+}  // namespace hoptrace::store

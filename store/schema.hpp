@@ -1,0 +1,148 @@
+#pragma once
+// The hoptrace database schema, version k_schema_version (PRAGMA user_version). docs/schema.md describes
+// every table and column for people who query the file with the sqlite3 shell; keep the two in step.
+
+namespace hoptrace::store {
+
+inline constexpr int k_schema_version = 1;
+
+inline constexpr const char* k_schema_sql = R"sql(
+CREATE TABLE IF NOT EXISTS meta (
+  key   TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS points (
+  id            INTEGER PRIMARY KEY,
+  name          TEXT NOT NULL UNIQUE,
+  netns         TEXT NOT NULL DEFAULT '',
+  ifname        TEXT NOT NULL DEFAULT '',
+  role          TEXT NOT NULL DEFAULT 'other',   -- container | veth | bridge | uplink | other
+  ifindex       INTEGER NOT NULL DEFAULT 0,
+  link_type     INTEGER NOT NULL DEFAULT 0,      -- pcap LINKTYPE_*
+  source        TEXT NOT NULL DEFAULT '',        -- file it was imported from, or 'live'
+  packets       INTEGER NOT NULL DEFAULT 0,      -- sightings stored for this point
+  kernel_drops  INTEGER NOT NULL DEFAULT 0,      -- pcap_stats ps_drop (live capture only)
+  path_order    INTEGER,                         -- position on the path, set by correlate (0 = innermost)
+  note          TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS packets (
+  id             INTEGER PRIMARY KEY,
+  point_id       INTEGER NOT NULL REFERENCES points(id),
+  ts_ns          INTEGER NOT NULL,
+  cap_len        INTEGER NOT NULL,
+  wire_len       INTEGER NOT NULL,
+  direction      TEXT NOT NULL,                  -- in | out | '' (capture direction, when known)
+  flags          INTEGER NOT NULL,               -- packet_flag bits (docs/schema.md)
+  ethertype      INTEGER NOT NULL,
+  vlan           INTEGER NOT NULL,
+  ip_version     INTEGER NOT NULL,
+  proto          INTEGER NOT NULL,
+  src            TEXT NOT NULL,
+  dst            TEXT NOT NULL,
+  sport          INTEGER NOT NULL,
+  dport          INTEGER NOT NULL,
+  ip_id          INTEGER NOT NULL,
+  ttl            INTEGER NOT NULL,
+  ip_len         INTEGER NOT NULL,
+  icmp_type      INTEGER,
+  icmp_code      INTEGER,
+  icmp_id        INTEGER,
+  icmp_seq       INTEGER,
+  tcp_seq        INTEGER,
+  tcp_ack        INTEGER,
+  tcp_flags      INTEGER,
+  payload_len    INTEGER NOT NULL,
+  inner_proto    INTEGER,                        -- ICMP errors: the quoted packet
+  inner_src      TEXT,
+  inner_dst      TEXT,
+  inner_sport    INTEGER,
+  inner_dport    INTEGER,
+  inner_ttl      INTEGER,
+  fingerprint    INTEGER NOT NULL,               -- 64-bit, stored as a signed integer
+  journey_id     INTEGER,                        -- set by correlate
+  hop            INTEGER,                        -- 0-based position of this sighting in its journey
+  raw            BLOB NOT NULL                   -- the frame, up to the snap length
+);
+CREATE TABLE IF NOT EXISTS flows (
+  id            INTEGER PRIMARY KEY,
+  proto         INTEGER NOT NULL,
+  orig_src      TEXT NOT NULL,
+  orig_dst      TEXT NOT NULL,
+  orig_sport    INTEGER NOT NULL,
+  orig_dport    INTEGER NOT NULL,
+  trans_src     TEXT NOT NULL,
+  trans_dst     TEXT NOT NULL,
+  trans_sport   INTEGER NOT NULL,
+  trans_dport   INTEGER NOT NULL,
+  packets       INTEGER NOT NULL,
+  journeys      INTEGER NOT NULL,
+  first_ts_ns   INTEGER NOT NULL,
+  last_ts_ns    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journeys (
+  id            INTEGER PRIMARY KEY,
+  flow_id       INTEGER NOT NULL REFERENCES flows(id),
+  direction     TEXT NOT NULL,                  -- forward | reply
+  fingerprint   INTEGER NOT NULL,
+  sightings     INTEGER NOT NULL,
+  first_point   INTEGER NOT NULL REFERENCES points(id),
+  last_point    INTEGER NOT NULL REFERENCES points(id),
+  first_ts_ns   INTEGER NOT NULL,
+  last_ts_ns    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS nat_rewrites (
+  id            INTEGER PRIMARY KEY,
+  flow_id       INTEGER NOT NULL REFERENCES flows(id),
+  direction     TEXT NOT NULL,                  -- forward | reply
+  field         TEXT NOT NULL,                  -- src | dst | sport | dport | id
+  from_value    TEXT NOT NULL,
+  to_value      TEXT NOT NULL,
+  from_point    INTEGER NOT NULL REFERENCES points(id),
+  to_point      INTEGER NOT NULL REFERENCES points(id),
+  packets       INTEGER NOT NULL                -- journeys that showed this rewrite
+);
+CREATE TABLE IF NOT EXISTS hops (
+  id            INTEGER PRIMARY KEY,
+  flow_id       INTEGER REFERENCES flows(id),   -- NULL: all flows together
+  direction     TEXT NOT NULL,
+  from_point    INTEGER NOT NULL REFERENCES points(id),
+  to_point      INTEGER NOT NULL REFERENCES points(id),
+  count         INTEGER NOT NULL,
+  min_ns        INTEGER NOT NULL,
+  p50_ns        INTEGER NOT NULL,
+  p90_ns        INTEGER NOT NULL,
+  p99_ns        INTEGER NOT NULL,
+  max_ns        INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS losses (
+  id             INTEGER PRIMARY KEY,
+  flow_id        INTEGER NOT NULL REFERENCES flows(id),
+  direction      TEXT NOT NULL,
+  after_point    INTEGER NOT NULL REFERENCES points(id),
+  expected_point INTEGER NOT NULL REFERENCES points(id),
+  count          INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conntrack (
+  id            INTEGER PRIMARY KEY,
+  ts_ns         INTEGER NOT NULL,
+  event         TEXT NOT NULL,                  -- dump-start | dump-end | new | update | destroy
+  proto         INTEGER NOT NULL,
+  orig_src      TEXT NOT NULL,
+  orig_dst      TEXT NOT NULL,
+  orig_sport    INTEGER NOT NULL,
+  orig_dport    INTEGER NOT NULL,
+  reply_src     TEXT NOT NULL,
+  reply_dst     TEXT NOT NULL,
+  reply_sport   INTEGER NOT NULL,
+  reply_dport   INTEGER NOT NULL
+);
+)sql";
+
+// Built after a bulk load (Database::build_indexes), not while rows stream in.
+inline constexpr const char* k_index_sql = R"sql(
+CREATE INDEX IF NOT EXISTS packets_point_ts ON packets(point_id, ts_ns);
+CREATE INDEX IF NOT EXISTS packets_journey ON packets(journey_id, hop);
+CREATE INDEX IF NOT EXISTS journeys_flow ON journeys(flow_id);
+)sql";
+
+}  // namespace hoptrace::store

@@ -1,0 +1,68 @@
+#pragma once
+// The packet writer: producers (import, one capture thread per point) hand PacketRecords plus their raw
+// bytes to add(); a single writer thread inserts them into `packets` in batched transactions. Memory is
+// bounded: add() blocks while k_max_pending_batches full batches wait for the writer.
+
+#include "store/database.hpp"
+#include "tracer/packet.hpp"
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+namespace hoptrace::store {
+
+class Writer {
+public:
+    static constexpr std::size_t k_default_batch_rows = 4096;
+    static constexpr std::size_t k_max_pending_batches = 16;
+
+    // `db` must outlive the writer.
+    explicit Writer(Database& db, std::size_t batch_rows = k_default_batch_rows);
+    Writer(const Writer&) = delete;
+    Writer& operator=(const Writer&) = delete;
+    ~Writer();  // close()s, swallowing errors (call close() yourself to see them)
+
+    // Thread-safe. Copies `raw` (the frame as captured). Throws the writer thread's Error if it failed.
+    void add(const PacketRecord& record, std::span<const std::uint8_t> raw);
+
+    // Hands the current partial batch to the writer thread and waits until everything added so far is
+    // committed. Thread-safe. Rethrows a writer-thread failure.
+    void flush();
+
+    // flush(), then stops the thread. Idempotent.
+    void close();
+
+    std::uint64_t rows_written() const noexcept;
+
+private:
+    struct Batch {
+        std::vector<PacketRecord> records;
+        std::vector<std::uint8_t> bytes;            // raw frames back to back
+        std::vector<std::uint32_t> offsets;         // start of record i's frame in `bytes`; size = records + 1
+    };
+    void run() noexcept;
+    void write_batch(const Batch& batch);
+
+    Database& m_db;
+    std::size_t m_batch_rows;
+    mutable std::mutex m_mutex;
+    std::condition_variable m_cv_work;   // writer waits for batches
+    std::condition_variable m_cv_space;  // producers wait for room / flush completion
+    Batch m_filling;
+    std::deque<Batch> m_pending;
+    std::uint64_t m_enqueued_batches = 0;
+    std::uint64_t m_written_batches = 0;
+    std::uint64_t m_rows_written = 0;
+    bool m_stop = false;
+    bool m_closed = false;
+    std::exception_ptr m_error;
+    std::thread m_thread;
+};
+
+}  // namespace hoptrace::store
