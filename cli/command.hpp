@@ -1,0 +1,51 @@
+#pragma once
+// Subcommand wiring shared by cli/*.cpp. Each subcommand parses its own options (Boost.Program_options)
+// and returns an exit code; failures are thrown as Fatal (exit 1) or UsageError (exit 2) and turned into
+// one line on stderr by main().
+
+#include "store/database.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace hoptrace::cli {
+
+namespace po = boost::program_options;
+
+inline constexpr int k_exit_ok = 0;
+inline constexpr int k_exit_runtime = 1;
+inline constexpr int k_exit_usage = 2;
+
+// A runtime failure the user can act on; the message is the whole line (it names the input).
+class Fatal : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+// Bad command line; main() adds "see 'hoptrace CMD --help'".
+class UsageError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+struct Invocation {
+    std::string command;             // "import", …
+    std::vector<std::string> args;   // after the subcommand name
+    std::string command_line;        // the whole command line, for the meta table
+};
+
+// Parses `args` against `options` (+ positionals); prints help and returns false on --help.
+bool parse(const Invocation& inv, const std::string& synopsis, po::options_description& options,
+           const po::positional_options_description* positional, po::variables_map& vm);
+
+// Opens an existing database; Fatal naming the file when it does not exist (reading commands never create one).
+store::Database open_existing(const std::string& path);
+
+int cmd_import(const Invocation& inv);
+int cmd_correlate(const Invocation& inv);
+int cmd_report(const Invocation& inv);
+
+}  // namespace hoptrace::cli

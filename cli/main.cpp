@@ -1,0 +1,75 @@
+// hoptrace: where did my packet go, what rewrote it, and how long did each hop take?
+// Thin entry point: finds the subcommand, runs it, and turns every failure into one line on stderr.
+
+#include "cli/command.hpp"
+#include "store/database.hpp"
+#include "version.hpp"
+
+#include <cstring>
+#include <iostream>
+#include <map>
+
+namespace {
+
+using hoptrace::cli::Invocation;
+
+struct Command {
+    int (*run)(const Invocation&);
+    const char* summary;
+};
+
+const std::map<std::string, Command>& commands() {
+    static const std::map<std::string, Command> table{
+        {"import", {hoptrace::cli::cmd_import, "read pcap/pcapng files into a database (one point per file)"}},
+        {"correlate", {hoptrace::cli::cmd_correlate, "match packets across points: journeys, NAT, latency"}},
+        {"report", {hoptrace::cli::cmd_report, "print the result as text or JSON"}},
+    };
+    return table;
+}
+
+void usage(std::ostream& out) {
+    out << "usage: hoptrace COMMAND [OPTIONS]\n\n"
+           "Where did my packet go, what rewrote it, and how long did each hop take?\n\ncommands:\n";
+    for (const auto& [name, cmd] : commands()) out << "  " << name << std::string(12 - name.size(), ' ') << cmd.summary << "\n";
+    out << "\n'hoptrace COMMAND --help' describes a command; 'hoptrace --version' prints the version.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::ios::sync_with_stdio(false);
+    if (argc < 2) {
+        usage(std::cerr);
+        return hoptrace::cli::k_exit_usage;
+    }
+    const std::string first = argv[1];
+    if (first == "--help" || first == "-h" || first == "help") {
+        usage(std::cout);
+        return hoptrace::cli::k_exit_ok;
+    }
+    if (first == "--version" || first == "-V") {
+        std::cout << "hoptrace " << hoptrace::k_version << "\n";
+        return hoptrace::cli::k_exit_ok;
+    }
+    const auto it = commands().find(first);
+    if (it == commands().end()) {
+        std::cerr << "hoptrace: unknown command '" << first << "'; run 'hoptrace --help' for the list\n";
+        return hoptrace::cli::k_exit_usage;
+    }
+    Invocation inv;
+    inv.command = first;
+    for (int i = 2; i < argc; ++i) inv.args.emplace_back(argv[i]);
+    for (int i = 0; i < argc; ++i) inv.command_line += (i ? " " : "") + std::string(argv[i]);
+    try {
+        return it->second.run(inv);
+    } catch (const hoptrace::cli::UsageError& e) {
+        std::cerr << "hoptrace " << first << ": " << e.what() << " (see 'hoptrace " << first << " --help')\n";
+        return hoptrace::cli::k_exit_usage;
+    } catch (const boost::program_options::error& e) {
+        std::cerr << "hoptrace " << first << ": " << e.what() << " (see 'hoptrace " << first << " --help')\n";
+        return hoptrace::cli::k_exit_usage;
+    } catch (const std::exception& e) {  // Fatal, store::Error, and anything unexpected: one line, exit 1
+        std::cerr << "hoptrace " << first << ": " << e.what() << "\n";
+        return hoptrace::cli::k_exit_runtime;
+    }
+}

@@ -1,0 +1,265 @@
+#include "correlate/analysis.hpp"
+
+#include "tracer/packet.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <tuple>
+#include <unordered_map>
+
+namespace hoptrace::correlate {
+namespace {
+
+FlowDirection flip(FlowDirection d) noexcept {
+    return d == FlowDirection::forward ? FlowDirection::reply : FlowDirection::forward;
+}
+
+bool is_icmp_error(const Sighting& s) noexcept { return (s.flags & packet_flag::k_icmp_error) != 0; }
+
+// Assigns every journey to a flow and a direction. A flow is found by any of its tuples: the original and
+// translated tuple (forward) and their reverses (reply).
+class FlowTable {
+public:
+    explicit FlowTable(Analysis& out) : m_out(out) {}
+
+    void add(std::span<const Sighting> sightings, std::span<const std::uint32_t> members) {
+        const Sighting& first = sightings[members.front()];
+        const Sighting& last = sightings[members.back()];
+        JourneyInfo info;
+        if (is_icmp_error(first) && first.inner.proto != 0) {
+            // Tied to the probe it quotes (quoted before or after the rewrite: both tuples are known).
+            auto probe = find(first.inner);
+            if (!probe) probe = find(last.inner);
+            if (probe) {
+                info = JourneyInfo{probe->first, flip(probe->second), true};
+                count(info.flow, members.size(), first.ts_ns, last.ts_ns);
+                m_out.journeys.push_back(info);
+                return;
+            }
+        }
+        const Tuple& a = first.tuple;
+        const Tuple& b = last.tuple;
+        auto found = find(a);
+        if (!found) found = find(b);
+        if (!found) {
+            const auto id = static_cast<std::uint32_t>(m_out.flows.size());
+            Flow flow;
+            flow.original = a;
+            flow.translated = b;
+            flow.first_ts_ns = first.ts_ns;
+            m_out.flows.push_back(flow);
+            enter(id);
+            found = std::pair{id, FlowDirection::forward};
+        } else {
+            // A flow first seen at one point only learns its translation from a later journey.
+            Flow& flow = m_out.flows[found->first];
+            if (flow.original == flow.translated && a != b) {
+                flow.translated = found->second == FlowDirection::forward ? b : a.reversed();
+                if (flow.translated == flow.original) flow.translated = b;
+                enter(found->first);
+            }
+        }
+        info = JourneyInfo{found->first, found->second, is_icmp_error(first)};
+        count(info.flow, members.size(), first.ts_ns, last.ts_ns);
+        m_out.journeys.push_back(info);
+    }
+
+private:
+    std::optional<std::pair<std::uint32_t, FlowDirection>> find(const Tuple& t) const {
+        auto it = m_index.find(t);
+        if (it == m_index.end()) return std::nullopt;
+        return it->second;
+    }
+    void enter(std::uint32_t id) {
+        const Flow& f = m_out.flows[id];
+        m_index.try_emplace(f.original, id, FlowDirection::forward);
+        m_index.try_emplace(f.translated, id, FlowDirection::forward);
+        m_index.try_emplace(f.translated.reversed(), id, FlowDirection::reply);
+        m_index.try_emplace(f.original.reversed(), id, FlowDirection::reply);
+    }
+    void count(std::uint32_t id, std::size_t sightings, std::int64_t first_ts, std::int64_t last_ts) {
+        Flow& f = m_out.flows[id];
+        f.packets += sightings;
+        f.journeys += 1;
+        f.first_ts_ns = f.journeys == 1 ? first_ts : std::min(f.first_ts_ns, first_ts);
+        f.last_ts_ns = std::max(f.last_ts_ns, last_ts);
+    }
+
+    Analysis& m_out;
+    std::unordered_map<Tuple, std::pair<std::uint32_t, FlowDirection>, TupleHash> m_index;
+};
+
+void assign_flows(std::span<const Sighting> sightings, const Journeys& journeys, Analysis& out) {
+    out.flows.clear();
+    out.journeys.clear();
+    out.journeys.reserve(journeys.count());
+    FlowTable table(out);
+    for (std::size_t j = 0; j < journeys.count(); ++j) table.add(sightings, journeys.of(j));
+}
+
+// Path order: the average position of each point in the journeys that cross it, counted from the flow's
+// initiator (forward journeys as they are, replies from their end).
+std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const Journeys& journeys,
+                                      const Analysis& a) {
+    std::map<std::uint32_t, std::pair<double, std::uint64_t>> rank;  // point -> (sum of positions, count)
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const auto members = journeys.of(j);
+        const bool reply = a.journeys[j].direction == FlowDirection::reply;
+        for (std::size_t i = 0; i < members.size(); ++i) {
+            auto& [sum, n] = rank[sightings[members[i]].point];
+            sum += static_cast<double>(reply ? members.size() - 1 - i : i);
+            ++n;
+        }
+    }
+    std::vector<std::pair<double, std::uint32_t>> order;
+    for (const auto& [point, sn] : rank) order.emplace_back(sn.first / static_cast<double>(sn.second), point);
+    std::sort(order.begin(), order.end());
+    std::vector<std::uint32_t> result;
+    for (const auto& [avg, point] : order) result.push_back(point);
+    return result;
+}
+
+// Equal timestamps (microsecond files, sub-microsecond hops) are put in path order for the direction.
+bool order_ties(std::span<const Sighting> sightings, Journeys& journeys, const Analysis& a,
+                const std::vector<std::uint32_t>& order) {
+    std::unordered_map<std::uint32_t, std::size_t> rank;
+    for (std::size_t i = 0; i < order.size(); ++i) rank[order[i]] = i;
+    bool changed = false;
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        auto* begin = journeys.members.data() + journeys.offsets[j];
+        auto* end = journeys.members.data() + journeys.offsets[j + 1];
+        const bool reply = a.journeys[j].direction == FlowDirection::reply;
+        auto before = [&](std::uint32_t x, std::uint32_t y) {
+            const Sighting& p = sightings[x];
+            const Sighting& q = sightings[y];
+            if (p.ts_ns != q.ts_ns) return p.ts_ns < q.ts_ns;
+            return reply ? rank[p.point] > rank[q.point] : rank[p.point] < rank[q.point];
+        };
+        if (!std::is_sorted(begin, end, before)) {
+            std::stable_sort(begin, end, before);
+            changed = true;
+        }
+    }
+    return changed;
+}
+
+using HopKey = std::tuple<std::int64_t, FlowDirection, std::uint32_t, std::uint32_t>;  // flow (-1 all), dir, from, to
+
+HopStats summarise(const HopKey& key, std::vector<std::int64_t>& samples) {
+    std::sort(samples.begin(), samples.end());
+    HopStats h;
+    const auto [flow, dir, from, to] = key;
+    if (flow >= 0) h.flow = static_cast<std::uint32_t>(flow);
+    h.direction = dir;
+    h.from_point = from;
+    h.to_point = to;
+    h.count = samples.size();
+    h.min_ns = samples.front();
+    h.p50_ns = percentile(samples, 50);
+    h.p90_ns = percentile(samples, 90);
+    h.p99_ns = percentile(samples, 99);
+    h.max_ns = samples.back();
+    return h;
+}
+
+void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& journeys, Analysis& out) {
+    using RewriteKey = std::tuple<std::uint32_t, FlowDirection, unsigned, std::string, std::string, std::uint32_t,
+                                  std::uint32_t>;
+    std::map<RewriteKey, std::uint64_t> rewrites;
+    std::map<HopKey, std::vector<std::int64_t>> samples;
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const auto members = journeys.of(j);
+        const JourneyInfo& info = out.journeys[j];
+        if (info.icmp_error) continue;  // reported with its probe, not mixed into the flow's own packets
+        for (std::size_t i = 1; i < members.size(); ++i) {
+            const Sighting& a = sightings[members[i - 1]];
+            const Sighting& b = sightings[members[i]];
+            const std::int64_t dt = b.ts_ns - a.ts_ns;
+            samples[HopKey{info.flow, info.direction, a.point, b.point}].push_back(dt);
+            samples[HopKey{-1, info.direction, a.point, b.point}].push_back(dt);
+            const unsigned changed = changed_fields(a.tuple, b.tuple);
+            for (unsigned bit : {field::k_src, field::k_dst, field::k_sport, field::k_dport}) {
+                if ((changed & bit) == 0) continue;
+                const bool addr = bit == field::k_src || bit == field::k_dst;
+                auto value = [&](const Tuple& t) {
+                    if (addr) return (bit == field::k_src ? t.src : t.dst).to_string();
+                    return std::to_string(bit == field::k_sport ? t.sport : t.dport);
+                };
+                ++rewrites[RewriteKey{info.flow, info.direction, bit, value(a.tuple), value(b.tuple), a.point,
+                                      b.point}];
+            }
+        }
+    }
+    for (auto& [key, n] : rewrites) {
+        const auto& [flow, dir, bit, from, to, p, q] = key;
+        out.rewrites.push_back(Rewrite{flow, dir, bit, from, to, p, q, n});
+    }
+    for (auto& [key, v] : samples) out.hops.push_back(summarise(key, v));
+}
+
+// A journey that ends before the end of its flow's path (in its direction) is lost after its last point —
+// unless the capture at the expected point had already stopped by then.
+void losses(std::span<const Sighting> sightings, const Journeys& journeys, const MatchOptions& options,
+            Analysis& out) {
+    std::unordered_map<std::uint32_t, std::int64_t> capture_end;  // point -> last timestamp seen there
+    for (const Sighting& s : sightings) {
+        auto& end = capture_end[s.point];
+        end = std::max(end, s.ts_ns);
+    }
+    // The path of (flow, direction): the points of its longest journey.
+    std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest;
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        if (out.journeys[j].icmp_error) continue;
+        const auto key = std::pair{out.journeys[j].flow, out.journeys[j].direction};
+        auto [it, inserted] = longest.try_emplace(key, j);
+        if (!inserted && journeys.of(j).size() > journeys.of(it->second).size()) it->second = j;
+    }
+    std::map<std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t>, std::uint64_t> lost;
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const JourneyInfo& info = out.journeys[j];
+        if (info.icmp_error) continue;
+        const auto path = journeys.of(longest.at({info.flow, info.direction}));
+        const auto members = journeys.of(j);
+        if (members.size() >= path.size()) continue;
+        const Sighting& last = sightings[members.back()];
+        for (std::size_t i = 0; i + 1 < path.size(); ++i) {
+            if (sightings[path[i]].point != last.point) continue;
+            const std::uint32_t expected = sightings[path[i + 1]].point;
+            if (capture_end[expected] >= last.ts_ns + options.max_hop_gap_ns)
+                ++lost[{info.flow, info.direction, last.point, expected}];
+            break;
+        }
+    }
+    for (const auto& [key, n] : lost) {
+        const auto& [flow, dir, after, expected] = key;
+        out.losses.push_back(Loss{flow, dir, after, expected, n});
+    }
+}
+
+}  // namespace
+
+const char* to_string(FlowDirection d) noexcept { return d == FlowDirection::forward ? "forward" : "reply"; }
+
+std::int64_t percentile(std::span<const std::int64_t> sorted, double p) noexcept {
+    if (sorted.empty()) return 0;
+    const auto n = static_cast<double>(sorted.size());
+    auto rank = static_cast<std::size_t>(std::ceil(p / 100.0 * n));
+    rank = std::clamp<std::size_t>(rank, 1, sorted.size());
+    return sorted[rank - 1];
+}
+
+Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const MatchOptions& options) {
+    Analysis out;
+    assign_flows(sightings, journeys, out);
+    out.path_order = path_order(sightings, journeys, out);
+    if (order_ties(sightings, journeys, out, out.path_order)) {
+        assign_flows(sightings, journeys, out);
+        out.path_order = path_order(sightings, journeys, out);
+    }
+    rewrites_and_hops(sightings, journeys, out);
+    losses(sightings, journeys, options, out);
+    return out;
+}
+
+}  // namespace hoptrace::correlate

@@ -1,0 +1,84 @@
+#pragma once
+// From journeys to what a person asks about: flows (original and translated tuple), the direction of each
+// journey, NAT rewrites, hop latency statistics, losses, and the order of the points along the path.
+// Pure computation; correlate.cpp persists the result.
+
+#include "correlate/matcher.hpp"
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace hoptrace::correlate {
+
+enum class FlowDirection : std::uint8_t { forward, reply };
+const char* to_string(FlowDirection d) noexcept;
+
+// A flow is the conntrack-like pair of tuples: as the initiator sent it (original) and as it left the last
+// point after NAT (translated). `forward` is the direction of the flow's first journey.
+struct Flow {
+    Tuple original;
+    Tuple translated;
+    std::uint64_t packets = 0;   // sightings
+    std::uint64_t journeys = 0;
+    std::int64_t first_ts_ns = 0;
+    std::int64_t last_ts_ns = 0;
+};
+
+struct JourneyInfo {
+    std::uint32_t flow = 0;      // index into Analysis::flows
+    FlowDirection direction = FlowDirection::forward;
+    bool icmp_error = false;     // an ICMP error, tied to the flow of the probe it quotes
+};
+
+struct Rewrite {
+    std::uint32_t flow = 0;
+    FlowDirection direction = FlowDirection::forward;
+    unsigned field = 0;          // a correlate::field bit
+    std::string from;
+    std::string to;
+    std::uint32_t from_point = 0;
+    std::uint32_t to_point = 0;
+    std::uint64_t packets = 0;   // journeys that showed it
+};
+
+struct HopStats {
+    std::optional<std::uint32_t> flow;  // nullopt: all flows together
+    FlowDirection direction = FlowDirection::forward;
+    std::uint32_t from_point = 0;
+    std::uint32_t to_point = 0;
+    std::uint64_t count = 0;
+    std::int64_t min_ns = 0;
+    std::int64_t p50_ns = 0;
+    std::int64_t p90_ns = 0;
+    std::int64_t p99_ns = 0;
+    std::int64_t max_ns = 0;
+};
+
+struct Loss {
+    std::uint32_t flow = 0;
+    FlowDirection direction = FlowDirection::forward;
+    std::uint32_t after_point = 0;
+    std::uint32_t expected_point = 0;
+    std::uint64_t count = 0;
+};
+
+struct Analysis {
+    std::vector<Flow> flows;
+    std::vector<JourneyInfo> journeys;        // parallel to the Journeys given
+    std::vector<std::uint32_t> path_order;    // point ids, innermost (where flows start) first
+    std::vector<Rewrite> rewrites;
+    std::vector<HopStats> hops;
+    std::vector<Loss> losses;
+};
+
+// Nearest-rank percentile of sorted samples: the smallest sample with at least p% of samples <= it.
+std::int64_t percentile(std::span<const std::int64_t> sorted, double p) noexcept;
+
+// `journeys` may be reordered internally when two sightings carry the same timestamp (microsecond captures):
+// ties are put in path order for the journey's direction, so hops never run backwards.
+Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const MatchOptions& options = {});
+
+}  // namespace hoptrace::correlate

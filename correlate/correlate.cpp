@@ -1,0 +1,196 @@
+#include "correlate/correlate.hpp"
+
+#include "correlate/analysis.hpp"
+
+#include <chrono>
+#include <string>
+#include <unordered_map>
+
+namespace hoptrace::correlate {
+namespace {
+
+bool is_echo(std::uint8_t proto, std::uint8_t type) noexcept {
+    return (proto == 1 && (type == 0 || type == 8)) || (proto == 58 && (type == 128 || type == 129));
+}
+
+class AddressCache {
+public:
+    const IpAddr& get(const std::string& text) {
+        auto [it, inserted] = m_cache.try_emplace(text);
+        if (inserted) it->second = IpAddr::parse(text).value_or(IpAddr{});
+        return it->second;
+    }
+
+private:
+    std::unordered_map<std::string, IpAddr> m_cache;
+};
+
+std::vector<Sighting> load(store::Database& db) {
+    std::vector<Sighting> out;
+    auto count = db.prepare("SELECT count(*) FROM packets WHERE fingerprint != 0");
+    if (count.step()) out.reserve(static_cast<std::size_t>(count.column_int(0)));
+    auto q = db.prepare(
+        "SELECT id, point_id, ts_ns, fingerprint, flags, proto, src, dst, sport, dport, icmp_type, icmp_code, "
+        "icmp_id, inner_proto, inner_src, inner_dst, inner_sport, inner_dport "
+        "FROM packets WHERE fingerprint != 0 ORDER BY id");
+    AddressCache addresses;
+    while (q.step()) {
+        Sighting s;
+        s.packet_id = q.column_int(0);
+        s.point = static_cast<std::uint32_t>(q.column_int(1));
+        s.ts_ns = q.column_int(2);
+        s.fingerprint = static_cast<std::uint64_t>(q.column_int(3));
+        s.flags = static_cast<std::uint32_t>(q.column_int(4));
+        s.tuple.proto = static_cast<std::uint8_t>(q.column_int(5));
+        s.tuple.src = addresses.get(q.column_text(6));
+        s.tuple.dst = addresses.get(q.column_text(7));
+        s.icmp_type = static_cast<std::uint8_t>(q.column_int(10));
+        s.icmp_code = static_cast<std::uint8_t>(q.column_int(11));
+        if (s.tuple.is_icmp()) {
+            s.tuple.sport = is_echo(s.tuple.proto, s.icmp_type) ? static_cast<std::uint16_t>(q.column_int(12)) : 0;
+        } else {
+            s.tuple.sport = static_cast<std::uint16_t>(q.column_int(8));
+            s.tuple.dport = static_cast<std::uint16_t>(q.column_int(9));
+        }
+        if (!q.column_is_null(13)) {
+            s.inner.proto = static_cast<std::uint8_t>(q.column_int(13));
+            s.inner.src = addresses.get(q.column_text(14));
+            s.inner.dst = addresses.get(q.column_text(15));
+            s.inner.sport = static_cast<std::uint16_t>(q.column_int(16));
+            s.inner.dport = s.inner.is_icmp() ? 0 : static_cast<std::uint16_t>(q.column_int(17));
+        }
+        out.push_back(s);
+    }
+    return out;
+}
+
+void bind_tuple(store::Statement& st, int first, const Tuple& t) {
+    st.bind(first, t.src.to_string());
+    st.bind(first + 1, t.dst.to_string());
+    st.bind(first + 2, std::int64_t{t.sport});
+    st.bind(first + 3, std::int64_t{t.dport});
+}
+
+void save(store::Database& db, std::span<const Sighting> sightings, const Journeys& journeys, const Analysis& a) {
+    store::Transaction txn(db);
+    db.exec(
+        "DELETE FROM losses; DELETE FROM hops; DELETE FROM nat_rewrites; DELETE FROM journeys; DELETE FROM flows;"
+        "UPDATE packets SET journey_id = NULL, hop = NULL WHERE journey_id IS NOT NULL;"
+        "UPDATE points SET path_order = NULL;");
+
+    auto flow = db.prepare(
+        "INSERT INTO flows (id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, "
+        "trans_sport, trans_dport, packets, journeys, first_ts_ns, last_ts_ns) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for (std::size_t i = 0; i < a.flows.size(); ++i) {
+        const Flow& f = a.flows[i];
+        flow.bind(1, static_cast<std::int64_t>(i + 1)).bind(2, std::int64_t{f.original.proto});
+        bind_tuple(flow, 3, f.original);
+        bind_tuple(flow, 7, f.translated);
+        flow.bind(11, static_cast<std::int64_t>(f.packets))
+            .bind(12, static_cast<std::int64_t>(f.journeys))
+            .bind(13, f.first_ts_ns)
+            .bind(14, f.last_ts_ns);
+        flow.run();
+        flow.reset();
+    }
+
+    auto journey = db.prepare(
+        "INSERT INTO journeys (id, flow_id, direction, fingerprint, sightings, first_point, last_point, "
+        "first_ts_ns, last_ts_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    auto packet = db.prepare("UPDATE packets SET journey_id = ?, hop = ? WHERE id = ?");
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const auto members = journeys.of(j);
+        const Sighting& first = sightings[members.front()];
+        const Sighting& last = sightings[members.back()];
+        const auto id = static_cast<std::int64_t>(j + 1);
+        journey.bind(1, id)
+            .bind(2, static_cast<std::int64_t>(a.journeys[j].flow + 1))
+            .bind(3, to_string(a.journeys[j].direction))
+            .bind(4, static_cast<std::int64_t>(first.fingerprint))
+            .bind(5, static_cast<std::int64_t>(members.size()))
+            .bind(6, std::int64_t{first.point})
+            .bind(7, std::int64_t{last.point})
+            .bind(8, first.ts_ns)
+            .bind(9, last.ts_ns);
+        journey.run();
+        journey.reset();
+        for (std::size_t hop = 0; hop < members.size(); ++hop) {
+            packet.bind(1, id).bind(2, static_cast<std::int64_t>(hop)).bind(3, sightings[members[hop]].packet_id);
+            packet.run();
+            packet.reset();
+        }
+    }
+
+    auto rewrite = db.prepare(
+        "INSERT INTO nat_rewrites (flow_id, direction, field, from_value, to_value, from_point, to_point, packets) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+    for (const Rewrite& r : a.rewrites) {
+        rewrite.bind(1, static_cast<std::int64_t>(r.flow + 1))
+            .bind(2, to_string(r.direction))
+            .bind(3, field_name(r.field, a.flows[r.flow].original.is_icmp()))
+            .bind(4, r.from)
+            .bind(5, r.to)
+            .bind(6, std::int64_t{r.from_point})
+            .bind(7, std::int64_t{r.to_point})
+            .bind(8, static_cast<std::int64_t>(r.packets));
+        rewrite.run();
+        rewrite.reset();
+    }
+
+    auto hop = db.prepare(
+        "INSERT INTO hops (flow_id, direction, from_point, to_point, count, min_ns, p50_ns, p90_ns, p99_ns, max_ns) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for (const HopStats& h : a.hops) {
+        if (h.flow) hop.bind(1, static_cast<std::int64_t>(*h.flow + 1));
+        else hop.bind_null(1);
+        hop.bind(2, to_string(h.direction))
+            .bind(3, std::int64_t{h.from_point})
+            .bind(4, std::int64_t{h.to_point})
+            .bind(5, static_cast<std::int64_t>(h.count))
+            .bind(6, h.min_ns)
+            .bind(7, h.p50_ns)
+            .bind(8, h.p90_ns)
+            .bind(9, h.p99_ns)
+            .bind(10, h.max_ns);
+        hop.run();
+        hop.reset();
+    }
+
+    auto loss = db.prepare(
+        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (?, ?, ?, ?, ?)");
+    for (const Loss& l : a.losses) {
+        loss.bind(1, static_cast<std::int64_t>(l.flow + 1))
+            .bind(2, to_string(l.direction))
+            .bind(3, std::int64_t{l.after_point})
+            .bind(4, std::int64_t{l.expected_point})
+            .bind(5, static_cast<std::int64_t>(l.count));
+        loss.run();
+        loss.reset();
+    }
+
+    db.set_meta("correlated_ns", std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                    std::chrono::system_clock::now().time_since_epoch())
+                                                    .count()));
+    auto order = db.prepare("UPDATE points SET path_order = ? WHERE id = ?");
+    for (std::size_t i = 0; i < a.path_order.size(); ++i) {
+        order.bind(1, static_cast<std::int64_t>(i)).bind(2, std::int64_t{a.path_order[i]});
+        order.run();
+        order.reset();
+    }
+    txn.commit();
+}
+
+}  // namespace
+
+Summary run(store::Database& db, const MatchOptions& options) {
+    const std::vector<Sighting> sightings = load(db);
+    Journeys journeys = match(sightings, options);
+    const Analysis analysis = analyse(sightings, journeys, options);
+    save(db, sightings, journeys, analysis);
+    db.build_indexes();
+    return Summary{sightings.size(), journeys.count(), analysis.flows.size(), analysis.rewrites.size(),
+                   analysis.losses.size()};
+}
+
+}  // namespace hoptrace::correlate

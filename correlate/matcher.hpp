@@ -1,0 +1,57 @@
+#pragma once
+// The matcher: which sightings are the same packet seen at different points (a journey).
+// Pure computation over in-memory sightings; correlate.cpp loads them from and writes journeys to the store.
+
+#include "correlate/tuple.hpp"
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace hoptrace::correlate {
+
+// One packet seen at one point (a row of `packets`, reduced to what matching needs).
+struct Sighting {
+    std::int64_t packet_id = 0;
+    std::int64_t ts_ns = 0;
+    std::uint64_t fingerprint = 0;
+    std::uint32_t point = 0;     // points.id
+    std::uint32_t flags = 0;     // packet_flag bits
+    Tuple tuple;
+    std::uint8_t icmp_type = 0;  // for ICMP(v6) packets
+    std::uint8_t icmp_code = 0;
+    Tuple inner;                 // ICMP errors: the quoted packet's tuple (proto 0 when none)
+};
+
+struct MatchOptions {
+    // Two consecutive sightings of one journey are at most this far apart. A packet crosses a host in
+    // micro- to milliseconds; TCP's minimum retransmission timeout (200 ms) is well above, so a
+    // retransmission never extends the journey of the segment it repeats.
+    std::int64_t max_hop_gap_ns = 100'000'000;
+    // Bound on the open journeys examined per sighting within one fingerprint group. It keeps matching
+    // linear even for floods of identical packets; candidates are examined oldest first.
+    std::size_t max_candidates = 256;
+};
+
+// Journeys in compressed form: journey j's sightings (indexes into the input span, in time order) are
+// members[offsets[j] .. offsets[j + 1]). Journeys are numbered by their first sighting's time (then
+// fingerprint), so the result does not depend on the input order.
+struct Journeys {
+    std::vector<std::uint32_t> offsets;  // size() == count() + 1
+    std::vector<std::uint32_t> members;
+
+    [[nodiscard]] std::size_t count() const noexcept { return offsets.empty() ? 0 : offsets.size() - 1; }
+    [[nodiscard]] std::span<const std::uint32_t> of(std::size_t j) const noexcept {
+        return {members.data() + offsets[j], members.data() + offsets[j + 1]};
+    }
+};
+
+// Groups sightings by fingerprint and, inside a group, assigns each sighting (in time order) to an open
+// journey of that group that (1) has no sighting at this point yet, (2) saw the packet at most
+// max_hop_gap_ns earlier, and (3) is consistent with the tuples: the translation learned for the flow
+// (from groups that are unambiguous), or the same tuple, or one NAT step (one side rewritten) — in that
+// order of preference, oldest journey first among equals. A sighting with no such journey starts one.
+// Every sighting with fingerprint != 0 ends up in exactly one journey; fingerprint 0 (not IP) in none.
+Journeys match(std::span<const Sighting> sightings, const MatchOptions& options = {});
+
+}  // namespace hoptrace::correlate

@@ -1,0 +1,379 @@
+#include "correlate/report.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <vector>
+
+namespace hoptrace::correlate {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+std::string proto_name(std::int64_t proto) {
+    switch (proto) {
+        case 1: return "icmp";
+        case 6: return "tcp";
+        case 17: return "udp";
+        case 58: return "icmpv6";
+        case 132: return "sctp";
+        default: return "ip-proto-" + std::to_string(proto);
+    }
+}
+
+bool is_icmp(std::int64_t proto) { return proto == 1 || proto == 58; }
+
+// A tuple as the contract spells it: icmp {"src","dst","id"}, others {"src","dst","sport","dport"}.
+Json tuple_json(std::int64_t proto, const std::string& src, const std::string& dst, std::int64_t sport,
+                std::int64_t dport) {
+    Json t;
+    t["src"] = src;
+    t["dst"] = dst;
+    if (is_icmp(proto)) {
+        t["id"] = sport;
+    } else {
+        t["sport"] = sport;
+        t["dport"] = dport;
+    }
+    return t;
+}
+
+Json rewrite_value(const std::string& field, const std::string& text) {
+    if (field == "src" || field == "dst") return text;
+    return std::stoll(text);  // ports and ids are numbers
+}
+
+}  // namespace
+
+std::string format_duration(std::int64_t ns) {
+    char buf[64];
+    const double v = static_cast<double>(ns);
+    const std::int64_t a = ns < 0 ? -ns : ns;
+    if (a < 1'000) std::snprintf(buf, sizeof buf, "%" PRId64 " ns", ns);
+    else if (a < 1'000'000) std::snprintf(buf, sizeof buf, "%.1f µs", v / 1e3);
+    else if (a < 1'000'000'000) std::snprintf(buf, sizeof buf, "%.2f ms", v / 1e6);
+    else std::snprintf(buf, sizeof buf, "%.3f s", v / 1e9);
+    return buf;
+}
+
+Json build_report(const store::Database& db) {
+    Json report;
+    report["schema"] = k_report_schema;
+
+    std::map<std::int64_t, std::string> point_name;
+    Json points = Json::array();
+    auto pq = db.prepare(
+        "SELECT id, name, netns, ifname, role, packets, kernel_drops, path_order, source, note FROM points "
+        "ORDER BY path_order IS NULL, path_order, id");
+    while (pq.step()) {
+        Json p;
+        point_name[pq.column_int(0)] = pq.column_text(1);
+        p["name"] = pq.column_text(1);
+        p["netns"] = pq.column_text(2);
+        p["ifname"] = pq.column_text(3);
+        p["role"] = pq.column_text(4);
+        p["packets"] = pq.column_int(5);
+        p["kernel_drops"] = pq.column_int(6);
+        if (!pq.column_is_null(7)) p["path_order"] = pq.column_int(7);
+        p["source"] = pq.column_text(8);
+        if (!pq.column_text(9).empty()) p["note"] = pq.column_text(9);
+        points.push_back(std::move(p));
+    }
+    report["points"] = std::move(points);
+    auto name_of = [&](std::int64_t id) {
+        auto it = point_name.find(id);
+        return it == point_name.end() ? std::string("point#") + std::to_string(id) : it->second;
+    };
+
+    // Per-flow children, each loaded in one pass (no per-flow queries: flows can be many).
+    std::map<std::int64_t, Json> rewrites;
+    std::map<std::int64_t, std::string> flow_proto_field;
+    auto rq = db.prepare(
+        "SELECT flow_id, field, from_value, to_value, from_point, to_point, direction, packets FROM nat_rewrites "
+        "ORDER BY flow_id, direction, from_point, to_point, field, id");
+    while (rq.step()) {
+        const std::string field = rq.column_text(1);
+        Json r;
+        r["field"] = field;
+        r["from"] = rewrite_value(field, rq.column_text(2));
+        r["to"] = rewrite_value(field, rq.column_text(3));
+        r["between"] = Json::array({name_of(rq.column_int(4)), name_of(rq.column_int(5))});
+        r["direction"] = rq.column_text(6);
+        r["packets"] = rq.column_int(7);
+        auto& list = rewrites[rq.column_int(0)];
+        if (list.is_null()) list = Json::array();
+        list.push_back(std::move(r));
+    }
+    auto hop_json = [&](store::Statement& q) {
+        Json h;
+        h["from"] = name_of(q.column_int(1));
+        h["to"] = name_of(q.column_int(2));
+        h["direction"] = q.column_text(3);
+        h["count"] = q.column_int(4);
+        h["min_ns"] = q.column_int(5);
+        h["p50_ns"] = q.column_int(6);
+        h["p90_ns"] = q.column_int(7);
+        h["p99_ns"] = q.column_int(8);
+        h["max_ns"] = q.column_int(9);
+        return h;
+    };
+    std::map<std::int64_t, Json> hops;
+    Json all_hops = Json::array();
+    // Hops in path order of their first point within each direction: forward outward, replies inward.
+    auto hq = db.prepare(
+        "SELECT h.flow_id, h.from_point, h.to_point, h.direction, h.count, h.min_ns, h.p50_ns, h.p90_ns, "
+        "h.p99_ns, h.max_ns FROM hops h JOIN points f ON f.id = h.from_point "
+        "ORDER BY h.flow_id IS NULL, h.flow_id, h.direction, "
+        "CASE WHEN h.direction = 'reply' THEN -f.path_order ELSE f.path_order END, h.to_point");
+    while (hq.step()) {
+        if (hq.column_is_null(0)) {
+            all_hops.push_back(hop_json(hq));
+            continue;
+        }
+        auto& list = hops[hq.column_int(0)];
+        if (list.is_null()) list = Json::array();
+        list.push_back(hop_json(hq));
+    }
+    std::map<std::int64_t, Json> lost;
+    auto lq = db.prepare(
+        "SELECT flow_id, after_point, expected_point, direction, count FROM losses ORDER BY flow_id, id");
+    while (lq.step()) {
+        Json l;
+        l["after"] = name_of(lq.column_int(1));
+        l["expected"] = name_of(lq.column_int(2));
+        l["direction"] = lq.column_text(3);
+        l["count"] = lq.column_int(4);
+        auto& list = lost[lq.column_int(0)];
+        if (list.is_null()) list = Json::array();
+        list.push_back(std::move(l));
+    }
+    // Each flow's path: the points of its longest forward journey (else its longest journey).
+    std::map<std::int64_t, Json> paths;
+    auto path_q = db.prepare(
+        "WITH best AS (SELECT flow_id, id, row_number() OVER (PARTITION BY flow_id ORDER BY "
+        "direction = 'forward' DESC, sightings DESC, id) AS rn FROM journeys) "
+        "SELECT b.flow_id, p.point_id FROM best b JOIN packets p ON p.journey_id = b.id "
+        "WHERE b.rn = 1 ORDER BY b.flow_id, p.hop");
+    while (path_q.step()) {
+        auto& list = paths[path_q.column_int(0)];
+        if (list.is_null()) list = Json::array();
+        list.push_back(name_of(path_q.column_int(1)));
+    }
+    std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> per_direction;  // flow -> (forward, reply)
+    auto dq = db.prepare(
+        "SELECT flow_id, sum(direction = 'forward'), sum(direction = 'reply') FROM journeys GROUP BY flow_id");
+    while (dq.step()) per_direction[dq.column_int(0)] = {dq.column_int(1), dq.column_int(2)};
+
+    Json flows = Json::array();
+    auto fq = db.prepare(
+        "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, "
+        "trans_dport, packets, journeys, first_ts_ns, last_ts_ns FROM flows ORDER BY id");
+    while (fq.step()) {
+        const std::int64_t id = fq.column_int(0);
+        const std::int64_t proto = fq.column_int(1);
+        Json f;
+        f["id"] = id;
+        f["proto"] = proto_name(proto);
+        f["original"] = tuple_json(proto, fq.column_text(2), fq.column_text(3), fq.column_int(4), fq.column_int(5));
+        f["translated"] =
+            tuple_json(proto, fq.column_text(6), fq.column_text(7), fq.column_int(8), fq.column_int(9));
+        f["rewrites"] = rewrites.contains(id) ? rewrites[id] : Json::array();
+        f["packets"] = fq.column_int(10);
+        f["journeys"] = fq.column_int(11);
+        f["forward_journeys"] = per_direction[id].first;
+        f["reply_journeys"] = per_direction[id].second;
+        f["first_ts_ns"] = fq.column_int(12);
+        f["last_ts_ns"] = fq.column_int(13);
+        f["path"] = paths.contains(id) ? paths[id] : Json::array();
+        f["hops"] = hops.contains(id) ? hops[id] : Json::array();
+        f["lost"] = lost.contains(id) ? lost[id] : Json::array();
+        flows.push_back(std::move(f));
+    }
+    report["flows"] = std::move(flows);
+
+    // ICMP errors: one per journey. The reporter is the error's source where it was first seen; the probe is
+    // the quoted packet as seen at the last point (after NAT undid its rewrite, inside the container).
+    Json errors = Json::array();
+    auto eq = db.prepare(
+        "SELECT journey_id, point_id, icmp_type, icmp_code, src, inner_proto, inner_src, inner_dst, inner_sport, "
+        "inner_dport, inner_ttl, proto FROM packets WHERE (flags & 16) != 0 AND journey_id IS NOT NULL "
+        "ORDER BY journey_id, hop");
+    std::int64_t current = -1;
+    Json error;
+    auto finish = [&] {
+        if (current >= 0) errors.push_back(std::move(error));
+        error = Json();
+    };
+    while (eq.step()) {
+        const std::int64_t journey = eq.column_int(0);
+        if (journey != current) {
+            finish();
+            current = journey;
+            error["type"] = eq.column_int(2);
+            error["code"] = eq.column_int(3);
+            error["reporter"] = eq.column_text(4);
+            error["icmp"] = proto_name(eq.column_int(11));
+            error["journey"] = journey;
+            error["path"] = Json::array();
+        }
+        error["path"].push_back(name_of(eq.column_int(1)));
+        Json probe;
+        const std::int64_t inner_proto = eq.column_is_null(5) ? 0 : eq.column_int(5);
+        probe["proto"] = proto_name(inner_proto);
+        probe["src"] = eq.column_text(6);
+        probe["dst"] = eq.column_text(7);
+        probe["sport"] = eq.column_is_null(8) ? 0 : eq.column_int(8);
+        probe["dport"] = eq.column_is_null(9) ? 0 : eq.column_int(9);
+        probe["ttl"] = eq.column_is_null(10) ? 0 : eq.column_int(10);
+        error["probe"] = std::move(probe);  // the last sighting's view wins
+    }
+    finish();
+    report["icmp_errors"] = std::move(errors);
+    report["hop_totals"] = std::move(all_hops);
+    return report;
+}
+
+std::string render_json(const Json& report) { return report.dump(2) + "\n"; }
+
+namespace {
+
+std::string tuple_text(const std::string& proto, const Json& t) {
+    if (t.contains("id")) {
+        return t["src"].get<std::string>() + " → " + t["dst"].get<std::string>() + " id " +
+               std::to_string(t["id"].get<std::int64_t>());
+    }
+    auto endpoint = [](const std::string& addr, std::int64_t port) {
+        const bool v6 = addr.find(':') != std::string::npos;
+        return (v6 ? "[" + addr + "]" : addr) + ":" + std::to_string(port);
+    };
+    if (proto == "tcp" || proto == "udp" || proto == "sctp") {
+        return endpoint(t["src"].get<std::string>(), t["sport"].get<std::int64_t>()) + " → " +
+               endpoint(t["dst"].get<std::string>(), t["dport"].get<std::int64_t>());
+    }
+    return t["src"].get<std::string>() + " → " + t["dst"].get<std::string>();
+}
+
+std::string value_text(const Json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+// Left-aligned table with one space-padded column per cell; the first row is the header.
+std::string table(const std::vector<std::vector<std::string>>& rows, const std::string& indent,
+                  const std::vector<bool>& right_aligned) {
+    std::vector<std::size_t> width;
+    auto display_width = [](const std::string& s) {
+        std::size_t n = 0;
+        for (unsigned char c : s) n += (c & 0xC0) != 0x80;  // count UTF-8 code points, not bytes
+        return n;
+    };
+    for (const auto& row : rows) {
+        if (width.size() < row.size()) width.resize(row.size(), 0);
+        for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], display_width(row[i]));
+    }
+    std::string out;
+    for (const auto& row : rows) {
+        std::string line = indent;
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            const std::string pad(width[i] - display_width(row[i]), ' ');
+            const bool right = i < right_aligned.size() && right_aligned[i];
+            line += right ? pad + row[i] : row[i] + (i + 1 < row.size() ? pad : "");
+            if (i + 1 < row.size()) line += "  ";
+        }
+        while (!line.empty() && line.back() == ' ') line.pop_back();
+        out += line + "\n";
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string render_text(const Json& report) {
+    std::ostringstream out;
+    const Json& points = report["points"];
+    const Json& flows = report["flows"];
+    std::int64_t packets = 0;
+    for (const Json& p : points) packets += p["packets"].get<std::int64_t>();
+    out << "hoptrace: " << points.size() << " points, " << packets << " packets, " << flows.size() << " flows\n\n";
+
+    out << "Points, in path order\n";
+    std::vector<std::vector<std::string>> rows{{"#", "point", "role", "netns", "interface", "packets", "drops"}};
+    int n = 0;
+    for (const Json& p : points) {
+        rows.push_back({std::to_string(++n), p["name"].get<std::string>(), p["role"].get<std::string>(),
+                        p["netns"].get<std::string>().empty() ? "-" : p["netns"].get<std::string>(),
+                        p["ifname"].get<std::string>().empty() ? "-" : p["ifname"].get<std::string>(),
+                        std::to_string(p["packets"].get<std::int64_t>()),
+                        std::to_string(p["kernel_drops"].get<std::int64_t>())});
+    }
+    out << table(rows, "  ", {true, false, false, false, false, true, true});
+
+    for (const Json& f : flows) {
+        const std::string proto = f["proto"].get<std::string>();
+        out << "\nFlow " << f["id"].get<std::int64_t>() << "  " << proto << "  "
+            << tuple_text(proto, f["original"]);
+        if (f["translated"] != f["original"]) out << "  ⇒  " << tuple_text(proto, f["translated"]);
+        out << "\n";
+        if (!f["path"].empty()) {
+            out << "  path: ";
+            for (std::size_t i = 0; i < f["path"].size(); ++i)
+                out << (i ? " → " : "") << f["path"][i].get<std::string>();
+            out << "\n";
+        }
+        out << "  " << f["forward_journeys"].get<std::int64_t>() << " forward and "
+            << f["reply_journeys"].get<std::int64_t>() << " reply packets, " << f["packets"].get<std::int64_t>()
+            << " sightings\n";
+        if (f["rewrites"].empty()) {
+            out << "  no rewrite\n";
+        } else {
+            out << "  rewrites:\n";
+            std::vector<std::vector<std::string>> rw;
+            for (const Json& r : f["rewrites"]) {
+                rw.push_back({r["direction"].get<std::string>(), r["field"].get<std::string>(),
+                              value_text(r["from"]) + " → " + value_text(r["to"]),
+                              "between " + r["between"][0].get<std::string>() + " and " +
+                                  r["between"][1].get<std::string>()});
+            }
+            out << table(rw, "    ", {});
+        }
+        if (!f["hops"].empty()) {
+            out << "  hop latency:\n";
+            std::vector<std::vector<std::string>> hr{
+                {"direction", "hop", "count", "min", "p50", "p90", "p99", "max"}};
+            for (const Json& h : f["hops"]) {
+                hr.push_back({h["direction"].get<std::string>(),
+                              h["from"].get<std::string>() + " → " + h["to"].get<std::string>(),
+                              std::to_string(h["count"].get<std::int64_t>()),
+                              format_duration(h["min_ns"].get<std::int64_t>()),
+                              format_duration(h["p50_ns"].get<std::int64_t>()),
+                              format_duration(h["p90_ns"].get<std::int64_t>()),
+                              format_duration(h["p99_ns"].get<std::int64_t>()),
+                              format_duration(h["max_ns"].get<std::int64_t>())});
+            }
+            out << table(hr, "    ", {false, false, true, true, true, true, true, true});
+        }
+        for (const Json& l : f["lost"]) {
+            out << "  LOST: " << l["count"].get<std::int64_t>() << " " << l["direction"].get<std::string>()
+                << " packet(s) after " << l["after"].get<std::string>() << ", never seen at "
+                << l["expected"].get<std::string>() << "\n";
+        }
+    }
+    if (!report["icmp_errors"].empty()) {
+        out << "\nICMP errors\n";
+        for (const Json& e : report["icmp_errors"]) {
+            const Json& p = e["probe"];
+            out << "  " << e["icmp"].get<std::string>() << " type " << e["type"].get<std::int64_t>() << " code "
+                << e["code"].get<std::int64_t>() << " from " << e["reporter"].get<std::string>() << " about "
+                << p["proto"].get<std::string>() << " " << p["src"].get<std::string>() << " → "
+                << p["dst"].get<std::string>() << " (ttl " << p["ttl"].get<std::int64_t>() << ")";
+            if (!e["path"].empty()) {
+                out << ", back via ";
+                for (std::size_t i = 0; i < e["path"].size(); ++i)
+                    out << (i ? " → " : "") << e["path"][i].get<std::string>();
+            }
+            out << "\n";
+        }
+    }
+    return out.str();
+}
+
+}  // namespace hoptrace::correlate

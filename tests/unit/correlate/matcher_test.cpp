@@ -1,0 +1,208 @@
+// The matcher's rules on hand-built sightings: collisions of the fingerprint must never make a false
+// journey. (Real captures are matched in correlate_test.cpp; here each rule gets a minimal case.)
+
+#include "correlate/analysis.hpp"
+#include "correlate/matcher.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <set>
+
+namespace hoptrace::correlate {
+namespace {
+
+IpAddr ip(const char* text) { return IpAddr::parse(text).value(); }
+
+Tuple udp(const char* src, std::uint16_t sport, const char* dst, std::uint16_t dport) {
+    return Tuple{17, ip(src), ip(dst), sport, dport};
+}
+
+// Points: 1 c1 eth0, 2 c1 veth, 3 docker0, 4 uplink, 5 c2 eth0, 6 c2 veth.
+struct Builder {
+    std::vector<Sighting> sightings;
+    std::int64_t next_id = 1;
+    std::size_t add(std::uint32_t point, std::int64_t ts_ns, std::uint64_t fp, const Tuple& t) {
+        Sighting s;
+        s.packet_id = next_id++;
+        s.point = point;
+        s.ts_ns = ts_ns;
+        s.fingerprint = fp;
+        s.tuple = t;
+        sightings.push_back(s);
+        return sightings.size() - 1;
+    }
+};
+
+// The set of packet ids of the journey that contains sighting `index`.
+std::set<std::int64_t> journey_with(const std::vector<Sighting>& s, const Journeys& j, std::size_t index) {
+    for (std::size_t k = 0; k < j.count(); ++k) {
+        auto m = j.of(k);
+        if (std::find(m.begin(), m.end(), index) != m.end()) {
+            std::set<std::int64_t> ids;
+            for (auto i : m) ids.insert(s[i].packet_id);
+            return ids;
+        }
+    }
+    return {};
+}
+
+const Tuple k_c1 = udp("172.17.0.2", 40000, "198.51.100.10", 5353);
+const Tuple k_c1_nat = udp("192.168.43.116", 40000, "198.51.100.10", 5353);
+const Tuple k_c2 = udp("172.17.0.3", 40000, "198.51.100.10", 5353);
+const Tuple k_c2_nat = udp("192.168.43.116", 1025, "198.51.100.10", 5353);
+
+TEST(Matcher, one_packet_at_four_points_is_one_journey_in_time_order) {
+    Builder b;
+    b.add(4, 4000, 77, k_c1_nat);
+    b.add(1, 1000, 77, k_c1);
+    b.add(3, 3000, 77, k_c1);
+    b.add(2, 2000, 77, k_c1);
+    const Journeys j = match(b.sightings);
+    ASSERT_EQ(j.count(), 1U);
+    std::vector<std::uint32_t> points;
+    for (auto i : j.of(0)) points.push_back(b.sightings[i].point);
+    EXPECT_EQ(points, (std::vector<std::uint32_t>{1, 2, 3, 4}));
+}
+
+TEST(Matcher, two_containers_with_the_same_fingerprint_are_told_apart_by_their_translation) {
+    Builder b;
+    // Distinct packets first: they teach the matcher each flow's masquerade translation.
+    b.add(1, 1000, 1, k_c1), b.add(2, 1100, 1, k_c1), b.add(3, 1200, 1, k_c1), b.add(4, 1300, 1, k_c1_nat);
+    b.add(5, 2000, 2, k_c2), b.add(6, 2100, 2, k_c2), b.add(3, 2200, 2, k_c2), b.add(4, 2300, 2, k_c2_nat);
+    // Then both send a packet with the same fingerprint; c2's reaches docker0 first but leaves the
+    // uplink second, so first-in-first-out alone would pair them wrongly.
+    const auto c2_docker = b.add(3, 5000, 9, k_c2);
+    const auto c1_docker = b.add(3, 5050, 9, k_c1);
+    b.add(5, 4800, 9, k_c2), b.add(6, 4900, 9, k_c2);
+    b.add(1, 4850, 9, k_c1), b.add(2, 4950, 9, k_c1);
+    const auto c1_uplink = b.add(4, 5100, 9, k_c1_nat);
+    const auto c2_uplink = b.add(4, 5200, 9, k_c2_nat);
+
+    const Journeys j = match(b.sightings);
+    const auto c1 = journey_with(b.sightings, j, c1_docker);
+    const auto c2 = journey_with(b.sightings, j, c2_docker);
+    EXPECT_EQ(c1.size(), 4U);
+    EXPECT_EQ(c2.size(), 4U);
+    EXPECT_TRUE(c1.contains(b.sightings[c1_uplink].packet_id));
+    EXPECT_TRUE(c2.contains(b.sightings[c2_uplink].packet_id));
+}
+
+TEST(Matcher, never_two_sightings_at_one_point_in_a_journey) {
+    Builder b;
+    // The same bytes twice at the same point within microseconds (a duplicate): two journeys.
+    b.add(1, 1000, 5, k_c1);
+    b.add(1, 1001, 5, k_c1);
+    b.add(2, 1100, 5, k_c1);
+    b.add(2, 1101, 5, k_c1);
+    const Journeys j = match(b.sightings);
+    ASSERT_EQ(j.count(), 2U);
+    for (std::size_t k = 0; k < j.count(); ++k) {
+        std::set<std::uint32_t> points;
+        for (auto i : j.of(k)) EXPECT_TRUE(points.insert(b.sightings[i].point).second);
+    }
+}
+
+TEST(Matcher, a_retransmission_after_the_hop_gap_is_its_own_journey) {
+    Builder b;
+    // Original lost after docker0; the retransmission 200 ms later crosses all four points.
+    b.add(1, 0, 3, k_c1), b.add(2, 10'000, 3, k_c1), b.add(3, 20'000, 3, k_c1);
+    const auto retx = b.add(1, 200'000'000, 3, k_c1);
+    b.add(2, 200'010'000, 3, k_c1), b.add(3, 200'020'000, 3, k_c1);
+    const auto up = b.add(4, 200'030'000, 3, k_c1_nat);
+    const Journeys j = match(b.sightings);
+    ASSERT_EQ(j.count(), 2U);
+    EXPECT_EQ(j.of(0).size(), 3U);
+    const auto second = journey_with(b.sightings, j, retx);
+    EXPECT_EQ(second.size(), 4U);
+    EXPECT_TRUE(second.contains(b.sightings[up].packet_id));
+}
+
+TEST(Matcher, unrelated_tuples_with_the_same_fingerprint_are_not_joined) {
+    Builder b;
+    b.add(1, 1000, 4, k_c1);
+    b.add(2, 1100, 4, udp("10.0.0.1", 1, "10.0.0.2", 2));  // both sides differ: not one NAT step
+    EXPECT_EQ(match(b.sightings).count(), 2U);
+}
+
+TEST(Matcher, result_does_not_depend_on_input_order) {
+    Builder b;
+    for (int n = 0; n < 50; ++n) {
+        const std::int64_t t = n * 1'000'000;
+        const std::uint64_t fp = 100 + static_cast<std::uint64_t>(n % 7);  // many collisions
+        b.add(1, t, fp, k_c1), b.add(2, t + 10, fp, k_c1), b.add(3, t + 20, fp, k_c1), b.add(4, t + 30, fp, k_c1_nat);
+    }
+    auto journeys_as_ids = [](const std::vector<Sighting>& s) {
+        const Journeys j = match(s);
+        std::vector<std::vector<std::int64_t>> out;
+        for (std::size_t k = 0; k < j.count(); ++k) {
+            out.emplace_back();
+            for (auto i : j.of(k)) out.back().push_back(s[i].packet_id);
+        }
+        return out;
+    };
+    const auto expected = journeys_as_ids(b.sightings);
+    EXPECT_EQ(expected.size(), 50U);
+    auto shuffled = b.sightings;
+    std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937(42));
+    EXPECT_EQ(journeys_as_ids(shuffled), expected);
+}
+
+TEST(Analysis, percentile_is_nearest_rank) {
+    const std::vector<std::int64_t> v{10, 20, 30, 40, 50, 60, 70, 80, 90, 100};
+    EXPECT_EQ(percentile(v, 50), 50);
+    EXPECT_EQ(percentile(v, 90), 90);
+    EXPECT_EQ(percentile(v, 99), 100);
+    EXPECT_EQ(percentile(v, 0), 10);
+    const std::vector<std::int64_t> one{7};
+    EXPECT_EQ(percentile(one, 99), 7);
+}
+
+TEST(Analysis, flow_direction_rewrites_and_loss) {
+    Builder b;
+    const Tuple reply_nat = k_c1_nat.reversed();
+    const Tuple reply = k_c1.reversed();
+    for (int n = 0; n < 3; ++n) {
+        const std::int64_t t = n * 1'000'000'000LL;
+        const auto fp = static_cast<std::uint64_t>(10 + 2 * n);
+        b.add(1, t, fp, k_c1), b.add(2, t + 100, fp, k_c1), b.add(3, t + 300, fp, k_c1),
+            b.add(4, t + 700, fp, k_c1_nat);
+        if (n == 2) continue;  // the last reply is lost after the uplink
+        b.add(4, t + 5000, fp + 1, reply_nat), b.add(3, t + 5500, fp + 1, reply), b.add(2, t + 5600, fp + 1, reply),
+            b.add(1, t + 5650, fp + 1, reply);
+    }
+    b.add(4, 2'000'005'000, 99, reply_nat);
+    b.add(3, 9'000'000'000, 1000, udp("1.1.1.1", 1, "2.2.2.2", 2));  // keeps docker0's capture running
+    Journeys j = match(b.sightings);
+    const Analysis a = analyse(b.sightings, j);
+    ASSERT_EQ(a.flows.size(), 2U);
+    EXPECT_EQ(a.flows[0].original, k_c1);
+    EXPECT_EQ(a.flows[0].translated, k_c1_nat);
+    EXPECT_EQ(a.flows[0].journeys, 6U);
+    EXPECT_EQ(a.path_order.front(), 1U);
+
+    std::set<std::tuple<std::string, std::string, std::string, std::string>> rewrites;
+    for (const Rewrite& r : a.rewrites)
+        if (r.flow == 0) rewrites.insert({to_string(r.direction), field_name(r.field, false), r.from, r.to});
+    EXPECT_EQ(rewrites, (std::set<std::tuple<std::string, std::string, std::string, std::string>>{
+                            {"forward", "src", "172.17.0.2", "192.168.43.116"},
+                            {"reply", "dst", "192.168.43.116", "172.17.0.2"}}));
+
+    ASSERT_EQ(a.losses.size(), 1U);
+    EXPECT_EQ(a.losses[0].direction, FlowDirection::reply);
+    EXPECT_EQ(a.losses[0].after_point, 4U);
+    EXPECT_EQ(a.losses[0].expected_point, 3U);
+    EXPECT_EQ(a.losses[0].count, 1U);
+
+    for (const HopStats& h : a.hops) {
+        if (h.flow == 0U && h.direction == FlowDirection::forward && h.from_point == 3) {
+            EXPECT_EQ(h.count, 3U);
+            EXPECT_EQ(h.min_ns, 400);
+            EXPECT_EQ(h.max_ns, 400);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace hoptrace::correlate
