@@ -54,9 +54,9 @@ UDP_DPORT = 5353
 UDP_COUNT = 5
 SAME_UDP_PAYLOAD = b"hoptrace udp: same payload from both containers\n"
 TCP_PORT = 5001
-# c2 starts this long after c1, so c1's first packet creates its conntrack entry first and c1
-# keeps its ICMP id / UDP port while c2's get rewritten. The flows still interleave.
-STAGGER_S = 0.05
+# c2 starts once c1's flow is in the host's conntrack table (or after this long at most), so c1
+# keeps its ICMP id / UDP port and c2's get rewritten, every run. The flows still interleave.
+STAGGER_MAX_S = 2.0
 
 # Where lablib notes which process owns which lab, so labs of a SIGKILLed run can be reaped.
 OWNER_DIR = Path("/run/hoptrace-lab")
@@ -533,13 +533,21 @@ def tcpdump_any(ns: str, path: str | os.PathLike, **kwargs) -> Tcpdump:
     return Tcpdump(ns, "any", path, linktype="LINUX_SLL2", **kwargs)
 
 
-def tshark_fields(pcap: str | os.PathLike, fields: Sequence[str], filter: str | None = None) -> list[tuple[str, ...]]:
+# Wireshark dissects UDP port 5353 as mDNS; the lab's echo traffic there is plain bytes.
+DEFAULT_DECODE_AS = (f"udp.port=={UDP_DPORT},data",)
+
+
+def tshark_fields(pcap: str | os.PathLike, fields: Sequence[str], filter: str | None = None,
+                  decode_as: Sequence[str] = DEFAULT_DECODE_AS) -> list[tuple[str, ...]]:
     """Reads pcap with tshark (independently of hoptrace): one tuple of strings per packet, in
     file order. Missing fields are ""; a field occurring several times (an ICMP error's quoted
     header) is comma-joined. tshark 4.0 prints frame.time_epoch with all 9 decimals for a
-    nanosecond file (no -o needed; lab_selftest checks this)."""
+    nanosecond file (no -o needed; lab_selftest checks this). decode_as: `-d` rules; by
+    default UDP 5353 is read as data, so `data.data` is the scenario's payload in hex."""
     argv = ["tshark", "-n", "-r", str(pcap), "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a",
             "-E", "aggregator=,"]
+    for rule in decode_as:
+        argv += ["-d", rule]
     for f in fields:
         argv += ["-e", f]
     if filter:
@@ -571,14 +579,15 @@ class PingResult:
 
 def ping_both(lab: Lab, count: int = PING_COUNT, interval: float = PING_INTERVAL_S, ident: int = PING_IDENT,
               dest: str | None = None) -> dict[str, PingResult]:
-    """c1 and c2 ping the server with the SAME ICMP echo id (`ping -e`), c2 starting STAGGER_S
-    after c1, so the host's MASQUERADE must rewrite c2's id."""
+    """c1 and c2 ping the server with the SAME ICMP echo id (`ping -e`); c2 starts once c1's flow
+    is in conntrack, so the host's MASQUERADE keeps c1's id and rewrites c2's."""
     dest = dest or lab.ip["server"]
     procs = {}
     for name in ("c1", "c2"):
         procs[name] = lab.popen(name, "ping", "-n", "-c", count, "-i", interval, "-e", ident, "-W", 2, dest,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(STAGGER_S)
+        if name == "c1":
+            _wait_for_flow(lab, "icmp", lab.ip["c1"], dest)
     results = {}
     for name, p in procs.items():
         out, _ = p.communicate(timeout=count * interval + 30)
@@ -617,7 +626,8 @@ def udp_both(lab: Lab, count: int = UDP_COUNT, sport: int = UDP_SPORT, dport: in
             procs[name] = (payloads, lab.popen(
                 name, sys.executable, str(Path(__file__).resolve()), "_udp-client", lab.ip["server"], dport, sport,
                 interval, *[p.hex() for p in payloads], stdout=subprocess.PIPE, text=True))
-            time.sleep(STAGGER_S)
+            if name == "c1":
+                _wait_for_flow(lab, "udp", lab.ip["c1"], lab.ip["server"])
         results = {}
         for name, (payloads, p) in procs.items():
             out, _ = p.communicate(timeout=count * (interval + 2) + 30)
@@ -650,6 +660,17 @@ def tcp_upload(lab: Lab, mb: float, port: int = TCP_PORT, container: str = "c1")
         return counted["n"]
     finally:
         _terminate(server)
+
+
+def _wait_for_flow(lab: Lab, proto: str, src: str, dst: str, timeout: float = STAGGER_MAX_S) -> bool:
+    """Waits until the host's conntrack table holds a proto flow src -> dst."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = lab.run("host", "conntrack", "-L", "-p", proto, "-s", src, "-d", dst, check=False)
+        if "src=" in r.stdout:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def _terminate(p: subprocess.Popen) -> None:
