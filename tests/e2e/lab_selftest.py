@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
@@ -99,10 +98,8 @@ def run_checks(tmp: Path) -> int:
                 lablib.Tcpdump(lab.ns["server"], "eth0", tmp / "server.pcap")]
         try:
             pings = lablib.ping_both(lab)
-            time.sleep(0.3)
         finally:
-            for c in caps:
-                c.stop()
+            lablib.stop_all(caps)
         for c in ("c1", "c2"):
             p = pings[c]
             check(f"{c} pings the server",
@@ -213,7 +210,6 @@ def run_checks(tmp: Path) -> int:
                 with lablib.Tcpdump(lab2.ns["server"], "eth0", tmp / "lab2-server.pcap") as cap:
                     r = lab2.run("c1", "ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", lab2.ip["server"],
                                  check=False)
-                    time.sleep(0.2)
                 srcs = {row[0] for row in lablib.tshark_fields(cap.path, ["ip.src"], "icmp.type == 8")}
                 expect(r.returncode != 0, "ping succeeded without MASQUERADE")
                 expect(srcs == {lab2.ip["c1"]}, f"server saw sources {srcs}")

@@ -434,8 +434,8 @@ class Tcpdump:
     """tcpdump in a namespace, nanosecond timestamps, written to a file.
 
     Started on construction; returns only once tcpdump has said "listening on" (its socket is
-    open, so everything sent afterwards is captured). Also a context manager. ``stop()`` sends
-    SIGINT, waits and returns the file path; ``captured``/``received``/``dropped`` then hold
+    open, so everything sent afterwards is captured). Also a context manager. ``stop()`` waits
+    0.2 s, sends SIGINT, waits for tcpdump to exit and returns the file path; ``captured``/``received``/``dropped`` then hold
     tcpdump's final counters.
 
     --immediate-mode matters: without it, packets still sitting in a not-yet-retired TPACKET_V3
@@ -505,8 +505,11 @@ class Tcpdump:
         while self._read_lines():
             pass
 
-    def stop(self, timeout: float = 10) -> Path:
+    def stop(self, timeout: float = 10, settle: float = 0.2) -> Path:
+        """Stops tcpdump after `settle` seconds (time for the last frames of a just-finished
+        exchange to be read from the ring) and returns the file."""
         if self._proc.poll() is None:
+            time.sleep(settle)
             self._proc.send_signal(signal.SIGINT)
             try:
                 self._proc.wait(timeout)
@@ -526,6 +529,12 @@ class Tcpdump:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def stop_all(captures: Sequence[Tcpdump], settle: float = 0.2) -> list[Path]:
+    """Stops several captures after one shared settle time; returns their files."""
+    time.sleep(settle)
+    return [c.stop(settle=0) for c in captures]
 
 
 def tcpdump_any(ns: str, path: str | os.PathLike, **kwargs) -> Tcpdump:
@@ -751,8 +760,7 @@ def run_scenario(outdir: str | os.PathLike, prefix: str | None = None, tcp_mb: f
             time.sleep(1)
             (outdir / "conntrack.txt").write_text(lab.conntrack_text("host"))
         finally:
-            for c in captures:
-                c.stop()
+            stop_all(captures, settle=0)  # the traffic ended a second ago
     print(f"scenario: files in {outdir}:")
     for c in captures:
         drops = f", {c.dropped} dropped by kernel" if c.dropped else ""
