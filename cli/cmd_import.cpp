@@ -4,9 +4,9 @@
 
 #include "cli/command.hpp"
 #include "correlate/correlate.hpp"
-#include "store/writer.hpp"
-#include "tracer/capture_file.hpp"
-#include "tracer/dissect.hpp"
+#include "cli/targets.hpp"
+#include "store/import.hpp"
+#include "tracer/topology.hpp"
 #include "version.hpp"
 
 #include <unistd.h>
@@ -41,7 +41,7 @@ class Progress {
 public:
     explicit Progress(bool quiet) : m_enabled(!quiet && isatty(STDERR_FILENO) == 1) {}
     void update(const std::string& file, std::uint64_t frames) {
-        if (!m_enabled || (frames & 0x3FFF) != 0) return;
+        if (!m_enabled) return;
         const auto now = std::chrono::steady_clock::now();
         if (now - m_last < std::chrono::milliseconds(250)) return;
         m_last = now;
@@ -59,70 +59,6 @@ private:
     std::chrono::steady_clock::time_point m_last{};
 };
 
-// Imports one file. Frames read before an error stay in the store; the error comes back as one line.
-std::optional<std::string> import_file(store::Database& db, store::Writer& writer, const FileSpec& spec,
-                                       Progress& progress, bool quiet) {
-    auto opened = CaptureFile::open(spec.path);
-    if (!opened) return opened.error();
-    CaptureFile& file = **opened;
-
-    std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> point_of;  // (interface, ifindex) -> id
-    std::vector<std::string> created;
-    auto point_for = [&](std::uint32_t interface, std::uint32_t ifindex) -> std::uint32_t {
-        const auto key = std::pair{interface, ifindex};
-        if (auto it = point_of.find(key); it != point_of.end()) return it->second;
-        const FileInterface& iface = file.interfaces().at(interface);
-        store::Point p;
-        p.name = spec.name;
-        if (iface.link_type == LinkType::linux_sll2) {
-            p.name += "/if" + std::to_string(ifindex);  // `tcpdump -i any -y LINUX_SLL2`: one point per interface
-            p.ifindex = ifindex;
-        } else if (file.interfaces().size() > 1) {
-            p.name += "/" + (iface.name.empty() ? "if" + std::to_string(interface) : iface.name);
-        }
-        p.ifname = iface.name;
-        p.link_type = static_cast<std::uint32_t>(iface.link_type);
-        p.source = spec.path;
-        if (db.find_point(p.name)) {
-            throw Fatal(spec.path + ": a point named '" + p.name + "' is already in " + db.path() +
-                        "; name this file's point with NAME=" + spec.path);
-        }
-        const auto id = static_cast<std::uint32_t>(db.add_point(p));
-        created.push_back(p.name);
-        point_of.emplace(key, id);
-        return id;
-    };
-
-    std::optional<std::string> error;
-    FileFrame ff;
-    std::uint64_t frames = 0;
-    try {
-        for (;;) {
-            auto more = file.next(ff);
-            if (!more) {
-                error = more.error();
-                break;
-            }
-            if (!*more) break;
-            PacketRecord record = dissect(ff.frame);
-            record.point_id = point_for(ff.interface, record.ifindex);
-            writer.add(record, ff.frame.bytes);
-            progress.update(spec.path, ++frames);
-        }
-        if (created.empty() && !file.interfaces().empty()) point_for(0, 0);  // an empty capture is still a point
-    } catch (const Fatal& e) {
-        error = e.what();
-    }
-    progress.clear();
-    if (!quiet) {
-        std::string names;
-        for (const auto& n : created) names += (names.empty() ? "" : ", ") + n;
-        std::fprintf(stderr, "imported %s: %llu packets -> %s\n", spec.path.c_str(),
-                     static_cast<unsigned long long>(frames), names.empty() ? "no point" : names.c_str());
-    }
-    return error;
-}
-
 std::string host_name() {
     char buf[256] = {};
     if (gethostname(buf, sizeof buf - 1) != 0) return "";
@@ -137,12 +73,16 @@ int cmd_import(const Invocation& inv) {
     bool no_correlate = false;
     bool quiet = false;
     double max_gap_ms = 100;
+    std::string link_names_ns;
     po::options_description options("options");
     options.add_options()
         ("db", po::value(&db_path)->required(), "database file (created if missing; points are added to it)")
         ("no-correlate", po::bool_switch(&no_correlate), "only import; run 'hoptrace correlate' later")
         ("max-hop-gap-ms", po::value(&max_gap_ms)->default_value(100),
          "correlate: the longest time one hop may take (ms)")
+        ("link-names", po::value(&link_names_ns),
+         "name the interfaces of Linux cooked v2 captures (tcpdump -i any -y LINUX_SLL2) after the interfaces "
+         "of this 'ip netns' namespace, ':' for hoptrace's own (default: NAME/ifINDEX)")
         ("quiet,q", po::bool_switch(&quiet), "no progress or per-file lines on stderr")
         ("file", po::value(&files), "[NAME=]FILE.pcap[ng]: capture files, each becomes a point named NAME "
                                     "(default: the file name without extension)");
@@ -154,6 +94,14 @@ int cmd_import(const Invocation& inv) {
     if (max_gap_ms <= 0) throw UsageError("--max-hop-gap-ms must be positive");
     std::vector<FileSpec> specs;
     for (const auto& f : files) specs.push_back(parse_spec(f));
+    std::map<std::uint32_t, std::string> link_names;
+    if (!link_names_ns.empty()) {
+        auto ns = link_names_ns == ":" ? Netns::self() : Netns::by_name(link_names_ns);
+        if (!ns) throw Fatal("--link-names: " + ns.error());
+        auto links = list_links(*ns);
+        if (!links) throw Fatal("--link-names " + link_names_ns + ": " + links.error());
+        for (const auto& l : *links) link_names[l.ifindex] = l.ifname;
+    }
 
     store::Database db = store::Database::open(db_path);
     if (!db.meta("created_by")) db.set_meta("created_by", std::string("hoptrace ") + k_version);
@@ -166,8 +114,17 @@ int cmd_import(const Invocation& inv) {
     {
         store::Writer writer(db);
         for (const FileSpec& spec : specs) {
-            if (auto error = import_file(db, writer, spec, progress, quiet)) {
-                std::cerr << "hoptrace import: " << *error << "\n";
+            const auto result = store::import_file(db, writer, {spec.name, spec.path, link_names},
+                                                   [&](std::uint64_t n) { progress.update(spec.path, n); });
+            progress.clear();
+            if (!quiet) {
+                std::string names;
+                for (const auto& n : result.points) names += (names.empty() ? "" : ", ") + n;
+                std::fprintf(stderr, "imported %s: %llu packets -> %s\n", spec.path.c_str(),
+                             static_cast<unsigned long long>(result.frames), names.empty() ? "no point" : names.c_str());
+            }
+            if (result.error) {
+                std::cerr << "hoptrace import: " << *result.error << "\n";
                 failed = true;
             }
         }

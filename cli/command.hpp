@@ -47,5 +47,8 @@ store::Database open_existing(const std::string& path);
 int cmd_import(const Invocation& inv);
 int cmd_correlate(const Invocation& inv);
 int cmd_report(const Invocation& inv);
+int cmd_topology(const Invocation& inv);
+int cmd_capture(const Invocation& inv);
+int cmd_trace(const Invocation& inv);
 
 }  // namespace hoptrace::cli

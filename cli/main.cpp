@@ -20,6 +20,9 @@ struct Command {
 
 const std::map<std::string, Command>& commands() {
     static const std::map<std::string, Command> table{
+        {"topology", {hoptrace::cli::cmd_topology, "show the capture points of a container's path, and its NAT"}},
+        {"capture", {hoptrace::cli::cmd_capture, "capture live on every point of the path into a database"}},
+        {"trace", {hoptrace::cli::cmd_trace, "capture + correlate + text report in one go"}},
         {"import", {hoptrace::cli::cmd_import, "read pcap/pcapng files into a database (one point per file)"}},
         {"correlate", {hoptrace::cli::cmd_correlate, "match packets across points: journeys, NAT, latency"}},
         {"report", {hoptrace::cli::cmd_report, "print the result as text or JSON"}},

@@ -166,6 +166,28 @@ Json build_report(const store::Database& db) {
         "SELECT flow_id, sum(direction = 'forward'), sum(direction = 'reply') FROM journeys GROUP BY flow_id");
     while (dq.step()) per_direction[dq.column_int(0)] = {dq.column_int(1), dq.column_int(2)};
 
+    // The kernel's NAT for each connection (live capture only): conntrack's reply tuple, reversed, is how the
+    // kernel translated the original tuple. The dump at the end wins over the one at the start.
+    std::map<std::string, Json> kernel;
+    auto key = [](std::int64_t proto, const std::string& src, const std::string& dst, std::int64_t sport,
+                  std::int64_t dport) {
+        return std::to_string(proto) + "|" + src + "|" + dst + "|" + std::to_string(sport) + "|" +
+               std::to_string(is_icmp(proto) ? 0 : dport);
+    };
+    auto cq = db.prepare(
+        "SELECT proto, orig_src, orig_dst, orig_sport, orig_dport, reply_src, reply_dst, reply_sport, reply_dport "
+        "FROM conntrack ORDER BY event = 'dump-end', id");
+    while (cq.step()) {
+        const std::int64_t proto = cq.column_int(0);
+        Json k;
+        k["original"] = tuple_json(proto, cq.column_text(1), cq.column_text(2), cq.column_int(3), cq.column_int(4));
+        k["reply"] = tuple_json(proto, cq.column_text(5), cq.column_text(6), cq.column_int(7), cq.column_int(8));
+        k["translated"] =
+            tuple_json(proto, cq.column_text(6), cq.column_text(5), is_icmp(proto) ? cq.column_int(7) : cq.column_int(8),
+                       cq.column_int(7));
+        kernel[key(proto, cq.column_text(1), cq.column_text(2), cq.column_int(3), cq.column_int(4))] = std::move(k);
+    }
+
     Json flows = Json::array();
     auto fq = db.prepare(
         "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, "
@@ -189,6 +211,17 @@ Json build_report(const store::Database& db) {
         f["path"] = paths.contains(id) ? paths[id] : Json::array();
         f["hops"] = hops.contains(id) ? hops[id] : Json::array();
         f["lost"] = lost.contains(id) ? lost[id] : Json::array();
+        if (!kernel.empty()) {
+            const auto it = kernel.find(key(proto, fq.column_text(2), fq.column_text(3), fq.column_int(4), fq.column_int(5)));
+            Json c;
+            if (it == kernel.end()) {
+                c["state"] = "not found";
+            } else {
+                c = it->second;
+                c["state"] = c["translated"] == f["translated"] ? "agrees" : "differs";
+            }
+            f["conntrack"] = std::move(c);
+        }
         flows.push_back(std::move(f));
     }
     report["flows"] = std::move(flows);
@@ -350,6 +383,15 @@ std::string render_text(const Json& report) {
                               format_duration(h["max_ns"].get<std::int64_t>())});
             }
             out << table(hr, "    ", {false, false, true, true, true, true, true, true});
+        }
+        if (f.contains("conntrack")) {
+            const Json& c = f["conntrack"];
+            const std::string state = c["state"].get<std::string>();
+            if (state == "agrees") out << "  conntrack agrees: the kernel translated it the same way\n";
+            else if (state == "differs")
+                out << "  conntrack DIFFERS: the kernel's entry translates it to " << tuple_text(proto, c["translated"])
+                    << "\n";
+            else out << "  conntrack: no entry for this flow\n";
         }
         for (const Json& l : f["lost"]) {
             out << "  LOST: " << l["count"].get<std::int64_t>() << " " << l["direction"].get<std::string>()

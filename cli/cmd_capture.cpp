@@ -1,0 +1,316 @@
+// hoptrace capture --db FILE TARGET [options] [-- CMD ARGS…]
+// hoptrace trace   TARGET [options] [-- CMD ARGS…]     (capture + correlate + text report)
+//
+// Discovers the path, opens one libpcap handle per point inside its namespace, streams every packet to the
+// store's writer thread, and stops on SIGINT/SIGTERM, --duration, --count, or when CMD exits (after a
+// grace period for the replies). A second SIGINT stops at once; what was captured is still kept.
+
+#include "cli/command.hpp"
+#include "cli/targets.hpp"
+#include "correlate/correlate.hpp"
+#include "correlate/report.hpp"
+#include "store/writer.hpp"
+#include "tracer/conntrack.hpp"
+#include "tracer/dissect.hpp"
+#include "tracer/live_capture.hpp"
+#include "version.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+namespace hoptrace::cli {
+namespace {
+
+std::atomic<int> g_signals{0};
+
+extern "C" void on_stop_signal(int) { g_signals.fetch_add(1); }
+
+class SignalGuard {
+public:
+    SignalGuard() {
+        struct sigaction sa {};
+        sa.sa_handler = on_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &m_old_int);
+        sigaction(SIGTERM, &sa, &m_old_term);
+    }
+    SignalGuard(const SignalGuard&) = delete;
+    SignalGuard& operator=(const SignalGuard&) = delete;
+    ~SignalGuard() {
+        sigaction(SIGINT, &m_old_int, nullptr);
+        sigaction(SIGTERM, &m_old_term, nullptr);
+    }
+
+private:
+    struct sigaction m_old_int {};
+    struct sigaction m_old_term {};
+};
+
+std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+pid_t spawn(const std::vector<std::string>& argv) {
+    const pid_t child = ::fork();
+    if (child < 0) throw Fatal(std::string("cannot start '") + argv[0] + "': " + std::strerror(errno));
+    if (child == 0) {
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        std::vector<char*> args;
+        for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
+        std::fprintf(stderr, "hoptrace: cannot run '%s': %s\n", args[0], std::strerror(errno));
+        ::_exit(127);
+    }
+    return child;
+}
+
+void store_conntrack(store::Database& db, const std::vector<ConntrackEntry>& entries, const char* event) {
+    auto st = db.prepare(
+        "INSERT INTO conntrack (ts_ns, event, proto, orig_src, orig_dst, orig_sport, orig_dport, reply_src, "
+        "reply_dst, reply_sport, reply_dport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    const std::int64_t ts = now_ns();
+    store::Transaction txn(db);
+    for (const auto& e : entries) {
+        st.bind(1, ts).bind(2, event).bind(3, std::int64_t{e.proto});
+        st.bind(4, e.orig_src).bind(5, e.orig_dst).bind(6, std::int64_t{e.orig_sport}).bind(7, std::int64_t{e.orig_dport});
+        st.bind(8, e.reply_src).bind(9, e.reply_dst).bind(10, std::int64_t{e.reply_sport});
+        st.bind(11, std::int64_t{e.reply_dport});
+        st.run();
+        st.reset();
+    }
+    txn.commit();
+}
+
+class StatusLine {
+public:
+    explicit StatusLine(bool enabled) : m_enabled(enabled) {}
+    void show(double elapsed_s, const LiveCapture& capture) {
+        if (!m_enabled) return;
+        const auto stats = capture.stats();
+        std::string line = "\r\033[K" + std::to_string(static_cast<int>(elapsed_s)) + "s ";
+        for (std::size_t i = 0; i < stats.size(); ++i) {
+            line += " " + capture.points()[i].name + " " + std::to_string(stats[i].packets);
+            if (stats[i].ended) line += " (ended)";
+        }
+        std::fputs(line.c_str(), stderr);
+        std::fflush(stderr);
+        m_dirty = true;
+    }
+    void clear() {
+        if (m_dirty) std::fputs("\r\033[K", stderr);
+        m_dirty = false;
+    }
+
+private:
+    bool m_enabled;
+    bool m_dirty = false;
+};
+
+struct CaptureArgs {
+    std::string db_path;
+    TargetOptions targets;
+    std::string filter;
+    int snaplen = 262144;
+    int buffer_mb = 64;
+    double duration_s = 0;
+    std::uint64_t count = 0;
+    double grace_s = 1.0;
+    bool quiet = false;
+    bool no_correlate = false;
+    std::vector<std::string> command;
+};
+
+int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace) {
+    if (::geteuid() != 0) throw Fatal("capturing needs root (network namespaces, packet sockets); run it with sudo");
+    Resolved r = resolve_targets(a.targets, true);
+
+    std::error_code ec;
+    if (std::filesystem::exists(a.db_path, ec)) {
+        auto existing = store::Database::open(a.db_path);
+        if (!existing.points().empty())
+            throw Fatal(a.db_path + ": already holds a capture; give a new --db file (nothing was changed)");
+    }
+    store::Database db = store::Database::open(a.db_path);
+    db.set_meta("created_by", std::string("hoptrace ") + k_version);
+    db.set_meta("hoptrace_version", k_version);
+    db.set_meta("command_line", inv.command_line);
+    db.set_meta("capture_start_ns", std::to_string(now_ns()));
+    if (r.topology.masquerade) db.set_meta("masquerade", "yes");
+
+    std::vector<LivePoint> live;
+    for (const auto& p : r.topology.points) {
+        store::Point sp;
+        sp.name = p.name;
+        sp.netns = netns_label(r, p.netns);
+        sp.ifname = p.link.ifname;
+        sp.role = to_string(p.role);
+        sp.ifindex = p.link.ifindex;
+        sp.source = "live";
+        sp.link_type = static_cast<std::uint32_t>(LinkType::ethernet);
+        const auto id = static_cast<std::uint32_t>(db.add_point(sp));
+        live.push_back({id, p.name, r.namespaces[p.netns].get(), p.link.ifname});
+    }
+
+    const Netns& host = *r.namespaces[0];
+    if (auto ct = conntrack_dump(host)) store_conntrack(db, *ct, "dump-start");
+    else if (!a.quiet) std::fprintf(stderr, "hoptrace: note: %s (the report will not compare with conntrack)\n", ct.error().c_str());
+
+    store::Writer writer(db);
+    LiveOptions options;
+    options.filter = a.filter;
+    options.snaplen = a.snaplen;
+    options.buffer_bytes = a.buffer_mb << 20;
+    LiveCapture capture(live, options, [&writer](std::uint32_t point, const Frame& frame) {
+        PacketRecord record = dissect(frame);
+        record.point_id = point;
+        writer.add(record, frame.bytes);
+    });
+
+    SignalGuard signals;
+    g_signals = 0;
+    if (auto started = capture.start(); !started) throw Fatal(started.error());
+    if (!a.quiet) {
+        std::string names;
+        for (const auto& p : live) names += (names.empty() ? "" : ", ") + p.name;
+        std::fprintf(stderr, "capturing on %s\n", names.c_str());
+    }
+
+    const auto t0 = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+    pid_t child = a.command.empty() ? -1 : spawn(a.command);
+    int child_status = 0;
+    std::optional<double> child_done_at;
+    StatusLine status(!a.quiet && isatty(STDERR_FILENO) == 1);
+    double last_status = -1;
+    std::string stop_reason;
+    while (stop_reason.empty()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        const double t = elapsed();
+        if (g_signals.load() > 0) stop_reason = "signal";
+        else if (a.duration_s > 0 && t >= a.duration_s) stop_reason = "duration";
+        else if (a.count > 0 && capture.total_packets() >= a.count) stop_reason = "count";
+        else if (capture.all_ended()) stop_reason = "every point ended";
+        if (child > 0 && !child_done_at) {
+            if (::waitpid(child, &child_status, WNOHANG) == child) child_done_at = t;
+        }
+        if (child_done_at && t - *child_done_at >= a.grace_s) stop_reason = "command finished";
+        if (t - last_status >= 0.5) {
+            status.show(t, capture);
+            last_status = t;
+        }
+    }
+    status.clear();
+    capture.stop();
+    capture.join();
+    if (child > 0 && !child_done_at) {
+        ::kill(child, SIGTERM);
+        ::waitpid(child, &child_status, 0);
+    }
+    writer.close();  // everything delivered is stored before anything else happens
+
+    const auto stats = capture.stats();
+    for (std::size_t i = 0; i < live.size(); ++i) {
+        auto p = db.find_point(live[i].name);
+        if (!p) continue;
+        p->kernel_drops = stats[i].kernel_drops + stats[i].interface_drops;
+        p->note = stats[i].note;
+        db.update_point(*p);
+        if (!a.quiet) {
+            std::fprintf(stderr, "  %-20s %8llu packets, %llu dropped by the kernel%s%s\n", live[i].name.c_str(),
+                         static_cast<unsigned long long>(p->packets),
+                         static_cast<unsigned long long>(p->kernel_drops), stats[i].note.empty() ? "" : "; ",
+                         stats[i].note.c_str());
+        }
+    }
+    db.set_meta("capture_stop_ns", std::to_string(now_ns()));
+    db.set_meta("stop_reason", stop_reason);
+    if (auto ct = conntrack_dump(host)) store_conntrack(db, *ct, "dump-end");
+    db.build_indexes();
+    if (child > 0 && !a.quiet) {
+        if (WIFEXITED(child_status) && WEXITSTATUS(child_status) != 0)
+            std::fprintf(stderr, "hoptrace: note: '%s' exited with status %d\n", a.command[0].c_str(), WEXITSTATUS(child_status));
+    }
+
+    if (g_signals.load() > 1) {  // a second Ctrl-C: stop now, the capture is safe in the database
+        std::fprintf(stderr, "hoptrace: interrupted; run 'hoptrace correlate --db %s' later\n", a.db_path.c_str());
+        return k_exit_runtime;
+    }
+    if (a.no_correlate && !trace) return k_exit_ok;
+    correlate::run(db);
+    if (trace) std::cout << correlate::render_text(correlate::build_report(db));
+    return k_exit_ok;
+}
+
+}  // namespace
+
+int capture_command(const Invocation& inv, bool trace) {
+    // Everything after "--" is the command to run while capturing.
+    Invocation own = inv;
+    CaptureArgs a;
+    for (std::size_t i = 0; i < inv.args.size(); ++i) {
+        if (inv.args[i] == "--") {
+            own.args.assign(inv.args.begin(), inv.args.begin() + static_cast<std::ptrdiff_t>(i));
+            a.command.assign(inv.args.begin() + static_cast<std::ptrdiff_t>(i) + 1, inv.args.end());
+            break;
+        }
+    }
+    po::options_description options("options");
+    if (trace) {
+        options.add_options()("db", po::value(&a.db_path), "keep the capture in this database (default: a temporary file)");
+    } else {
+        options.add_options()("db", po::value(&a.db_path)->required(), "new database file to store the capture in");
+    }
+    a.targets.add_to(options);
+    options.add_options()
+        ("filter", po::value(&a.filter), "BPF filter (tcpdump syntax) applied at every point")
+        ("snaplen", po::value(&a.snaplen)->default_value(262144), "bytes kept of each packet")
+        ("buffer-mb", po::value(&a.buffer_mb)->default_value(64), "kernel capture buffer per point (MiB)")
+        ("duration", po::value(&a.duration_s), "stop after this many seconds")
+        ("count", po::value(&a.count), "stop once this many packets were captured (all points together)")
+        ("grace", po::value(&a.grace_s)->default_value(1.0), "seconds to keep capturing after CMD exits (replies)")
+        ("quiet,q", po::bool_switch(&a.quiet), "no status line or summary on stderr");
+    if (!trace) options.add_options()("no-correlate", po::bool_switch(&a.no_correlate), "only capture");
+    po::variables_map vm;
+    const std::string synopsis = std::string(trace ? "" : "--db FILE ") +
+                                 "(--netns NAME | --pid PID | --container NAME)… [options] [-- CMD ARGS…]";
+    if (!parse(own, synopsis, options, nullptr, vm)) return k_exit_ok;
+    if (a.snaplen <= 0 || a.snaplen > 262144) throw UsageError("--snaplen must be between 1 and 262144");
+    if (a.buffer_mb <= 0 || a.buffer_mb > 2048) throw UsageError("--buffer-mb must be between 1 and 2048");
+    if (a.duration_s < 0 || a.grace_s < 0) throw UsageError("--duration and --grace cannot be negative");
+    std::filesystem::path temp;
+    if (trace && a.db_path.empty()) {
+        temp = std::filesystem::temp_directory_path() / ("hoptrace-trace-" + std::to_string(::getpid()) + ".db");
+        a.db_path = temp.string();
+    }
+    // A temporary database goes away once the report is printed; an interrupted trace keeps it.
+    auto remove_temp = [&] {
+        std::error_code ec;
+        for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(temp.string() + suffix, ec);
+    };
+    int rc = k_exit_runtime;
+    try {
+        rc = run_capture(inv, a, trace);
+    } catch (...) {
+        if (!temp.empty()) remove_temp();
+        throw;
+    }
+    if (!temp.empty() && rc == k_exit_ok) remove_temp();
+    return rc;
+}
+
+int cmd_capture(const Invocation& inv) { return capture_command(inv, false); }
+int cmd_trace(const Invocation& inv) { return capture_command(inv, true); }
+
+}  // namespace hoptrace::cli

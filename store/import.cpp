@@ -1,0 +1,69 @@
+#include "store/import.hpp"
+
+#include "tracer/capture_file.hpp"
+#include "tracer/dissect.hpp"
+
+namespace hoptrace::store {
+
+ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
+                         const std::function<void(std::uint64_t)>& progress) {
+    ImportResult result;
+    auto opened = CaptureFile::open(spec.path);
+    if (!opened) {
+        result.error = opened.error();
+        return result;
+    }
+    CaptureFile& file = **opened;
+
+    std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> point_of;  // (interface, ifindex) -> id
+    // Returns nullopt (and sets result.error) when the point's name is already taken.
+    auto point_for = [&](std::uint32_t interface, std::uint32_t ifindex) -> std::optional<std::uint32_t> {
+        const auto key = std::pair{interface, ifindex};
+        if (auto it = point_of.find(key); it != point_of.end()) return it->second;
+        const FileInterface& iface = file.interfaces().at(interface);
+        Point p;
+        p.name = spec.name;
+        p.ifname = iface.name;
+        if (iface.link_type == LinkType::linux_sll2) {
+            const auto named = spec.link_names.find(ifindex);
+            p.ifname = named != spec.link_names.end() ? named->second : "";
+            p.name += "/" + (p.ifname.empty() ? "if" + std::to_string(ifindex) : p.ifname);
+            p.ifindex = ifindex;
+        } else if (file.interfaces().size() > 1) {
+            p.name += "/" + (iface.name.empty() ? "if" + std::to_string(interface) : iface.name);
+        }
+        p.link_type = static_cast<std::uint32_t>(iface.link_type);
+        p.source = spec.path;
+        if (db.find_point(p.name)) {
+            result.error = spec.path + ": a point named '" + p.name + "' is already in " + db.path() +
+                           "; name this file's point with NAME=" + spec.path;
+            return std::nullopt;
+        }
+        const auto id = static_cast<std::uint32_t>(db.add_point(p));
+        result.points.push_back(p.name);
+        point_of.emplace(key, id);
+        return id;
+    };
+
+    FileFrame ff;
+    for (;;) {
+        auto more = file.next(ff);
+        if (!more) {
+            result.error = more.error();
+            break;
+        }
+        if (!*more) break;
+        PacketRecord record = dissect(ff.frame);
+        const auto point = point_for(ff.interface, record.ifindex);
+        if (!point) break;
+        record.point_id = *point;
+        writer.add(record, ff.frame.bytes);
+        ++result.frames;
+        if (progress && (result.frames & 0x3FFF) == 0) progress(result.frames);
+    }
+    // An empty capture is still a point, so that the report shows it saw nothing.
+    if (result.points.empty() && !result.error && !file.interfaces().empty()) point_for(0, 0);
+    return result;
+}
+
+}  // namespace hoptrace::store

@@ -1,0 +1,36 @@
+#pragma once
+// Importing a capture file into the store: one point per file, or per interface for multi-interface pcapng
+// files and Linux cooked v2 (`tcpdump -i any -y LINUX_SLL2`) captures. Used by `hoptrace import` and tests.
+
+#include "store/database.hpp"
+#include "store/writer.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace hoptrace::store {
+
+struct ImportSpec {
+    std::string name;  // the point's name; the prefix "NAME/…" when the file holds several interfaces
+    std::string path;
+    // Names for Linux cooked v2 interface indexes (from the namespace the capture was taken in); an index
+    // without a name becomes "NAME/ifN".
+    std::map<std::uint32_t, std::string> link_names;
+};
+
+struct ImportResult {
+    std::uint64_t frames = 0;
+    std::vector<std::string> points;   // created, in order of first packet
+    std::optional<std::string> error;  // one line naming the file; frames read before it are kept
+};
+
+// Reads `spec.path` frame by frame into `writer`. `progress` (may be empty) is called now and then with the
+// frame count. Never throws for problems with the file; store errors propagate.
+ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
+                         const std::function<void(std::uint64_t frames)>& progress = {});
+
+}  // namespace hoptrace::store

@@ -1,0 +1,203 @@
+#include "tracer/live_capture.hpp"
+
+#include <array>
+
+namespace hoptrace {
+namespace {
+
+struct Context {
+    const FrameSink* sink;
+    std::uint32_t point_id;
+    LinkType link_type;
+    std::int64_t ts_scale;  // 1 for nanosecond timestamps, 1000 for microsecond
+    std::atomic<std::uint64_t>* packets;
+    std::atomic<std::uint64_t>* total;
+};
+
+void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
+    auto* ctx = reinterpret_cast<Context*>(user);
+    Frame frame;
+    frame.ts_ns = static_cast<std::int64_t>(h->ts.tv_sec) * 1'000'000'000 +
+                  static_cast<std::int64_t>(h->ts.tv_usec) * ctx->ts_scale;
+    frame.wire_len = h->len;
+    frame.link_type = ctx->link_type;
+    frame.bytes = std::span<const std::uint8_t>(bytes, h->caplen);
+    (*ctx->sink)(ctx->point_id, frame);
+    ctx->packets->fetch_add(1, std::memory_order_relaxed);
+    ctx->total->fetch_add(1, std::memory_order_relaxed);
+}
+
+std::optional<LinkType> link_type_of(int dlt) {
+    switch (dlt) {
+        case DLT_EN10MB: return LinkType::ethernet;
+        case DLT_LINUX_SLL: return LinkType::linux_sll;
+#ifdef DLT_LINUX_SLL2
+        case DLT_LINUX_SLL2: return LinkType::linux_sll2;
+#endif
+        case DLT_RAW: return LinkType::raw;
+#ifdef DLT_IPV4
+        case DLT_IPV4: return LinkType::ipv4;
+        case DLT_IPV6: return LinkType::ipv6;
+#endif
+        default: return std::nullopt;
+    }
+}
+
+std::string activate_error(int rc, pcap_t* h, const LivePoint& p) {
+    const std::string where = p.name + ": ";
+    const std::string ns = p.ns != nullptr && !p.ns->name().empty() ? " in namespace " + p.ns->name() : "";
+    switch (rc) {
+        case PCAP_ERROR_NO_SUCH_DEVICE:
+            return where + "no interface '" + p.ifname + "'" + ns + " (is the container still running?)";
+        case PCAP_ERROR_PERM_DENIED: return where + "permission denied to capture on " + p.ifname + "; run hoptrace as root";
+        case PCAP_ERROR_IFACE_NOT_UP: return where + "interface " + p.ifname + ns + " is down";
+        default: return where + "cannot capture on " + p.ifname + ns + ": " + pcap_geterr(h);
+    }
+}
+
+}  // namespace
+
+LiveCapture::LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink)
+    : m_points(std::move(points)), m_options(std::move(options)), m_sink(std::move(sink)) {
+    for (std::size_t i = 0; i < m_points.size(); ++i) m_state.push_back(std::make_unique<PointState>());
+}
+
+LiveCapture::~LiveCapture() {
+    stop();
+    join();
+}
+
+tl::expected<void, std::string> LiveCapture::start() {
+    for (std::size_t i = 0; i < m_points.size(); ++i) m_threads.emplace_back([this, i] { run_point(i); });
+    std::unique_lock lock(m_mutex);
+    m_cv.wait(lock, [&] { return m_ready == m_points.size(); });
+    if (!m_start_error.empty()) {
+        const std::string error = m_start_error;
+        lock.unlock();
+        stop();
+        join();
+        return tl::unexpected(error);
+    }
+    return {};
+}
+
+void LiveCapture::stop() noexcept {
+    m_stop.store(true);
+    std::lock_guard lock(m_mutex);
+    for (auto& st : m_state)
+        if (pcap_t* h = st->handle.load()) pcap_breakloop(h);
+}
+
+void LiveCapture::join() {
+    for (auto& t : m_threads)
+        if (t.joinable()) t.join();
+    m_threads.clear();
+}
+
+std::vector<LiveStats> LiveCapture::stats() const {
+    std::vector<LiveStats> out;
+    std::lock_guard lock(m_mutex);
+    for (const auto& st : m_state) {
+        LiveStats s;
+        s.packets = st->packets.load();
+        s.kernel_drops = st->kernel_drops;
+        s.interface_drops = st->interface_drops;
+        s.ended = st->ended.load();
+        s.note = st->note;
+        out.push_back(std::move(s));
+    }
+    return out;
+}
+
+bool LiveCapture::all_ended() const {
+    for (const auto& st : m_state)
+        if (!st->ended.load()) return false;
+    return true;
+}
+
+void LiveCapture::run_point(std::size_t index) noexcept {
+    PointState& st = *m_state[index];
+    const LivePoint& p = m_points[index];
+    auto ready = [&](const std::string& error) {
+        std::lock_guard lock(m_mutex);
+        if (!error.empty() && m_start_error.empty()) m_start_error = error;
+        ++m_ready;
+        m_cv.notify_all();
+    };
+    if (auto entered = p.ns->enter(); !entered) {
+        st.ended = true;
+        ready(p.name + ": " + entered.error());
+        return;
+    }
+    std::array<char, PCAP_ERRBUF_SIZE> errbuf{};
+    PcapPtr h(pcap_create(p.ifname.c_str(), errbuf.data()));
+    if (!h) {
+        st.ended = true;
+        ready(p.name + ": " + errbuf.data());
+        return;
+    }
+    pcap_set_snaplen(h.get(), m_options.snaplen);
+    pcap_set_promisc(h.get(), 1);  // like tcpdump: a bridge shows port-to-port traffic only when promiscuous
+    pcap_set_timeout(h.get(), 100);
+    pcap_set_buffer_size(h.get(), m_options.buffer_bytes);
+    const bool nano = pcap_set_tstamp_precision(h.get(), PCAP_TSTAMP_PRECISION_NANO) == 0;
+    if (const int rc = pcap_activate(h.get()); rc < 0) {
+        st.ended = true;
+        ready(activate_error(rc, h.get(), p));
+        return;
+    }
+    const auto link = link_type_of(pcap_datalink(h.get()));
+    if (!link) {
+        st.ended = true;
+        ready(p.name + ": unsupported link type " + std::to_string(pcap_datalink(h.get())) + " on " + p.ifname);
+        return;
+    }
+    if (!m_options.filter.empty()) {
+        bpf_program program{};
+        if (pcap_compile(h.get(), &program, m_options.filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
+            st.ended = true;
+            ready("--filter '" + m_options.filter + "': " + pcap_geterr(h.get()));
+            return;
+        }
+        const int rc = pcap_setfilter(h.get(), &program);
+        pcap_freecode(&program);
+        if (rc != 0) {
+            st.ended = true;
+            ready(p.name + ": cannot set the filter: " + pcap_geterr(h.get()));
+            return;
+        }
+    }
+    {
+        std::lock_guard lock(m_mutex);
+        st.handle.store(h.get());
+    }
+    ready("");
+
+    Context ctx{&m_sink, p.point_id, *link, nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,
+                &st.packets, &m_total};
+    auto* user = reinterpret_cast<u_char*>(&ctx);
+    while (!m_stop.load()) {
+        const int n = pcap_dispatch(h.get(), -1, on_packet, user);
+        if (n == PCAP_ERROR) {  // the interface went away (container stopped) or the socket broke
+            std::lock_guard lock(m_mutex);
+            st.note = std::string("capture ended early: ") + pcap_geterr(h.get());
+            st.ended = true;
+            break;
+        }
+    }
+    // Drain what the kernel already captured, so that stopping loses nothing.
+    if (!st.ended.load() && pcap_setnonblock(h.get(), 1, errbuf.data()) == 0) {
+        while (pcap_dispatch(h.get(), -1, on_packet, user) > 0) {
+        }
+    }
+    pcap_stat ps{};
+    std::lock_guard lock(m_mutex);
+    if (pcap_stats(h.get(), &ps) == 0) {
+        st.kernel_drops = ps.ps_drop;
+        st.interface_drops = ps.ps_ifdrop;
+    }
+    st.ended = true;
+    st.handle.store(nullptr);
+}
+
+}  // namespace hoptrace

@@ -1,0 +1,97 @@
+#pragma once
+// Live capture on several points at once: one thread per point enters the point's network namespace with
+// setns() and opens a libpcap handle there (the socket stays in that namespace). Nanosecond timestamps from
+// the kernel's one realtime clock, so times are comparable across namespaces.
+
+#include "tracer/netns.hpp"
+#include "tracer/packet.hpp"
+
+#include <pcap/pcap.h>
+#include <tl/expected.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace hoptrace {
+
+struct PcapClose {
+    void operator()(pcap_t* p) const noexcept { pcap_close(p); }
+};
+using PcapPtr = std::unique_ptr<pcap_t, PcapClose>;
+
+struct LivePoint {
+    std::uint32_t point_id = 0;
+    std::string name;        // for messages
+    const Netns* ns = nullptr;
+    std::string ifname;
+};
+
+struct LiveOptions {
+    std::string filter;                    // BPF, tcpdump syntax; "" = everything
+    int snaplen = 262144;
+    int buffer_bytes = 64 << 20;           // kernel ring per point: large enough for bursts
+};
+
+struct LiveStats {
+    std::uint64_t packets = 0;             // delivered by libpcap (and handed to the sink)
+    std::uint64_t kernel_drops = 0;        // pcap_stats ps_drop
+    std::uint64_t interface_drops = 0;     // pcap_stats ps_ifdrop
+    bool ended = false;                    // the point stopped on its own (interface gone …)
+    std::string note;                      // why it ended early, or ""
+};
+
+// Called on the capture threads, one call per frame; frame.bytes is valid during the call only.
+using FrameSink = std::function<void(std::uint32_t point_id, const Frame& frame)>;
+
+class LiveCapture {
+public:
+    LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink);
+    LiveCapture(const LiveCapture&) = delete;
+    LiveCapture& operator=(const LiveCapture&) = delete;
+    ~LiveCapture();
+
+    // Opens every point and returns once all capture, or with the first failure (one line naming the point
+    // and what to do); after a failure nothing captures.
+    tl::expected<void, std::string> start();
+
+    // Asks every point to stop; each drains what the kernel already holds. Thread-safe, idempotent.
+    void stop() noexcept;
+    void join();
+
+    [[nodiscard]] std::vector<LiveStats> stats() const;  // packets live; drops final after join()
+    [[nodiscard]] std::uint64_t total_packets() const noexcept { return m_total.load(std::memory_order_relaxed); }
+    [[nodiscard]] bool all_ended() const;
+    [[nodiscard]] const std::vector<LivePoint>& points() const noexcept { return m_points; }
+
+private:
+    struct PointState {
+        std::atomic<pcap_t*> handle{nullptr};
+        std::atomic<std::uint64_t> packets{0};
+        std::atomic<bool> ended{false};
+        std::uint64_t kernel_drops = 0;
+        std::uint64_t interface_drops = 0;
+        std::string note;
+    };
+    void run_point(std::size_t index) noexcept;
+
+    std::vector<LivePoint> m_points;
+    LiveOptions m_options;
+    FrameSink m_sink;
+    std::vector<std::unique_ptr<PointState>> m_state;
+    std::vector<std::thread> m_threads;
+    std::atomic<bool> m_stop{false};
+    std::atomic<std::uint64_t> m_total{0};
+    mutable std::mutex m_mutex;
+    std::condition_variable m_cv;
+    std::size_t m_ready = 0;
+    std::string m_start_error;
+};
+
+}  // namespace hoptrace

@@ -1,0 +1,115 @@
+#pragma once
+// Network namespaces: handles (an open /run/netns/NAME or /proc/PID/ns/net), the capture targets that
+// name them, and running code inside one. setns() changes only the calling thread's namespace, so work in
+// another namespace runs on a thread of its own; sockets opened there stay in that namespace for good.
+
+#include <tl/expected.hpp>
+
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+namespace hoptrace {
+
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) noexcept : m_fd(fd) {}
+    UniqueFd(UniqueFd&& o) noexcept : m_fd(std::exchange(o.m_fd, -1)) {}
+    UniqueFd& operator=(UniqueFd&& o) noexcept {
+        if (this != &o) {
+            reset();
+            m_fd = std::exchange(o.m_fd, -1);
+        }
+        return *this;
+    }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+    ~UniqueFd() { reset(); }
+    void reset() noexcept {
+        if (m_fd >= 0) ::close(m_fd);
+        m_fd = -1;
+    }
+    [[nodiscard]] int get() const noexcept { return m_fd; }
+    explicit operator bool() const noexcept { return m_fd >= 0; }
+
+private:
+    int m_fd = -1;
+};
+
+class Netns {
+public:
+    // `ip netns` name: /run/netns/NAME.
+    static tl::expected<Netns, std::string> by_name(const std::string& name);
+    // The namespace of a process: /proc/PID/ns/net.
+    static tl::expected<Netns, std::string> by_pid(pid_t pid);
+    // The namespace hoptrace itself runs in.
+    static tl::expected<Netns, std::string> self();
+
+    Netns(Netns&&) noexcept = default;
+    Netns& operator=(Netns&&) noexcept = default;
+
+    [[nodiscard]] int fd() const noexcept { return m_fd.get(); }
+    // What the user called it: the ip-netns name, "pid 1234", or "" for hoptrace's own namespace.
+    [[nodiscard]] const std::string& name() const noexcept { return m_name; }
+    [[nodiscard]] ino_t inode() const noexcept { return m_inode; }
+    [[nodiscard]] bool same_as(const Netns& other) const noexcept { return m_inode == other.m_inode; }
+    [[nodiscard]] tl::expected<Netns, std::string> duplicate() const;
+
+    // Moves the calling thread into this namespace. Only for threads hoptrace owns (see run_in).
+    [[nodiscard]] tl::expected<void, std::string> enter() const;
+
+private:
+    static tl::expected<Netns, std::string> open_path(const std::string& path, const std::string& label,
+                                                      std::string name);
+    Netns(UniqueFd fd, std::string name, ino_t inode) : m_fd(std::move(fd)), m_name(std::move(name)), m_inode(inode) {}
+    UniqueFd m_fd;
+    std::string m_name;
+    ino_t m_inode = 0;
+};
+
+// Runs fn() on a fresh thread inside `ns` and returns its result; fn's exceptions propagate. fn must return
+// a tl::expected<T, std::string> so that failing to enter the namespace has somewhere to go.
+template <typename Fn>
+auto run_in(const Netns& ns, Fn&& fn) -> std::invoke_result_t<Fn> {
+    using Result = std::invoke_result_t<Fn>;
+    std::optional<Result> result;
+    std::exception_ptr error;
+    std::thread worker([&] {
+        try {
+            if (auto entered = ns.enter(); !entered) {
+                result.emplace(tl::unexpected(entered.error()));
+                return;
+            }
+            result.emplace(fn());
+        } catch (...) {
+            error = std::current_exception();
+        }
+    });
+    worker.join();
+    if (error) std::rethrow_exception(error);
+    return std::move(*result);
+}
+
+// What the user asked to trace: --netns NAME, --pid PID or --container NAME|ID.
+struct Target {
+    enum class Kind { netns, pid, container };
+    Kind kind = Kind::netns;
+    std::string value;
+
+    [[nodiscard]] std::string describe() const;  // "--netns c1"
+};
+
+// Resolves a target to its namespace. Containers are asked of the Docker CLI
+// (`docker inspect -f '{{.State.Pid}}'`), or podman when that is what is installed.
+tl::expected<Netns, std::string> resolve(const Target& target);
+
+}  // namespace hoptrace

@@ -1,0 +1,322 @@
+#include "tracer/topology.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netlink/netlink.h>
+#include <netlink/route/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/route.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstring>
+#include <memory>
+#include <sstream>
+
+namespace hoptrace {
+namespace {
+
+struct NlSocketFree {
+    void operator()(nl_sock* s) const noexcept { nl_socket_free(s); }
+};
+struct NlCacheFree {
+    void operator()(nl_cache* c) const noexcept { nl_cache_free(c); }
+};
+struct NlAddrPut {
+    void operator()(nl_addr* a) const noexcept { nl_addr_put(a); }
+};
+struct NlMsgFree {
+    void operator()(nl_msg* m) const noexcept { nlmsg_free(m); }
+};
+using NlSocketPtr = std::unique_ptr<nl_sock, NlSocketFree>;
+using NlCachePtr = std::unique_ptr<nl_cache, NlCacheFree>;
+using NlAddrPtr = std::unique_ptr<nl_addr, NlAddrPut>;
+using NlMsgPtr = std::unique_ptr<nl_msg, NlMsgFree>;
+
+std::string nl_error(const char* what, int err) { return std::string(what) + ": " + nl_geterror(err); }
+
+std::string addr_text(nl_addr* a) {
+    if (a == nullptr) return "";
+    std::array<char, 128> buf{};
+    nl_addr2str(a, buf.data(), buf.size());
+    return buf.data();
+}
+
+// What discovery needs from one namespace, read inside it.
+struct Snapshot {
+    std::vector<LinkInfo> links;
+    std::uint32_t route_oif = 0;  // output interface toward dest (or of the default route); 0 = none
+};
+
+tl::expected<NlSocketPtr, std::string> route_socket() {
+    NlSocketPtr sock(nl_socket_alloc());
+    if (!sock) return tl::unexpected(std::string("netlink: out of memory"));
+    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0) return tl::unexpected(nl_error("netlink connect", err));
+    return sock;
+}
+
+int on_route(nl_msg* msg, void* arg) {
+    rtnl_route* route = nullptr;
+    if (rtnl_route_parse(nlmsg_hdr(msg), &route) == 0 && route != nullptr) {
+        if (rtnl_route_get_nnexthops(route) > 0) {
+            *static_cast<std::uint32_t*>(arg) =
+                static_cast<std::uint32_t>(rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(route, 0)));
+        }
+        rtnl_route_put(route);
+    }
+    return NL_OK;
+}
+
+// RTM_GETROUTE for one address: the kernel's own answer, policy routing included.
+tl::expected<std::uint32_t, std::string> route_lookup(const std::string& dest) {
+    auto sock = route_socket();
+    if (!sock) return tl::unexpected(sock.error());
+    nl_socket_disable_auto_ack(sock->get());
+    nl_addr* parsed = nullptr;
+    if (nl_addr_parse(dest.c_str(), AF_UNSPEC, &parsed) < 0 || parsed == nullptr)
+        return tl::unexpected("--dest '" + dest + "': not an IP address");
+    NlAddrPtr addr(parsed);
+    rtmsg header{};
+    header.rtm_family = static_cast<unsigned char>(nl_addr_get_family(addr.get()));
+    header.rtm_dst_len = static_cast<unsigned char>(nl_addr_get_prefixlen(addr.get()));
+    NlMsgPtr msg(nlmsg_alloc_simple(RTM_GETROUTE, 0));
+    if (!msg || nlmsg_append(msg.get(), &header, sizeof header, NLMSG_ALIGNTO) < 0 ||
+        nla_put_addr(msg.get(), RTA_DST, addr.get()) < 0)
+        return tl::unexpected(std::string("netlink: cannot build a route request"));
+    std::uint32_t oif = 0;
+    nl_socket_modify_cb(sock->get(), NL_CB_VALID, NL_CB_CUSTOM, on_route, &oif);
+    if (int err = nl_send_auto(sock->get(), msg.get()); err < 0) return tl::unexpected(nl_error("route lookup", err));
+    if (int err = nl_recvmsgs_default(sock->get()); err < 0) {
+        if (err == -NLE_NOADDR || err == -NLE_OBJ_NOTFOUND || err == -NLE_FAILURE) return 0U;  // unreachable
+        return tl::unexpected("route to " + dest + ": " + nl_geterror(err));
+    }
+    return oif;
+}
+
+tl::expected<Snapshot, std::string> snapshot(const std::optional<std::string>& dest) {
+    auto sock = route_socket();
+    if (!sock) return tl::unexpected(sock.error());
+    nl_cache* raw = nullptr;
+    if (int err = rtnl_link_alloc_cache(sock->get(), AF_UNSPEC, &raw); err < 0)
+        return tl::unexpected(nl_error("netlink link dump", err));
+    NlCachePtr links(raw);
+    if (int err = rtnl_addr_alloc_cache(sock->get(), &raw); err < 0)
+        return tl::unexpected(nl_error("netlink address dump", err));
+    NlCachePtr addrs(raw);
+
+    Snapshot snap;
+    for (nl_object* o = nl_cache_get_first(links.get()); o != nullptr; o = nl_cache_get_next(o)) {
+        auto* link = reinterpret_cast<rtnl_link*>(o);
+        LinkInfo info;
+        info.ifindex = static_cast<std::uint32_t>(rtnl_link_get_ifindex(link));
+        info.ifname = rtnl_link_get_name(link) != nullptr ? rtnl_link_get_name(link) : "";
+        info.kind = rtnl_link_get_type(link) != nullptr ? rtnl_link_get_type(link) : "";
+        info.mac = addr_text(rtnl_link_get_addr(link));
+        info.peer_ifindex = static_cast<std::uint32_t>(std::max(0, rtnl_link_get_link(link)));
+        info.master = static_cast<std::uint32_t>(std::max(0, rtnl_link_get_master(link)));
+        info.up = (rtnl_link_get_flags(link) & IFF_UP) != 0;
+        snap.links.push_back(std::move(info));
+    }
+    for (nl_object* o = nl_cache_get_first(addrs.get()); o != nullptr; o = nl_cache_get_next(o)) {
+        auto* addr = reinterpret_cast<rtnl_addr*>(o);
+        const auto ifindex = static_cast<std::uint32_t>(rtnl_addr_get_ifindex(addr));
+        for (auto& l : snap.links)
+            if (l.ifindex == ifindex) l.addresses.push_back(addr_text(rtnl_addr_get_local(addr)) + "/" +
+                                                             std::to_string(rtnl_addr_get_prefixlen(addr)));
+    }
+    if (dest) {
+        auto oif = route_lookup(*dest);
+        if (!oif) return tl::unexpected(oif.error());
+        snap.route_oif = *oif;
+    } else {
+        if (int err = rtnl_route_alloc_cache(sock->get(), AF_INET, 0, &raw); err < 0)
+            return tl::unexpected(nl_error("netlink route dump", err));
+        NlCachePtr routes(raw);
+        for (nl_object* o = nl_cache_get_first(routes.get()); o != nullptr; o = nl_cache_get_next(o)) {
+            auto* route = reinterpret_cast<rtnl_route*>(o);
+            if (rtnl_route_get_table(route) != RT_TABLE_MAIN || rtnl_route_get_type(route) != RTN_UNICAST) continue;
+            nl_addr* dst = rtnl_route_get_dst(route);
+            if (dst != nullptr && nl_addr_get_prefixlen(dst) != 0) continue;
+            if (rtnl_route_get_nnexthops(route) == 0) continue;
+            snap.route_oif = static_cast<std::uint32_t>(rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(route, 0)));
+            break;
+        }
+    }
+    return snap;
+}
+
+const LinkInfo* by_index(const Snapshot& s, std::uint32_t ifindex) {
+    for (const auto& l : s.links)
+        if (l.ifindex == ifindex) return &l;
+    return nullptr;
+}
+
+// iptables-save's nat table, read inside the host namespace. There is no netlink API for xtables rules
+// (libnl does not cover nftables either), so this one piece of NAT discovery reads the tool's output.
+std::string iptables_nat_rules() {
+    int pipefd[2];
+    if (::pipe2(pipefd, O_CLOEXEC) != 0) return "";
+    const pid_t child = ::fork();  // forked from a thread inside the namespace: the child is in it too
+    if (child < 0) {
+        ::close(pipefd[0]);
+        ::close(pipefd[1]);
+        return "";
+    }
+    if (child == 0) {
+        ::dup2(pipefd[1], STDOUT_FILENO);
+        const int devnull = ::open("/dev/null", O_WRONLY);
+        if (devnull >= 0) ::dup2(devnull, STDERR_FILENO);
+        const char* const argv[] = {"iptables-save", "-t", "nat", nullptr};
+        ::execvp(argv[0], const_cast<char* const*>(argv));
+        ::_exit(127);
+    }
+    ::close(pipefd[1]);
+    std::string out;
+    std::array<char, 4096> buf{};
+    for (;;) {
+        const ssize_t n = ::read(pipefd[0], buf.data(), buf.size());
+        if (n > 0) out.append(buf.data(), static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EINTR) break;
+    }
+    ::close(pipefd[0]);
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return out;
+}
+
+bool v4_in_cidr(const std::string& addr_with_len, const std::string& cidr) {
+    const std::string addr = addr_with_len.substr(0, addr_with_len.find('/'));
+    const auto slash = cidr.find('/');
+    const std::string net = cidr.substr(0, slash);
+    const int len = slash == std::string::npos ? 32 : std::atoi(cidr.c_str() + slash + 1);
+    in_addr a{};
+    in_addr n{};
+    if (inet_pton(AF_INET, addr.c_str(), &a) != 1 || inet_pton(AF_INET, net.c_str(), &n) != 1) return false;
+    if (len <= 0) return true;
+    const std::uint32_t mask = len >= 32 ? 0xFFFFFFFFU : ~((1U << (32 - len)) - 1U);
+    return (ntohl(a.s_addr) & mask) == (ntohl(n.s_addr) & mask);
+}
+
+// Which nat rules apply to the path: MASQUERADE/SNAT for a container address leaving by the uplink, DNAT
+// to a container address.
+void nat_rules(const std::string& dump, const std::vector<std::string>& container_addrs, const std::string& uplink,
+               Topology& topo) {
+    std::istringstream in(dump);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind("-A ", 0) != 0) continue;
+        std::istringstream words(line);
+        std::vector<std::string> w;
+        for (std::string x; words >> x;) w.push_back(x);
+        std::string chain = w.size() > 1 ? w[1] : "";
+        std::string target;
+        std::string source;
+        std::string to_destination;
+        std::string out_if;
+        bool out_negated = false;
+        for (std::size_t i = 2; i + 1 < w.size(); ++i) {
+            const bool negated = w[i] == "!" && i + 2 < w.size();
+            const std::string& opt = negated ? w[i + 1] : w[i];
+            const std::string& val = negated ? w[i + 2] : w[i + 1];
+            if (opt == "-j") target = val;
+            else if (opt == "-s") source = val;
+            else if (opt == "-o") out_if = val, out_negated = negated;
+            else if (opt == "--to-destination") to_destination = val;
+            if (negated) ++i;
+        }
+        if (target == "MASQUERADE" || target == "SNAT") {
+            bool covers = source.empty();
+            for (const auto& a : container_addrs) covers = covers || v4_in_cidr(a, source);
+            const bool leaves_uplink = out_if.empty() || (out_negated ? out_if != uplink : out_if == uplink);
+            if (covers && leaves_uplink) {
+                topo.nat.push_back({target, chain, line});
+                topo.masquerade = true;
+            }
+        } else if (target == "DNAT") {
+            const std::string to = to_destination.substr(0, to_destination.find(':'));
+            for (const auto& a : container_addrs) {
+                if (a.substr(0, a.find('/')) == to) {
+                    topo.nat.push_back({target, chain, line});
+                    break;
+                }
+            }
+        }
+    }
+}
+
+}  // namespace
+
+const char* to_string(Role role) noexcept {
+    switch (role) {
+        case Role::container: return "container";
+        case Role::veth: return "veth";
+        case Role::bridge: return "bridge";
+        case Role::uplink: return "uplink";
+        case Role::other: return "other";
+    }
+    return "other";
+}
+
+tl::expected<std::vector<LinkInfo>, std::string> list_links(const Netns& ns) {
+    auto snap = run_in(ns, [] { return snapshot(std::nullopt); });
+    if (!snap) return tl::unexpected(snap.error());
+    return std::move(snap->links);
+}
+
+tl::expected<Topology, std::string> discover(const std::vector<NamespaceRef>& namespaces,
+                                             const std::optional<std::string>& dest) {
+    if (namespaces.size() < 2) return tl::unexpected(std::string("no target namespace to discover"));
+    const Netns& host_ns = *namespaces[0].ns;
+    auto host = run_in(host_ns, [&] { return snapshot(dest); });
+    if (!host) return tl::unexpected("host namespace: " + host.error());
+
+    Topology topo;
+    topo.dest = dest.value_or("");
+    std::vector<std::string> container_addrs;
+    std::vector<TopologyPoint> shared;  // bridge(s) and uplink, after every target's own points
+    auto add_shared = [&](TopologyPoint p) {
+        for (const auto& s : shared)
+            if (s.link.ifindex == p.link.ifindex) return;
+        shared.push_back(std::move(p));
+    };
+    for (std::size_t t = 1; t < namespaces.size(); ++t) {
+        const NamespaceRef& ref = namespaces[t];
+        if (ref.ns->same_as(host_ns))
+            return tl::unexpected(ref.label + ": the target is the host namespace itself; name the host with --host-netns");
+        auto snap = run_in(*ref.ns, [&] { return snapshot(dest); });
+        if (!snap) return tl::unexpected(ref.label + ": " + snap.error());
+        const LinkInfo* inner = by_index(*snap, snap->route_oif);
+        if (inner == nullptr) {
+            return tl::unexpected(ref.label + ": no " + (dest ? "route to " + *dest : std::string("default route")) +
+                                  " in this namespace; give --dest IP or name the points with --point");
+        }
+        container_addrs.insert(container_addrs.end(), inner->addresses.begin(), inner->addresses.end());
+        topo.points.push_back({ref.label + ":" + inner->ifname, Role::container, t, *inner});
+        if (inner->kind != "veth") continue;  // macvlan/ipvlan: no host-side peer to capture on
+        const LinkInfo* veth = nullptr;
+        for (const auto& l : host->links)
+            if (l.ifindex == inner->peer_ifindex && l.kind == "veth" && l.peer_ifindex == inner->ifindex) veth = &l;
+        if (veth == nullptr) {
+            return tl::unexpected(ref.label + ": the peer of " + inner->ifname + " (ifindex " +
+                                  std::to_string(inner->peer_ifindex) +
+                                  ") is not in the host namespace; is --host-netns right?");
+        }
+        topo.points.push_back({veth->ifname, Role::veth, 0, *veth});
+        if (const LinkInfo* bridge = by_index(*host, veth->master))
+            add_shared({bridge->ifname, Role::bridge, 0, *bridge});
+    }
+    const LinkInfo* uplink = by_index(*host, host->route_oif);
+    if (uplink != nullptr) {
+        bool is_bridge = false;
+        for (const auto& s : shared) is_bridge = is_bridge || s.link.ifindex == uplink->ifindex;
+        if (!is_bridge) add_shared({uplink->ifname, Role::uplink, 0, *uplink});
+    }
+    for (auto& s : shared) topo.points.push_back(std::move(s));
+    auto rules = run_in(host_ns, [] { return tl::expected<std::string, std::string>(iptables_nat_rules()); });
+    if (rules) nat_rules(*rules, container_addrs, uplink != nullptr ? uplink->ifname : "", topo);
+    return topo;
+}
+
+}  // namespace hoptrace
