@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # The README's first command: installs what hoptrace needs, builds it, builds the lab (network namespaces
 # shaped like a Docker host: two containers on docker0, an uplink with MASQUERADE, a router, a server),
-# traces traffic from the containers through it, and prints the report. Run as root on Debian 12.
+# and traces traffic from the containers through it. Run as root on Debian 12. No Docker engine needed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 prefix=${HOPTRACE_LAB_PREFIX:-htdemo}
 build=${HOPTRACE_BUILD_DIR:-$root/build}
-out=${HOPTRACE_DEMO_DIR:-$root/demo-out}
 
 if [[ $(id -u) -ne 0 ]]; then
   echo "demo.sh: the lab needs root (network namespaces, iptables); run: sudo $0" >&2
@@ -17,22 +16,20 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j"$(nproc)" --target hoptrace
 hoptrace="$build/cli/hoptrace"
 
-rm -rf "$out" && mkdir -p "$out"
+"$root/examples/lab.sh" down "$prefix" >/dev/null 2>&1 || true
 trap '"$root/examples/lab.sh" down "$prefix" >/dev/null 2>&1 || true' EXIT
 "$root/examples/lab.sh" up "$prefix"
 
-echo
-echo "== capturing at every point with tcpdump while both containers ping and send UDP to the server"
-"$root/examples/scenario.sh" "$prefix" "$out/pcaps"
+run() { printf '\n$ %s\n' "$*"; "$@"; }
 
-echo
-echo "== hoptrace import: one point per capture, then correlate"
-"$hoptrace" import --db "$out/demo.db" \
-  c1-eth0="$out/pcaps/c1-eth0.pcap" c1-veth="$out/pcaps/c1-veth.pcap" \
-  c2-eth0="$out/pcaps/c2-eth0.pcap" c2-veth="$out/pcaps/c2-veth.pcap" \
-  docker0="$out/pcaps/docker0.pcap" uplink="$out/pcaps/uplink.pcap"
-"$hoptrace" report --db "$out/demo.db" --format json -o "$out/report.json"
-echo
-"$hoptrace" report --db "$out/demo.db"
-echo
-echo "The database is $out/demo.db (open it with sqlite3; docs/schema.md), the JSON report $out/report.json."
+echo; echo "== 1. The path of container c1, discovered with netlink"
+run "$hoptrace" topology --netns "$prefix-c1" --host-netns "$prefix-host"
+
+echo; echo "== 2. One command instead of four tcpdumps: trace a ping from c1 through every hop"
+run "$hoptrace" trace --netns "$prefix-c1" --host-netns "$prefix-host" -- \
+  ip netns exec "$prefix-c1" ping -c 3 -i 0.2 198.51.100.10
+
+echo; echo "== 3. Both containers ping with the same ICMP id: masquerade must rewrite the second one's id"
+run "$hoptrace" trace --netns "$prefix-c1" --netns "$prefix-c2" --host-netns "$prefix-host" --quiet -- \
+  sh -c "ip netns exec $prefix-c1 ping -q -c 3 -i 0.2 -e 7777 198.51.100.10 &
+         sleep 0.1; ip netns exec $prefix-c2 ping -q -c 3 -i 0.2 -e 7777 198.51.100.10; wait"

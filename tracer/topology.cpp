@@ -122,8 +122,7 @@ tl::expected<Snapshot, std::string> snapshot(const std::optional<std::string>& d
         auto* addr = reinterpret_cast<rtnl_addr*>(o);
         const auto ifindex = static_cast<std::uint32_t>(rtnl_addr_get_ifindex(addr));
         for (auto& l : snap.links)
-            if (l.ifindex == ifindex) l.addresses.push_back(addr_text(rtnl_addr_get_local(addr)) + "/" +
-                                                             std::to_string(rtnl_addr_get_prefixlen(addr)));
+            if (l.ifindex == ifindex) l.addresses.push_back(addr_text(rtnl_addr_get_local(addr)));  // "a.b.c.d/len"
     }
     if (dest) {
         auto oif = route_lookup(*dest);
