@@ -1,9 +1,12 @@
 #include "tracer/live_capture.hpp"
 
 #include <array>
+#include <chrono>
 
 namespace hoptrace {
 namespace {
+
+constexpr int k_timeout_ms = 100;  // pcap read timeout = TPACKET_V3 block timeout
 
 struct Context {
     const FrameSink* sink;
@@ -138,7 +141,7 @@ void LiveCapture::run_point(std::size_t index) noexcept {
     }
     pcap_set_snaplen(h.get(), m_options.snaplen);
     pcap_set_promisc(h.get(), 1);  // like tcpdump: a bridge shows port-to-port traffic only when promiscuous
-    pcap_set_timeout(h.get(), 100);
+    pcap_set_timeout(h.get(), k_timeout_ms);
     pcap_set_buffer_size(h.get(), m_options.buffer_bytes);
     const bool nano = pcap_set_tstamp_precision(h.get(), PCAP_TSTAMP_PRECISION_NANO) == 0;
     if (const int rc = pcap_activate(h.get()); rc < 0) {
@@ -185,9 +188,12 @@ void LiveCapture::run_point(std::size_t index) noexcept {
             break;
         }
     }
-    // Drain what the kernel already captured, so that stopping loses nothing.
-    if (!st.ended.load() && pcap_setnonblock(h.get(), 1, errbuf.data()) == 0) {
-        while (pcap_dispatch(h.get(), -1, on_packet, user) > 0) {
+    // Drain what the kernel already captured. With TPACKET_V3 the kernel hands over a partly filled block
+    // only when the block timeout (the pcap timeout) expires, so keep reading for a little longer than that.
+    if (!st.ended.load()) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3 * k_timeout_ms);
+        while (std::chrono::steady_clock::now() < until) {
+            if (pcap_dispatch(h.get(), -1, on_packet, user) == PCAP_ERROR) break;
         }
     }
     pcap_stat ps{};
