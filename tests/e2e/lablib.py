@@ -26,7 +26,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import dataclasses
+import fractions
 import json
+import math
 import os
 import re
 import secrets
@@ -572,6 +574,62 @@ def packet_count(pcap: str | os.PathLike) -> int:
     r = subprocess.run(["capinfos", "-M", "-c", "-T", "-r", str(pcap)], capture_output=True, text=True,
                        check=True)
     return int(r.stdout.split()[-1])
+
+
+def epoch_ns(text: str) -> int:
+    """tshark's frame.time_epoch ("1795294903.485709370") as integer nanoseconds, without going
+    through a float (a double cannot hold today's epoch to the nanosecond)."""
+    sec, _, frac = text.strip().partition(".")
+    if not sec.isdigit() or (frac and not frac.isdigit()) or len(frac) > 9:
+        raise ValueError(f"not an epoch time with at most 9 decimals: {text!r}")
+    return int(sec) * 1_000_000_000 + int(frac.ljust(9, "0") or "0")
+
+
+def nearest_rank(samples: Sequence[int], p: float) -> int:
+    """The nearest-rank p-th percentile: the smallest sample with at least p% of the samples at
+    or below it (so it is always a real sample)."""
+    if not samples:
+        raise ValueError("no samples")
+    s = sorted(samples)
+    rank = math.ceil(fractions.Fraction(str(p)) * len(s) / 100)  # exact: 99.9 stays 999/10
+    return s[min(max(rank, 1), len(s)) - 1]
+
+
+class Checks:
+    """The e2e tests' way of reporting: ``checks(name, fn)`` runs one check (fn returns a detail
+    to print, or raises) and prints one PASS/FAIL line, and returns fn's result (None if it
+    raised); ``checks.summary()`` prints the last line,
+    exactly "N passed, M failed", and returns the exit code (0 all passed, 1 otherwise).
+    HOPTRACE_TEST_VERBOSE=1 adds the traceback of each failure."""
+
+    def __init__(self) -> None:
+        self.results: list[bool] = []
+
+    def __call__(self, name: str, fn) -> object:
+        try:
+            detail = fn()
+            print(f"PASS {name}" + (f": {detail}" if detail not in (None, "") else ""), flush=True)
+            self.results.append(True)
+            return detail
+        except Exception as e:  # noqa: BLE001 - a failed check is reported, the rest still run
+            msg = str(e).strip().replace("\n", " | ") or type(e).__name__
+            print(f"FAIL {name}: {msg}", flush=True)
+            if os.environ.get("HOPTRACE_TEST_VERBOSE"):
+                import traceback
+                traceback.print_exc()
+            self.results.append(False)
+            return None
+
+    def summary(self) -> int:
+        passed, failed = self.results.count(True), self.results.count(False)
+        print(f"{passed} passed, {failed} failed", flush=True)
+        return 0 if failed == 0 and passed > 0 else 1
+
+
+def expect(cond: object, msg: str) -> None:
+    """Raises AssertionError(msg) unless cond: the body of a check."""
+    if not cond:
+        raise AssertionError(msg)
 
 
 # --------------------------------------------------------------------------------------------
