@@ -56,10 +56,14 @@ public:
     Statement& bind(int index, std::string_view text);        // SQLITE_TRANSIENT copy
     Statement& bind_blob(int index, std::span<const std::uint8_t> bytes);  // SQLITE_TRANSIENT copy
     Statement& bind_null(int index);
+    // Like bind_blob, without the copy: `bytes` must stay valid until the statement has been stepped and then
+    // reset() (or the parameter rebound). For the packet writer's hot loop.
+    Statement& bind_blob_static(int index, std::span<const std::uint8_t> bytes);
 
     bool step();   // true: a row is ready; false: done. Throws Error on anything else.
     void run();    // step() until done, for statements without rows
     void reset();  // reset + clear bindings, ready for the next bind/step
+    void rewind();  // reset, keeping the bindings: for loops that rebind every parameter of every row
 
     [[nodiscard]] std::int64_t column_int(int col) const;
     [[nodiscard]] double column_double(int col) const;
@@ -110,6 +114,10 @@ private:
 };
 
 // BEGIN IMMEDIATE on construction; ROLLBACK in the destructor unless commit() ran.
+// While it is open the transaction also holds the connection's mutex, so other threads using the same Database
+// (the Writer's thread, or the main thread while a Writer runs) wait for it instead of having their statements
+// land inside it, or failing to BEGIN their own. So: never wait for a Writer (flush, close, a blocking add)
+// while holding a Transaction on its Database.
 class Transaction {
 public:
     explicit Transaction(Database& db);
