@@ -21,6 +21,9 @@ class Writer {
 public:
     static constexpr std::size_t k_default_batch_rows = 4096;
     static constexpr std::size_t k_max_pending_batches = 16;
+    // A batch is also handed over once its frames take this many bytes, so that memory stays bounded with
+    // jumbo frames and GSO super-packets too (16 pending batches of 4096 x 64 KiB frames would be 4 GiB).
+    static constexpr std::size_t k_max_batch_bytes = std::size_t{8} << 20;
 
     // `db` must outlive the writer.
     explicit Writer(Database& db, std::size_t batch_rows = k_default_batch_rows);
@@ -40,6 +43,9 @@ public:
 
     std::uint64_t rows_written() const noexcept;
 
+    // The most full batches that ever waited for the writer thread at once (never above k_max_pending_batches).
+    std::size_t peak_pending_batches() const noexcept;
+
 private:
     struct Batch {
         std::vector<PacketRecord> records;
@@ -48,6 +54,10 @@ private:
     };
     void run() noexcept;
     void write_batch(const Batch& batch);
+    // With m_mutex held: wait until a batch may be enqueued (or the writer failed), then enqueue m_filling if it
+    // holds rows (and, with only_if_full, is still full: another producer may have handed it over meanwhile).
+    void enqueue_filling(std::unique_lock<std::mutex>& lock, bool only_if_full);
+    bool filling_is_full() const noexcept;
 
     Database& m_db;
     std::size_t m_batch_rows;
@@ -62,6 +72,10 @@ private:
     bool m_stop = false;
     bool m_closed = false;
     std::exception_ptr m_error;
+    std::size_t m_peak_pending = 0;
+    // Prepared once, then used only by the writer thread.
+    Statement m_insert_packet;
+    Statement m_count_point;
     std::thread m_thread;
 };
 
