@@ -126,24 +126,24 @@ tl::expected<PcapngFile::Got, std::string> PcapngFile::read_block() {
         m_offset += m_block.size();  // past the previous block
         m_block.clear();
     }
-    const std::string at = " at offset " + std::to_string(m_offset);
+    auto at = [this] { return " at offset " + std::to_string(m_offset); };  // built on errors only
     std::uint8_t head[12] = {};
     std::size_t got = std::fread(head, 1, 8, m_file.get());
     if (got < 8 && std::ferror(m_file.get()) != 0) {
-        return tl::unexpected(error("read error" + at + ": " + errno_message()));
+        return tl::unexpected(error("read error" + at() + ": " + errno_message()));
     }
     if (got == 0) {
         return Got::end_of_file;
     }
     if (got < 8) {
-        return tl::unexpected(error("truncated block header" + at));
+        return tl::unexpected(error("truncated block header" + at()));
     }
     const wire::Bytes head_view(head);
     std::size_t head_len = 8;
     if (wire::be32(head_view, 0) == k_section_header) {
         // The section header block says which byte order the section uses; its type reads the same in both.
         if (std::fread(head + 8, 1, 4, m_file.get()) != 4) {
-            return tl::unexpected(error("truncated section header block" + at));
+            return tl::unexpected(error("truncated section header block" + at()));
         }
         head_len = 12;
         const std::uint32_t magic = wire::be32(head_view, 8);
@@ -152,35 +152,35 @@ tl::expected<PcapngFile::Got, std::string> PcapngFile::read_block() {
         } else if (wire::u32(head_view, 8, false) == k_byte_order_magic) {
             m_big_endian = false;
         } else {
-            return tl::unexpected(error("bad byte-order magic in the section header block" + at));
+            return tl::unexpected(error("bad byte-order magic in the section header block" + at()));
         }
     }
     m_block_type = wire::u32(head_view, 0, m_big_endian);
     const std::uint32_t length = wire::u32(head_view, 4, m_big_endian);
     const std::size_t min_length = m_block_type == k_section_header ? k_min_section_header : k_min_block;
     if (length % 4 != 0 || length < min_length) {
-        return tl::unexpected(error("invalid block length " + std::to_string(length) + at));
+        return tl::unexpected(error("invalid block length " + std::to_string(length) + at()));
     }
     if (m_size && (m_offset > *m_size || length > *m_size - m_offset)) {
         const std::uint64_t left = m_offset < *m_size ? *m_size - m_offset : 0;
-        return tl::unexpected(error("truncated block" + at + " (length " + std::to_string(length) + ", " +
+        return tl::unexpected(error("truncated block" + at() + " (length " + std::to_string(length) + ", " +
                                     std::to_string(left) + " bytes left in the file)"));
     }
     if (length > k_max_block) {
-        return tl::unexpected(error("implausible block length " + std::to_string(length) + at));
+        return tl::unexpected(error("implausible block length " + std::to_string(length) + at()));
     }
     m_block.resize(length);
     std::memcpy(m_block.data(), head, head_len);
     const std::size_t rest = length - head_len;
     if (std::fread(m_block.data() + head_len, 1, rest, m_file.get()) != rest) {
         if (std::ferror(m_file.get()) != 0) {
-            return tl::unexpected(error("read error" + at + ": " + errno_message()));
+            return tl::unexpected(error("read error" + at() + ": " + errno_message()));
         }
-        return tl::unexpected(error("truncated block" + at + " (length " + std::to_string(length) + ")"));
+        return tl::unexpected(error("truncated block" + at() + " (length " + std::to_string(length) + ")"));
     }
     const std::uint32_t trailing = wire::u32(m_block, length - 4, m_big_endian);
     if (trailing != length) {
-        return tl::unexpected(error("block" + at + " has trailing length " + std::to_string(trailing) +
+        return tl::unexpected(error("block" + at() + " has trailing length " + std::to_string(trailing) +
                                     " but leading length " + std::to_string(length)));
     }
     return Got::block;
@@ -304,9 +304,9 @@ tl::expected<std::int64_t, std::string> PcapngFile::to_ns(const Clock& clock, st
 
 tl::expected<void, std::string> PcapngFile::packet(FileFrame& out, bool obsolete) {
     const wire::Bytes block(m_block);
-    const std::string at = " at offset " + std::to_string(m_offset);
+    auto at = [this] { return " at offset " + std::to_string(m_offset); };  // built on errors only
     if (block.size() < k_min_packet) {
-        return tl::unexpected(error("packet block too short" + at));
+        return tl::unexpected(error("packet block too short" + at()));
     }
     const std::uint32_t interface_id = obsolete ? wire::u16(block, 8, m_big_endian) : wire::u32(block, 8, m_big_endian);
     const std::uint64_t ts =
@@ -315,11 +315,11 @@ tl::expected<void, std::string> PcapngFile::packet(FileFrame& out, bool obsolete
     const std::uint32_t original = wire::u32(block, 24, m_big_endian);
     const std::size_t body_end = block.size() - 4;
     if (captured > body_end - k_packet_data || padded4(captured) > body_end - k_packet_data) {
-        return tl::unexpected(error("packet data (" + std::to_string(captured) + " bytes) runs past its block" + at));
+        return tl::unexpected(error("packet data (" + std::to_string(captured) + " bytes) runs past its block" + at()));
     }
     const std::size_t section_interfaces = m_interfaces.size() - m_section_first_interface;
     if (interface_id >= section_interfaces) {
-        return tl::unexpected(error("packet block" + at + " names interface " + std::to_string(interface_id) +
+        return tl::unexpected(error("packet block" + at() + " names interface " + std::to_string(interface_id) +
                                     ", but the section describes " + std::to_string(section_interfaces)));
     }
     const std::size_t index = m_section_first_interface + interface_id;
