@@ -98,6 +98,56 @@ TEST(CaptureFilePcap, cooked_link_types) {
     EXPECT_EQ(v2.interfaces.at(0).link_type, LinkType::linux_sll2);
 }
 
+// Raw-IP pcap files (LINKTYPE_RAW 101, which libpcap hands out as DLT_RAW 12, and LINKTYPE_IPV4/IPV6),
+// written at test time from the IP packets of eth_ipv4.pcap with their Ethernet headers cut off.
+TEST(CaptureFilePcap, raw_ip_link_types) {
+    const auto ethernet = read_frames("eth_ipv4.pcap");
+    for (const auto& [linktype, expected] : {std::pair{101U, LinkType::raw}, std::pair{228U, LinkType::ipv4}}) {
+        SCOPED_TRACE(linktype);
+        std::vector<std::uint8_t> file;
+        auto put32 = [&file](std::uint32_t v) {
+            for (int i = 0; i < 4; ++i) {
+                file.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+            }
+        };
+        put32(0xa1b2c3d4);
+        put32(0x00040002);  // version 2.4
+        put32(0);
+        put32(0);
+        put32(65535);
+        put32(linktype);
+        std::vector<PacketRecord> originals;
+        for (const OwnedFrame& f : ethernet) {
+            if (f.bytes.size() > 14 && f.bytes[12] == 0x08 && f.bytes[13] == 0x00) {
+                put32(static_cast<std::uint32_t>(f.ts_ns / 1'000'000'000));
+                put32(static_cast<std::uint32_t>(f.ts_ns % 1'000'000'000 / 1000));
+                put32(static_cast<std::uint32_t>(f.bytes.size() - 14));
+                put32(f.wire_len - 14);
+                file.insert(file.end(), f.bytes.begin() + 14, f.bytes.end());
+                originals.push_back(f.record());
+            }
+        }
+        const std::string path = (std::filesystem::temp_directory_path() / ("hoptrace-raw-" + std::to_string(getpid()) +
+                                                                            "-" + std::to_string(linktype) + ".pcap"))
+                                     .string();
+        std::ofstream(path, std::ios::binary)
+            .write(reinterpret_cast<const char*>(file.data()), static_cast<std::streamsize>(file.size()));
+        const ReadResult r = read_capture(path);
+        std::filesystem::remove(path);
+        ASSERT_FALSE(r.error) << *r.error;
+        EXPECT_EQ(r.interfaces.at(0).link_type, expected);
+        ASSERT_EQ(r.frames.size(), originals.size());
+        for (std::size_t i = 0; i < originals.size(); ++i) {
+            const PacketRecord raw = r.frames[i].record();
+            EXPECT_EQ(raw.flags, originals[i].flags);
+            EXPECT_EQ(raw.src, originals[i].src);
+            EXPECT_EQ(raw.ts_ns, originals[i].ts_ns);
+            EXPECT_EQ(raw.fingerprint, originals[i].fingerprint);
+            EXPECT_EQ(raw.l4_offset == 0 ? 0 : raw.l4_offset + 14, originals[i].l4_offset);  // 0: a later fragment
+        }
+    }
+}
+
 // ---- pcapng --------------------------------------------------------------------------------------------
 // capinfos router.pcapng: 2 interfaces, "Name = r0" and "Name = r1", Ethernet, capture length 262144,
 // nanoseconds (9).
