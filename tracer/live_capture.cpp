@@ -189,11 +189,14 @@ void LiveCapture::run_point(std::size_t index) noexcept {
         }
     }
     // Drain what the kernel already captured. With TPACKET_V3 the kernel hands over a partly filled block
-    // only when the block timeout (the pcap timeout) expires, so keep reading for a little longer than that.
-    if (!st.ended.load()) {
+    // only when the block timeout (the pcap timeout) expires; a blocking read would wait for ever on an idle
+    // interface, so poll without blocking for a little longer than that timeout.
+    if (!st.ended.load() && pcap_setnonblock(h.get(), 1, errbuf.data()) == 0) {
         const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3 * k_timeout_ms);
         while (std::chrono::steady_clock::now() < until) {
-            if (pcap_dispatch(h.get(), -1, on_packet, user) == PCAP_ERROR) break;
+            const int n = pcap_dispatch(h.get(), -1, on_packet, user);
+            if (n == PCAP_ERROR) break;
+            if (n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
     }
     pcap_stat ps{};
