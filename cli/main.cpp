@@ -62,7 +62,10 @@ int main(int argc, char** argv) {
     Invocation inv;
     inv.command = first;
     for (int i = 2; i < argc; ++i) inv.args.emplace_back(argv[i]);
-    for (int i = 0; i < argc; ++i) inv.command_line += (i ? " " : "") + std::string(argv[i]);
+    for (int i = 0; i < argc; ++i) {
+        if (i > 0) inv.command_line += ' ';
+        inv.command_line += argv[i];
+    }
     try {
         return it->second.run(inv);
     } catch (const hoptrace::cli::UsageError& e) {

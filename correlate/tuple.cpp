@@ -13,8 +13,10 @@ Tuple Tuple::reversed() const noexcept {
 
 std::string Tuple::to_string() const {
     auto endpoint = [](const IpAddr& a, std::uint16_t port) {
-        std::string s = a.family == 6 ? "[" + a.to_string() + "]" : a.to_string();
-        return s + ":" + std::to_string(port);
+        std::string s;
+        if (a.family == 6) s.append("[").append(a.to_string()).append("]");
+        else s = a.to_string();
+        return s.append(":").append(std::to_string(port));
     };
     if (is_icmp()) return src.to_string() + " → " + dst.to_string() + " id " + std::to_string(sport);
     if (proto == 6 || proto == 17 || proto == 132) return endpoint(src, sport) + " → " + endpoint(dst, dport);

@@ -27,10 +27,10 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
         if (iface.link_type == LinkType::linux_sll2) {
             const auto named = spec.link_names.find(ifindex);
             p.ifname = named != spec.link_names.end() ? named->second : "";
-            p.name += "/" + (p.ifname.empty() ? "if" + std::to_string(ifindex) : p.ifname);
+            p.name.append("/").append(p.ifname.empty() ? "if" + std::to_string(ifindex) : p.ifname);
             p.ifindex = ifindex;
         } else if (file.interfaces().size() > 1) {
-            p.name += "/" + (iface.name.empty() ? "if" + std::to_string(interface) : iface.name);
+            p.name.append("/").append(iface.name.empty() ? "if" + std::to_string(interface) : iface.name);
         }
         p.link_type = static_cast<std::uint32_t>(iface.link_type);
         p.source = spec.path;
