@@ -15,6 +15,8 @@ struct Context {
     std::int64_t ts_scale;  // 1 for nanosecond timestamps, 1000 for microsecond
     std::atomic<std::uint64_t>* packets;
     std::atomic<std::uint64_t>* total;
+    pcap_t* handle;
+    std::exception_ptr error;  // the sink threw: no exception may unwind through libpcap's C frames
 };
 
 void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
@@ -25,7 +27,14 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
     frame.wire_len = h->len;
     frame.link_type = ctx->link_type;
     frame.bytes = std::span<const std::uint8_t>(bytes, h->caplen);
-    (*ctx->sink)(ctx->point_id, frame);
+    if (ctx->error) return;
+    try {
+        (*ctx->sink)(ctx->point_id, frame);
+    } catch (...) {
+        ctx->error = std::current_exception();
+        pcap_breakloop(ctx->handle);
+        return;
+    }
     ctx->packets->fetch_add(1, std::memory_order_relaxed);
     ctx->total->fetch_add(1, std::memory_order_relaxed);
 }
@@ -67,7 +76,10 @@ LiveCapture::LiveCapture(std::vector<LivePoint> points, LiveOptions options, Fra
 
 LiveCapture::~LiveCapture() {
     stop();
-    join();
+    try {
+        join();
+    } catch (...) {  // a destructor never throws; callers who care call join() themselves
+    }
 }
 
 tl::expected<void, std::string> LiveCapture::start() {
@@ -95,6 +107,7 @@ void LiveCapture::join() {
     for (auto& t : m_threads)
         if (t.joinable()) t.join();
     m_threads.clear();
+    if (m_sink_error) std::rethrow_exception(std::exchange(m_sink_error, nullptr));
 }
 
 std::vector<LiveStats> LiveCapture::stats() const {
@@ -177,9 +190,9 @@ void LiveCapture::run_point(std::size_t index) noexcept {
     ready("");
 
     Context ctx{&m_sink, p.point_id, *link, nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,
-                &st.packets, &m_total};
+                &st.packets, &m_total, h.get(), nullptr};
     auto* user = reinterpret_cast<u_char*>(&ctx);
-    while (!m_stop.load()) {
+    while (!m_stop.load() && !ctx.error) {
         const int n = pcap_dispatch(h.get(), -1, on_packet, user);
         if (n == PCAP_ERROR) {  // the interface went away (container stopped) or the socket broke
             std::lock_guard lock(m_mutex);
@@ -201,6 +214,12 @@ void LiveCapture::run_point(std::size_t index) noexcept {
     }
     pcap_stat ps{};
     std::lock_guard lock(m_mutex);
+    if (ctx.error) {
+        if (!m_sink_error) m_sink_error = ctx.error;
+        m_stop.store(true);
+        for (auto& other : m_state)
+            if (pcap_t* o = other->handle.load(); o != nullptr && o != h.get()) pcap_breakloop(o);
+    }
     if (pcap_stats(h.get(), &ps) == 0) {
         st.kernel_drops = ps.ps_drop;
         st.interface_drops = ps.ps_ifdrop;

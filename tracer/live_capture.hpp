@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <exception>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -63,6 +64,7 @@ public:
 
     // Asks every point to stop; each drains what the kernel already holds. Thread-safe, idempotent.
     void stop() noexcept;
+    // Waits for every point's thread; rethrows the first exception the sink threw (which stopped them all).
     void join();
 
     [[nodiscard]] std::vector<LiveStats> stats() const;  // packets live; drops final after join()
@@ -92,6 +94,7 @@ private:
     std::condition_variable m_cv;
     std::size_t m_ready = 0;
     std::string m_start_error;
+    std::exception_ptr m_sink_error;
 };
 
 }  // namespace hoptrace
