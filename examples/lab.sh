@@ -8,15 +8,22 @@
 #   PREFIX-router eth0 192.168.43.1/24, eth1 198.51.100.1/24 ────────────────────┘
 #   PREFIX-server eth0 198.51.100.10/24
 #
-# Usage: lab.sh up|down|status|env [PREFIX]
+# With --usernet (or HOPTRACE_LAB_USERNET=1), `up` also adds a user-defined network the way
+# `docker network create` does: a second bridge br-<12 hex> 172.18.0.1/16 in PREFIX-host and
+#   PREFIX-c3     eth0 172.18.0.2/16 ── vethXXXXXXX ─ br-XXXXXXXXXXXX 172.18.0.1/16 (MASQUERADE 172.18/16)
+# (no Docker-style isolation between the two networks).
+#
+# Usage: lab.sh up|down|status|env [PREFIX] [--usernet]
 #   PREFIX defaults to $HOPTRACE_LAB_PREFIX, else "hoptrace"; [a-z0-9-], at most 10 characters.
 #   up      builds the lab; refuses (exit 1) if any of its namespaces already exists.
 #           A failed `up` removes what it had made.
+#           --usernet / HOPTRACE_LAB_USERNET=1: also the user-defined network and PREFIX-c3.
 #   down    removes the namespaces (and with them every interface, route, nat rule and conntrack
-#           entry in them); processes still running inside them are sent SIGTERM first.
-#           Safe to run twice.
+#           entry in them; PREFIX-c3 too, with or without --usernet); processes still running
+#           inside them are sent SIGTERM first. Safe to run twice.
 #   status  prints namespaces, interfaces, addresses, routes and nat rules.
-#   env     prints the lab's names and addresses as shell assignments (no root needed);
+#   env     prints the lab's names and addresses as shell assignments (no root needed), the
+#           user-defined network's (NS_C3, USERNET_BRIDGE, ...) included whether it is up or not;
 #           tests/e2e/lablib.py reads them so the names live in one place.
 #
 # IPv6 is disabled in the lab's namespaces (link-local addresses, router solicitations and MLD
@@ -33,7 +40,7 @@ die() {
 }
 
 usage() {
-    echo "usage: $prog up|down|status|env [PREFIX]" >&2
+    echo "usage: $prog up|down|status|env [PREFIX] [--usernet]" >&2
     exit 2
 }
 
@@ -52,6 +59,14 @@ bridge_mac() {
     echo "02:42:${h:0:2}:${h:2:2}:${h:4:2}:${h:6:2}"
 }
 
+# Docker names a user-defined network's bridge "br-" + the first 12 hex characters of the
+# network id; here the id is sha256 of the network's name, stable for a prefix.
+usernet_bridge_name() {
+    local hash
+    hash=$(printf '%s' "$1" | sha256sum)
+    echo "br-${hash:0:12}"
+}
+
 set_names() {
     local prefix=$1
     NS_HOST=$prefix-host
@@ -59,7 +74,13 @@ set_names() {
     NS_C2=$prefix-c2
     NS_ROUTER=$prefix-router
     NS_SERVER=$prefix-server
-    ALL_NS=("$NS_HOST" "$NS_C1" "$NS_C2" "$NS_ROUTER" "$NS_SERVER")
+    NS_C3=$prefix-c3
+    # The namespaces `up` builds; `down` removes ALL_NS, the user-defined network's c3 included.
+    UP_NS=("$NS_HOST" "$NS_C1" "$NS_C2" "$NS_ROUTER" "$NS_SERVER")
+    ALL_NS=("${UP_NS[@]}" "$NS_C3")
+    if ((USERNET)); then
+        UP_NS+=("$NS_C3")
+    fi
     BRIDGE=docker0
     BRIDGE_MAC=$(bridge_mac "$prefix-docker0")
     C1_VETH=$(veth_name "$prefix-c1")
@@ -77,6 +98,15 @@ set_names() {
     ROUTER_SERVER_IP=198.51.100.1
     SERVER_IF=eth0
     SERVER_IP=198.51.100.10
+    # The user-defined network (--usernet), from Docker's second default pool.
+    USERNET_NAME=$prefix-usernet
+    USERNET_BRIDGE=$(usernet_bridge_name "$USERNET_NAME")
+    USERNET_BRIDGE_MAC=$(bridge_mac "$prefix-$USERNET_BRIDGE")
+    USERNET_BRIDGE_IP=172.18.0.1
+    USERNET_SUBNET=172.18.0.0/16
+    C3_VETH=$(veth_name "$prefix-c3")
+    C3_IP=172.18.0.2
+    C3_MAC=02:42:ac:12:00:02
 }
 
 print_env() {
@@ -106,6 +136,17 @@ ROUTER_DOWNLINK=$ROUTER_DOWNLINK
 ROUTER_SERVER_IP=$ROUTER_SERVER_IP
 SERVER_IF=$SERVER_IF
 SERVER_IP=$SERVER_IP
+USERNET=$USERNET
+USERNET_NAME=$USERNET_NAME
+USERNET_BRIDGE=$USERNET_BRIDGE
+USERNET_BRIDGE_IP=$USERNET_BRIDGE_IP
+USERNET_BRIDGE_MAC=$USERNET_BRIDGE_MAC
+USERNET_SUBNET=$USERNET_SUBNET
+NS_C3=$NS_C3
+C3_VETH=$C3_VETH
+C3_IF=eth0
+C3_IP=$C3_IP
+C3_MAC=$C3_MAC
 EOF
 }
 
@@ -173,14 +214,23 @@ new_ns() {
 }
 
 attach_container() {
-    local ns=$1 veth=$2 ip=$3 mac=$4
+    local ns=$1 veth=$2 ip=$3 mac=$4 bridge=${5:-$BRIDGE} gateway=${6:-$BRIDGE_IP}
     step ip -n "$NS_HOST" link add "$veth" type veth peer name eth0 netns "$ns"
-    step ip -n "$NS_HOST" link set "$veth" master "$BRIDGE"
+    step ip -n "$NS_HOST" link set "$veth" master "$bridge"
     step ip -n "$NS_HOST" link set "$veth" up
     step ip -n "$ns" link set eth0 address "$mac"
     step ip -n "$ns" addr add "$ip/16" dev eth0
     step ip -n "$ns" link set eth0 up
-    step ip -n "$ns" route add default via "$BRIDGE_IP"
+    step ip -n "$ns" route add default via "$gateway"
+}
+
+# `docker network create`: a second bridge with its own subnet and masquerade rule, c3 on it.
+add_usernet() {
+    step ip -n "$NS_HOST" link add "$USERNET_BRIDGE" address "$USERNET_BRIDGE_MAC" type bridge
+    step ip -n "$NS_HOST" addr add "$USERNET_BRIDGE_IP/16" dev "$USERNET_BRIDGE"
+    step ip -n "$NS_HOST" link set "$USERNET_BRIDGE" up
+    attach_container "$NS_C3" "$C3_VETH" "$C3_IP" "$C3_MAC" "$USERNET_BRIDGE" "$USERNET_BRIDGE_IP"
+    in_ns "$NS_HOST" iptables -t nat -A POSTROUTING -s "$USERNET_SUBNET" ! -o "$USERNET_BRIDGE" -j MASQUERADE
 }
 
 cmd_up() {
@@ -192,7 +242,7 @@ cmd_up() {
     # Whatever happens from here on, a failed `up` leaves nothing behind.
     trap 'echo "$prog: up failed, removing the partial lab" >&2; teardown || true' EXIT
 
-    for ns in "${ALL_NS[@]}"; do
+    for ns in "${UP_NS[@]}"; do
         new_ns "$ns"
     done
 
@@ -223,6 +273,9 @@ cmd_up() {
     in_ns "$NS_HOST" sysctl -qw net.ipv4.ip_forward=1
     in_ns "$NS_ROUTER" sysctl -qw net.ipv4.ip_forward=1
     in_ns "$NS_HOST" iptables -t nat -A POSTROUTING -s 172.17.0.0/16 ! -o "$BRIDGE" -j MASQUERADE
+    if ((USERNET)); then
+        add_usernet
+    fi
 
     trap - EXIT
     local w=${#NS_ROUTER}
@@ -234,6 +287,12 @@ cmd_up() {
         "$w" "" "nat POSTROUTING -s 172.17.0.0/16 ! -o $BRIDGE -j MASQUERADE" \
         "$w" "$NS_ROUTER" "$ROUTER_UPLINK $ROUTER_IP/24, $ROUTER_DOWNLINK $ROUTER_SERVER_IP/24 (connected routes only)" \
         "$w" "$NS_SERVER" "$SERVER_IF $SERVER_IP/24, default via $ROUTER_SERVER_IP"
+    if ((USERNET)); then
+        printf '  %-*s %s\n' \
+            "$w" "$NS_C3" "eth0 $C3_IP/16 $C3_MAC <-> $C3_VETH in $NS_HOST" \
+            "$w" "$NS_HOST" "$USERNET_BRIDGE $USERNET_BRIDGE_IP/16 (network $USERNET_NAME, port $C3_VETH)" \
+            "$w" "" "nat POSTROUTING -s $USERNET_SUBNET ! -o $USERNET_BRIDGE -j MASQUERADE"
+    fi
 }
 
 cmd_down() {
@@ -250,6 +309,8 @@ cmd_status() {
     local ns found=0
     for ns in "${ALL_NS[@]}"; do
         if ! ns_exists "$ns"; then
+            # c3 exists only in labs built with --usernet: report it absent only when asked for.
+            [[ $ns == "$NS_C3" ]] && ((!USERNET)) && continue
             echo "== $ns: absent"
             continue
         fi
@@ -273,6 +334,17 @@ cmd_status() {
 }
 
 main() {
+    local args=() arg
+    USERNET=0
+    [[ ${HOPTRACE_LAB_USERNET:-0} == 1 ]] && USERNET=1
+    for arg in "$@"; do
+        if [[ $arg == --usernet ]]; then
+            USERNET=1
+        else
+            args+=("$arg")
+        fi
+    done
+    set -- "${args[@]}"
     [[ $# -ge 1 && $# -le 2 ]] || usage
     local cmd=$1
     PREFIX=${2:-${HOPTRACE_LAB_PREFIX:-hoptrace}}

@@ -278,18 +278,26 @@ class Lab:
     reuse=True)`` attaches to an existing lab of that prefix without ever removing it, and
     builds (and later removes) it only if it was not up.
 
+    ``Lab(usernet=True)`` (default: $HOPTRACE_LAB_USERNET == "1") also builds the user-defined
+    network of ``lab.sh up --usernet``: a second bridge ``br-<12 hex>`` 172.18.0.1/16 with a
+    third container c3 (172.18.0.2) on it, like ``docker network create`` + ``docker run
+    --network``. The "c3"/"usernet_bridge" keys below exist only then.
+
     Attributes (from ``lab.sh env``, the one place the names live):
-      prefix; env (the raw KEY: value dict);
-      ns     {"host", "c1", "c2", "router", "server"} -> namespace name;
-      veth   {"c1", "c2"} -> host-side veth name (in ns["host"]);
-      ip     {"c1", "c2", "bridge", "host", "router", "router_server", "server"} -> IPv4 address;
-      mac    {"c1", "c2"};
-      ifname {"container", "bridge", "uplink", "router_uplink", "router_downlink", "server"}.
+      prefix; usernet; env (the raw KEY: value dict);
+      ns     {"host", "c1", "c2", "router", "server"[, "c3"]} -> namespace name;
+      veth   {"c1", "c2"[, "c3"]} -> host-side veth name (in ns["host"]);
+      ip     {"c1", "c2", "bridge", "host", "router", "router_server", "server"[, "c3",
+              "usernet_bridge"]} -> IPv4 address;
+      mac    {"c1", "c2"[, "c3"]};
+      ifname {"container", "bridge", "uplink", "router_uplink", "router_downlink", "server"[,
+              "usernet_bridge"]}.
     """
 
-    def __init__(self, prefix: str | None = None, *, reuse: bool = False):
+    def __init__(self, prefix: str | None = None, *, reuse: bool = False, usernet: bool | None = None):
         self.prefix = prefix or "ht" + secrets.token_hex(3)
         self.reuse = reuse
+        self.usernet = os.environ.get("HOPTRACE_LAB_USERNET") == "1" if usernet is None else usernet
         self.owned = False
         self._up_proc: subprocess.Popen | None = None
         self.map = ""
@@ -304,9 +312,21 @@ class Lab:
         self.ifname = {"container": e["C1_IF"], "bridge": e["BRIDGE"], "uplink": e["HOST_UPLINK"],
                        "router_uplink": e["ROUTER_UPLINK"], "router_downlink": e["ROUTER_DOWNLINK"],
                        "server": e["SERVER_IF"]}
+        if self.usernet:
+            self.ns["c3"] = e["NS_C3"]
+            self.veth["c3"] = e["C3_VETH"]
+            self.ip["c3"] = e["C3_IP"]
+            self.ip["usernet_bridge"] = e["USERNET_BRIDGE_IP"]
+            self.mac["c3"] = e["C3_MAC"]
+            self.ifname["usernet_bridge"] = e["USERNET_BRIDGE"]
+
+    def _lab_sh_env(self) -> dict[str, str]:
+        """The environment for lab.sh: HOPTRACE_LAB_USERNET as this Lab wants it."""
+        return {**os.environ, "HOPTRACE_LAB_USERNET": "1" if self.usernet else "0"}
 
     def _read_env(self) -> dict[str, str]:
-        r = subprocess.run([str(LAB_SH), "env", self.prefix], capture_output=True, text=True)
+        r = subprocess.run([str(LAB_SH), "env", self.prefix], capture_output=True, text=True,
+                           env=self._lab_sh_env())
         if r.returncode != 0:
             raise RuntimeError(f"lab.sh env {self.prefix}: {r.stderr.strip()}")
         return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
@@ -325,7 +345,7 @@ class Lab:
         self.owned = True
         self._write_owner_marker()
         self._up_proc = subprocess.Popen([str(LAB_SH), "up", self.prefix], stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True)
+                                         stderr=subprocess.PIPE, text=True, env=self._lab_sh_env())
         out, err = self._up_proc.communicate(timeout=120)
         if self._up_proc.returncode != 0:
             self.down()
@@ -410,11 +430,16 @@ class Lab:
         self.run(ns, "conntrack", "-F", check=False)
 
     def points(self) -> list[tuple[str, str, str]]:
-        """The capture points along the containers' path: (name, namespace, ifname)."""
+        """The capture points along the containers' path: (name, namespace, ifname); with the
+        user-defined network also c3-eth0, c3-veth and usernet (its bridge)."""
         h = self.ns["host"]
-        return [("c1-eth0", self.ns["c1"], "eth0"), ("c1-veth", h, self.veth["c1"]),
-                ("c2-eth0", self.ns["c2"], "eth0"), ("c2-veth", h, self.veth["c2"]),
-                ("docker0", h, self.ifname["bridge"]), ("uplink", h, self.ifname["uplink"])]
+        points = [("c1-eth0", self.ns["c1"], "eth0"), ("c1-veth", h, self.veth["c1"]),
+                  ("c2-eth0", self.ns["c2"], "eth0"), ("c2-veth", h, self.veth["c2"]),
+                  ("docker0", h, self.ifname["bridge"]), ("uplink", h, self.ifname["uplink"])]
+        if self.usernet:
+            points += [("c3-eth0", self.ns["c3"], "eth0"), ("c3-veth", h, self.veth["c3"]),
+                       ("usernet", h, self.ifname["usernet_bridge"])]
+        return points
 
     def wait_listening(self, ns: str, proto: str, port: int, timeout: float = 5) -> None:
         """Waits until a socket listens on port (proto "tcp" or "udp") in ns."""
