@@ -60,6 +60,24 @@ std::int64_t now_ns() {
         .count();
 }
 
+// The command must exist before anything is captured: a typo is a usage problem, not an empty capture.
+void check_runnable(const std::string& program) {
+    auto runnable = [](const std::string& path) { return ::access(path.c_str(), X_OK) == 0; };
+    if (program.find('/') != std::string::npos) {
+        if (!runnable(program)) throw Fatal("'" + program + "': " + std::strerror(errno) + "; nothing was captured");
+        return;
+    }
+    const char* path = std::getenv("PATH");
+    std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+    for (std::size_t start = 0; start <= dirs.size();) {
+        const auto end = std::min(dirs.find(':', start), dirs.size());
+        const std::string dir = dirs.substr(start, end - start);
+        if (!dir.empty() && runnable(dir + "/" + program)) return;
+        start = end + 1;
+    }
+    throw Fatal("'" + program + "': command not found; nothing was captured");
+}
+
 pid_t spawn(const std::vector<std::string>& argv) {
     const pid_t child = ::fork();
     if (child < 0) throw Fatal(std::string("cannot start '") + argv[0] + "': " + std::strerror(errno));
@@ -134,14 +152,28 @@ struct CaptureArgs {
 
 int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace) {
     if (::geteuid() != 0) throw Fatal("capturing needs root (network namespaces, packet sockets); run it with sudo");
+    if (!a.command.empty()) check_runnable(a.command[0]);
     Resolved r = resolve_targets(a.targets, true);
 
     std::error_code ec;
-    if (std::filesystem::exists(a.db_path, ec)) {
+    const bool fresh = !std::filesystem::exists(a.db_path, ec);
+    if (!fresh) {
         auto existing = store::Database::open(a.db_path);
         if (!existing.points().empty())
             throw Fatal(a.db_path + ": already holds a capture; give a new --db file (nothing was changed)");
     }
+    // Until every point captures, a failure leaves no trace: a database file this run created is removed
+    // (declared before `db`, so it runs after the database is closed).
+    struct DiscardUnlessStarted {
+        std::string path;
+        bool fresh;
+        bool started = false;
+        ~DiscardUnlessStarted() {
+            if (started || !fresh) return;
+            std::error_code ignored;
+            for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ignored);
+        }
+    } discard{a.db_path, fresh};
     store::Database db = store::Database::open(a.db_path);
     db.set_meta("created_by", std::string("hoptrace ") + k_version);
     db.set_meta("hoptrace_version", k_version);
@@ -172,6 +204,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace) {
     options.filter = a.filter;
     options.snaplen = a.snaplen;
     options.buffer_bytes = a.buffer_mb << 20;
+    options.count = a.count;
     LiveCapture capture(live, options, [&writer](std::uint32_t point, const Frame& frame) {
         PacketRecord record = dissect(frame);
         record.point_id = point;
@@ -180,7 +213,12 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace) {
 
     SignalGuard signals;
     g_signals = 0;
-    if (auto started = capture.start(); !started) throw Fatal(started.error());
+    if (auto started = capture.start(); !started) {
+        writer.close();
+        if (!fresh) db.exec("DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");  // as it was: empty
+        throw Fatal(started.error());
+    }
+    discard.started = true;
     if (!a.quiet) {
         std::string names;
         for (const auto& p : live) names += (names.empty() ? "" : ", ") + p.name;
@@ -200,7 +238,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace) {
         const double t = elapsed();
         if (g_signals.load() > 0) stop_reason = "signal";
         else if (a.duration_s > 0 && t >= a.duration_s) stop_reason = "duration";
-        else if (a.count > 0 && capture.total_packets() >= a.count) stop_reason = "count";
+        else if (a.count > 0 && capture.total_packets() >= a.count) stop_reason = "count";  // set by the capture
         else if (capture.all_ended()) stop_reason = "every point ended";
         if (child > 0 && !child_done_at) {
             if (::waitpid(child, &child_status, WNOHANG) == child) child_done_at = t;

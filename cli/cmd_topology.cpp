@@ -48,16 +48,38 @@ int cmd_topology(const Invocation& inv) {
         return k_exit_ok;
     }
 
-    std::string path;
-    for (const auto& p : topo.points) {
+    // One line per container: container → its veth → the bridge that veth is a port of → the uplink.
+    auto describe = [&](const TopologyPoint& p) {
         std::string where = p.link.addresses.empty() ? "" : p.link.addresses.front();
         if (!p.link.mac.empty() && p.role == Role::container) where += (where.empty() ? "" : ", ") + p.link.mac;
-        path += (path.empty() ? "" : " → ") + std::string(to_string(p.role)) + " " + p.name +
-                (where.empty() ? "" : " (" + where + ")");
+        return std::string(to_string(p.role)) + " " + p.name + (where.empty() ? "" : " (" + where + ")");
+    };
+    auto find = [&](Role role, std::uint32_t ifindex) -> const TopologyPoint* {
+        for (const auto& p : topo.points)
+            if (p.role == role && (ifindex == 0 || p.link.ifindex == ifindex)) return &p;
+        return nullptr;
+    };
+    std::vector<std::string> paths;
+    for (std::size_t i = 0; i < topo.points.size(); ++i) {
+        const TopologyPoint& p = topo.points[i];
+        if (p.role != Role::container) continue;
+        std::string path = describe(p);
+        const TopologyPoint* veth =
+            i + 1 < topo.points.size() && topo.points[i + 1].role == Role::veth ? &topo.points[i + 1] : nullptr;
+        if (veth != nullptr) {
+            path += " → " + describe(*veth);
+            if (const TopologyPoint* bridge = find(Role::bridge, veth->link.master)) path += " → " + describe(*bridge);
+        }
+        if (const TopologyPoint* uplink = find(Role::uplink, 0)) path += " → " + describe(*uplink);
+        paths.push_back(path);
     }
+    for (const auto& p : topo.points)
+        if (p.role == Role::other) paths.push_back(describe(p));
     bool dnat = false;
     for (const auto& n : topo.nat) dnat = dnat || n.kind == "DNAT";
-    std::cout << path << (topo.masquerade ? " [MASQUERADE]" : "") << (dnat ? " [DNAT]" : "") << "\n\n";
+    for (const auto& line : paths)
+        std::cout << line << (topo.masquerade ? " [MASQUERADE]" : "") << (dnat ? " [DNAT]" : "") << "\n";
+    std::cout << "\n";
     std::cout << "  role       point             netns            ifindex  mac                addresses\n";
     for (const auto& p : topo.points) {
         std::string addrs;

@@ -438,12 +438,23 @@ std::int64_t Database::add_point(const Point& point) {
     stmt.bind(11, std::string_view(point.name));
     int rc = SQLITE_OK;
     std::string message;
+    std::int64_t id = 0;
     {
+        // Step to the row and finish the statement under one lock: a statement left in progress on this
+        // connection would make the writer thread's COMMIT fail ("SQL statements in progress").
         ConnectionLock lock(m_db.get());
         rc = sqlite3_step(stmt.handle());
-        if (rc != SQLITE_ROW) {
+        if (rc == SQLITE_ROW) {
+            id = sqlite3_column_int64(stmt.handle(), 0);
+            const int done = sqlite3_step(stmt.handle());
+            if (done != SQLITE_DONE) {
+                rc = done;
+                message = sqlite3_errmsg(m_db.get());
+            }
+        } else {
             message = sqlite3_errmsg(m_db.get());
         }
+        sqlite3_reset(stmt.handle());
     }
     if (rc == SQLITE_CONSTRAINT_UNIQUE) {
         throw Error(m_path + ": a point named '" + point.name + "' already exists");
@@ -451,8 +462,6 @@ std::int64_t Database::add_point(const Point& point) {
     if (rc != SQLITE_ROW) {
         fail(m_path, concat("cannot add point '", point.name, "'"), message);
     }
-    const std::int64_t id = stmt.column_int(0);
-    stmt.run();  // finish the statement so the insert's implicit transaction ends
     return id;
 }
 

@@ -8,7 +8,19 @@ namespace {
 
 constexpr int k_timeout_ms = 100;  // pcap read timeout = TPACKET_V3 block timeout
 
+}  // namespace
+
+// Lets the libpcap callback reach the capture's window and counters.
+struct LiveCaptureAccess {
+    static std::int64_t stop_ts(const LiveCapture& c) noexcept { return c.m_stop_ts.load(std::memory_order_relaxed); }
+    static void stop_at(LiveCapture& c, std::int64_t ts) noexcept { c.stop_at(ts); }
+    static std::uint64_t count(const LiveCapture& c) noexcept { return c.m_options.count; }
+};
+
+namespace {
+
 struct Context {
+    LiveCapture* capture;
     const FrameSink* sink;
     std::uint32_t point_id;
     LinkType link_type;
@@ -28,6 +40,7 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
     frame.link_type = ctx->link_type;
     frame.bytes = std::span<const std::uint8_t>(bytes, h->caplen);
     if (ctx->error) return;
+    if (const std::int64_t end = LiveCaptureAccess::stop_ts(*ctx->capture); end != 0 && frame.ts_ns > end) return;
     try {
         (*ctx->sink)(ctx->point_id, frame);
     } catch (...) {
@@ -36,7 +49,9 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
         return;
     }
     ctx->packets->fetch_add(1, std::memory_order_relaxed);
-    ctx->total->fetch_add(1, std::memory_order_relaxed);
+    const std::uint64_t total = ctx->total->fetch_add(1, std::memory_order_relaxed) + 1;
+    if (const std::uint64_t limit = LiveCaptureAccess::count(*ctx->capture); limit != 0 && total == limit)
+        LiveCaptureAccess::stop_at(*ctx->capture, frame.ts_ns);
 }
 
 std::optional<LinkType> link_type_of(int dlt) {
@@ -97,6 +112,15 @@ tl::expected<void, std::string> LiveCapture::start() {
 }
 
 void LiveCapture::stop() noexcept {
+    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    stop_at(now);
+}
+
+void LiveCapture::stop_at(std::int64_t ts_ns) noexcept {
+    std::int64_t open = 0;
+    m_stop_ts.compare_exchange_strong(open, ts_ns);  // the first stop defines the window
     m_stop.store(true);
     std::lock_guard lock(m_mutex);
     for (auto& st : m_state)
@@ -189,7 +213,7 @@ void LiveCapture::run_point(std::size_t index) noexcept {
     }
     ready("");
 
-    Context ctx{&m_sink, p.point_id, *link, nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,
+    Context ctx{this, &m_sink, p.point_id, *link, nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,
                 &st.packets, &m_total, h.get(), nullptr};
     auto* user = reinterpret_cast<u_char*>(&ctx);
     while (!m_stop.load() && !ctx.error) {

@@ -38,6 +38,7 @@ struct LiveOptions {
     std::string filter;                    // BPF, tcpdump syntax; "" = everything
     int snaplen = 262144;
     int buffer_bytes = 64 << 20;           // kernel ring per point: large enough for bursts
+    std::uint64_t count = 0;               // stop once this many packets were captured (0 = no limit)
 };
 
 struct LiveStats {
@@ -62,7 +63,8 @@ public:
     // and what to do); after a failure nothing captures.
     tl::expected<void, std::string> start();
 
-    // Asks every point to stop; each drains what the kernel already holds. Thread-safe, idempotent.
+    // Asks every point to stop. The capture window ends now: each point still drains what the kernel
+    // captured up to this moment, and nothing timestamped later is handed to the sink. Thread-safe.
     void stop() noexcept;
     // Waits for every point's thread; rethrows the first exception the sink threw (which stopped them all).
     void join();
@@ -82,6 +84,8 @@ private:
         std::string note;
     };
     void run_point(std::size_t index) noexcept;
+    void stop_at(std::int64_t ts_ns) noexcept;
+    friend struct LiveCaptureAccess;
 
     std::vector<LivePoint> m_points;
     LiveOptions m_options;
@@ -89,6 +93,7 @@ private:
     std::vector<std::unique_ptr<PointState>> m_state;
     std::vector<std::thread> m_threads;
     std::atomic<bool> m_stop{false};
+    std::atomic<std::int64_t> m_stop_ts{0};  // end of the capture window (0 = open)
     std::atomic<std::uint64_t> m_total{0};
     mutable std::mutex m_mutex;
     std::condition_variable m_cv;

@@ -40,7 +40,7 @@ tl::expected<Netns, std::string> Netns::by_pid(pid_t pid) {
     const std::string proc = "/proc/" + std::to_string(pid);
     struct stat st {};
     if (::stat(proc.c_str(), &st) != 0) return tl::unexpected("pid " + std::to_string(pid) + ": no such process");
-    return open_path(proc + "/ns/net", "pid " + std::to_string(pid), "pid " + std::to_string(pid));
+    return open_path(proc + "/ns/net", "pid " + std::to_string(pid), "pid" + std::to_string(pid));
 }
 
 tl::expected<Netns, std::string> Netns::self() { return open_path("/proc/thread-self/ns/net", "own namespace", ""); }

@@ -58,7 +58,7 @@ public:
     Netns& operator=(Netns&&) noexcept = default;
 
     [[nodiscard]] int fd() const noexcept { return m_fd.get(); }
-    // What the user called it: the ip-netns name, "pid 1234", or "" for hoptrace's own namespace.
+    // What the user called it: the ip-netns name, "pid1234", or "" for hoptrace's own namespace.
     [[nodiscard]] const std::string& name() const noexcept { return m_name; }
     [[nodiscard]] ino_t inode() const noexcept { return m_inode; }
     [[nodiscard]] bool same_as(const Netns& other) const noexcept { return m_inode == other.m_inode; }
