@@ -5,6 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${HOPTRACE_BUILD_DIR:-$root/build}
 "$root/examples/install-deps.sh"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE="${HOPTRACE_BUILD_TYPE:-CI}" >/dev/null
+# shellcheck disable=SC2086  # HOPTRACE_CMAKE_ARGS is a list of extra -D options
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE="${HOPTRACE_BUILD_TYPE:-CI}" ${HOPTRACE_CMAKE_ARGS:-} >/dev/null
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j"$(nproc)" "$@"
