@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <functional>
+#include <ostream>
 #include <map>
 #include <sstream>
 #include <vector>
@@ -272,6 +274,39 @@ std::string render_json(const Json& report) { return report.dump(2) + "\n"; }
 
 namespace {
 
+std::string csv_field(const std::string& v) {
+    if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+    std::string out = "\"";
+    for (char c : v) {
+        if (c == '"') out += '"';
+        out += c;
+    }
+    return out + "\"";
+}
+
+}  // namespace
+
+void write_csv(const store::Database& db, std::ostream& out, const std::function<bool(std::int64_t flow)>& keep) {
+    out << "flow_id,proto,direction,journey_id,from,to,from_ts_ns,to_ts_ns,latency_ns\n";
+    auto q = db.prepare(
+        "SELECT j.flow_id, f.proto, j.direction, a.journey_id, pa.name, pb.name, a.ts_ns, b.ts_ns "
+        "FROM packets a JOIN packets b ON b.journey_id = a.journey_id AND b.hop = a.hop + 1 "
+        "JOIN journeys j ON j.id = a.journey_id JOIN flows f ON f.id = j.flow_id "
+        "JOIN points pa ON pa.id = a.point_id JOIN points pb ON pb.id = b.point_id "
+        "WHERE a.journey_id IS NOT NULL ORDER BY a.journey_id, a.hop");
+    while (q.step()) {
+        const std::int64_t flow = q.column_int(0);
+        if (keep && !keep(flow)) continue;
+        const std::int64_t from_ts = q.column_int(6);
+        const std::int64_t to_ts = q.column_int(7);
+        out << flow << ',' << proto_name(q.column_int(1)) << ',' << q.column_text(2) << ',' << q.column_int(3) << ','
+            << csv_field(q.column_text(4)) << ',' << csv_field(q.column_text(5)) << ',' << from_ts << ',' << to_ts
+            << ',' << (to_ts - from_ts) << '\n';
+    }
+}
+
+namespace {
+
 std::string tuple_text(const std::string& proto, const Json& t) {
     if (t.contains("id")) {
         return t["src"].get<std::string>() + " → " + t["dst"].get<std::string>() + " id " +
@@ -289,6 +324,31 @@ std::string tuple_text(const std::string& proto, const Json& t) {
 }
 
 std::string value_text(const Json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }
+
+// Word-wraps `text` at `width` display columns, each line indented.
+std::string wrap(const std::string& text, const std::string& indent, std::size_t width) {
+    std::string out;
+    std::string line;
+    std::size_t columns = 0;
+    std::istringstream words(text);
+    for (std::string w; words >> w;) {
+        std::size_t n = 0;
+        for (unsigned char c : w) n += (c & 0xC0) != 0x80;
+        if (!line.empty() && columns + 1 + n > width) {
+            out += indent + line + "\n";
+            line.clear();
+            columns = 0;
+        }
+        if (!line.empty()) {
+            line += ' ';
+            ++columns;
+        }
+        line += w;
+        columns += n;
+    }
+    if (!line.empty()) out += indent + line + "\n";
+    return out;
+}
 
 // Left-aligned table with one space-padded column per cell; the first row is the header.
 std::string table(const std::vector<std::vector<std::string>>& rows, const std::string& indent,
@@ -318,7 +378,86 @@ std::string table(const std::vector<std::vector<std::string>>& rows, const std::
     return out;
 }
 
+// The source side of a tuple as the narrative says it: "192.168.43.116:1252", or "… id 48338" for ICMP.
+std::string source_text(const std::string& proto, const Json& t) {
+    if (t.contains("id")) return t["src"].get<std::string>() + " id " + std::to_string(t["id"].get<std::int64_t>());
+    if (proto == "tcp" || proto == "udp" || proto == "sctp")
+        return t["src"].get<std::string>() + ":" + std::to_string(t["sport"].get<std::int64_t>());
+    return t["src"].get<std::string>();
+}
+std::string destination_text(const std::string& proto, const Json& t) {
+    if (proto == "tcp" || proto == "udp" || proto == "sctp")
+        return t["dst"].get<std::string>() + ":" + std::to_string(t["dport"].get<std::int64_t>());
+    return t["dst"].get<std::string>();
+}
+
+std::int64_t lost_count(const Json& flow, const std::string& direction) {
+    std::int64_t n = 0;
+    for (const Json& l : flow["lost"])
+        if (l["direction"] == direction) n += l["count"].get<std::int64_t>();
+    return n;
+}
+
 }  // namespace
+
+std::string narrate(const Json& flow, const Json& points) {
+    const Json& path = flow["path"];
+    if (path.empty()) return "";
+    std::map<std::string, std::pair<std::string, std::string>> point;  // name -> (role, ifname)
+    for (const Json& p : points) point[p["name"].get<std::string>()] = {p["role"].get<std::string>(), p["ifname"].get<std::string>()};
+    std::map<std::pair<std::string, std::string>, std::pair<std::int64_t, std::int64_t>> hop;  // forward p50, count
+    for (const Json& h : flow["hops"])
+        if (h["direction"] == "forward")
+            hop[{h["from"].get<std::string>(), h["to"].get<std::string>()}] = {h["p50_ns"].get<std::int64_t>(),
+                                                                               h["count"].get<std::int64_t>()};
+    const std::string proto = flow["proto"].get<std::string>();
+    std::string text = tuple_text(proto, flow["original"]);
+    const std::string first = path[0].get<std::string>();
+    const auto& [first_role, first_if] = point[first];
+    text += first_role == "container" ? " left the container on " + (first_if.empty() ? first : first_if)
+                                      : " was first seen at " + first;
+    std::int64_t samples = 0;
+    for (std::size_t i = 1; i < path.size(); ++i) {
+        const std::string from = path[i - 1].get<std::string>();
+        const std::string to = path[i].get<std::string>();
+        const auto it = hop.find({from, to});
+        const std::string t = it == hop.end() ? "?" : format_duration(it->second.first);
+        if (it != hop.end()) samples = std::max(samples, it->second.second);
+        bool snat = false;
+        bool dnat = false;
+        for (const Json& r : flow["rewrites"]) {
+            if (r["direction"] != "forward" || r["between"][0] != from || r["between"][1] != to) continue;
+            const std::string field = r["field"].get<std::string>();
+            snat = snat || field == "src" || field == "sport" || field == "id";
+            dnat = dnat || field == "dst" || field == "dport";
+        }
+        const std::string role = point[to].first;
+        text += i + 1 == path.size() && path.size() > 2 ? ", and " : ", ";
+        if (snat) text += "was masqueraded to " + source_text(proto, flow["translated"]) + " on " + to + " " + t + " later";
+        else if (dnat) text += "was redirected to " + destination_text(proto, flow["translated"]) + " on " + to + " " + t + " later";
+        else if (role == "veth") text += "crossed " + to + " in " + t;
+        else if (role == "bridge") text += "the bridge " + to + " in " + t;
+        else text += "reached " + to + " " + t + " later";
+    }
+    text += ".";
+    const std::int64_t forward = flow["forward_journeys"].get<std::int64_t>();
+    const std::int64_t replies = flow["reply_journeys"].get<std::int64_t>();
+    if (replies > 0) {
+        bool reverse_rewrite = false;
+        for (const Json& r : flow["rewrites"]) reverse_rewrite = reverse_rewrite || r["direction"] == "reply";
+        text += reverse_rewrite ? " The reply took the reverse path with the reverse rewrite."
+                                : " The reply took the reverse path.";
+        const std::int64_t round_trips =
+            std::min(forward - lost_count(flow, "forward"), replies - lost_count(flow, "reply"));
+        text += " " + std::to_string(std::max<std::int64_t>(round_trips, 0)) + " of " + std::to_string(forward) +
+                " packets made the round trip.";
+    } else {
+        text += " " + std::to_string(forward - lost_count(flow, "forward")) + " of " + std::to_string(forward) +
+                " packets reached " + path.back().get<std::string>() + "; no reply was seen.";
+    }
+    if (samples > 1) text += " (Times are medians over " + std::to_string(samples) + " packets.)";
+    return text;
+}
 
 std::string render_text(const Json& report) {
     std::ostringstream out;
@@ -346,6 +485,7 @@ std::string render_text(const Json& report) {
             << tuple_text(proto, f["original"]);
         if (f["translated"] != f["original"]) out << "  ⇒  " << tuple_text(proto, f["translated"]);
         out << "\n";
+        if (const std::string story = narrate(f, report["points"]); !story.empty()) out << wrap(story, "  ", 100);
         if (!f["path"].empty()) {
             out << "  path: ";
             for (std::size_t i = 0; i < f["path"].size(); ++i)

@@ -6,6 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
+#include <functional>
+#include <ostream>
 #include <string>
 
 namespace hoptrace::correlate {
@@ -16,7 +19,14 @@ inline constexpr const char* k_report_schema = "hoptrace-report/1";
 nlohmann::ordered_json build_report(const store::Database& db);
 
 std::string render_json(const nlohmann::ordered_json& report);
+
+// Every hop sample as CSV (one row per pair of consecutive sightings of a journey), for people who plot in
+// their own tools. `keep` selects flows by id (empty = all). Streams: memory does not grow with the capture.
+void write_csv(const store::Database& db, std::ostream& out, const std::function<bool(std::int64_t flow)>& keep = {});
 std::string render_text(const nlohmann::ordered_json& report);
+
+// One flow in words, for a newcomer: where it went, what rewrote it, how long each hop took (medians).
+std::string narrate(const nlohmann::ordered_json& flow, const nlohmann::ordered_json& points);
 
 // "850 ns", "12.4 µs", "3.20 ms", "1.500 s".
 std::string format_duration(std::int64_t ns);

@@ -250,3 +250,57 @@ TEST(CorrelateLab, rerunning_correlate_gives_the_same_result) {
 
 }  // namespace
 }  // namespace hoptrace
+
+namespace hoptrace {
+namespace {
+
+TEST(ReportText, each_flow_is_explained_in_words_with_the_kernels_translation) {
+    auto db = store::Database::open_memory();
+    import(db, k_per_interface);
+    correlate::run(db);
+    const std::string text = correlate::render_text(correlate::build_report(db));
+    for (const KernelNat& k : conntrack_entries()) {
+        SCOPED_TRACE(k.proto + " from " + k.src);
+        const std::string translated =
+            k.proto == "icmp" ? k.nat_src + " id " + k.nat_sport_or_id : k.nat_src + ":" + k.nat_sport_or_id;
+        // The narrative wraps lines: compare with whitespace folded.
+        std::string folded;
+        for (char c : text) {
+            if (c == '\n') c = ' ';
+            if (c == ' ' && !folded.empty() && folded.back() == ' ') continue;
+            folded += c;
+        }
+        EXPECT_NE(folded.find("was masqueraded to " + translated + " on uplink"), std::string::npos) << text;
+    }
+    std::size_t round_trips = 0;
+    for (std::size_t at = text.find("5 of 5 packets made"); at != std::string::npos;
+         at = text.find("5 of 5 packets made", at + 1))
+        ++round_trips;
+    EXPECT_EQ(round_trips, 4U);  // every ping and datagram of the 4 flows was answered
+}
+
+TEST(ReportCsv, one_row_per_hop_sample_with_its_latency) {
+    auto db = store::Database::open_memory();
+    import(db, k_per_interface);
+    correlate::run(db);
+    std::ostringstream csv;
+    correlate::write_csv(db, csv);
+    std::istringstream in(csv.str());
+    std::string line;
+    std::getline(in, line);
+    EXPECT_EQ(line, "flow_id,proto,direction,journey_id,from,to,from_ts_ns,to_ts_ns,latency_ns");
+    std::size_t rows = 0;
+    while (std::getline(in, line)) {
+        std::vector<std::string> cells;
+        std::istringstream cellstream(line);
+        for (std::string c; std::getline(cellstream, c, ',');) cells.push_back(c);
+        ASSERT_EQ(cells.size(), 9U) << line;
+        EXPECT_EQ(std::stoll(cells[8]), std::stoll(cells[7]) - std::stoll(cells[6]));
+        EXPECT_GE(std::stoll(cells[8]), 0);
+        ++rows;
+    }
+    EXPECT_EQ(rows, 120U);  // 40 journeys of 4 sightings: 3 hops each
+}
+
+}  // namespace
+}  // namespace hoptrace
