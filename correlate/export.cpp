@@ -1,0 +1,313 @@
+#include "correlate/export.hpp"
+
+#include "correlate/pcapng_writer.hpp"
+#include "correlate/report.hpp"
+#include "tracer/packet.hpp"
+
+#include <algorithm>
+#include <cinttypes>
+#include <compare>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <map>
+#include <queue>
+#include <unordered_set>
+#include <vector>
+
+namespace hoptrace::correlate {
+namespace {
+
+// The largest snap length hoptrace capture and tcpdump use: an interface whose frames were never cut says this.
+constexpr std::uint32_t k_default_snaplen = 262144;
+
+// One point's packets in time order (ties: by id), with what the comment needs: the journey, and the
+// journey's previous sighting (hop - 1) through the packets_journey index. One such stream per point,
+// merged by time, instead of one ORDER BY over all packets: each stream walks the packets_point_ts index
+// in order, so nothing is sorted and memory stays flat however many packets there are.
+constexpr const char* k_point_packets_sql =
+    "SELECT p.id, p.ts_ns, p.wire_len, p.direction, p.flags, p.ethertype, p.ip_version, p.proto, p.src, p.dst, "
+    "p.sport, p.dport, p.fingerprint, p.journey_id, p.hop, j.flow_id, j.direction, j.sightings, "
+    "q.point_id, q.ts_ns, q.src, q.dst, q.sport, q.dport, p.raw "
+    "FROM packets p "
+    "LEFT JOIN journeys j ON j.id = p.journey_id "
+    "LEFT JOIN packets q ON q.journey_id = p.journey_id AND q.hop = p.hop - 1 "
+    "WHERE p.point_id = ?1 "
+    "ORDER BY p.ts_ns, p.id";
+
+enum Col : int {
+    c_id,
+    c_ts,
+    c_wire_len,
+    c_direction,
+    c_flags,
+    c_ethertype,
+    c_ip_version,
+    c_proto,
+    c_src,
+    c_dst,
+    c_sport,
+    c_dport,
+    c_fingerprint,
+    c_journey,
+    c_hop,
+    c_flow,
+    c_journey_direction,
+    c_sightings,
+    c_prev_point,
+    c_prev_ts,
+    c_prev_src,
+    c_prev_dst,
+    c_prev_sport,
+    c_prev_dport,
+    c_raw,
+};
+
+struct Interface {
+    std::int64_t point_id = 0;
+    std::string name;
+    PcapngInterface idb;
+};
+
+std::string describe(const store::Point& p) {
+    std::string d = "role ";
+    d.append(p.role);
+    if (!p.netns.empty()) d.append(", netns ").append(p.netns);
+    if (!p.ifname.empty()) d.append(", interface ").append(p.ifname);
+    if (!p.source.empty() && p.source != "live") d.append(", imported from ").append(p.source);
+    return d;
+}
+
+std::string ethertype_name(std::int64_t ethertype) {
+    switch (ethertype) {
+        case 0x0806:
+            return "ARP";
+        case 0x8035:
+            return "RARP";
+        case 0x88CC:
+            return "LLDP";
+        case 0x8100:
+            return "VLAN";
+        case 0x88A8:
+            return "QinQ";
+        case 0x8863:
+        case 0x8864:
+            return "PPPoE";
+        case 0x888E:
+            return "EAPOL";
+        case 0x8847:
+        case 0x8848:
+            return "MPLS";
+        default:
+            break;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "ethertype 0x%04" PRIx64, static_cast<std::uint64_t>(ethertype) & 0xFFFF);
+    return buf;
+}
+
+bool is_icmp(std::int64_t proto) { return proto == 1 || proto == 58; }
+
+// Why a packet is in no journey, from its stored fields.
+void append_unmatched(std::string& out, const store::Statement& q) {
+    out.append("not matched (");
+    const auto flags = static_cast<std::uint32_t>(q.column_int(c_flags));
+    if ((flags & packet_flag::k_not_ip) != 0) {
+        out.append("not IP: ").append(ethertype_name(q.column_int(c_ethertype)));
+    } else if (q.column_int(c_ip_version) == 0 || q.column_int(c_fingerprint) == 0) {
+        out.append((flags & packet_flag::k_truncated) != 0 ? "truncated before the IP header"
+                                                           : "no readable IP header");
+    } else {
+        out.append("not correlated: stored after the last 'hoptrace correlate'");
+    }
+    out.append(")");
+}
+
+// "; rewrote src 172.17.0.2 → 192.168.43.116, id 7777 → 57410": how this sighting's tuple differs from the
+// journey's previous one. ICMP echo carries its id in sport (and again in dport): compared once, as "id".
+void append_rewrites(std::string& out, const store::Statement& q) {
+    bool first = true;
+    auto changed = [&](const char* field, const std::string& from, const std::string& to) {
+        if (from == to) return;
+        out.append(first ? "; rewrote " : ", ").append(field).append(" ").append(from).append(" → ").append(to);
+        first = false;
+    };
+    changed("src", q.column_text(c_prev_src), q.column_text(c_src));
+    changed("dst", q.column_text(c_prev_dst), q.column_text(c_dst));
+    const bool icmp = is_icmp(q.column_int(c_proto));
+    changed(icmp ? "id" : "sport", std::to_string(q.column_int(c_prev_sport)), std::to_string(q.column_int(c_sport)));
+    if (!icmp) changed("dport", std::to_string(q.column_int(c_prev_dport)), std::to_string(q.column_int(c_dport)));
+}
+
+void build_comment(std::string& out, const store::Statement& q, const std::string& here,
+                   const std::map<std::int64_t, std::string>& point_names) {
+    out.clear();
+    if (q.column_is_null(c_journey) || q.column_is_null(c_flow)) {
+        append_unmatched(out, q);
+        return;
+    }
+    const std::int64_t hop = q.column_int(c_hop) + 1;
+    out.append("journey ").append(std::to_string(q.column_int(c_journey)));
+    out.append(" (flow ").append(std::to_string(q.column_int(c_flow))).append(", ");
+    out.append(q.column_text(c_journey_direction)).append("), hop ").append(std::to_string(hop));
+    out.append(" of ").append(std::to_string(q.column_int(c_sightings))).append(": ");
+    if (hop == 1) {
+        out.append("first seen at ").append(here);
+        return;
+    }
+    if (q.column_is_null(c_prev_point)) {  // the previous hop is not in the store: say where we are, no more
+        out.append("at ").append(here);
+        return;
+    }
+    const auto prev = point_names.find(q.column_int(c_prev_point));
+    out.append(prev == point_names.end() ? std::string("?") : prev->second).append(" → ").append(here);
+    out.append(" after ").append(format_duration(q.column_int(c_ts) - q.column_int(c_prev_ts)));
+    append_rewrites(out, q);
+}
+
+Direction direction_of(const std::string& text) {
+    if (text == "in") return Direction::inbound;
+    if (text == "out") return Direction::outbound;
+    return Direction::unknown;
+}
+
+std::string section_comment(const store::Database& db, const ExportOptions& options) {
+    std::string c = "hoptrace export of ";
+    c.append(db.path().empty() ? std::string(":memory:") : db.path());
+    if (options.flows) c.append(", flows: ").append(options.flows->to_string());
+    if (const auto host = db.meta("host")) c.append("; captured on ").append(*host);
+    if (const auto cmd = db.meta("command_line")) c.append("; by: ").append(*cmd);
+    return c;
+}
+
+// Per point: the snap length its frames show. A point with cut frames (flag snapped) was captured with the
+// largest length seen among them; otherwise nothing was cut and the default (or a larger frame) stands.
+std::map<std::int64_t, std::uint32_t> snaplens(const store::Database& db) {
+    std::map<std::int64_t, std::uint32_t> out;
+    auto q = db.prepare(
+        "SELECT point_id, max(cap_len), max(CASE WHEN flags & 64 THEN cap_len END) FROM packets GROUP BY point_id");
+    while (q.step()) {
+        const std::int64_t largest =
+            q.column_is_null(2) ? std::max<std::int64_t>(q.column_int(1), k_default_snaplen) : q.column_int(2);
+        out[q.column_int(0)] = static_cast<std::uint32_t>(std::min<std::int64_t>(largest, 0xFFFFFFFF));
+    }
+    return out;
+}
+
+std::unordered_set<std::int64_t> selected_flows(const store::Database& db, const FlowFilter& filter,
+                                                std::uint64_t& total) {
+    std::unordered_set<std::int64_t> out;
+    auto q = db.prepare(
+        "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, trans_dport "
+        "FROM flows");
+    while (q.step()) {
+        FlowRow f;
+        f.id = q.column_int(0);
+        f.proto = static_cast<std::uint8_t>(q.column_int(1));
+        f.orig_src = q.column_text(2);
+        f.orig_dst = q.column_text(3);
+        f.orig_sport = static_cast<std::uint16_t>(q.column_int(4));
+        f.orig_dport = static_cast<std::uint16_t>(q.column_int(5));
+        f.trans_src = q.column_text(6);
+        f.trans_dst = q.column_text(7);
+        f.trans_sport = static_cast<std::uint16_t>(q.column_int(8));
+        f.trans_dport = static_cast<std::uint16_t>(q.column_int(9));
+        ++total;
+        if (filter.matches(f)) out.insert(f.id);
+    }
+    return out;
+}
+
+// The merge's order: time, then the point's place on the path (its interface id), then the packet id.
+// The interface id is also the index of the point's stream.
+struct Head {
+    std::int64_t ts_ns = 0;
+    std::uint32_t interface = 0;
+    std::int64_t id = 0;
+    auto operator<=>(const Head&) const = default;
+};
+
+}  // namespace
+
+tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db, const std::string& path,
+                                                       const ExportOptions& options) {
+    ExportSummary summary;
+    std::unordered_set<std::int64_t> flows;
+    if (options.flows) {
+        flows = selected_flows(db, *options.flows, summary.flows);
+        summary.flows_selected = flows.size();
+    } else {
+        auto q = db.prepare("SELECT count(*) FROM flows");
+        if (q.step()) summary.flows = summary.flows_selected = static_cast<std::uint64_t>(q.column_int(0));
+    }
+
+    const auto snap = snaplens(db);
+    std::vector<Interface> interfaces;
+    std::map<std::int64_t, std::string> point_names;
+    for (const store::Point& p : db.points()) {  // path order, then id
+        const std::uint32_t link_type = p.link_type == 0 ? static_cast<std::uint32_t>(LinkType::ethernet) : p.link_type;
+        if (link_type > std::numeric_limits<std::uint16_t>::max()) {
+            return tl::unexpected(std::string(path)
+                                      .append(": point ")
+                                      .append(p.name)
+                                      .append(" has link type ")
+                                      .append(std::to_string(link_type))
+                                      .append(", which pcapng cannot describe"));
+        }
+        Interface i;
+        i.point_id = p.id;
+        i.name = p.name;
+        i.idb.name = p.name;
+        i.idb.description = describe(p);
+        i.idb.link_type = static_cast<std::uint16_t>(link_type);
+        const auto s = snap.find(p.id);
+        i.idb.snaplen = s == snap.end() ? k_default_snaplen : s->second;
+        point_names[p.id] = p.name;
+        interfaces.push_back(std::move(i));
+    }
+
+    auto writer = PcapngWriter::create(path, {options.application, section_comment(db, options)});
+    if (!writer) return tl::unexpected(writer.error());
+    for (const Interface& i : interfaces) {
+        if (auto id = writer->add_interface(i.idb); !id) return tl::unexpected(id.error());
+    }
+    summary.interfaces = writer->interfaces();
+
+    std::vector<store::Statement> streams;
+    streams.reserve(interfaces.size());
+    std::priority_queue<Head, std::vector<Head>, std::greater<>> heads;  // the earliest packet on top
+    auto advance = [&](std::size_t s) {
+        store::Statement& q = streams[s];
+        if (q.step()) heads.push({q.column_int(c_ts), static_cast<std::uint32_t>(s), q.column_int(c_id)});
+    };
+    for (std::size_t s = 0; s < interfaces.size(); ++s) {
+        streams.push_back(db.prepare(k_point_packets_sql));
+        streams.back().bind(1, interfaces[s].point_id);
+        advance(s);
+    }
+
+    std::string comment;
+    while (!heads.empty()) {
+        const std::size_t s = heads.top().interface;
+        heads.pop();
+        const store::Statement& q = streams[s];
+        const bool wanted = !options.flows || (!q.column_is_null(c_flow) && flows.contains(q.column_int(c_flow)));
+        if (wanted) {
+            build_comment(comment, q, interfaces[s].name, point_names);
+            PcapngPacket packet;
+            packet.interface = static_cast<std::uint32_t>(s);
+            packet.ts_ns = q.column_int(c_ts);
+            packet.wire_len = static_cast<std::uint32_t>(q.column_int(c_wire_len));
+            packet.direction = direction_of(q.column_text(c_direction));
+            packet.bytes = q.column_blob(c_raw);
+            packet.comment = comment;
+            if (auto ok = writer->write(packet); !ok) return tl::unexpected(ok.error());
+        }
+        advance(s);
+    }
+    if (auto ok = writer->finish(); !ok) return tl::unexpected(ok.error());
+    summary.packets = writer->packets();
+    return summary;
+}
+
+}  // namespace hoptrace::correlate
