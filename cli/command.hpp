@@ -50,5 +50,6 @@ int cmd_report(const Invocation& inv);
 int cmd_topology(const Invocation& inv);
 int cmd_capture(const Invocation& inv);
 int cmd_trace(const Invocation& inv);
+int cmd_export(const Invocation& inv);
 
 }  // namespace hoptrace::cli
