@@ -23,6 +23,7 @@ const std::map<std::string, Command>& commands() {
         {"topology", {hoptrace::cli::cmd_topology, "show the capture points of a container's path, and its NAT"}},
         {"capture", {hoptrace::cli::cmd_capture, "capture live on every point of the path into a database"}},
         {"trace", {hoptrace::cli::cmd_trace, "capture + correlate + text report in one go"}},
+        {"export", {hoptrace::cli::cmd_export, "write the capture as pcapng for Wireshark, one interface per point"}},
         {"import", {hoptrace::cli::cmd_import, "read pcap/pcapng files into a database (one point per file)"}},
         {"correlate", {hoptrace::cli::cmd_correlate, "match packets across points: journeys, NAT, latency"}},
         {"report", {hoptrace::cli::cmd_report, "print the result as text or JSON"}},
