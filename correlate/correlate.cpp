@@ -183,7 +183,10 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
 
 }  // namespace
 
-Summary run(store::Database& db, const MatchOptions& options) {
+Summary run(store::Database& db, const MatchOptions& given) {
+    MatchOptions options = given;
+    for (const store::Point& p : db.points())
+        if (p.role == "container") options.container_points.insert(static_cast<std::uint32_t>(p.id));
     const std::vector<Sighting> sightings = load(db);
     Journeys journeys = match(sightings, options);
     const Analysis analysis = analyse(sightings, journeys, options);

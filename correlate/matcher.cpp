@@ -5,6 +5,7 @@
 #include <limits>
 #include <numeric>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace hoptrace::correlate {
 namespace {
@@ -32,8 +33,32 @@ void for_each_group(std::span<const Sighting> sightings, const std::vector<std::
     }
 }
 
+// Whether a packet can go from point a to point b with tuple `from` becoming `to`: the same tuple, or one
+// NAT step — but nothing rewrites a packet between two containers' own interfaces.
+bool plausible_step(std::uint32_t a, std::uint32_t b, const Tuple& from, const Tuple& to, const MatchOptions& options) {
+    if (from == to) return true;
+    if (options.container_points.contains(a) && options.container_points.contains(b)) return false;
+    return one_nat_step(from, to);
+}
+
+// Directed pairs of points seen one after the other in unambiguous journeys (both ways: replies go back).
+class Adjacency {
+public:
+    void add(std::uint32_t a, std::uint32_t b) {
+        m_pairs.insert(key(a, b));
+        m_pairs.insert(key(b, a));
+    }
+    [[nodiscard]] bool allows(std::uint32_t a, std::uint32_t b) const {
+        return m_pairs.empty() || m_pairs.contains(key(a, b));
+    }
+
+private:
+    static std::uint64_t key(std::uint32_t a, std::uint32_t b) { return (std::uint64_t{a} << 32) | b; }
+    std::unordered_set<std::uint64_t> m_pairs;
+};
+
 // A group is unambiguous when every sighting is at a different point, consecutive sightings are close in
-// time and each step is at most one NAT rewrite: then it is one journey and its rewrites can be trusted.
+// time and each step is plausible: then it is one journey and its rewrites can be trusted.
 bool unambiguous(std::span<const Sighting> sightings, std::span<const std::uint32_t> group,
                  const MatchOptions& options) {
     constexpr std::size_t k_max_points_on_a_path = 32;
@@ -47,20 +72,23 @@ bool unambiguous(std::span<const Sighting> sightings, std::span<const std::uint3
     for (std::size_t i = 1; i < group.size(); ++i) {
         const Sighting& a = sightings[group[i - 1]];
         const Sighting& b = sightings[group[i]];
-        if (b.ts_ns - a.ts_ns > options.max_hop_gap_ns || !one_nat_step(a.tuple, b.tuple)) return false;
+        if (b.ts_ns - a.ts_ns > options.max_hop_gap_ns || !plausible_step(a.point, b.point, a.tuple, b.tuple, options))
+            return false;
     }
     return true;
 }
 
-// How well sighting `next` continues a journey whose latest tuple is `last`: 3 = the learned translation,
-// 2 = same tuple, 1 = one plausible NAT step, 0 = not this journey.
-int continuation_score(const Tuple& last, const Tuple& next, const Translations& translations) {
-    if (next == last) return 2;
-    if (auto it = translations.find(last); it != translations.end()) {
+// How well sighting `next` continues a journey whose latest sighting is `last`: 3 = the learned
+// translation, 2 = same tuple, 1 = one plausible NAT step, 0 = not this journey.
+int continuation_score(const Sighting& last, const Sighting& next, const Translations& translations,
+                       const Adjacency& adjacency, const MatchOptions& options) {
+    if (!adjacency.allows(last.point, next.point)) return 0;
+    if (next.tuple == last.tuple) return 2;
+    if (auto it = translations.find(last.tuple); it != translations.end()) {
         const auto& targets = it->second;
-        return std::find(targets.begin(), targets.end(), next) != targets.end() ? 3 : 0;
+        return std::find(targets.begin(), targets.end(), next.tuple) != targets.end() ? 3 : 0;
     }
-    return one_nat_step(last, next) ? 1 : 0;
+    return plausible_step(last.point, next.point, last.tuple, next.tuple, options) ? 1 : 0;
 }
 
 struct OpenJourney {
@@ -85,12 +113,15 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
         return x.packet_id < y.packet_id;
     });
 
-    // Phase 1: learn NAT translations from groups that can only be one journey.
+    // Phase 1: learn NAT translations and which points are next to each other from groups that can only be
+    // one journey.
     Translations translations;
+    Adjacency adjacency;
     for_each_group(sightings, order, [&](std::size_t begin, std::size_t end) {
         const std::span<const std::uint32_t> group(order.data() + begin, end - begin);
         if (!unambiguous(sightings, group, options)) return;
         for (std::size_t i = 1; i < group.size(); ++i) {
+            adjacency.add(sightings[group[i - 1]].point, sightings[group[i]].point);
             const Tuple& a = sightings[group[i - 1]].tuple;
             const Tuple& b = sightings[group[i]].tuple;
             if (a == b) continue;
@@ -116,7 +147,7 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 if (x.ts_ns - last.ts_ns > options.max_hop_gap_ns) continue;
                 if (++examined > options.max_candidates) break;
                 if (std::find(j.points.begin(), j.points.end(), x.point) != j.points.end()) continue;
-                const int score = continuation_score(last.tuple, x.tuple, translations);
+                const int score = continuation_score(last, x, translations, adjacency, options);
                 if (score > best_score) {
                     best = &j;
                     best_score = score;

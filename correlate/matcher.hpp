@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <unordered_set>
 #include <vector>
 
 namespace hoptrace::correlate {
@@ -31,6 +32,9 @@ struct MatchOptions {
     // Bound on the open journeys examined per sighting within one fingerprint group. It keeps matching
     // linear even for floods of identical packets; candidates are examined oldest first.
     std::size_t max_candidates = 256;
+    // Points that are a container's own interface (role container). A packet seen at one container's
+    // interface and then at another's crossed no router: its tuple cannot have been rewritten in between.
+    std::unordered_set<std::uint32_t> container_points;
 };
 
 // Journeys in compressed form: journey j's sightings (indexes into the input span, in time order) are
@@ -48,9 +52,11 @@ struct Journeys {
 
 // Groups sightings by fingerprint and, inside a group, assigns each sighting (in time order) to an open
 // journey of that group that (1) has no sighting at this point yet, (2) saw the packet at most
-// max_hop_gap_ns earlier, and (3) is consistent with the tuples: the translation learned for the flow
-// (from groups that are unambiguous), or the same tuple, or one NAT step (one side rewritten) — in that
-// order of preference, oldest journey first among equals. A sighting with no such journey starts one.
+// max_hop_gap_ns earlier, (3) was last seen at a point adjacent to this one — adjacency is learned from
+// groups that are unambiguous; while nothing is learned every pair counts as adjacent — and (4) is
+// consistent with the tuples: the translation learned for the flow (from unambiguous groups), or the same
+// tuple, or one NAT step (one side rewritten, never between two container points) — in that order of
+// preference, oldest journey first among equals. A sighting with no such journey starts one.
 // Every sighting with fingerprint != 0 ends up in exactly one journey; fingerprint 0 (not IP) in none.
 Journeys match(std::span<const Sighting> sightings, const MatchOptions& options = {});
 

@@ -89,6 +89,40 @@ TEST(Matcher, two_containers_with_the_same_fingerprint_are_told_apart_by_their_t
     EXPECT_TRUE(c2.contains(b.sightings[c2_uplink].packet_id));
 }
 
+TEST(Matcher, identical_heartbeats_of_two_containers_never_join_across_containers) {
+    // UDP from unconnected sockets goes out with IP id 0 and DF: two containers sending the same heartbeat
+    // produce the same fingerprint. Nothing can be learned from such groups; the container roles must keep
+    // a c1 sighting from continuing at c2's interface (which would invent a src rewrite between them).
+    Builder b;
+    MatchOptions options;
+    options.container_points = {1, 5};
+    for (int n = 0; n < 5; ++n) {
+        const std::int64_t t = n * 1'000'000'000LL;
+        b.add(1, t, 42, k_c1);                  // c1 eth0
+        b.add(5, t + 1'000, 42, k_c2);          // c2 eth0, 1 µs later
+        b.add(4, t + 50'000, 42, k_c1_nat);     // uplink
+        b.add(4, t + 51'000, 42, k_c2_nat);
+    }
+    const Journeys j = match(b.sightings, options);
+    for (std::size_t k = 0; k < j.count(); ++k) {
+        std::set<std::uint32_t> points;
+        for (auto i : j.of(k)) points.insert(b.sightings[i].point);
+        EXPECT_FALSE(points.contains(1) && points.contains(5)) << "journey " << k << " joins c1 and c2";
+    }
+}
+
+TEST(Matcher, a_hop_between_points_never_seen_next_to_each_other_is_refused) {
+    Builder b;
+    // Distinct packets teach the path c1 eth0 → c1 veth → docker0 → uplink.
+    b.add(1, 1000, 1, k_c1), b.add(2, 1100, 1, k_c1), b.add(3, 1200, 1, k_c1), b.add(4, 1300, 1, k_c1_nat);
+    // Then two equal packets at c1 eth0 (an ambiguous group) and one at point 6, never seen next to c1 eth0.
+    b.add(1, 5000, 7, k_c1);
+    b.add(1, 5050, 7, k_c1);
+    b.add(6, 5100, 7, k_c1);
+    const Journeys j = match(b.sightings);
+    EXPECT_EQ(j.count(), 4U);  // the learned path, and three journeys of one sighting each
+}
+
 TEST(Matcher, never_two_sightings_at_one_point_in_a_journey) {
     Builder b;
     // The same bytes twice at the same point within microseconds (a duplicate): two journeys.
