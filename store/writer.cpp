@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstring>
 #include <limits>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 namespace hoptrace::store {
@@ -27,86 +29,183 @@ constexpr const char* k_count_point_sql = "UPDATE points SET packets = packets +
 
 std::int64_t i64(std::uint64_t value) noexcept { return static_cast<std::int64_t>(value); }
 
-// The text of recently seen addresses. A capture repeats a handful of addresses over and over, and
-// formatting one (inet_ntop) costs more than the rest of the row's binding.
-class AddressText {
+constexpr int k_insert_parameters = 33;
+
+struct IpAddrHash {
+    std::size_t operator()(const IpAddr& addr) const noexcept {
+        std::uint64_t lo = 0;
+        std::uint64_t hi = 0;
+        std::memcpy(&lo, addr.bytes.data(), sizeof lo);
+        std::memcpy(&hi, addr.bytes.data() + sizeof lo, sizeof hi);
+        const std::uint64_t mixed = (lo ^ (hi * 0x9e3779b97f4a7c15ULL) ^ addr.family) * 0xff51afd7ed558ccdULL;
+        return static_cast<std::size_t>(mixed ^ (mixed >> 32));
+    }
+};
+
+}  // namespace
+
+// Binds the INSERT's parameters, skipping every one whose value the statement already holds. Bindings survive
+// sqlite3_reset(), and a packet shares most of its 33 values with the one before (point, direction, protocol,
+// addresses, ports, the NULLs of the other protocols), while each sqlite3_bind_*() takes the connection's mutex
+// and releases the old value: binding all of them made up ~40% of the writer thread's instructions.
+// Addresses are formatted once per distinct address and bound SQLITE_STATIC from here, which outlives the
+// statement's use of them (see forget()). Used only by the writer thread.
+class Writer::PacketBinder {
 public:
-    const std::string& operator()(const IpAddr& addr) {
-        for (const Entry& entry : m_entries) {
-            if (entry.valid && entry.addr == addr) {
-                return entry.text;
+    explicit PacketBinder(Statement& stmt) noexcept : m_stmt(stmt) {}
+
+    void bind(const PacketRecord& r, std::span<const std::uint8_t> raw) {
+        integer(1, i64(r.point_id));
+        integer(2, r.ts_ns);
+        integer(3, i64(r.cap_len));
+        integer(4, i64(r.wire_len));
+        direction(5, r.direction);
+        integer(6, i64(r.flags));
+        integer(7, i64(r.ethertype));
+        integer(8, i64(r.vlan));
+        integer(9, i64(r.ip_version));
+        integer(10, i64(r.proto));
+        address(11, r.src);
+        address(12, r.dst);
+        integer(13, i64(r.sport));
+        integer(14, i64(r.dport));
+        integer(15, i64(r.ip_id));
+        integer(16, i64(r.ttl));
+        integer(17, i64(r.ip_len));
+        // Columns that only mean something for one protocol are NULL elsewhere, so a query cannot mistake a
+        // zero that was never on the wire for a value.
+        if (r.proto == k_proto_icmp || r.proto == k_proto_icmpv6) {
+            integer(18, i64(r.icmp_type));
+            integer(19, i64(r.icmp_code));
+            integer(20, i64(r.icmp_id));
+            integer(21, i64(r.icmp_seq));
+        } else {
+            null(18);
+            null(19);
+            null(20);
+            null(21);
+        }
+        if (r.proto == k_proto_tcp) {
+            integer(22, i64(r.tcp_seq));
+            integer(23, i64(r.tcp_ack));
+            integer(24, i64(r.tcp_flags));
+        } else {
+            null(22);
+            null(23);
+            null(24);
+        }
+        integer(25, i64(r.payload_len));
+        if ((r.flags & packet_flag::k_icmp_error) != 0 && r.inner_ip_version != 0) {
+            integer(26, i64(r.inner_proto));
+            address(27, r.inner_src);
+            address(28, r.inner_dst);
+            integer(29, i64(r.inner_sport));
+            integer(30, i64(r.inner_dport));
+            integer(31, i64(r.inner_ttl));
+        } else {
+            for (int index = 26; index <= 31; ++index) {
+                null(index);
             }
         }
-        Entry& entry = m_entries[m_next];
-        m_next = (m_next + 1) % m_entries.size();
-        entry.valid = true;
-        entry.addr = addr;
-        entry.text = addr.to_string();
-        return entry.text;
+        integer(32, std::bit_cast<std::int64_t>(r.fingerprint));
+        // Always rebound: it points into the batch, which outlives the row (never an empty pointer: that would
+        // bind NULL instead of an empty blob).
+        static constexpr std::uint8_t k_empty = 0;
+        check(33, sqlite3_bind_blob64(m_stmt.handle(), 33, raw.empty() ? &k_empty : raw.data(), raw.size(),
+                                      SQLITE_STATIC));
+    }
+
+    // The statement's bindings were cleared (Statement::reset): nothing is known to be bound any more. Only now,
+    // with no address text bound, may the address texts be dropped.
+    void forget() noexcept {
+        m_slots.fill(Slot{});
+        if (m_text.size() > k_max_addresses) {
+            m_text.clear();
+        }
     }
 
 private:
-    struct Entry {
-        bool valid = false;
-        IpAddr addr;
-        std::string text;
+    // A capture with more distinct addresses than this (a scan) starts over between batches.
+    static constexpr std::size_t k_max_addresses = 65536;
+
+    enum class Kind : std::uint8_t { unknown, null, integer, text };
+    struct Slot {
+        Kind kind = Kind::unknown;
+        std::int64_t value = 0;  // integer, or the Direction of a direction text
+        IpAddr addr;             // an address text
     };
-    std::array<Entry, 8> m_entries;
-    std::size_t m_next = 0;
+
+    Slot& slot(int index) noexcept { return m_slots[static_cast<std::size_t>(index - 1)]; }
+
+    void check(int index, int rc) const {
+        if (rc != SQLITE_OK) {
+            throw Error(std::string(sqlite3_db_filename(sqlite3_db_handle(m_stmt.handle()), "main")) +
+                        ": cannot bind parameter " + std::to_string(index) + " of the packet insert: " +
+                        sqlite3_errstr(rc));
+        }
+    }
+
+    void integer(int index, std::int64_t value) {
+        Slot& s = slot(index);
+        if (s.kind == Kind::integer && s.value == value) {
+            return;
+        }
+        check(index, sqlite3_bind_int64(m_stmt.handle(), index, value));
+        s.kind = Kind::integer;
+        s.value = value;
+    }
+
+    void null(int index) {
+        Slot& s = slot(index);
+        if (s.kind == Kind::null) {
+            return;
+        }
+        check(index, sqlite3_bind_null(m_stmt.handle(), index));
+        s.kind = Kind::null;
+    }
+
+    void static_text(int index, std::string_view text) {
+        // Never a null pointer (that would bind NULL); an empty string_view may carry one.
+        check(index, sqlite3_bind_text64(m_stmt.handle(), index, text.data() != nullptr ? text.data() : "",
+                                         text.size(), SQLITE_STATIC, SQLITE_UTF8));
+    }
+
+    void direction(int index, Direction d) {
+        Slot& s = slot(index);
+        const auto value = static_cast<std::int64_t>(d);
+        if (s.kind == Kind::text && s.value == value) {
+            return;
+        }
+        static_text(index, to_string(d));  // a string literal
+        s.kind = Kind::text;
+        s.value = value;
+    }
+
+    void address(int index, const IpAddr& addr) {
+        Slot& s = slot(index);
+        if (s.kind == Kind::text && s.addr == addr) {
+            return;
+        }
+        auto it = m_text.find(addr);
+        if (it == m_text.end()) {
+            it = m_text.emplace(addr, addr.to_string()).first;
+        }
+        static_text(index, it->second);  // node-based map: the text stays put until forget() drops it
+        s.kind = Kind::text;
+        s.addr = addr;
+    }
+
+    Statement& m_stmt;
+    std::array<Slot, k_insert_parameters> m_slots{};
+    std::unordered_map<IpAddr, std::string, IpAddrHash> m_text;
 };
-
-void bind_packet(Statement& stmt, AddressText& text, const PacketRecord& r, std::span<const std::uint8_t> raw) {
-    stmt.bind(1, i64(r.point_id))
-        .bind(2, r.ts_ns)
-        .bind(3, i64(r.cap_len))
-        .bind(4, i64(r.wire_len))
-        .bind(5, to_string(r.direction))
-        .bind(6, i64(r.flags))
-        .bind(7, i64(r.ethertype))
-        .bind(8, i64(r.vlan))
-        .bind(9, i64(r.ip_version))
-        .bind(10, i64(r.proto))
-        .bind(11, std::string_view(text(r.src)))
-        .bind(12, std::string_view(text(r.dst)))
-        .bind(13, i64(r.sport))
-        .bind(14, i64(r.dport))
-        .bind(15, i64(r.ip_id))
-        .bind(16, i64(r.ttl))
-        .bind(17, i64(r.ip_len));
-    // Columns that only mean something for one protocol are NULL elsewhere, so a query cannot mistake a
-    // zero that was never on the wire for a value.
-    if (r.proto == k_proto_icmp || r.proto == k_proto_icmpv6) {
-        stmt.bind(18, i64(r.icmp_type)).bind(19, i64(r.icmp_code)).bind(20, i64(r.icmp_id)).bind(21, i64(r.icmp_seq));
-    } else {
-        stmt.bind_null(18).bind_null(19).bind_null(20).bind_null(21);
-    }
-    if (r.proto == k_proto_tcp) {
-        stmt.bind(22, i64(r.tcp_seq)).bind(23, i64(r.tcp_ack)).bind(24, i64(r.tcp_flags));
-    } else {
-        stmt.bind_null(22).bind_null(23).bind_null(24);
-    }
-    stmt.bind(25, i64(r.payload_len));
-    if ((r.flags & packet_flag::k_icmp_error) != 0 && r.inner_ip_version != 0) {
-        stmt.bind(26, i64(r.inner_proto))
-            .bind(27, std::string_view(text(r.inner_src)))
-            .bind(28, std::string_view(text(r.inner_dst)))
-            .bind(29, i64(r.inner_sport))
-            .bind(30, i64(r.inner_dport))
-            .bind(31, i64(r.inner_ttl));
-    } else {
-        stmt.bind_null(26).bind_null(27).bind_null(28).bind_null(29).bind_null(30).bind_null(31);
-    }
-    stmt.bind(32, std::bit_cast<std::int64_t>(r.fingerprint));
-    stmt.bind_blob_static(33, raw);  // the batch outlives the row
-}
-
-}  // namespace
 
 Writer::Writer(Database& db, std::size_t batch_rows)
     : m_db(db),
       m_batch_rows(std::max<std::size_t>(batch_rows, 1)),
       m_insert_packet(db.prepare(k_insert_packet_sql)),
-      m_count_point(db.prepare(k_count_point_sql)) {
+      m_count_point(db.prepare(k_count_point_sql)),
+      m_binder(std::make_unique<PacketBinder>(m_insert_packet)) {
     m_filling.offsets.push_back(0);
     m_thread = std::thread([this] { run(); });
 }
@@ -241,15 +340,14 @@ void Writer::run() noexcept {
 void Writer::write_batch(const Batch& batch) {
     // Per-point counts of this batch; a batch usually holds one or a handful of points.
     std::vector<std::pair<std::uint32_t, std::int64_t>> per_point;
-    AddressText text;
     Transaction txn(m_db);
     for (std::size_t i = 0; i < batch.records.size(); ++i) {
         const PacketRecord& record = batch.records[i];
         const std::span<const std::uint8_t> raw(batch.bytes.data() + batch.offsets[i],
                                                 batch.offsets[i + 1] - batch.offsets[i]);
-        bind_packet(m_insert_packet, text, record, raw);
+        m_binder->bind(record, raw);
         m_insert_packet.run();
-        m_insert_packet.rewind();  // every parameter is bound again for the next row
+        m_insert_packet.rewind();  // keeps the bindings: the binder rebinds only what changed
         auto it = std::find_if(per_point.begin(), per_point.end(),
                                [&](const auto& entry) { return entry.first == record.point_id; });
         if (it == per_point.end()) {
@@ -259,6 +357,7 @@ void Writer::write_batch(const Batch& batch) {
         }
     }
     m_insert_packet.reset();  // drop the bindings that point into this batch's bytes
+    m_binder->forget();
     for (const auto& [point_id, count] : per_point) {
         m_count_point.bind(1, count).bind(2, static_cast<std::int64_t>(point_id));
         const bool known = m_count_point.step();
