@@ -199,13 +199,15 @@ void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& jour
 }
 
 // A journey that ends before the end of its flow's path (in its direction) is lost after its last point —
-// unless the capture at the expected point had already stopped by then.
+// unless the capture at the expected point had not started yet or had already stopped.
 void losses(std::span<const Sighting> sightings, const Journeys& journeys, const MatchOptions& options,
             Analysis& out) {
-    std::unordered_map<std::uint32_t, std::int64_t> capture_end;  // point -> last timestamp seen there
+    // Each point's capture window as its packets show it: a point that started late or stopped early did
+    // not see what passed outside its window, which is not a loss.
+    std::unordered_map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> window;  // point -> (first, last)
     for (const Sighting& s : sightings) {
-        auto& end = capture_end[s.point];
-        end = std::max(end, s.ts_ns);
+        auto [it, fresh] = window.try_emplace(s.point, s.ts_ns, s.ts_ns);
+        if (!fresh) it->second = {std::min(it->second.first, s.ts_ns), std::max(it->second.second, s.ts_ns)};
     }
     // The path of (flow, direction): the points of its longest journey.
     std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest;
@@ -226,7 +228,8 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         for (std::size_t i = 0; i + 1 < path.size(); ++i) {
             if (sightings[path[i]].point != last.point) continue;
             const std::uint32_t expected = sightings[path[i + 1]].point;
-            if (capture_end[expected] >= last.ts_ns + options.max_hop_gap_ns)
+            const auto [first_ts, last_ts] = window[expected];
+            if (first_ts <= sightings[members.front()].ts_ns && last_ts >= last.ts_ns + options.max_hop_gap_ns)
                 ++lost[{info.flow, info.direction, last.point, expected}];
             break;
         }

@@ -183,6 +183,21 @@ TEST(Matcher, result_does_not_depend_on_input_order) {
     EXPECT_EQ(journeys_as_ids(shuffled), expected);
 }
 
+TEST(Analysis, packets_before_a_point_started_capturing_are_not_lost) {
+    Builder b;
+    // Ten packets cross c1 eth0 → uplink, but the uplink capture started after the fourth.
+    for (int n = 0; n < 10; ++n) {
+        const std::int64_t t = n * 10'000'000LL;
+        const auto fp = static_cast<std::uint64_t>(100 + n);
+        b.add(1, t, fp, k_c1);
+        if (n >= 4) b.add(4, t + 30'000, fp, k_c1_nat);
+    }
+    b.add(4, 500'000'000, 999, udp("1.1.1.1", 1, "2.2.2.2", 2));  // the uplink keeps capturing after
+    Journeys j = match(b.sightings);
+    const Analysis a = analyse(b.sightings, j);
+    EXPECT_TRUE(a.losses.empty()) << a.losses.size() << " loss rows, first count " << a.losses.front().count;
+}
+
 TEST(Analysis, percentile_is_nearest_rank) {
     const std::vector<std::int64_t> v{10, 20, 30, 40, 50, 60, 70, 80, 90, 100};
     EXPECT_EQ(percentile(v, 50), 50);
