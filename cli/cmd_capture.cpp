@@ -150,7 +150,8 @@ struct CaptureArgs {
     std::vector<std::string> command;
 };
 
-int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace) {
+// `captured` turns true once packets may be in the database (from then on it is never thrown away).
+int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& captured) {
     if (::geteuid() != 0) throw Fatal("capturing needs root (network namespaces, packet sockets); run it with sudo");
     if (!a.command.empty()) check_runnable(a.command[0]);
     Resolved r = resolve_targets(a.targets, true);
@@ -211,14 +212,16 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace) {
         writer.add(record, frame.bytes);
     });
 
-    SignalGuard signals;
+    std::optional<SignalGuard> signals;  // only while capturing: Ctrl-C during correlation just stops it
+    signals.emplace();
     g_signals = 0;
     if (auto started = capture.start(); !started) {
         writer.close();
-        if (!fresh) db.exec("DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");  // as it was: empty
+        if (!fresh) db.exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");
         throw Fatal(started.error());
     }
     discard.started = true;
+    captured = true;
     if (!a.quiet) {
         std::string names;
         for (const auto& p : live) names += (names.empty() ? "" : ", ") + p.name;
@@ -286,6 +289,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace) {
         return k_exit_runtime;
     }
     if (a.no_correlate && !trace) return k_exit_ok;
+    signals.reset();  // the capture is safe on disk: from here Ctrl-C simply ends hoptrace
     correlate::run(db);
     if (trace) std::cout << correlate::render_text(correlate::build_report(db));
     return k_exit_ok;
@@ -325,7 +329,7 @@ int capture_command(const Invocation& inv, bool trace) {
                                  "(--netns NAME | --pid PID | --container NAME)… [options] [-- CMD ARGS…]";
     if (!parse(own, synopsis, options, nullptr, vm)) return k_exit_ok;
     if (a.snaplen <= 0 || a.snaplen > 262144) throw UsageError("--snaplen must be between 1 and 262144");
-    if (a.buffer_mb <= 0 || a.buffer_mb > 2048) throw UsageError("--buffer-mb must be between 1 and 2048");
+    if (a.buffer_mb <= 0 || a.buffer_mb > 2047) throw UsageError("--buffer-mb must be between 1 and 2047");
     if (a.duration_s < 0 || a.grace_s < 0) throw UsageError("--duration and --grace cannot be negative");
     std::filesystem::path temp;
     if (trace && a.db_path.empty()) {
@@ -338,10 +342,13 @@ int capture_command(const Invocation& inv, bool trace) {
         for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(temp.string() + suffix, ec);
     };
     int rc = k_exit_runtime;
+    bool captured = false;
     try {
-        rc = run_capture(inv, a, trace);
+        rc = run_capture(inv, a, trace, captured);
     } catch (...) {
-        if (!temp.empty()) remove_temp();
+        if (!temp.empty() && !captured) remove_temp();
+        if (!temp.empty() && captured)
+            std::fprintf(stderr, "hoptrace: the capture is kept in %s\n", temp.string().c_str());
         throw;
     }
     if (!temp.empty() && rc == k_exit_ok) remove_temp();

@@ -12,6 +12,7 @@ constexpr int k_timeout_ms = 100;  // pcap read timeout = TPACKET_V3 block timeo
 
 // Lets the libpcap callback reach the capture's window and counters.
 struct LiveCaptureAccess {
+    static std::int64_t start_ts(const LiveCapture& c) noexcept { return c.m_start_ts.load(std::memory_order_relaxed); }
     static std::int64_t stop_ts(const LiveCapture& c) noexcept { return c.m_stop_ts.load(std::memory_order_relaxed); }
     static void stop_at(LiveCapture& c, std::int64_t ts) noexcept { c.stop_at(ts); }
     static std::uint64_t count(const LiveCapture& c) noexcept { return c.m_options.count; }
@@ -40,6 +41,7 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
     frame.link_type = ctx->link_type;
     frame.bytes = std::span<const std::uint8_t>(bytes, h->caplen);
     if (ctx->error) return;
+    if (const std::int64_t begin = LiveCaptureAccess::start_ts(*ctx->capture); begin == 0 || frame.ts_ns < begin) return;
     if (const std::int64_t end = LiveCaptureAccess::stop_ts(*ctx->capture); end != 0 && frame.ts_ns > end) return;
     try {
         (*ctx->sink)(ctx->point_id, frame);
@@ -108,6 +110,9 @@ tl::expected<void, std::string> LiveCapture::start() {
         join();
         return tl::unexpected(error);
     }
+    m_start_ts.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count());
     return {};
 }
 

@@ -60,7 +60,9 @@ public:
     ~LiveCapture();
 
     // Opens every point and returns once all capture, or with the first failure (one line naming the point
-    // and what to do); after a failure nothing captures.
+    // and what to do); after a failure nothing captures. The capture window opens when the last point is
+    // ready: what a point sees before that is not handed to the sink, so no point starts with packets the
+    // others could not have seen.
     tl::expected<void, std::string> start();
 
     // Asks every point to stop. The capture window ends now: each point still drains what the kernel
@@ -93,7 +95,8 @@ private:
     std::vector<std::unique_ptr<PointState>> m_state;
     std::vector<std::thread> m_threads;
     std::atomic<bool> m_stop{false};
-    std::atomic<std::int64_t> m_stop_ts{0};  // end of the capture window (0 = open)
+    std::atomic<std::int64_t> m_start_ts{0};  // start of the capture window: every point ready (0 = not yet)
+    std::atomic<std::int64_t> m_stop_ts{0};   // end of the capture window (0 = open)
     std::atomic<std::uint64_t> m_total{0};
     mutable std::mutex m_mutex;
     std::condition_variable m_cv;
