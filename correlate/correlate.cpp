@@ -2,6 +2,8 @@
 
 #include "correlate/analysis.hpp"
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <string>
 #include <unordered_map>
@@ -115,11 +117,22 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
             .bind(9, last.ts_ns);
         journey.run();
         journey.reset();
-        for (std::size_t hop = 0; hop < members.size(); ++hop) {
-            packet.bind(1, id).bind(2, static_cast<std::int64_t>(hop)).bind(3, sightings[members[hop]].packet_id);
-            packet.run();
-            packet.reset();
-        }
+    }
+    // Rows are updated in rowid order: the packets table holds the raw frames, and visiting it in journey
+    // order would touch its pages at random.
+    std::vector<std::array<std::int64_t, 3>> assignments;  // packet id, journey id, hop
+    assignments.reserve(journeys.members.size());
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const auto members = journeys.of(j);
+        for (std::size_t hop = 0; hop < members.size(); ++hop)
+            assignments.push_back({sightings[members[hop]].packet_id, static_cast<std::int64_t>(j + 1),
+                                   static_cast<std::int64_t>(hop)});
+    }
+    std::sort(assignments.begin(), assignments.end());
+    for (const auto& [packet_id, journey_id, hop] : assignments) {
+        packet.bind(1, journey_id).bind(2, hop).bind(3, packet_id);
+        packet.run();
+        packet.reset();
     }
 
     auto rewrite = db.prepare(
