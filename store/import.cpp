@@ -30,7 +30,13 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
             p.name.append("/").append(p.ifname.empty() ? "if" + std::to_string(ifindex) : p.ifname);
             p.ifindex = ifindex;
         } else if (file.interfaces().size() > 1) {
-            p.name.append("/").append(iface.name.empty() ? "if" + std::to_string(interface) : iface.name);
+            // Merged captures often hold several interfaces of one name (every container has an eth0).
+            bool repeated = false;
+            for (std::size_t k = 0; k < file.interfaces().size(); ++k)
+                repeated = repeated || (k != interface && file.interfaces()[k].name == iface.name);
+            std::string label = iface.name.empty() ? "if" + std::to_string(interface) : iface.name;
+            if (repeated && !iface.name.empty()) label.append("#").append(std::to_string(interface));
+            p.name.append("/").append(label);
         }
         p.link_type = static_cast<std::uint32_t>(iface.link_type);
         p.source = spec.path;
