@@ -565,6 +565,7 @@ void Page::path_diagram() {
     std::map<std::pair<std::size_t, std::size_t>, Edge> edges;  // (lower index, higher index)
     std::vector<std::set<std::string>> addresses(n);
     std::vector<const char*> address_role(n, "src");
+    std::vector<std::pair<std::size_t, const Json*>> ends_outside;  // flows that leave by their path's last point
     std::set<std::size_t> sinks_with_remote;
     std::set<std::string> remote_addresses;
 
@@ -602,11 +603,7 @@ void Page::path_diagram() {
             const auto key = std::minmax(idx[k], idx[k + 1]);
             ++edges[{key.first, key.second}].flows;
         }
-        if (starts_inside && m_points[idx.back()].role != "container") {
-            sinks_with_remote.insert(idx.back());
-            const std::string dst = str_of((*f)["translated"], "dst");
-            if (!dst.empty() && remote_addresses.size() < 5) remote_addresses.insert(dst);
-        }
+        if (starts_inside && m_points[idx.back()].role != "container") ends_outside.emplace_back(idx.back(), f);
         for (const Json& r : array_of(*f, "rewrites")) {
             const Json& between = array_of(r, "between");
             if (between.size() != 2) continue;
@@ -646,6 +643,13 @@ void Page::path_diagram() {
     std::size_t columns = 0;
     for (std::size_t i = 0; i < n; ++i)
         if (on_path[i]) columns = std::max(columns, column[i] + 1);
+    // "Beyond": where flows go after the outermost column (their destinations after NAT).
+    for (const auto& [last, f] : ends_outside) {
+        if (column[last] + 1 != columns) continue;
+        sinks_with_remote.insert(last);
+        const std::string dst = str_of((*f)["translated"], "dst");
+        if (!dst.empty() && remote_addresses.size() < 5) remote_addresses.insert(dst);
+    }
     const bool remote = !sinks_with_remote.empty();
 
     constexpr double node_w = 178;
@@ -726,7 +730,9 @@ void Page::path_diagram() {
         const double x2 = col_x[column[key.second]];
         const double y2 = mid_y(key.second);
         const double mx = (x1 + x2) / 2;
-        m_out.append("<path class=\"edge\" d=\"M").append(px(x1)).append(" ").append(px(y1)).append(" C")
+        m_out.append("<path class=\"edge\" style=\"stroke-width:")
+            .append(px(1.4 + std::min(3.0, std::log2(static_cast<double>(std::max<std::int64_t>(edge.flows, 1))))))
+            .append("\" d=\"M").append(px(x1)).append(" ").append(px(y1)).append(" C")
             .append(px(mx)).append(" ").append(px(y1)).append(" ").append(px(mx)).append(" ").append(px(y2))
             .append(" ").append(px(x2 - 8)).append(" ").append(px(y2)).append("\"><title>")
             .append(e(m_points[key.first].name)).append(" → ").append(e(m_points[key.second].name)).append(": ")
@@ -1255,7 +1261,7 @@ void Page::ladder(const Json& f) {
         const double mid = (g.y0 + g.y1) / 2;
         m_out.append("<g class=\"gap\"><rect x=\"4\" y=\"").append(px(g.y0 + 3)).append("\" width=\"").append(px(width - 8))
             .append("\" height=\"").append(px(std::max(2.0, g.y1 - g.y0 - 6))).append("\" rx=\"3\"/><text x=\"")
-            .append(px(width - 8)).append("\" y=\"").append(px(mid + 3.5)).append("\" text-anchor=\"end\">⋯ ")
+            .append(px(gutter - 16)).append("\" y=\"").append(px(mid + 3.5)).append("\" text-anchor=\"end\">⋯ ")
             .append(html_escape(format_duration(g.ns))).append("</text></g>");
     }
     m_out.append("\n");

@@ -8,6 +8,7 @@ packages=(
   libexpected-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
   # lab, tests and benchmarks
   iproute2 iptables conntrack tcpdump tshark socat iputils-ping traceroute ethtool sqlite3 python3 procps
+  chromium  # headless, renders the HTML report in tests/e2e/html_report.py
 )
 missing=()
 for p in "${packages[@]}"; do
