@@ -98,25 +98,42 @@ void assign_flows(std::span<const Sighting> sightings, const Journeys& journeys,
     for (std::size_t j = 0; j < journeys.count(); ++j) table.add(sightings, journeys.of(j));
 }
 
-// Path order: the average position of each point in the journeys that cross it, counted from the flow's
-// initiator (forward journeys as they are, replies from their end).
+// Path order from precedence votes: within a journey (turned round for replies, so that every vote is in
+// the direction the flows start), a point seen strictly earlier than another precedes it. Equal timestamps
+// give no vote — the matcher's order between them is arbitrary, and votes from it would only confirm that.
+// Points are ordered by (votes received as follower − votes as leader) / votes; ties by their role on the
+// path (container, veth, bridge, uplink, other), then id.
 std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const Journeys& journeys,
-                                      const Analysis& a) {
-    std::map<std::uint32_t, std::pair<double, std::uint64_t>> rank;  // point -> (sum of positions, count)
+                                      const Analysis& a, const MatchOptions& options) {
+    std::map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> votes;  // point -> (led, followed)
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         const bool reply = a.journeys[j].direction == FlowDirection::reply;
-        for (std::size_t i = 0; i < members.size(); ++i) {
-            auto& [sum, n] = rank[sightings[members[i]].point];
-            sum += static_cast<double>(reply ? members.size() - 1 - i : i);
-            ++n;
+        for (std::size_t x = 0; x < members.size(); ++x) {
+            votes.try_emplace(sightings[members[x]].point, 0, 0);
+            for (std::size_t y = x + 1; y < members.size(); ++y) {
+                const Sighting& p = sightings[members[x]];
+                const Sighting& q = sightings[members[y]];
+                if (p.ts_ns == q.ts_ns) continue;
+                const Sighting& leader = (p.ts_ns < q.ts_ns) != reply ? p : q;
+                const Sighting& follower = &leader == &p ? q : p;
+                ++votes[leader.point].first;
+                ++votes[follower.point].second;
+            }
         }
     }
-    std::vector<std::pair<double, std::uint32_t>> order;
-    for (const auto& [point, sn] : rank) order.emplace_back(sn.first / static_cast<double>(sn.second), point);
+    auto rank_of_role = [&](std::uint32_t point) {
+        const auto it = options.role_rank.find(point);
+        return it == options.role_rank.end() ? 4 : it->second;
+    };
+    std::vector<std::tuple<double, int, std::uint32_t>> order;
+    for (const auto& [point, v] : votes) {
+        const auto total = static_cast<double>(v.first + v.second);
+        order.emplace_back(total > 0 ? static_cast<double>(v.second - v.first) / total : 0.0, rank_of_role(point), point);
+    }
     std::sort(order.begin(), order.end());
     std::vector<std::uint32_t> result;
-    for (const auto& [avg, point] : order) result.push_back(point);
+    for (const auto& [score, role, point] : order) result.push_back(point);
     return result;
 }
 
@@ -255,10 +272,10 @@ std::int64_t percentile(std::span<const std::int64_t> sorted, double p) noexcept
 Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const MatchOptions& options) {
     Analysis out;
     assign_flows(sightings, journeys, out);
-    out.path_order = path_order(sightings, journeys, out);
+    out.path_order = path_order(sightings, journeys, out, options);
     if (order_ties(sightings, journeys, out, out.path_order)) {
         assign_flows(sightings, journeys, out);
-        out.path_order = path_order(sightings, journeys, out);
+        out.path_order = path_order(sightings, journeys, out, options);
     }
     rewrites_and_hops(sightings, journeys, out);
     losses(sightings, journeys, options, out);

@@ -198,8 +198,12 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
 
 Summary run(store::Database& db, const MatchOptions& given) {
     MatchOptions options = given;
-    for (const store::Point& p : db.points())
-        if (p.role == "container") options.container_points.insert(static_cast<std::uint32_t>(p.id));
+    static const std::unordered_map<std::string, int> k_role_rank{{"container", 0}, {"veth", 1}, {"bridge", 2}, {"uplink", 3}};
+    for (const store::Point& p : db.points()) {
+        const auto id = static_cast<std::uint32_t>(p.id);
+        if (p.role == "container") options.container_points.insert(id);
+        if (const auto it = k_role_rank.find(p.role); it != k_role_rank.end()) options.role_rank[id] = it->second;
+    }
     const std::vector<Sighting> sightings = load(db);
     Journeys journeys = match(sightings, options);
     const Analysis analysis = analyse(sightings, journeys, options);

@@ -6,9 +6,7 @@
 
 #include <algorithm>
 #include <cinttypes>
-#include <compare>
 #include <cstdio>
-#include <functional>
 #include <limits>
 #include <map>
 #include <queue>
@@ -224,7 +222,15 @@ struct Head {
     std::int64_t ts_ns = 0;
     std::uint32_t interface = 0;
     std::int64_t id = 0;
-    auto operator<=>(const Head&) const = default;
+};
+
+// priority_queue keeps the largest on top: "later" as its "less" puts the earliest packet there.
+struct Later {
+    bool operator()(const Head& a, const Head& b) const noexcept {
+        if (a.ts_ns != b.ts_ns) return a.ts_ns > b.ts_ns;
+        if (a.interface != b.interface) return a.interface > b.interface;
+        return a.id > b.id;
+    }
 };
 
 }  // namespace
@@ -275,7 +281,7 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
 
     std::vector<store::Statement> streams;
     streams.reserve(interfaces.size());
-    std::priority_queue<Head, std::vector<Head>, std::greater<>> heads;  // the earliest packet on top
+    std::priority_queue<Head, std::vector<Head>, Later> heads;
     auto advance = [&](std::size_t s) {
         store::Statement& q = streams[s];
         if (q.step()) heads.push({q.column_int(c_ts), static_cast<std::uint32_t>(s), q.column_int(c_id)});

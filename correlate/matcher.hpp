@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <span>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -35,6 +36,9 @@ struct MatchOptions {
     // Points that are a container's own interface (role container). A packet seen at one container's
     // interface and then at another's crossed no router: its tuple cannot have been rewritten in between.
     std::unordered_set<std::uint32_t> container_points;
+    // Where each point sits by its role (container 0, veth 1, bridge 2, uplink 3; absent = other, 4): breaks
+    // ties when the timestamps cannot order two points (microsecond captures of sub-microsecond hops).
+    std::unordered_map<std::uint32_t, int> role_rank;
 };
 
 // Journeys in compressed form: journey j's sightings (indexes into the input span, in time order) are

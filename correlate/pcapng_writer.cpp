@@ -225,7 +225,7 @@ tl::expected<void, std::string> PcapngWriter::put(const void* data, std::size_t 
 
 tl::expected<void, std::string> PcapngWriter::put_block() { return put(m_block.data(), m_block.size()); }
 
-tl::expected<void, std::string> PcapngWriter::fail(std::string what) {
+tl::expected<void, std::string> PcapngWriter::fail(const std::string& what) {
     m_error = std::string(m_path).append(": ").append(what);
     discard();
     return tl::unexpected(*m_error);

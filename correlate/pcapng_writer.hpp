@@ -80,7 +80,7 @@ private:
 
     tl::expected<void, std::string> put(const void* data, std::size_t size);
     tl::expected<void, std::string> put_block();  // m_block, after its length fields are filled in
-    tl::expected<void, std::string> fail(std::string what);
+    tl::expected<void, std::string> fail(const std::string& what);
     void discard() noexcept;  // close and remove the partial file
 
     std::string m_path;
