@@ -1500,19 +1500,35 @@ void Page::histograms() {
     for (std::size_t i = 0; i < shown; ++i)
         index[{str_of(totals[i], "direction") == "reply", str_of(totals[i], "from"), str_of(totals[i], "to")}] = i;
 
+    // The sample covers the flows of the model: all of them, or the ones a --flow filter kept.
     std::int64_t journeys = 0;
+    std::int64_t flows_stored = 0;
     {
-        auto q = m_db.prepare("SELECT count(*) FROM journeys");
-        if (q.step()) journeys = q.column_int(0);
+        auto q = m_db.prepare("SELECT (SELECT count(*) FROM journeys), (SELECT count(*) FROM flows)");
+        if (q.step()) {
+            journeys = q.column_int(0);
+            flows_stored = q.column_int(1);
+        }
+    }
+    const bool subset = static_cast<std::int64_t>(m_flows.size()) < flows_stored;
+    Json flow_ids = Json::array();
+    if (subset) {
+        journeys = 0;
+        for (const Json* f : m_flows) {
+            journeys += int_of(*f, "journeys");
+            flow_ids.push_back(int_of(*f, "id"));
+        }
     }
     const auto cap = static_cast<std::int64_t>(std::max<std::size_t>(m_opt.max_histogram_journeys, 1));
     const std::int64_t step = std::max<std::int64_t>(1, (journeys + cap - 1) / cap);
     std::vector<std::vector<std::int64_t>> samples(shown);
-    auto q = m_db.prepare(
+    auto q = m_db.prepare(std::string(
         "SELECT j.direction, a.point_id, b.point_id, b.ts_ns - a.ts_ns FROM journeys j "
         "JOIN packets a ON a.journey_id = j.id JOIN packets b ON b.journey_id = j.id AND b.hop = a.hop + 1 "
-        "WHERE j.id % ?1 = 0 AND (a.flags & 16) = 0 LIMIT ?2");
+        "WHERE j.id % ?1 = 0 AND (a.flags & 16) = 0 ") +
+        (subset ? "AND j.flow_id IN (SELECT value FROM json_each(?3)) " : "") + "LIMIT ?2");
     q.bind(1, step).bind(2, cap * static_cast<std::int64_t>(m_points.size() + 1));
+    if (subset) q.bind(3, flow_ids.dump());
     std::int64_t sampled = 0;
     while (q.step()) {
         const auto it = index.find({q.column_text(0) == "reply", point_name(q.column_int(1)), point_name(q.column_int(2))});
@@ -1521,7 +1537,8 @@ void Page::histograms() {
         ++sampled;
     }
 
-    m_out.append("<section id=\"hops\"><h2>Hop latency, all flows</h2>\n<div class=\"hists\">\n");
+    m_out.append("<section id=\"hops\"><h2>Hop latency, ").append(subset ? "the flows shown" : "all flows")
+        .append("</h2>\n<div class=\"hists\">\n");
     const std::size_t bins = std::clamp<std::size_t>(m_opt.histogram_bins, 1, 400);
     constexpr double w = 520;
     constexpr double h = 170;

@@ -185,6 +185,25 @@ TEST(HtmlReportLab, options_bound_flows_journeys_and_rows) {
     EXPECT_NE(times[2].find("ms"), std::string::npos) << times[2];
 }
 
+TEST(HtmlReportLab, histograms_sample_only_the_flows_of_the_model) {
+    auto db = lab_db({"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"});
+    Json model = correlate::build_report(db);
+    // As a --flow filter would leave it: c1's ping only (its 5 forward journeys cross c1-eth0 → c1-veth, and so do
+    // the 5 of c1's UDP flow, which the histograms must not count).
+    Json kept = Json::array();
+    for (const Json& f : model["flows"])
+        if (f["proto"] == "icmp" && f["original"]["src"] == "172.17.0.2") kept.push_back(f);
+    ASSERT_EQ(kept.size(), 1U);
+    model["flows"] = kept;
+    const std::string html = correlate::render_html(model, db);
+    EXPECT_NE(html.find("Hop latency, the flows shown"), std::string::npos);
+    const auto at = html.find("<h4>forward · c1-eth0 → c1-veth</h4>");
+    ASSERT_NE(at, std::string::npos);
+    const auto note = html.find("<p class=\"note\">", at);
+    EXPECT_NE(html.substr(note, 120).find("n 10 "), std::string::npos) << html.substr(note, 120);
+    EXPECT_NE(html.substr(note, 160).find("histogram of 5 sampled"), std::string::npos) << html.substr(note, 160);
+}
+
 // A capture far larger than the page: 3000 flows, one of them with 60000 journeys. The page stays small.
 TEST(HtmlReportSize, is_bounded_by_the_options_not_by_the_capture) {
     auto db = store::Database::open_memory();
