@@ -17,19 +17,43 @@ constexpr std::uint8_t k_proto_icmp = 1;
 constexpr std::uint8_t k_proto_tcp = 6;
 constexpr std::uint8_t k_proto_icmpv6 = 58;
 
-// Column order of the INSERT below; journey_id and hop stay NULL until correlate fills them.
-constexpr const char* k_insert_packet_sql =
-    "INSERT INTO packets (point_id, ts_ns, cap_len, wire_len, direction, flags, ethertype, vlan, ip_version, proto, "
-    "src, dst, sport, dport, ip_id, ttl, ip_len, icmp_type, icmp_code, icmp_id, icmp_seq, tcp_seq, tcp_ack, "
-    "tcp_flags, payload_len, inner_proto, inner_src, inner_dst, inner_sport, inner_dport, inner_ttl, fingerprint, "
-    "raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, "
-    "?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)";
+// The columns the writer fills, in parameter order; journey_id and hop stay NULL until correlate fills them.
+constexpr const char* k_packet_columns =
+    "point_id, ts_ns, cap_len, wire_len, direction, flags, ethertype, vlan, ip_version, proto, src, dst, sport, "
+    "dport, ip_id, ttl, ip_len, icmp_type, icmp_code, icmp_id, icmp_seq, tcp_seq, tcp_ack, tcp_flags, payload_len, "
+    "inner_proto, inner_src, inner_dst, inner_sport, inner_dport, inner_ttl, fingerprint, raw";
+constexpr int k_insert_parameters = 33;
+
+// Rows per execution of the multi-row INSERT. Executing a statement has a fixed cost (open a write cursor, seek
+// the table's last row for the new rowid, halt, close, reset) that was about as large as inserting the row
+// itself; 32 rows spread it thin while the statement stays small (1056 parameters).
+constexpr std::size_t k_rows_per_insert = 32;
 
 constexpr const char* k_count_point_sql = "UPDATE points SET packets = packets + ?1 WHERE id = ?2 RETURNING id";
 
-std::int64_t i64(std::uint64_t value) noexcept { return static_cast<std::int64_t>(value); }
+// k_rows_per_insert, or fewer when this SQLite allows fewer parameters per statement (999 before 3.32).
+std::size_t rows_per_insert(const Database& db) noexcept {
+    const int limit = sqlite3_limit(db.handle(), SQLITE_LIMIT_VARIABLE_NUMBER, -1);
+    return std::clamp<std::size_t>(static_cast<std::size_t>(std::max(limit, 0) / k_insert_parameters), 1,
+                                   k_rows_per_insert);
+}
 
-constexpr int k_insert_parameters = 33;
+// "INSERT INTO packets (…) VALUES (?, …), (?, …) …" with `rows` rows; parameters are numbered row by row.
+std::string insert_sql(std::size_t rows) {
+    std::string sql = "INSERT INTO packets (";
+    sql += k_packet_columns;
+    sql += ") VALUES ";
+    for (std::size_t row = 0; row < rows; ++row) {
+        sql += row == 0 ? "(" : ", (";
+        for (int column = 0; column < k_insert_parameters; ++column) {
+            sql += column == 0 ? "?" : ", ?";
+        }
+        sql += ")";
+    }
+    return sql;
+}
+
+std::int64_t i64(std::uint64_t value) noexcept { return static_cast<std::int64_t>(value); }
 
 struct IpAddrHash {
     std::size_t operator()(const IpAddr& addr) const noexcept {
@@ -44,88 +68,45 @@ struct IpAddrHash {
 
 }  // namespace
 
-// Binds the INSERT's parameters, skipping every one whose value the statement already holds. Bindings survive
-// sqlite3_reset(), and a packet shares most of its 33 values with the one before (point, direction, protocol,
+// Inserts a batch's rows, k_rows_per_insert per execution of a multi-row INSERT (the rest one by one), binding
+// only the parameters whose value the statement does not hold already. Bindings survive sqlite3_reset(), and a
+// packet shares most of its 33 values with the packet one statement earlier (point, direction, protocol,
 // addresses, ports, the NULLs of the other protocols), while each sqlite3_bind_*() takes the connection's mutex
-// and releases the old value: binding all of them made up ~40% of the writer thread's instructions.
-// Addresses are formatted once per distinct address and bound SQLITE_STATIC from here, which outlives the
-// statement's use of them (see forget()). Used only by the writer thread.
-class Writer::PacketBinder {
+// and releases the old value: binding every parameter made up ~40% of the writer thread's instructions.
+// Addresses are formatted once per distinct address and bound SQLITE_STATIC from m_text. Used only by the
+// writer thread, inside its transaction.
+class Writer::PacketInserter {
 public:
-    explicit PacketBinder(Statement& stmt) noexcept : m_stmt(stmt) {}
+    explicit PacketInserter(Database& db)
+        : m_path(db.path()),
+          m_many(db.prepare(insert_sql(rows_per_insert(db))), rows_per_insert(db)),
+          m_one(db.prepare(insert_sql(1)), 1) {}
 
-    void bind(const PacketRecord& r, std::span<const std::uint8_t> raw) {
-        integer(1, i64(r.point_id));
-        integer(2, r.ts_ns);
-        integer(3, i64(r.cap_len));
-        integer(4, i64(r.wire_len));
-        direction(5, r.direction);
-        integer(6, i64(r.flags));
-        integer(7, i64(r.ethertype));
-        integer(8, i64(r.vlan));
-        integer(9, i64(r.ip_version));
-        integer(10, i64(r.proto));
-        address(11, r.src);
-        address(12, r.dst);
-        integer(13, i64(r.sport));
-        integer(14, i64(r.dport));
-        integer(15, i64(r.ip_id));
-        integer(16, i64(r.ttl));
-        integer(17, i64(r.ip_len));
-        // Columns that only mean something for one protocol are NULL elsewhere, so a query cannot mistake a
-        // zero that was never on the wire for a value.
-        if (r.proto == k_proto_icmp || r.proto == k_proto_icmpv6) {
-            integer(18, i64(r.icmp_type));
-            integer(19, i64(r.icmp_code));
-            integer(20, i64(r.icmp_id));
-            integer(21, i64(r.icmp_seq));
-        } else {
-            null(18);
-            null(19);
-            null(20);
-            null(21);
-        }
-        if (r.proto == k_proto_tcp) {
-            integer(22, i64(r.tcp_seq));
-            integer(23, i64(r.tcp_ack));
-            integer(24, i64(r.tcp_flags));
-        } else {
-            null(22);
-            null(23);
-            null(24);
-        }
-        integer(25, i64(r.payload_len));
-        if ((r.flags & packet_flag::k_icmp_error) != 0 && r.inner_ip_version != 0) {
-            integer(26, i64(r.inner_proto));
-            address(27, r.inner_src);
-            address(28, r.inner_dst);
-            integer(29, i64(r.inner_sport));
-            integer(30, i64(r.inner_dport));
-            integer(31, i64(r.inner_ttl));
-        } else {
-            for (int index = 26; index <= 31; ++index) {
-                null(index);
+    void insert(const Batch& batch) {
+        const std::size_t rows = batch.records.size();
+        std::size_t i = 0;
+        for (; rows - i >= m_many.rows; i += m_many.rows) {
+            for (std::size_t row = 0; row < m_many.rows; ++row) {
+                bind(m_many, row, batch, i + row);
             }
+            m_many.stmt.run();
+            m_many.stmt.rewind();  // keeps the bindings: the next rows rebind only what changed
         }
-        integer(32, std::bit_cast<std::int64_t>(r.fingerprint));
-        // Always rebound: it points into the batch, which outlives the row (never an empty pointer: that would
-        // bind NULL instead of an empty blob).
-        static constexpr std::uint8_t k_empty = 0;
-        check(33, sqlite3_bind_blob64(m_stmt.handle(), 33, raw.empty() ? &k_empty : raw.data(), raw.size(),
-                                      SQLITE_STATIC));
-    }
-
-    // The statement's bindings were cleared (Statement::reset): nothing is known to be bound any more. Only now,
-    // with no address text bound, may the address texts be dropped.
-    void forget() noexcept {
-        m_slots.fill(Slot{});
+        for (; i < rows; ++i) {
+            bind(m_one, 0, batch, i);
+            m_one.stmt.run();
+            m_one.stmt.rewind();
+        }
+        // The raw bindings point into this batch's bytes: drop every binding. With no address text bound any
+        // more, this is also where the texts of a capture with very many addresses (a scan) may start over.
+        m_many.forget();
+        m_one.forget();
         if (m_text.size() > k_max_addresses) {
             m_text.clear();
         }
     }
 
 private:
-    // A capture with more distinct addresses than this (a scan) starts over between batches.
     static constexpr std::size_t k_max_addresses = 65536;
 
     enum class Kind : std::uint8_t { unknown, null, integer, text };
@@ -134,78 +115,165 @@ private:
         std::int64_t value = 0;  // integer, or the Direction of a direction text
         IpAddr addr;             // an address text
     };
-
-    Slot& slot(int index) noexcept { return m_slots[static_cast<std::size_t>(index - 1)]; }
-
-    void check(int index, int rc) const {
-        if (rc != SQLITE_OK) {
-            throw Error(std::string(sqlite3_db_filename(sqlite3_db_handle(m_stmt.handle()), "main")) +
-                        ": cannot bind parameter " + std::to_string(index) + " of the packet insert: " +
-                        sqlite3_errstr(rc));
+    // A prepared INSERT of `rows` rows and what each of its parameters is bound to.
+    struct Shape {
+        Shape(Statement statement, std::size_t row_count)
+            : stmt(std::move(statement)), rows(row_count), slots(row_count * k_insert_parameters) {}
+        void forget() {
+            stmt.reset();
+            std::fill(slots.begin(), slots.end(), Slot{});
         }
+        Statement stmt;
+        std::size_t rows;
+        std::vector<Slot> slots;  // parameter n (1-based) is slots[n - 1]
+    };
+
+    // Binds record `index` of the batch as row `row` of the shape's statement.
+    void bind(Shape& shape, std::size_t row, const Batch& batch, std::size_t index) {
+        const PacketRecord& r = batch.records[index];
+        const std::span<const std::uint8_t> raw(batch.bytes.data() + batch.offsets[index],
+                                                batch.offsets[index + 1] - batch.offsets[index]);
+        Binding b{*this, shape, static_cast<int>(row) * k_insert_parameters};
+        b.integer(1, i64(r.point_id));
+        b.integer(2, r.ts_ns);
+        b.integer(3, i64(r.cap_len));
+        b.integer(4, i64(r.wire_len));
+        b.direction(5, r.direction);
+        b.integer(6, i64(r.flags));
+        b.integer(7, i64(r.ethertype));
+        b.integer(8, i64(r.vlan));
+        b.integer(9, i64(r.ip_version));
+        b.integer(10, i64(r.proto));
+        b.address(11, r.src);
+        b.address(12, r.dst);
+        b.integer(13, i64(r.sport));
+        b.integer(14, i64(r.dport));
+        b.integer(15, i64(r.ip_id));
+        b.integer(16, i64(r.ttl));
+        b.integer(17, i64(r.ip_len));
+        // Columns that only mean something for one protocol are NULL elsewhere, so a query cannot mistake a
+        // zero that was never on the wire for a value.
+        if (r.proto == k_proto_icmp || r.proto == k_proto_icmpv6) {
+            b.integer(18, i64(r.icmp_type));
+            b.integer(19, i64(r.icmp_code));
+            b.integer(20, i64(r.icmp_id));
+            b.integer(21, i64(r.icmp_seq));
+        } else {
+            for (int column = 18; column <= 21; ++column) {
+                b.null(column);
+            }
+        }
+        if (r.proto == k_proto_tcp) {
+            b.integer(22, i64(r.tcp_seq));
+            b.integer(23, i64(r.tcp_ack));
+            b.integer(24, i64(r.tcp_flags));
+        } else {
+            for (int column = 22; column <= 24; ++column) {
+                b.null(column);
+            }
+        }
+        b.integer(25, i64(r.payload_len));
+        if ((r.flags & packet_flag::k_icmp_error) != 0 && r.inner_ip_version != 0) {
+            b.integer(26, i64(r.inner_proto));
+            b.address(27, r.inner_src);
+            b.address(28, r.inner_dst);
+            b.integer(29, i64(r.inner_sport));
+            b.integer(30, i64(r.inner_dport));
+            b.integer(31, i64(r.inner_ttl));
+        } else {
+            for (int column = 26; column <= 31; ++column) {
+                b.null(column);
+            }
+        }
+        b.integer(32, std::bit_cast<std::int64_t>(r.fingerprint));
+        b.raw(33, raw);
     }
 
-    void integer(int index, std::int64_t value) {
-        Slot& s = slot(index);
-        if (s.kind == Kind::integer && s.value == value) {
-            return;
-        }
-        check(index, sqlite3_bind_int64(m_stmt.handle(), index, value));
-        s.kind = Kind::integer;
-        s.value = value;
-    }
+    // One row's parameters: column c (1-based) of the row is parameter base + c.
+    struct Binding {
+        PacketInserter& inserter;
+        Shape& shape;
+        int base;
 
-    void null(int index) {
-        Slot& s = slot(index);
-        if (s.kind == Kind::null) {
-            return;
-        }
-        check(index, sqlite3_bind_null(m_stmt.handle(), index));
-        s.kind = Kind::null;
-    }
+        Slot& slot(int column) const noexcept { return shape.slots[static_cast<std::size_t>(base + column - 1)]; }
+        sqlite3_stmt* handle() const noexcept { return shape.stmt.handle(); }
 
-    void static_text(int index, std::string_view text) {
-        // Never a null pointer (that would bind NULL); an empty string_view may carry one.
-        check(index, sqlite3_bind_text64(m_stmt.handle(), index, text.data() != nullptr ? text.data() : "",
-                                         text.size(), SQLITE_STATIC, SQLITE_UTF8));
-    }
-
-    void direction(int index, Direction d) {
-        Slot& s = slot(index);
-        const auto value = static_cast<std::int64_t>(d);
-        if (s.kind == Kind::text && s.value == value) {
-            return;
+        void check(int column, int rc) const {
+            if (rc != SQLITE_OK) {
+                throw Error(inserter.m_path + ": cannot bind parameter " + std::to_string(base + column) +
+                            " of the packet insert: " + sqlite3_errstr(rc));
+            }
         }
-        static_text(index, to_string(d));  // a string literal
-        s.kind = Kind::text;
-        s.value = value;
-    }
 
-    void address(int index, const IpAddr& addr) {
-        Slot& s = slot(index);
-        if (s.kind == Kind::text && s.addr == addr) {
-            return;
+        void integer(int column, std::int64_t value) const {
+            Slot& s = slot(column);
+            if (s.kind == Kind::integer && s.value == value) {
+                return;
+            }
+            check(column, sqlite3_bind_int64(handle(), base + column, value));
+            s.kind = Kind::integer;
+            s.value = value;
         }
-        auto it = m_text.find(addr);
-        if (it == m_text.end()) {
-            it = m_text.emplace(addr, addr.to_string()).first;
-        }
-        static_text(index, it->second);  // node-based map: the text stays put until forget() drops it
-        s.kind = Kind::text;
-        s.addr = addr;
-    }
 
-    Statement& m_stmt;
-    std::array<Slot, k_insert_parameters> m_slots{};
-    std::unordered_map<IpAddr, std::string, IpAddrHash> m_text;
+        void null(int column) const {
+            Slot& s = slot(column);
+            if (s.kind == Kind::null) {
+                return;
+            }
+            check(column, sqlite3_bind_null(handle(), base + column));
+            s.kind = Kind::null;
+        }
+
+        void static_text(int column, std::string_view text) const {
+            // Never a null pointer (that would bind NULL); an empty string_view may carry one.
+            check(column, sqlite3_bind_text64(handle(), base + column, text.data() != nullptr ? text.data() : "",
+                                              text.size(), SQLITE_STATIC, SQLITE_UTF8));
+        }
+
+        void direction(int column, Direction d) const {
+            Slot& s = slot(column);
+            const auto value = static_cast<std::int64_t>(d);
+            if (s.kind == Kind::text && s.value == value) {
+                return;
+            }
+            static_text(column, to_string(d));  // a string literal
+            s.kind = Kind::text;
+            s.value = value;
+        }
+
+        void address(int column, const IpAddr& addr) const {
+            Slot& s = slot(column);
+            if (s.kind == Kind::text && s.addr == addr) {
+                return;
+            }
+            auto it = inserter.m_text.find(addr);
+            if (it == inserter.m_text.end()) {
+                it = inserter.m_text.emplace(addr, addr.to_string()).first;
+            }
+            static_text(column, it->second);  // node-based map: the text stays put until insert() clears it
+            s.kind = Kind::text;
+            s.addr = addr;
+        }
+
+        // Always rebound: it points into the batch, which outlives the statement's use of it.
+        void raw(int column, std::span<const std::uint8_t> bytes) const {
+            static constexpr std::uint8_t k_empty = 0;  // never a null pointer: that would bind NULL, not x''
+            check(column, sqlite3_bind_blob64(handle(), base + column, bytes.empty() ? &k_empty : bytes.data(),
+                                              bytes.size(), SQLITE_STATIC));
+        }
+    };
+
+    std::string m_path;
+    std::unordered_map<IpAddr, std::string, IpAddrHash> m_text;  // before the statements: outlives their bindings
+    Shape m_many;
+    Shape m_one;
 };
 
 Writer::Writer(Database& db, std::size_t batch_rows)
     : m_db(db),
       m_batch_rows(std::max<std::size_t>(batch_rows, 1)),
-      m_insert_packet(db.prepare(k_insert_packet_sql)),
-      m_count_point(db.prepare(k_count_point_sql)),
-      m_binder(std::make_unique<PacketBinder>(m_insert_packet)) {
+      m_inserter(std::make_unique<PacketInserter>(db)),
+      m_count_point(db.prepare(k_count_point_sql)) {
     m_filling.offsets.push_back(0);
     m_thread = std::thread([this] { run(); });
 }
@@ -340,14 +408,7 @@ void Writer::run() noexcept {
 void Writer::write_batch(const Batch& batch) {
     // Per-point counts of this batch; a batch usually holds one or a handful of points.
     std::vector<std::pair<std::uint32_t, std::int64_t>> per_point;
-    Transaction txn(m_db);
-    for (std::size_t i = 0; i < batch.records.size(); ++i) {
-        const PacketRecord& record = batch.records[i];
-        const std::span<const std::uint8_t> raw(batch.bytes.data() + batch.offsets[i],
-                                                batch.offsets[i + 1] - batch.offsets[i]);
-        m_binder->bind(record, raw);
-        m_insert_packet.run();
-        m_insert_packet.rewind();  // keeps the bindings: the binder rebinds only what changed
+    for (const PacketRecord& record : batch.records) {
         auto it = std::find_if(per_point.begin(), per_point.end(),
                                [&](const auto& entry) { return entry.first == record.point_id; });
         if (it == per_point.end()) {
@@ -356,8 +417,8 @@ void Writer::write_batch(const Batch& batch) {
             ++it->second;
         }
     }
-    m_insert_packet.reset();  // drop the bindings that point into this batch's bytes
-    m_binder->forget();
+    Transaction txn(m_db);
+    m_inserter->insert(batch);
     for (const auto& [point_id, count] : per_point) {
         m_count_point.bind(1, count).bind(2, static_cast<std::int64_t>(point_id));
         const bool known = m_count_point.step();

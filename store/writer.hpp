@@ -53,7 +53,7 @@ private:
         std::vector<std::uint8_t> bytes;            // raw frames back to back
         std::vector<std::uint32_t> offsets;         // start of record i's frame in `bytes`; size = records + 1
     };
-    class PacketBinder;  // writer.cpp: binds only the parameters that changed since the last row
+    class PacketInserter;  // writer.cpp: multi-row INSERTs, binding only the parameters that changed
     void run() noexcept;
     void write_batch(const Batch& batch);
     // With m_mutex held: wait until a batch may be enqueued (or the writer failed), then enqueue m_filling if it
@@ -76,9 +76,8 @@ private:
     std::exception_ptr m_error;
     std::size_t m_peak_pending = 0;
     // Prepared once, then used only by the writer thread.
-    Statement m_insert_packet;
+    std::unique_ptr<PacketInserter> m_inserter;
     Statement m_count_point;
-    std::unique_ptr<PacketBinder> m_binder;  // of m_insert_packet
     std::thread m_thread;
 };
 
