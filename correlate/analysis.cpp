@@ -29,8 +29,8 @@ public:
         JourneyInfo info;
         if (is_icmp_error(first) && first.inner.proto != 0) {
             // Tied to the probe it quotes (quoted before or after the rewrite: both tuples are known).
-            auto probe = find(first.inner);
-            if (!probe) probe = find(last.inner);
+            auto probe = find(first.inner, first.ts_ns);
+            if (!probe) probe = find(last.inner, first.ts_ns);
             if (probe) {
                 info = JourneyInfo{probe->first, flip(probe->second), true};
                 count(info.flow, members.size(), first.ts_ns, last.ts_ns);
@@ -40,14 +40,15 @@ public:
         }
         const Tuple& a = first.tuple;
         const Tuple& b = last.tuple;
-        auto found = find(a);
-        if (!found) found = find(b);
+        auto found = find(a, first.ts_ns);
+        if (!found) found = find(b, first.ts_ns);
         if (!found) {
             const auto id = static_cast<std::uint32_t>(m_out.flows.size());
             Flow flow;
             flow.original = a;
             flow.translated = b;
             flow.first_ts_ns = first.ts_ns;
+            flow.last_ts_ns = last.ts_ns;
             m_out.flows.push_back(flow);
             enter(id);
             found = std::pair{id, FlowDirection::forward};
@@ -66,17 +67,23 @@ public:
     }
 
 private:
-    std::optional<std::pair<std::uint32_t, FlowDirection>> find(const Tuple& t) const {
+    // A flow idle for longer than this is over: NAT may hand the same translated tuple to a new connection
+    // (another container's, even) once the kernel forgot the old one, and that is a new flow.
+    static constexpr std::int64_t k_flow_idle_ns = 300'000'000'000;
+
+    std::optional<std::pair<std::uint32_t, FlowDirection>> find(const Tuple& t, std::int64_t ts_ns) const {
         auto it = m_index.find(t);
         if (it == m_index.end()) return std::nullopt;
+        if (ts_ns - m_out.flows[it->second.first].last_ts_ns > k_flow_idle_ns) return std::nullopt;
         return it->second;
     }
+    // The newest flow owns its tuples (an idle one it replaces keeps its journeys).
     void enter(std::uint32_t id) {
         const Flow& f = m_out.flows[id];
-        m_index.try_emplace(f.original, id, FlowDirection::forward);
-        m_index.try_emplace(f.translated, id, FlowDirection::forward);
-        m_index.try_emplace(f.translated.reversed(), id, FlowDirection::reply);
-        m_index.try_emplace(f.original.reversed(), id, FlowDirection::reply);
+        m_index.insert_or_assign(f.original.reversed(), std::pair{id, FlowDirection::reply});
+        m_index.insert_or_assign(f.translated.reversed(), std::pair{id, FlowDirection::reply});
+        m_index.insert_or_assign(f.translated, std::pair{id, FlowDirection::forward});
+        m_index.insert_or_assign(f.original, std::pair{id, FlowDirection::forward});
     }
     void count(std::uint32_t id, std::size_t sightings, std::int64_t first_ts, std::int64_t last_ts) {
         Flow& f = m_out.flows[id];

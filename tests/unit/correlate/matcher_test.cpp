@@ -198,6 +198,21 @@ TEST(Analysis, packets_before_a_point_started_capturing_are_not_lost) {
     EXPECT_TRUE(a.losses.empty()) << a.losses.size() << " loss rows, first count " << a.losses.front().count;
 }
 
+TEST(Analysis, a_translated_tuple_reused_after_the_flow_went_idle_is_a_new_flow) {
+    // c1's flow is masqueraded to 192.168.43.116:40000; ten minutes later, long after conntrack forgot it,
+    // c2's connection from the same port gets the same translation. Two flows, not one.
+    Builder b;
+    b.add(1, 0, 1, k_c1), b.add(4, 30'000, 1, k_c1_nat);
+    const std::int64_t later = 600'000'000'000;
+    b.add(5, later, 2, k_c2), b.add(4, later + 30'000, 2, k_c1_nat);
+    Journeys j = match(b.sightings);
+    const Analysis a = analyse(b.sightings, j);
+    ASSERT_EQ(a.flows.size(), 2U);
+    EXPECT_EQ(a.flows[0].original, k_c1);
+    EXPECT_EQ(a.flows[1].original, k_c2);
+    EXPECT_EQ(a.flows[1].translated, k_c1_nat);
+}
+
 TEST(Analysis, percentile_is_nearest_rank) {
     const std::vector<std::int64_t> v{10, 20, 30, 40, 50, 60, 70, 80, 90, 100};
     EXPECT_EQ(percentile(v, 50), 50);
