@@ -91,7 +91,7 @@ std::vector<std::string> point_names(const store::Database& db) {
 
 std::string export_to(const store::Database& db, const TempDir& dir, const std::string& name,
                       std::optional<FlowFilter> flows = std::nullopt) {
-    const std::string path = dir.file(name);
+    std::string path = dir.file(name);
     const auto s = export_pcapng(db, path, {"hoptrace test", std::move(flows)});
     EXPECT_TRUE(s) << s.error();
     return path;

@@ -1,8 +1,6 @@
 #include "pcapng_check.hpp"
 
-#include <stdlib.h>  // mkdtemp
-
-#include <cstdlib>
+#include <cstdlib>  // mkdtemp (POSIX, declared by glibc's stdlib.h)
 
 #include <cstdio>
 #include <cstring>

@@ -267,7 +267,7 @@ TEST(PcapngWriter, a_write_failing_half_way_removes_the_partial_file) {
     ASSERT_NE(pid, -1);
     if (pid == 0) {
         std::signal(SIGXFSZ, SIG_IGN);
-        const rlimit limit{64 * 1024, 64 * 1024};
+        const rlimit limit{rlim_t{64} * 1024, rlim_t{64} * 1024};
         if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(10);
         auto w = PcapngWriter::create(path, {"t", ""});
         if (!w || !w->add_interface({"x", "", 1, 0})) _exit(11);
