@@ -414,8 +414,9 @@ std::string narrate(const Json& flow, const Json& points) {
     std::string text = tuple_text(proto, flow["original"]);
     const std::string first = path[0].get<std::string>();
     const auto& [first_role, first_if] = point[first];
-    text += first_role == "container" ? " left the container on " + (first_if.empty() ? first : first_if)
-                                      : " was first seen at " + first;
+    if (first_role == "container") text += " left the container on " + (first_if.empty() ? first : first_if);
+    else if (first_role == "uplink") text += " arrived on the uplink " + first;
+    else text += " was first seen at " + first;
     std::int64_t samples = 0;
     for (std::size_t i = 1; i < path.size(); ++i) {
         const std::string from = path[i - 1].get<std::string>();
@@ -447,10 +448,16 @@ std::string narrate(const Json& flow, const Json& points) {
         for (const Json& r : flow["rewrites"]) reverse_rewrite = reverse_rewrite || r["direction"] == "reply";
         text += reverse_rewrite ? " The reply took the reverse path with the reverse rewrite."
                                 : " The reply took the reverse path.";
-        const std::int64_t round_trips =
-            std::min(forward - lost_count(flow, "forward"), replies - lost_count(flow, "reply"));
-        text += " " + std::to_string(std::max<std::int64_t>(round_trips, 0)) + " of " + std::to_string(forward) +
-                " packets made the round trip.";
+        const std::int64_t lost = lost_count(flow, "forward") + lost_count(flow, "reply");
+        if (proto == "tcp") {  // segments and acknowledgements are not one-to-one: no "round trips"
+            text += " " + std::to_string(forward) + " packets went forward and " + std::to_string(replies) +
+                    " came back; " + (lost == 0 ? std::string("none was lost.") : std::to_string(lost) + " were lost.");
+        } else {
+            const std::int64_t round_trips =
+                std::min(forward - lost_count(flow, "forward"), replies - lost_count(flow, "reply"));
+            text += " " + std::to_string(std::max<std::int64_t>(round_trips, 0)) + " of " + std::to_string(forward) +
+                    " packets made the round trip.";
+        }
     } else {
         text += " " + std::to_string(forward - lost_count(flow, "forward")) + " of " + std::to_string(forward) +
                 " packets reached " + path.back().get<std::string>() + "; no reply was seen.";
