@@ -1,13 +1,18 @@
-// hoptrace report --db FILE [--format text|json|csv] [-o FILE]
+// hoptrace report --db FILE [--format text|json|csv|html] [-o FILE] [--flow EXPR]
 
 #include "cli/command.hpp"
+#include "correlate/flow_filter.hpp"
+#include "correlate/html_report.hpp"
 #include "correlate/report.hpp"
+
+#include <set>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 namespace hoptrace::cli {
 
@@ -15,16 +20,28 @@ int cmd_report(const Invocation& inv) {
     std::string db_path;
     std::string format = "text";
     std::string output;
+    std::string flow_expr;
     po::options_description options("options");
     options.add_options()
         ("db", po::value(&db_path)->required(), "database written by 'hoptrace import' or 'hoptrace capture'")
         ("format,f", po::value(&format)->default_value("text"),
-         "text (explained in words, then tables) | json (schema hoptrace-report/1) | csv (every hop sample)")
-        ("output,o", po::value(&output), "write the report to this file instead of stdout");
+         "text (explained in words, then tables) | json (schema hoptrace-report/1) | csv (every hop sample) | "
+         "html (one self-contained page: path, ladder diagrams, latency histograms)")
+        ("output,o", po::value(&output), "write the report to this file instead of stdout")
+        ("flow", po::value(&flow_expr),
+         "only the flows that match EXPR: terms 'proto icmp|icmpv6|udp|tcp', 'host ADDR', 'port N', 'flow ID', "
+         "all of which must match (e.g. --flow 'proto udp port 5353')");
     po::variables_map vm;
-    if (!parse(inv, "--db FILE [--format text|json|csv] [-o FILE]", options, nullptr, vm)) return k_exit_ok;
-    if (format != "text" && format != "json" && format != "csv")
-        throw UsageError("unknown --format '" + format + "' (text, json, csv)");
+    if (!parse(inv, "--db FILE [--format text|json|csv|html] [-o FILE] [--flow EXPR]", options, nullptr, vm))
+        return k_exit_ok;
+    if (format != "text" && format != "json" && format != "csv" && format != "html")
+        throw UsageError("unknown --format '" + format + "' (text, json, csv, html)");
+    std::optional<correlate::FlowFilter> filter;
+    if (vm.count("flow") != 0U) {
+        auto parsed = correlate::FlowFilter::parse(flow_expr);
+        if (!parsed) throw UsageError("--flow: " + parsed.error());
+        filter = std::move(*parsed);
+    }
 
     store::Database db = open_existing(db_path);
     if (db.points().empty()) throw Fatal(db_path + ": the database holds no points; import or capture first");
@@ -36,12 +53,45 @@ int cmd_report(const Invocation& inv) {
         file.open(output, std::ios::binary | std::ios::trunc);
         if (!file) throw Fatal(output + ": cannot write the report: " + std::strerror(errno));
     }
+    // --flow: the ids of the selected flows, from the flows table.
+    std::set<std::int64_t> selected;
+    if (filter) {
+        auto q = db.prepare(
+            "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, "
+            "trans_dport FROM flows");
+        while (q.step()) {
+            correlate::FlowRow row;
+            row.id = q.column_int(0);
+            row.proto = static_cast<std::uint8_t>(q.column_int(1));
+            row.orig_src = q.column_text(2);
+            row.orig_dst = q.column_text(3);
+            row.orig_sport = static_cast<std::uint16_t>(q.column_int(4));
+            row.orig_dport = static_cast<std::uint16_t>(q.column_int(5));
+            row.trans_src = q.column_text(6);
+            row.trans_dst = q.column_text(7);
+            row.trans_sport = static_cast<std::uint16_t>(q.column_int(8));
+            row.trans_dport = static_cast<std::uint16_t>(q.column_int(9));
+            if (filter->matches(row)) selected.insert(row.id);
+        }
+    }
+    auto keep = [&](std::int64_t flow) { return !filter || selected.contains(flow); };
+
     std::ostream& out = output.empty() ? std::cout : file;
     if (format == "csv") {
-        correlate::write_csv(db, out);
+        correlate::write_csv(db, out, keep);
     } else {
-        const auto model = correlate::build_report(db);
-        out << (format == "json" ? correlate::render_json(model) : correlate::render_text(model));
+        auto model = correlate::build_report(db);
+        if (filter) {
+            auto& flows = model["flows"];
+            nlohmann::ordered_json kept = nlohmann::ordered_json::array();
+            for (auto& f : flows)
+                if (keep(f["id"].get<std::int64_t>())) kept.push_back(std::move(f));
+            flows = std::move(kept);
+            model["flow_filter"] = filter->to_string();
+        }
+        if (format == "json") out << correlate::render_json(model);
+        else if (format == "html") out << correlate::render_html(model, db);
+        else out << correlate::render_text(model);
     }
     out.flush();
     if (!out) {
