@@ -1,5 +1,7 @@
 #include "store/writer.hpp"
 
+#include "store/schema.hpp"
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -78,11 +80,21 @@ struct IpAddrHash {
 class Writer::PacketInserter {
 public:
     explicit PacketInserter(Database& db)
-        : m_path(db.path()),
+        : m_db(db),
+          m_path(db.path()),
           m_many(db.prepare(insert_sql(rows_per_insert(db))), rows_per_insert(db)),
           m_one(db.prepare(insert_sql(1)), 1) {}
 
     void insert(const Batch& batch) {
+        if (!m_indexed) {
+            // The indexes grow with the rows instead of being built after the load (Database::build_indexes then
+            // finds them). Rows arrive in time order per point and with a NULL journey, so each index entry lands
+            // at the right edge of its point's range or of the index: cheaper than the scan of the whole table
+            // and the sort that CREATE INDEX needs afterwards (measured: 0.33 vs 0.45 us of CPU per packet).
+            // Here rather than in the constructor so that a read-only database fails in the writer like any write.
+            m_db.exec(k_index_sql);
+            m_indexed = true;
+        }
         const std::size_t rows = batch.records.size();
         std::size_t i = 0;
         for (; rows - i >= m_many.rows; i += m_many.rows) {
@@ -263,7 +275,9 @@ private:
         }
     };
 
+    Database& m_db;
     std::string m_path;
+    bool m_indexed = false;
     std::unordered_map<IpAddr, std::string, IpAddrHash> m_text;  // before the statements: outlives their bindings
     Shape m_many;
     Shape m_one;
