@@ -510,6 +510,8 @@ void Page::header() {
         if (!command.empty()) m_out.append("<code>").append(e(command)).append("</code>");
         m_out.append("</div>\n");
     }
+    if (const std::string filter = str_of(m_report, "flow_filter"); !filter.empty())
+        m_out.append("<div class=\"meta\">only the flows that match <code>").append(e(filter)).append("</code></div>\n");
     auto card = [&](std::int64_t n, const char* one, const char* many, bool bad) {
         m_out.append("<div class=\"card").append(bad ? " bad" : "").append("\"><b>").append(num(n));
         m_out.append("</b><span>").append(n == 1 ? one : many).append("</span></div>");
