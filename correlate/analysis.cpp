@@ -252,7 +252,8 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         for (std::size_t i = 0; i + 1 < path.size(); ++i) {
             if (sightings[path[i]].point != last.point) continue;
             const std::uint32_t expected = sightings[path[i + 1]].point;
-            const auto [first_ts, last_ts] = window[expected];
+            const auto [first_ts, last_seen] = window[expected];
+            const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);
             if (first_ts <= sightings[members.front()].ts_ns && last_ts >= last.ts_ns + options.max_hop_gap_ns)
                 ++lost[{info.flow, info.direction, last.point, expected}];
             break;

@@ -15,6 +15,12 @@ bool is_echo(std::uint8_t proto, std::uint8_t type) noexcept {
     return (proto == 1 && (type == 0 || type == 8)) || (proto == 58 && (type == 128 || type == 129));
 }
 
+bool is_fan_out(const IpAddr& dst) noexcept {
+    if (dst.family == 4) return dst.bytes[0] >= 224;  // multicast 224/4, reserved 240/4, broadcast
+    if (dst.family == 6) return dst.bytes[0] == 0xff;
+    return false;
+}
+
 class AddressCache {
 public:
     const IpAddr& get(const std::string& text) {
@@ -61,6 +67,8 @@ std::vector<Sighting> load(store::Database& db) {
             s.inner.sport = static_cast<std::uint16_t>(q.column_int(16));
             s.inner.dport = s.inner.is_icmp() ? 0 : static_cast<std::uint16_t>(q.column_int(17));
         }
+        // Multicast and broadcast are copied to every port: a fan-out, not one packet's path. No journeys.
+        if (is_fan_out(s.tuple.dst)) continue;
         out.push_back(s);
     }
     return out;
@@ -204,6 +212,9 @@ Summary run(store::Database& db, const MatchOptions& given) {
         if (p.role == "container") options.container_points.insert(id);
         if (const auto it = k_role_rank.find(p.role); it != k_role_rank.end()) options.role_rank[id] = it->second;
     }
+    // A live capture knows when it stopped: packets that the next point would have seen before then were lost,
+    // even when nothing else arrived there afterwards.
+    if (auto stop = db.meta("capture_stop_ns")) options.capture_stop_ns = std::stoll(*stop);
     const std::vector<Sighting> sightings = load(db);
     Journeys journeys = match(sightings, options);
     const Analysis analysis = analyse(sightings, journeys, options);
