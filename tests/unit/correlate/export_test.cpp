@@ -16,8 +16,9 @@
 
 #include <filesystem>
 #include <fstream>
-#include <regex>
+#include <map>
 #include <set>
+#include <sstream>
 
 namespace hoptrace::correlate {
 namespace {
@@ -211,19 +212,26 @@ struct KernelNat {
     std::string proto, src, port, nat_src, nat_port;
 };
 
+// Each line: "icmp 1 27 src=A dst=B type=8 code=0 id=I  src=B dst=NAT type=0 code=0 id=J" (the original tuple,
+// then the reply tuple); udp lines carry sport=/dport= instead of id=.
 std::vector<KernelNat> conntrack_entries() {
     std::ifstream in(k_lab + "conntrack.txt");
     std::vector<KernelNat> out;
-    const std::regex icmp(
-        R"(^icmp .*?src=(\S+) dst=\S+ type=8 code=0 id=(\d+)\s+src=\S+ dst=(\S+) type=0 code=0 id=(\d+))");
-    const std::regex udp(
-        R"(^udp .*?src=(\S+) dst=\S+ sport=(\d+) dport=\d+\s+src=\S+ dst=(\S+) sport=\d+ dport=(\d+))");
     for (std::string line; std::getline(in, line);) {
-        std::smatch m;
-        if (std::regex_search(line, m, icmp))
-            out.push_back({"icmp", m[1], m[2], m[3], m[4]});
-        else if (std::regex_search(line, m, udp))
-            out.push_back({"udp", m[1], m[2], m[3], m[4]});
+        std::istringstream words(line);
+        std::string proto;
+        words >> proto;
+        if (proto != "icmp" && proto != "udp") continue;
+        std::map<std::string, std::vector<std::string>> values;  // key -> values in line order
+        for (std::string w; words >> w;) {
+            const auto eq = w.find('=');
+            if (eq != std::string::npos) values[w.substr(0, eq)].push_back(w.substr(eq + 1));
+        }
+        const auto& ports = proto == "icmp" ? values["id"] : values["sport"];
+        const auto& reply_ports = proto == "icmp" ? values["id"] : values["dport"];
+        if (values["src"].size() != 2 || values["dst"].size() != 2 || ports.empty() || reply_ports.size() != 2)
+            continue;
+        out.push_back({proto, values["src"][0], ports[0], values["dst"][1], reply_ports[1]});
     }
     return out;
 }
