@@ -106,6 +106,14 @@ std::string ethertype_name(std::int64_t ethertype) {
 
 bool is_icmp(std::int64_t proto) { return proto == 1 || proto == 58; }
 
+// Correlation gives multicast and broadcast no journey (docs/correlation.md): the same test on the stored text.
+bool is_fan_out(const std::string& dst) {
+    const auto a = IpAddr::parse(dst);
+    if (!a) return false;
+    if (a->family == 4) return a->bytes[0] >= 224;  // multicast 224/4, reserved 240/4, broadcast
+    return a->family == 6 && a->bytes[0] == 0xff;
+}
+
 // Why a packet is in no journey, from its stored fields.
 void append_unmatched(std::string& out, const store::Statement& q) {
     out.append("not matched (");
@@ -115,6 +123,8 @@ void append_unmatched(std::string& out, const store::Statement& q) {
     } else if (q.column_int(c_ip_version) == 0 || q.column_int(c_fingerprint) == 0) {
         out.append((flags & packet_flag::k_truncated) != 0 ? "truncated before the IP header"
                                                            : "no readable IP header");
+    } else if (is_fan_out(q.column_text(c_dst))) {
+        out.append("multicast or broadcast: copied to every port, not one packet's path");
     } else {
         out.append("not correlated: stored after the last 'hoptrace correlate'");
     }

@@ -339,6 +339,35 @@ TEST(ExportLab, flow_filter_exports_only_the_selected_flows) {
     EXPECT_EQ(echo->size(), 80U);
 }
 
+// Why a packet is in no journey, read from its stored fields: here packets of the lab changed in the database the
+// way other captures store them (the export reads the store, never the bytes).
+TEST(ExportLab, packets_in_no_journey_say_why) {
+    auto db = lab_db();
+    auto first_of = [&](const std::string& where) {
+        auto q = db.prepare("SELECT id FROM packets WHERE " + where + " ORDER BY id LIMIT 1");
+        EXPECT_TRUE(q.step()) << where;
+        return q.column_int(0);
+    };
+    const std::int64_t broadcast = first_of("journey_id IS NOT NULL AND proto = 17");
+    const std::int64_t late = first_of("journey_id IS NOT NULL AND proto = 1");
+    const std::int64_t cut = first_of("flags & 4");
+    db.exec("UPDATE packets SET journey_id = NULL, hop = NULL, dst = '255.255.255.255' WHERE id = " +
+            std::to_string(broadcast));
+    db.exec("UPDATE packets SET journey_id = NULL, hop = NULL WHERE id = " + std::to_string(late));
+    db.exec("UPDATE packets SET flags = 1, ip_version = 0, fingerprint = 0 WHERE id = " + std::to_string(cut));
+    TempDir dir;
+    const std::string path = export_to(db, dir, "lab.pcapng");
+    const test::Walked w = test::walk_pcapng(path);
+    ASSERT_EQ(w.error, "");
+    const auto rows = db_rows(db);
+    ASSERT_EQ(w.packets.size(), rows.size());
+    std::map<std::int64_t, std::string> comment;
+    for (std::size_t k = 0; k < rows.size(); ++k) comment[rows[k].id] = w.packets[k].comments.at(0);
+    EXPECT_EQ(comment[broadcast], "not matched (multicast or broadcast: copied to every port, not one packet's path)");
+    EXPECT_EQ(comment[late], "not matched (not correlated: stored after the last 'hoptrace correlate')");
+    EXPECT_EQ(comment[cut], "not matched (truncated before the IP header)");
+}
+
 TEST(ExportLab, an_unwritable_output_is_one_line_naming_it) {
     const auto db = lab_db();
     TempDir dir;
