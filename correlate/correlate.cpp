@@ -85,6 +85,8 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
     store::Transaction txn(db);
     db.exec(
         "DELETE FROM losses; DELETE FROM hops; DELETE FROM nat_rewrites; DELETE FROM journeys; DELETE FROM flows;"
+        // Rebuilt by build_indexes once the journeys are written: cheaper than a million index updates.
+        "DROP INDEX IF EXISTS packets_journey;"
         "UPDATE packets SET journey_id = NULL, hop = NULL WHERE journey_id IS NOT NULL;"
         "UPDATE points SET path_order = NULL;");
 
