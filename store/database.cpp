@@ -490,11 +490,23 @@ void Database::update_point(const Point& point) {
         "packets = ?7, kernel_drops = ?8, path_order = ?9, note = ?10 WHERE id = ?11 RETURNING id");
     bind_point_fields(stmt, point);
     stmt.bind(11, point.id);
-    if (!stmt.step()) {
+    int rc = SQLITE_OK;
+    std::string message;
+    {
+        // As in add_point: step to the row and finish under one lock, so that no write statement is left in
+        // progress for the writer thread's COMMIT to trip over.
+        ConnectionLock lock(m_db.get());
+        rc = sqlite3_step(stmt.handle());
+        if (rc == SQLITE_ROW) rc = sqlite3_step(stmt.handle());
+        else if (rc == SQLITE_DONE) rc = SQLITE_NOTFOUND;  // no row came back: no such id
+        if (rc != SQLITE_DONE && rc != SQLITE_NOTFOUND) message = sqlite3_errmsg(m_db.get());
+        sqlite3_reset(stmt.handle());
+    }
+    if (rc == SQLITE_NOTFOUND) {
         throw Error(m_path + ": cannot update point '" + point.name + "': no point with id " +
                     std::to_string(point.id));
     }
-    stmt.run();
+    if (rc != SQLITE_DONE) fail(m_path, concat("cannot update point '", point.name, "'"), message);
 }
 
 void Database::set_meta(std::string_view key, std::string_view value) {
