@@ -484,8 +484,10 @@ private:
         }
         m_rec.udp_len = be16(m_bytes, offset + 4);
         // 0 is what a jumbogram or a UDP GSO super-packet carries; otherwise the length covers the header
-        // and fits in the IP packet.
-        if (m_rec.udp_len != 0 && (m_rec.udp_len < k_udp_header || m_rec.udp_len > end - offset)) {
+        // and fits in the IP packet — unless this is the first fragment, which holds only part of the datagram.
+        const bool first_fragment = (m_rec.flags & packet_flag::k_fragment) != 0;
+        if (m_rec.udp_len != 0 &&
+            (m_rec.udp_len < k_udp_header || (!first_fragment && m_rec.udp_len > end - offset))) {
             m_rec.flags |= packet_flag::k_malformed;
         }
         set_payload(offset + k_udp_header, end);
