@@ -5,7 +5,7 @@
 #include "correlate/html_report.hpp"
 #include "correlate/report.hpp"
 
-#include <set>
+#include <unordered_set>
 
 #include <cerrno>
 #include <cstring>
@@ -53,27 +53,8 @@ int cmd_report(const Invocation& inv) {
         file.open(output, std::ios::binary | std::ios::trunc);
         if (!file) throw Fatal(output + ": cannot write the report: " + std::strerror(errno));
     }
-    // --flow: the ids of the selected flows, from the flows table.
-    std::set<std::int64_t> selected;
-    if (filter) {
-        auto q = db.prepare(
-            "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, "
-            "trans_dport FROM flows");
-        while (q.step()) {
-            correlate::FlowRow row;
-            row.id = q.column_int(0);
-            row.proto = static_cast<std::uint8_t>(q.column_int(1));
-            row.orig_src = q.column_text(2);
-            row.orig_dst = q.column_text(3);
-            row.orig_sport = static_cast<std::uint16_t>(q.column_int(4));
-            row.orig_dport = static_cast<std::uint16_t>(q.column_int(5));
-            row.trans_src = q.column_text(6);
-            row.trans_dst = q.column_text(7);
-            row.trans_sport = static_cast<std::uint16_t>(q.column_int(8));
-            row.trans_dport = static_cast<std::uint16_t>(q.column_int(9));
-            if (filter->matches(row)) selected.insert(row.id);
-        }
-    }
+    // --flow: the ids of the selected flows.
+    const auto selected = filter ? correlate::select_flows(db, *filter) : std::unordered_set<std::int64_t>{};
     auto keep = [&](std::int64_t flow) { return !filter || selected.contains(flow); };
 
     std::ostream& out = output.empty() ? std::cout : file;

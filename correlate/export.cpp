@@ -202,30 +202,6 @@ std::map<std::int64_t, std::uint32_t> snaplens(const store::Database& db) {
     return out;
 }
 
-std::unordered_set<std::int64_t> selected_flows(const store::Database& db, const FlowFilter& filter,
-                                                std::uint64_t& total) {
-    std::unordered_set<std::int64_t> out;
-    auto q = db.prepare(
-        "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, trans_dport "
-        "FROM flows");
-    while (q.step()) {
-        FlowRow f;
-        f.id = q.column_int(0);
-        f.proto = static_cast<std::uint8_t>(q.column_int(1));
-        f.orig_src = q.column_text(2);
-        f.orig_dst = q.column_text(3);
-        f.orig_sport = static_cast<std::uint16_t>(q.column_int(4));
-        f.orig_dport = static_cast<std::uint16_t>(q.column_int(5));
-        f.trans_src = q.column_text(6);
-        f.trans_dst = q.column_text(7);
-        f.trans_sport = static_cast<std::uint16_t>(q.column_int(8));
-        f.trans_dport = static_cast<std::uint16_t>(q.column_int(9));
-        ++total;
-        if (filter.matches(f)) out.insert(f.id);
-    }
-    return out;
-}
-
 // The merge's order: time, then the point's place on the path (its interface id), then the packet id.
 // The interface id is also the index of the point's stream.
 struct Head {
@@ -250,7 +226,7 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
     ExportSummary summary;
     std::unordered_set<std::int64_t> flows;
     if (options.flows) {
-        flows = selected_flows(db, *options.flows, summary.flows);
+        flows = select_flows(db, *options.flows, &summary.flows);
         summary.flows_selected = flows.size();
     } else {
         auto q = db.prepare("SELECT count(*) FROM flows");
