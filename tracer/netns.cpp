@@ -70,14 +70,7 @@ std::string Target::describe() const {
     return value;
 }
 
-namespace {
-
-// Runs argv (no shell) and returns its stdout; nullopt when the program does not exist.
-struct Output {
-    int status = -1;
-    std::string out;
-};
-std::optional<Output> run_program(const std::vector<std::string>& argv) {
+std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv) {
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) != 0) return std::nullopt;
     const pid_t child = ::fork();
@@ -97,7 +90,7 @@ std::optional<Output> run_program(const std::vector<std::string>& argv) {
         ::_exit(127);
     }
     ::close(pipefd[1]);
-    Output result;
+    ProgramOutput result;
     std::array<char, 4096> buf{};
     for (;;) {
         const ssize_t n = ::read(pipefd[0], buf.data(), buf.size());
@@ -112,6 +105,8 @@ std::optional<Output> run_program(const std::vector<std::string>& argv) {
     result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     return result;
 }
+
+namespace {
 
 bool on_path(const std::string& program) {
     const char* path = std::getenv("PATH");

@@ -16,6 +16,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace hoptrace {
 
@@ -98,6 +99,14 @@ auto run_in(const Netns& ns, Fn&& fn) -> std::invoke_result_t<Fn> {
     if (error) std::rethrow_exception(error);
     return std::move(*result);
 }
+
+// Runs argv (no shell; stderr to /dev/null) in the calling thread's network namespace — a forked child
+// inherits it — and returns its exit status and stdout; nullopt when the program cannot be run.
+struct ProgramOutput {
+    int status = -1;
+    std::string out;
+};
+std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv);
 
 // What the user asked to trace: --netns NAME, --pid PID or --container NAME|ID.
 struct Target {

@@ -154,35 +154,8 @@ const LinkInfo* by_index(const Snapshot& s, std::uint32_t ifindex) {
 // iptables-save's nat table, read inside the host namespace. There is no netlink API for xtables rules
 // (libnl does not cover nftables either), so this one piece of NAT discovery reads the tool's output.
 std::string iptables_nat_rules() {
-    int pipefd[2];
-    if (::pipe2(pipefd, O_CLOEXEC) != 0) return "";
-    const pid_t child = ::fork();  // forked from a thread inside the namespace: the child is in it too
-    if (child < 0) {
-        ::close(pipefd[0]);
-        ::close(pipefd[1]);
-        return "";
-    }
-    if (child == 0) {
-        ::dup2(pipefd[1], STDOUT_FILENO);
-        const int devnull = ::open("/dev/null", O_WRONLY);
-        if (devnull >= 0) ::dup2(devnull, STDERR_FILENO);
-        const char* const argv[] = {"iptables-save", "-t", "nat", nullptr};
-        ::execvp(argv[0], const_cast<char* const*>(argv));
-        ::_exit(127);
-    }
-    ::close(pipefd[1]);
-    std::string out;
-    std::array<char, 4096> buf{};
-    for (;;) {
-        const ssize_t n = ::read(pipefd[0], buf.data(), buf.size());
-        if (n > 0) out.append(buf.data(), static_cast<std::size_t>(n));
-        else if (n == 0 || errno != EINTR) break;
-    }
-    ::close(pipefd[0]);
-    int status = 0;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    return out;
+    auto result = run_program({"iptables-save", "-t", "nat"});
+    return result && result->status == 0 ? result->out : "";
 }
 
 bool v4_in_cidr(const std::string& addr_with_len, const std::string& cidr) {
