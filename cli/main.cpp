@@ -26,7 +26,7 @@ const std::map<std::string, Command>& commands() {
         {"export", {hoptrace::cli::cmd_export, "write the capture as pcapng for Wireshark, one interface per point"}},
         {"import", {hoptrace::cli::cmd_import, "read pcap/pcapng files into a database (one point per file)"}},
         {"correlate", {hoptrace::cli::cmd_correlate, "match packets across points: journeys, NAT, latency"}},
-        {"report", {hoptrace::cli::cmd_report, "print the result as text or JSON"}},
+        {"report", {hoptrace::cli::cmd_report, "print the result: text (in words), JSON, CSV of hop samples, or HTML"}},
     };
     return table;
 }
