@@ -7,6 +7,7 @@
 #include <map>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace hoptrace::correlate {
 namespace {
@@ -241,18 +242,42 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         auto [it, inserted] = longest.try_emplace(key, j);
         if (!inserted && journeys.of(j).size() > journeys.of(it->second).size()) it->second = j;
     }
+    // A flow that never got an answer (no reply, no ICMP error) and whose longest path ends on a bridge was
+    // on its way out: when every packet of it died in the host (a FORWARD drop), no journey shows the uplink,
+    // yet that is where it was expected. With one uplink point, extend such a path to it.
+    std::unordered_set<std::uint32_t> answered;
+    for (const JourneyInfo& info : out.journeys)
+        if (info.direction == FlowDirection::reply || info.icmp_error) answered.insert(info.flow);
+    std::vector<std::uint32_t> uplinks;
+    for (const auto& [point, rank] : options.role_rank)
+        if (rank == 3) uplinks.push_back(point);
+    auto expected_path = [&](std::uint32_t flow, FlowDirection direction) {
+        std::vector<std::uint32_t> path;
+        for (const std::uint32_t m : journeys.of(longest.at({flow, direction}))) path.push_back(sightings[m].point);
+        const auto bridge = options.role_rank.find(path.back());
+        if (direction == FlowDirection::forward && !answered.contains(flow) && uplinks.size() == 1 &&
+            bridge != options.role_rank.end() && bridge->second == 2)
+            path.push_back(uplinks.front());
+        return path;
+    };
+    std::map<std::pair<std::uint32_t, FlowDirection>, std::vector<std::uint32_t>> paths;
     std::map<std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t>, std::uint64_t> lost;
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
         if (info.icmp_error) continue;
-        const auto path = journeys.of(longest.at({info.flow, info.direction}));
+        auto [found, fresh] = paths.try_emplace({info.flow, info.direction});
+        if (fresh) found->second = expected_path(info.flow, info.direction);
+        const std::vector<std::uint32_t>& path = found->second;
         const auto members = journeys.of(j);
         if (members.size() >= path.size()) continue;
         const Sighting& last = sightings[members.back()];
         for (std::size_t i = 0; i + 1 < path.size(); ++i) {
-            if (sightings[path[i]].point != last.point) continue;
-            const std::uint32_t expected = sightings[path[i + 1]].point;
-            const auto [first_ts, last_seen] = window[expected];
+            if (path[i] != last.point) continue;
+            const std::uint32_t expected = path[i + 1];
+            const auto [first_seen, last_seen] = window[expected];
+            // A live capture knows its window; imported files only show when each point saw something.
+            const std::int64_t first_ts = options.capture_start_ns != 0 ? std::min(first_seen, options.capture_start_ns)
+                                                                          : first_seen;
             const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);
             if (first_ts <= sightings[members.front()].ts_ns && last_ts >= last.ts_ns + options.max_hop_gap_ns)
                 ++lost[{info.flow, info.direction, last.point, expected}];

@@ -216,6 +216,7 @@ Summary run(store::Database& db, const MatchOptions& given) {
     }
     // A live capture knows when it stopped: packets that the next point would have seen before then were lost,
     // even when nothing else arrived there afterwards.
+    if (auto start = db.meta("capture_start_ns")) options.capture_start_ns = std::stoll(*start);
     if (auto stop = db.meta("capture_stop_ns")) options.capture_stop_ns = std::stoll(*stop);
     const std::vector<Sighting> sightings = load(db);
     Journeys journeys = match(sightings, options);

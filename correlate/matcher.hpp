@@ -39,7 +39,9 @@ struct MatchOptions {
     // Where each point sits by its role (container 0, veth 1, bridge 2, uplink 3; absent = other, 4): breaks
     // ties when the timestamps cannot order two points (microsecond captures of sub-microsecond hops).
     std::unordered_map<std::uint32_t, int> role_rank;
-    // When a live capture stopped (0 = unknown, e.g. imported files): every point captured until then.
+    // When a live capture started and stopped (0 = unknown, e.g. imported files): every point captured the
+    // whole window.
+    std::int64_t capture_start_ns = 0;
     std::int64_t capture_stop_ns = 0;
 };
 
