@@ -333,7 +333,8 @@ int capture_command(const Invocation& inv, bool trace) {
     if (a.duration_s < 0 || a.grace_s < 0) throw UsageError("--duration and --grace cannot be negative");
     std::filesystem::path temp;
     if (trace && a.db_path.empty()) {
-        temp = std::filesystem::temp_directory_path() / ("hoptrace-trace-" + std::to_string(::getpid()) + ".db");
+        temp = std::filesystem::temp_directory_path() /
+               ("hoptrace-trace-" + std::to_string(::getpid()) + "-" + std::to_string(now_ns()) + ".db");
         a.db_path = temp.string();
     }
     // A temporary database goes away once the report is printed; an interrupted trace keeps it.
