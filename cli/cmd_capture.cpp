@@ -275,7 +275,10 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
                          stats[i].note.c_str());
         }
     }
-    db.set_meta("capture_stop_ns", std::to_string(now_ns()));
+    // The window the points really captured (analysis relies on it: a packet in flight at the stop is no loss).
+    const auto [window_start, window_stop] = capture.window();
+    db.set_meta("capture_start_ns", std::to_string(window_start));
+    db.set_meta("capture_stop_ns", std::to_string(window_stop));
     db.set_meta("stop_reason", stop_reason);
     if (auto ct = conntrack_dump(host)) store_conntrack(db, *ct, "dump-end");
     db.build_indexes();

@@ -49,6 +49,8 @@ int cmd_report(const Invocation& inv) {
         throw Fatal(db_path + ": not correlated yet; run 'hoptrace correlate --db " + db_path + "'");
 
     std::ofstream file;
+    if (std::error_code ec; !output.empty() && std::filesystem::equivalent(output, db_path, ec))
+        throw UsageError("-o " + output + " is the database itself; write the report to another file");
     if (!output.empty()) {
         file.open(output, std::ios::binary | std::ios::trunc);
         if (!file) throw Fatal(output + ": cannot write the report: " + std::strerror(errno));

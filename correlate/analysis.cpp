@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
@@ -242,21 +243,29 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         auto [it, inserted] = longest.try_emplace(key, j);
         if (!inserted && journeys.of(j).size() > journeys.of(it->second).size()) it->second = j;
     }
-    // A flow that never got an answer (no reply, no ICMP error) and whose longest path ends on a bridge was
-    // on its way out: when every packet of it died in the host (a FORWARD drop), no journey shows the uplink,
-    // yet that is where it was expected. With one uplink point, extend such a path to it.
+    // A flow that never got an answer (no reply, no ICMP error), whose longest path ends on a bridge and whose
+    // destination other traffic reached by the uplink was on its way out: when every packet of it died in the
+    // host (a FORWARD drop), no journey shows the uplink, yet that is where it was expected.
     std::unordered_set<std::uint32_t> answered;
     for (const JourneyInfo& info : out.journeys)
         if (info.direction == FlowDirection::reply || info.icmp_error) answered.insert(info.flow);
     std::vector<std::uint32_t> uplinks;
     for (const auto& [point, rank] : options.role_rank)
         if (rank == 3) uplinks.push_back(point);
+    // Destinations that other packets were seen leaving by the uplink: traffic to them goes out that way.
+    // Traffic to anything else (a container that was not captured, the host's own bridge address) may end on
+    // the bridge legitimately.
+    std::set<IpAddr> via_uplink;
+    if (uplinks.size() == 1)
+        for (const Sighting& s : sightings)
+            if (s.point == uplinks.front()) via_uplink.insert(s.tuple.dst);
     auto expected_path = [&](std::uint32_t flow, FlowDirection direction) {
         std::vector<std::uint32_t> path;
         for (const std::uint32_t m : journeys.of(longest.at({flow, direction}))) path.push_back(sightings[m].point);
         const auto bridge = options.role_rank.find(path.back());
         if (direction == FlowDirection::forward && !answered.contains(flow) && uplinks.size() == 1 &&
-            bridge != options.role_rank.end() && bridge->second == 2)
+            bridge != options.role_rank.end() && bridge->second == 2 &&
+            via_uplink.contains(out.flows[flow].original.dst))
             path.push_back(uplinks.front());
         return path;
     };

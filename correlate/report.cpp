@@ -459,8 +459,17 @@ std::string narrate(const Json& flow, const Json& points) {
                     " packets made the round trip.";
         }
     } else {
-        text += " " + std::to_string(forward - lost_count(flow, "forward")) + " of " + std::to_string(forward) +
-                " packets reached " + path.back().get<std::string>() + "; no reply was seen.";
+        const Json* loss = nullptr;
+        for (const Json& l : flow["lost"])
+            if (l["direction"] == "forward" && (loss == nullptr || l["count"] > (*loss)["count"])) loss = &l;
+        if (loss != nullptr) {
+            text += " " + std::to_string(lost_count(flow, "forward")) + " of " + std::to_string(forward) +
+                    " packets were lost after " + (*loss)["after"].get<std::string>() + ", never seen at " +
+                    (*loss)["expected"].get<std::string>() + "; no reply was seen.";
+        } else {
+            text += " " + std::to_string(forward) + " of " + std::to_string(forward) + " packets reached " +
+                    path.back().get<std::string>() + "; no reply was seen.";
+        }
     }
     if (samples > 1) text += " (Times are medians over " + std::to_string(samples) + " packets.)";
     return text;

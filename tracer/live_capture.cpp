@@ -14,7 +14,6 @@ constexpr int k_timeout_ms = 100;  // pcap read timeout = TPACKET_V3 block timeo
 struct LiveCaptureAccess {
     static std::int64_t start_ts(const LiveCapture& c) noexcept { return c.m_start_ts.load(std::memory_order_relaxed); }
     static std::int64_t stop_ts(const LiveCapture& c) noexcept { return c.m_stop_ts.load(std::memory_order_relaxed); }
-    static void stop_at(LiveCapture& c, std::int64_t ts) noexcept { c.stop_at(ts); }
     static std::uint64_t count(const LiveCapture& c) noexcept { return c.m_options.count; }
 };
 
@@ -52,8 +51,10 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
     }
     ctx->packets->fetch_add(1, std::memory_order_relaxed);
     const std::uint64_t total = ctx->total->fetch_add(1, std::memory_order_relaxed) + 1;
+    // The window ends now, not at this packet's timestamp: other points may already have handed over
+    // packets stamped later, and every point must end its window at the same moment.
     if (const std::uint64_t limit = LiveCaptureAccess::count(*ctx->capture); limit != 0 && total == limit)
-        LiveCaptureAccess::stop_at(*ctx->capture, frame.ts_ns);
+        ctx->capture->stop();
 }
 
 std::optional<LinkType> link_type_of(int dlt) {

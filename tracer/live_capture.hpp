@@ -18,6 +18,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace hoptrace {
@@ -71,6 +72,11 @@ public:
     // Waits for every point's thread; rethrows the first exception the sink threw (which stopped them all).
     void join();
 
+    // The capture window [start, stop] in ns since the epoch: every point delivered what the kernel
+    // stamped inside it and nothing outside. 0 while not opened / not closed.
+    [[nodiscard]] std::pair<std::int64_t, std::int64_t> window() const noexcept {
+        return {m_start_ts.load(), m_stop_ts.load()};
+    }
     [[nodiscard]] std::vector<LiveStats> stats() const;  // packets live; drops final after join()
     [[nodiscard]] std::uint64_t total_packets() const noexcept { return m_total.load(std::memory_order_relaxed); }
     [[nodiscard]] bool all_ended() const;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <random>
+#include <map>
 #include <set>
 
 namespace hoptrace::correlate {
@@ -211,6 +212,41 @@ TEST(Analysis, a_translated_tuple_reused_after_the_flow_went_idle_is_a_new_flow)
     EXPECT_EQ(a.flows[0].original, k_c1);
     EXPECT_EQ(a.flows[1].original, k_c2);
     EXPECT_EQ(a.flows[1].translated, k_c1_nat);
+}
+
+TEST(Analysis, unanswered_traffic_ending_on_the_bridge_is_lost_only_if_bound_outside) {
+    // Points: 1 c1 eth0, 2 its veth, 3 docker0, 4 the uplink (roles from a live capture).
+    MatchOptions options;
+    options.role_rank = {{1, 0}, {2, 1}, {3, 2}, {4, 3}};
+    options.container_points = {1};
+    options.capture_start_ns = 1;  // a live capture: every point captured from the start
+    options.capture_stop_ns = 900'000'000;
+    Builder b;
+    const Tuple to_sibling = udp("172.17.0.2", 5000, "172.17.0.3", 8125);  // one-way statsd to a sibling
+    const Tuple to_server = udp("172.17.0.2", 5001, "198.51.100.10", 9999);  // dropped by a FORWARD rule
+    for (int n = 0; n < 10; ++n) {
+        const std::int64_t t = n * 10'000'000LL;
+        const auto fp = static_cast<std::uint64_t>(1000 + 10 * n);
+        b.add(1, t, fp, to_sibling), b.add(2, t + 100, fp, to_sibling), b.add(3, t + 100, fp, to_sibling);
+        b.add(1, t + 1000, fp + 1, to_server), b.add(2, t + 1100, fp + 1, to_server),
+            b.add(3, t + 1100, fp + 1, to_server);
+        // A ping to the server that went out: the server is reached by the uplink.
+        const Tuple ping{1, ip("172.17.0.2"), ip("198.51.100.10"), 7, 0};
+        const Tuple ping_nat{1, ip("192.168.43.116"), ip("198.51.100.10"), 7, 0};
+        b.add(1, t + 2000, fp + 2, ping), b.add(2, t + 2100, fp + 2, ping), b.add(3, t + 2100, fp + 2, ping),
+            b.add(4, t + 2200, fp + 2, ping_nat);
+    }
+    b.add(4, 900'000'000, 5, udp("1.1.1.1", 1, "2.2.2.2", 2));  // every point keeps capturing after
+    b.add(3, 900'000'000, 6, udp("1.1.1.1", 1, "2.2.2.3", 2));
+    Journeys j = match(b.sightings, options);
+    const Analysis a = analyse(b.sightings, j, options);
+    std::map<std::string, std::uint64_t> lost;  // flow's destination -> packets lost after docker0
+    for (const Loss& l : a.losses) {
+        EXPECT_EQ(l.after_point, 3U);
+        EXPECT_EQ(l.expected_point, 4U);
+        lost[a.flows[l.flow].original.dst.to_string()] += l.count;
+    }
+    EXPECT_EQ(lost, (std::map<std::string, std::uint64_t>{{"198.51.100.10", 10}}));
 }
 
 TEST(Analysis, percentile_is_nearest_rank) {
