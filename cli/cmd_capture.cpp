@@ -6,6 +6,7 @@
 // grace period for the replies). A second SIGINT stops at once; what was captured is still kept.
 
 #include "cli/command.hpp"
+#include "cli/status_line.hpp"
 #include "cli/targets.hpp"
 #include "correlate/correlate.hpp"
 #include "correlate/report.hpp"
@@ -111,31 +112,6 @@ void store_conntrack(store::Database& db, const std::vector<ConntrackEntry>& ent
     txn.commit();
 }
 
-class StatusLine {
-public:
-    explicit StatusLine(bool enabled) : m_enabled(enabled) {}
-    void show(double elapsed_s, const LiveCapture& capture) {
-        if (!m_enabled) return;
-        const auto stats = capture.stats();
-        std::string line = "\r\033[K" + std::to_string(static_cast<int>(elapsed_s)) + "s ";
-        for (std::size_t i = 0; i < stats.size(); ++i) {
-            line += " " + capture.points()[i].name + " " + std::to_string(stats[i].packets);
-            if (stats[i].ended) line += " (ended)";
-        }
-        std::fputs(line.c_str(), stderr);
-        std::fflush(stderr);
-        m_dirty = true;
-    }
-    void clear() {
-        if (m_dirty) std::fputs("\r\033[K", stderr);
-        m_dirty = false;
-    }
-
-private:
-    bool m_enabled;
-    bool m_dirty = false;
-};
-
 struct CaptureArgs {
     std::string db_path;
     TargetOptions targets;
@@ -233,8 +209,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     pid_t child = a.command.empty() ? -1 : spawn(a.command);
     int child_status = 0;
     std::optional<double> child_done_at;
-    StatusLine status(!a.quiet && isatty(STDERR_FILENO) == 1);
-    double last_status = -1;
+    StatusLine status(a.quiet, std::chrono::milliseconds(500));
     std::string stop_reason;
     while (stop_reason.empty()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -247,10 +222,15 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
             if (::waitpid(child, &child_status, WNOHANG) == child) child_done_at = t;
         }
         if (child_done_at && t - *child_done_at >= a.grace_s) stop_reason = "command finished";
-        if (t - last_status >= 0.5) {
-            status.show(t, capture);
-            last_status = t;
-        }
+        status.update([&] {
+            const auto stats = capture.stats();
+            std::string line = std::to_string(static_cast<int>(t)) + "s ";
+            for (std::size_t i = 0; i < stats.size(); ++i) {
+                line += " " + capture.points()[i].name + " " + std::to_string(stats[i].packets);
+                if (stats[i].ended) line += " (ended)";
+            }
+            return line;
+        });
     }
     status.clear();
     capture.stop();

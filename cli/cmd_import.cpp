@@ -4,6 +4,7 @@
 
 #include "cli/command.hpp"
 #include "correlate/correlate.hpp"
+#include "cli/status_line.hpp"
 #include "cli/targets.hpp"
 #include "store/import.hpp"
 #include "tracer/topology.hpp"
@@ -36,28 +37,6 @@ FileSpec parse_spec(const std::string& spec) {
     }
     return {std::filesystem::path(spec).stem().string(), spec};
 }
-
-class Progress {
-public:
-    explicit Progress(bool quiet) : m_enabled(!quiet && isatty(STDERR_FILENO) == 1) {}
-    void update(const std::string& file, std::uint64_t frames) {
-        if (!m_enabled) return;
-        const auto now = std::chrono::steady_clock::now();
-        if (now - m_last < std::chrono::milliseconds(250)) return;
-        m_last = now;
-        std::fprintf(stderr, "\r  %s: %llu packets", file.c_str(), static_cast<unsigned long long>(frames));
-        m_dirty = true;
-    }
-    void clear() {
-        if (m_dirty) std::fputs("\r\033[K", stderr);
-        m_dirty = false;
-    }
-
-private:
-    bool m_enabled;
-    bool m_dirty = false;
-    std::chrono::steady_clock::time_point m_last{};
-};
 
 std::string host_name() {
     char buf[256] = {};
@@ -110,12 +89,16 @@ int cmd_import(const Invocation& inv) {
     db.set_meta("last_import", inv.command_line);
 
     bool failed = false;
-    Progress progress(quiet);
+    StatusLine progress(quiet);
     {
         store::Writer writer(db);
         for (const FileSpec& spec : specs) {
             const auto result = store::import_file(db, writer, {spec.name, spec.path, link_names},
-                                                   [&](std::uint64_t n) { progress.update(spec.path, n); });
+                                                   [&](std::uint64_t n) {
+                                                       progress.update([&] {
+                                                           return spec.path + ": " + std::to_string(n) + " packets";
+                                                       });
+                                                   });
             progress.clear();
             if (!quiet) {
                 std::string names;
