@@ -163,9 +163,11 @@ Json build_report(const store::Database& db) {
         if (list.is_null()) list = Json::array();
         list.push_back(name_of(path_q.column_int(1)));
     }
-    std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> per_direction;  // flow -> (forward, reply)
+    // flow -> (forward, reply) packets of the flow itself; ICMP errors that answered it are listed apart.
+    std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> per_direction;
     auto dq = db.prepare(
-        "SELECT flow_id, sum(direction = 'forward'), sum(direction = 'reply') FROM journeys GROUP BY flow_id");
+        "SELECT flow_id, sum(direction = 'forward'), sum(direction = 'reply') FROM journeys WHERE id NOT IN "
+        "(SELECT journey_id FROM packets WHERE (flags & 16) != 0 AND journey_id IS NOT NULL) GROUP BY flow_id");
     while (dq.step()) per_direction[dq.column_int(0)] = {dq.column_int(1), dq.column_int(2)};
 
     // The kernel's NAT for each connection (live capture only): conntrack's reply tuple, reversed, is how the
@@ -231,10 +233,17 @@ Json build_report(const store::Database& db) {
     // ICMP errors: one per journey. The reporter is the error's source where it was first seen; the probe is
     // the quoted packet as seen at the last point (after NAT undid its rewrite, inside the container).
     Json errors = Json::array();
+    // The TTL each flow's first forward packet was sent with (a traceroute probe's TTL, as the container sent it).
+    std::map<std::int64_t, std::int64_t> sent_ttl;
+    auto tq = db.prepare(
+        "SELECT j.flow_id, p.ttl FROM journeys j JOIN packets p ON p.journey_id = j.id AND p.hop = 0 "
+        "WHERE j.direction = 'forward' ORDER BY j.id");
+    while (tq.step()) sent_ttl.try_emplace(tq.column_int(0), tq.column_int(1));
     auto eq = db.prepare(
-        "SELECT journey_id, point_id, icmp_type, icmp_code, src, inner_proto, inner_src, inner_dst, inner_sport, "
-        "inner_dport, inner_ttl, proto FROM packets WHERE (flags & 16) != 0 AND journey_id IS NOT NULL "
-        "ORDER BY journey_id, hop");
+        "SELECT p.journey_id, p.point_id, p.icmp_type, p.icmp_code, p.src, p.inner_proto, p.inner_src, p.inner_dst, "
+        "p.inner_sport, p.inner_dport, p.inner_ttl, p.proto, j.flow_id FROM packets p "
+        "JOIN journeys j ON j.id = p.journey_id WHERE (p.flags & 16) != 0 ORDER BY p.journey_id, p.hop");
+    std::map<std::int64_t, std::vector<std::size_t>> errors_of_flow;  // flow -> indexes into errors
     std::int64_t current = -1;
     Json error;
     auto finish = [&] {
@@ -251,7 +260,9 @@ Json build_report(const store::Database& db) {
             error["reporter"] = eq.column_text(4);
             error["icmp"] = proto_name(eq.column_int(11));
             error["journey"] = journey;
+            error["flow"] = eq.column_int(12);
             error["path"] = Json::array();
+            errors_of_flow[eq.column_int(12)].push_back(errors.size());
         }
         error["path"].push_back(name_of(eq.column_int(1)));
         Json probe;
@@ -262,9 +273,19 @@ Json build_report(const store::Database& db) {
         probe["sport"] = eq.column_is_null(8) ? 0 : eq.column_int(8);
         probe["dport"] = eq.column_is_null(9) ? 0 : eq.column_int(9);
         probe["ttl"] = eq.column_is_null(10) ? 0 : eq.column_int(10);
+        if (const auto it = sent_ttl.find(eq.column_int(12)); it != sent_ttl.end()) probe["sent_ttl"] = it->second;
         error["probe"] = std::move(probe);  // the last sighting's view wins
     }
     finish();
+    // Each flow says which ICMP errors answered it (a traceroute probe, a closed port).
+    for (Json& f : report["flows"]) {
+        Json answered = Json::array();
+        if (const auto it = errors_of_flow.find(f["id"].get<std::int64_t>()); it != errors_of_flow.end())
+            for (const std::size_t i : it->second)
+                answered.push_back({{"icmp", errors[i]["icmp"]}, {"type", errors[i]["type"]},
+                                    {"code", errors[i]["code"]}, {"reporter", errors[i]["reporter"]}});
+        f["icmp_errors"] = std::move(answered);
+    }
     report["icmp_errors"] = std::move(errors);
     report["hop_totals"] = std::move(all_hops);
     return report;
@@ -378,6 +399,28 @@ std::string table(const std::vector<std::vector<std::string>>& rows, const std::
     return out;
 }
 
+// What an ICMP error means, in words.
+std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::int64_t code) {
+    if (family_proto == 58) {
+        if (type == 3) return "time exceeded";
+        if (type == 1) return code == 4 ? "port unreachable" : "destination unreachable";
+        if (type == 2) return "packet too big";
+        return "ICMPv6 type " + std::to_string(type);
+    }
+    if (type == 11) return "time exceeded";
+    if (type == 3) {
+        switch (code) {
+            case 0: return "network unreachable";
+            case 1: return "host unreachable";
+            case 3: return "port unreachable";
+            case 4: return "fragmentation needed";
+            case 13: return "administratively prohibited";
+            default: return "destination unreachable, code " + std::to_string(code);
+        }
+    }
+    return "ICMP type " + std::to_string(type) + " code " + std::to_string(code);
+}
+
 // The source side of a tuple as the narrative says it: "192.168.43.116:1252", or "… id 48338" for ICMP.
 std::string source_text(const std::string& proto, const Json& t) {
     if (t.contains("id")) return t["src"].get<std::string>() + " id " + std::to_string(t["id"].get<std::int64_t>());
@@ -462,7 +505,14 @@ std::string narrate(const Json& flow, const Json& points) {
         const Json* loss = nullptr;
         for (const Json& l : flow["lost"])
             if (l["direction"] == "forward" && (loss == nullptr || l["count"] > (*loss)["count"])) loss = &l;
-        if (loss != nullptr) {
+        const Json& answers = flow.contains("icmp_errors") ? flow["icmp_errors"] : Json::array();
+        if (!answers.empty()) {
+            const Json& e = answers[0];
+            text += " It was answered by " + std::string(answers.size() == 1 ? "an ICMP error" : "ICMP errors") + " (" +
+                    icmp_error_name(e["icmp"] == "icmpv6" ? 58 : 1, e["type"].get<std::int64_t>(),
+                                    e["code"].get<std::int64_t>()) +
+                    ") from " + e["reporter"].get<std::string>() + ".";
+        } else if (loss != nullptr) {
             text += " " + std::to_string(lost_count(flow, "forward")) + " of " + std::to_string(forward) +
                     " packets were lost after " + (*loss)["after"].get<std::string>() + ", never seen at " +
                     (*loss)["expected"].get<std::string>() + "; no reply was seen.";
@@ -559,10 +609,12 @@ std::string render_text(const Json& report) {
         out << "\nICMP errors\n";
         for (const Json& e : report["icmp_errors"]) {
             const Json& p = e["probe"];
-            out << "  " << e["icmp"].get<std::string>() << " type " << e["type"].get<std::int64_t>() << " code "
-                << e["code"].get<std::int64_t>() << " from " << e["reporter"].get<std::string>() << " about "
-                << p["proto"].get<std::string>() << " " << p["src"].get<std::string>() << " → "
-                << p["dst"].get<std::string>() << " (ttl " << p["ttl"].get<std::int64_t>() << ")";
+            out << "  " << icmp_error_name(e["icmp"] == "icmpv6" ? 58 : 1, e["type"].get<std::int64_t>(),
+                                           e["code"].get<std::int64_t>())
+                << " from " << e["reporter"].get<std::string>() << " about " << p["proto"].get<std::string>() << " "
+                << p["src"].get<std::string>() << " → " << p["dst"].get<std::string>();
+            if (p["proto"] == "udp" || p["proto"] == "tcp") out << ":" << p["dport"].get<std::int64_t>();
+            if (p.contains("sent_ttl")) out << " (sent with ttl " << p["sent_ttl"].get<std::int64_t>() << ")";
             if (!e["path"].empty()) {
                 out << ", back via ";
                 for (std::size_t i = 0; i < e["path"].size(); ++i)
