@@ -33,7 +33,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
-from live_common import Background, Checks, expect, guarded, netns_left, run, short, workdir  # noqa: E402
+from live_common import run_lab_test, Background, Checks, expect, guarded, netns_left, run, short, workdir  # noqa: E402
 
 FIELDS = ["frame.interface_name", "frame.interface_description", "frame.time_epoch", "frame.comment", "ip.src",
           "ip.dst", "icmp.type", "icmp.ident", "udp.srcport", "udp.dstport"]
@@ -91,17 +91,7 @@ def capinfos_interfaces(pcap: Path) -> tuple[int, list[tuple[str, str]]]:
 
 
 def main() -> int:
-    lablib.require_root_or_skip()
-    hoptrace = lablib.hoptrace_binary()
-    lablib.arm_watchdog(170)
-    checks = Checks()
-    prefixes = []
-    with workdir("hoptrace-export-") as tmp, lablib.Lab() as lab:
-        prefixes.append(lab.prefix)
-        guarded(checks, "capture, export and read back with tshark", run_export, checks, hoptrace, lab, tmp)
-    checks("no namespace left behind", lambda: expect(not netns_left(prefixes), f"left: {netns_left(prefixes)}")
-           or f"no {prefixes[0]}-* namespace")
-    return checks.summary()
+    return run_lab_test("export", "capture, export and read back with tshark", run_export)
 
 
 def run_export(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:

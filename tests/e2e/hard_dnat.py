@@ -24,7 +24,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
-from live_common import (LABLIB_PY, Checks, expect, guarded, netns_left, report_json, run, short,  # noqa: E402
+from live_common import (run_lab_test, LABLIB_PY, Checks, expect, guarded, netns_left, report_json, run, short,  # noqa: E402
                          workdir)
 
 PUBLISHED = 8080
@@ -33,17 +33,7 @@ NBYTES = 20000
 
 
 def main() -> int:
-    lablib.require_root_or_skip()
-    hoptrace = lablib.hoptrace_binary()
-    lablib.arm_watchdog(170)
-    checks = Checks()
-    prefixes = []
-    with workdir("hoptrace-hard-dnat-") as tmp, lablib.Lab() as lab:
-        prefixes.append(lab.prefix)
-        guarded(checks, "published port through DNAT", run_dnat, checks, hoptrace, lab, tmp)
-    checks("no namespace left behind", lambda: expect(not netns_left(prefixes), f"left: {netns_left(prefixes)}")
-           or f"no {prefixes[0]}-* namespace")
-    return checks.summary()
+    return run_lab_test("hard-dnat", "published port through DNAT", run_dnat)
 
 
 def run_dnat(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
-from live_common import Checks, expect, guarded, netns_left, report_json, run, short, workdir  # noqa: E402
+from live_common import run_lab_test, Checks, expect, guarded, netns_left, report_json, run, short, workdir  # noqa: E402
 
 N = 20
 DPORT = 9999
@@ -39,17 +39,7 @@ for i in range(int(sys.argv[4])):
 
 
 def main() -> int:
-    lablib.require_root_or_skip()
-    hoptrace = lablib.hoptrace_binary()
-    lablib.arm_watchdog(170)
-    checks = Checks()
-    prefixes = []
-    with workdir("hoptrace-hard-drop-") as tmp, lablib.Lab() as lab:
-        prefixes.append(lab.prefix)
-        guarded(checks, "UDP dropped in FORWARD", run_drop, checks, hoptrace, lab, tmp)
-    checks("no namespace left behind", lambda: expect(not netns_left(prefixes), f"left: {netns_left(prefixes)}")
-           or f"no {prefixes[0]}-* namespace")
-    return checks.summary()
+    return run_lab_test("hard-drop", "UDP dropped in FORWARD", run_drop)
 
 
 def drop_counter(lab: lablib.Lab) -> int:

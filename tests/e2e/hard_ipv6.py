@@ -25,7 +25,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
-from live_common import (Checks, expect, expected_points, guarded, netns_left, query, report_json, run,  # noqa: E402
+from live_common import (run_lab_test, Checks, expect, expected_points, guarded, netns_left, query, report_json, run,  # noqa: E402
                          short, workdir)
 
 C1, BRIDGE, HOST, ROUTER_UP, ROUTER_DOWN, SERVER = ("fd00:17::2", "fd00:17::1", "fd00:43::116", "fd00:43::1",
@@ -57,18 +57,8 @@ def norm(a: str) -> str:
 
 
 def main() -> int:
-    lablib.require_root_or_skip()
-    hoptrace = lablib.hoptrace_binary()
-    lablib.arm_watchdog(170)
     os.environ["HOPTRACE_LAB_IPV6"] = "1"  # lab.sh leaves IPv6 on in its namespaces
-    checks = Checks()
-    prefixes = []
-    with workdir("hoptrace-hard-ipv6-") as tmp, lablib.Lab() as lab:
-        prefixes.append(lab.prefix)
-        guarded(checks, "IPv6 ping and UDP through the masquerade", run_ipv6, checks, hoptrace, lab, tmp)
-    checks("no namespace left behind", lambda: expect(not netns_left(prefixes), f"left: {netns_left(prefixes)}")
-           or f"no {prefixes[0]}-* namespace")
-    return checks.summary()
+    return run_lab_test("hard-ipv6", "IPv6 ping and UDP through the masquerade", run_ipv6)
 
 
 def setup(lab: lablib.Lab) -> None:
