@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <unordered_map>
@@ -106,6 +107,129 @@ void assign_flows(std::span<const Sighting> sightings, const Journeys& journeys,
     FlowTable table(out);
     for (std::size_t j = 0; j < journeys.count(); ++j) table.add(sightings, journeys.of(j));
 }
+
+constexpr std::uint8_t k_proto_tcp = 6;
+constexpr std::uint8_t k_tcp_fin = 0x01;
+constexpr std::uint8_t k_tcp_syn = 0x02;
+constexpr std::uint8_t k_tcp_rst = 0x04;
+constexpr std::uint8_t k_tcp_ack = 0x10;
+
+bool is_tcp(const Sighting& s) noexcept { return s.tuple.proto == k_proto_tcp; }
+bool is_echo_request(const Sighting& s) noexcept {
+    return (s.tuple.proto == 1 && s.icmp_type == 8) || (s.tuple.proto == 58 && s.icmp_type == 128);
+}
+bool is_echo_reply(const Sighting& s) noexcept {
+    return (s.tuple.proto == 1 && s.icmp_type == 0) || (s.tuple.proto == 58 && s.icmp_type == 129);
+}
+bool is_time_exceeded(const Sighting& s) noexcept {
+    return (s.tuple.proto == 1 && s.icmp_type == 11) || (s.tuple.proto == 58 && s.icmp_type == 3);
+}
+// A TCP segment that occupies sequence space: data, SYN or FIN. Sending it twice is a retransmission.
+bool takes_sequence_space(const Sighting& s) noexcept {
+    return s.payload_len > 0 || (s.tcp_flags & (k_tcp_syn | k_tcp_fin)) != 0;
+}
+
+// Ties journeys to the earlier ones they answer or repeat (JourneyInfo::relation), in time order. Everything
+// used is what NAT leaves alone: IPv4 id, TCP and echo sequence numbers, the fingerprint. Journeys that already
+// have a relation (segments of a super-packet) keep it.
+class Relations {
+public:
+    Relations(std::span<const Sighting> sightings, const Journeys& journeys, Analysis& out)
+        : m_sightings(sightings), m_journeys(journeys), m_out(out) {}
+
+    void run() {
+        for (std::uint32_t j = 0; j < m_journeys.count(); ++j) {
+            JourneyInfo& info = m_out.journeys[j];
+            const Sighting& first = head(j);
+            if (info.relation == Relation::none) {
+                if (info.icmp_error) {
+                    link(j, Relation::answers, probe_of(info, first));
+                } else if (auto request = request_of(info, first)) {
+                    link(j, Relation::answers, request);
+                } else {
+                    link(j, Relation::repeats, original_of(j, info, first));
+                }
+            }
+            if (!info.icmp_error) m_sent[key(info.flow, info.direction)].push_back(j);
+        }
+    }
+
+private:
+    // How far back a search looks among a flow's journeys: answers follow their probe closely.
+    static constexpr std::size_t k_max_search = 4096;
+
+    const Sighting& head(std::uint32_t j) const { return m_sightings[m_journeys.of(j).front()]; }
+    static std::uint64_t key(std::uint32_t flow, FlowDirection d) noexcept {
+        return (std::uint64_t{flow} << 1) | (d == FlowDirection::reply ? 1U : 0U);
+    }
+    void link(std::uint32_t j, Relation r, std::optional<std::uint32_t> other) {
+        if (!other) return;
+        m_out.journeys[j].relation = r;
+        m_out.journeys[j].related = *other;
+    }
+    // The latest earlier journey of (flow, direction) that `pred` accepts.
+    template <typename Pred>
+    std::optional<std::uint32_t> latest(std::uint32_t flow, FlowDirection d, Pred&& pred) const {
+        const auto it = m_sent.find(key(flow, d));
+        if (it == m_sent.end()) return std::nullopt;
+        const auto& list = it->second;
+        const std::size_t stop = list.size() > k_max_search ? list.size() - k_max_search : 0;
+        for (std::size_t i = list.size(); i-- > stop;)
+            if (pred(head(list[i]))) return list[i];
+        return std::nullopt;
+    }
+    // An ICMP error quotes its probe's IPv4 id and TCP/echo sequence: the probe is the latest journey of the
+    // flow that carried them. Without either (IPv6 UDP), the latest journey the other way is the probe.
+    std::optional<std::uint32_t> probe_of(const JourneyInfo& info, const Sighting& error) const {
+        return latest(info.flow, flip(info.direction), [&](const Sighting& p) {
+            if (error.has_inner_ip_id && (p.tuple.src.family != 4 || p.ip_id != error.inner_ip_id)) return false;
+            if (error.has_inner_seq && (is_tcp(p) || is_echo_request(p)) && p.seq != error.inner_seq) return false;
+            return true;
+        });
+    }
+    // An echo reply answers the request with its sequence number; a SYN-ACK or RST answers the SYN it acks.
+    std::optional<std::uint32_t> request_of(const JourneyInfo& info, const Sighting& s) const {
+        if (is_echo_reply(s))
+            return latest(info.flow, flip(info.direction),
+                          [&](const Sighting& p) { return is_echo_request(p) && p.seq == s.seq; });
+        const bool syn_ack = (s.tcp_flags & (k_tcp_syn | k_tcp_ack)) == (k_tcp_syn | k_tcp_ack);
+        if (is_tcp(s) && (syn_ack || (s.tcp_flags & k_tcp_rst) != 0) && (s.tcp_flags & k_tcp_ack) != 0)
+            return latest(info.flow, flip(info.direction), [&](const Sighting& p) {
+                return (p.tcp_flags & (k_tcp_syn | k_tcp_ack)) == k_tcp_syn && p.seq + 1 == s.ack;
+            });
+        return std::nullopt;
+    }
+    // A TCP segment repeats the first journey of its flow and direction with the same sequence number (a
+    // retransmission); any other packet the first one with the same fingerprint (a duplicate).
+    std::optional<std::uint32_t> original_of(std::uint32_t j, const JourneyInfo& info, const Sighting& s) {
+        if (is_tcp(s) && !takes_sequence_space(s)) return std::nullopt;  // ACKs repeat by nature
+        const RepeatKey k{info.flow, info.direction, is_tcp(s), is_tcp(s) ? s.seq : s.fingerprint};
+        const auto [it, fresh] = m_first.try_emplace(k, j);
+        if (fresh) return std::nullopt;
+        return it->second;
+    }
+
+    struct RepeatKey {
+        std::uint32_t flow;
+        FlowDirection direction;
+        bool tcp;
+        std::uint64_t value;
+        bool operator==(const RepeatKey&) const = default;
+    };
+    struct RepeatKeyHash {
+        std::size_t operator()(const RepeatKey& k) const noexcept {
+            const std::uint64_t a = (std::uint64_t{k.flow} << 2) | (k.direction == FlowDirection::reply ? 2U : 0U) |
+                                    (k.tcp ? 1U : 0U);
+            return std::hash<std::uint64_t>{}(a * 0x9e3779b97f4a7c15ULL ^ k.value);
+        }
+    };
+
+    std::span<const Sighting> m_sightings;
+    const Journeys& m_journeys;
+    Analysis& m_out;
+    std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> m_sent;  // (flow, direction) -> journeys
+    std::unordered_map<RepeatKey, std::uint32_t, RepeatKeyHash> m_first;
+};
 
 // Path order from precedence votes: within a journey (turned round for replies, so that every vote is in
 // the direction the flows start), a point seen strictly earlier than another precedes it. Equal timestamps
@@ -269,11 +393,22 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
             path.push_back(uplinks.front());
         return path;
     };
-    std::map<std::pair<std::uint32_t, FlowDirection>, std::vector<std::uint32_t>> paths;
-    std::map<std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t>, std::uint64_t> lost;
-    for (std::size_t j = 0; j < journeys.count(); ++j) {
+    // What ended a journey early: an ICMP error that answered it, or a continuation as segments (GSO).
+    std::unordered_map<std::uint32_t, LossCause> ended_by;
+    std::unordered_set<std::uint32_t> continued;
+    for (std::uint32_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
-        if (info.icmp_error) continue;
+        if (info.relation == Relation::segment_of) continued.insert(info.related);
+        if (info.relation == Relation::answers && info.icmp_error)
+            ended_by.try_emplace(info.related, is_time_exceeded(sightings[journeys.of(j).front()])
+                                                   ? LossCause::expired
+                                                   : LossCause::rejected);
+    }
+    std::map<std::pair<std::uint32_t, FlowDirection>, std::vector<std::uint32_t>> paths;
+    std::map<std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t, LossCause>, std::uint64_t> lost;
+    for (std::uint32_t j = 0; j < journeys.count(); ++j) {
+        const JourneyInfo& info = out.journeys[j];
+        if (info.icmp_error || continued.contains(j)) continue;
         auto [found, fresh] = paths.try_emplace({info.flow, info.direction});
         if (fresh) found->second = expected_path(info.flow, info.direction);
         const std::vector<std::uint32_t>& path = found->second;
@@ -288,20 +423,41 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
             const std::int64_t first_ts = options.capture_start_ns != 0 ? std::min(first_seen, options.capture_start_ns)
                                                                           : first_seen;
             const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);
+            const auto cause = ended_by.find(j);
             if (first_ts <= sightings[members.front()].ts_ns && last_ts >= last.ts_ns + options.max_hop_gap_ns)
-                ++lost[{info.flow, info.direction, last.point, expected}];
+                ++lost[{info.flow, info.direction, last.point, expected,
+                        cause == ended_by.end() ? LossCause::dropped : cause->second}];
             break;
         }
     }
     for (const auto& [key, n] : lost) {
-        const auto& [flow, dir, after, expected] = key;
-        out.losses.push_back(Loss{flow, dir, after, expected, n});
+        const auto& [flow, dir, after, expected, cause] = key;
+        out.losses.push_back(Loss{flow, dir, after, expected, n, cause});
     }
 }
 
 }  // namespace
 
 const char* to_string(FlowDirection d) noexcept { return d == FlowDirection::forward ? "forward" : "reply"; }
+
+const char* to_string(Relation r) noexcept {
+    switch (r) {
+        case Relation::answers: return "answers";
+        case Relation::repeats: return "repeats";
+        case Relation::segment_of: return "segment-of";
+        case Relation::none: break;
+    }
+    return "";
+}
+
+const char* to_string(LossCause c) noexcept {
+    switch (c) {
+        case LossCause::expired: return "expired";
+        case LossCause::rejected: return "rejected";
+        case LossCause::dropped: break;
+    }
+    return "dropped";
+}
 
 std::int64_t percentile(std::span<const std::int64_t> sorted, double p) noexcept {
     if (sorted.empty()) return 0;
@@ -319,6 +475,7 @@ Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const 
         assign_flows(sightings, journeys, out);
         out.path_order = path_order(sightings, journeys, out, options);
     }
+    Relations(sightings, journeys, out).run();
     rewrites_and_hops(sightings, journeys, out);
     losses(sightings, journeys, options, out);
     return out;

@@ -27,10 +27,21 @@ struct Flow {
     std::int64_t last_ts_ns = 0;
 };
 
+// How a journey is tied to an earlier one (JourneyInfo::related).
+enum class Relation : std::uint8_t {
+    none,
+    answers,     // an ICMP error to the probe it quotes; an echo reply to its request; a SYN-ACK/RST to its SYN
+    repeats,     // a TCP retransmission (same flow, direction and sequence number) or a duplicated packet
+    segment_of,  // one of the MTU-sized segments a GSO/TSO super-packet was cut into on its way
+};
+const char* to_string(Relation r) noexcept;  // "" for none
+
 struct JourneyInfo {
     std::uint32_t flow = 0;      // index into Analysis::flows
     FlowDirection direction = FlowDirection::forward;
     bool icmp_error = false;     // an ICMP error, tied to the flow of the probe it quotes
+    Relation relation = Relation::none;
+    std::uint32_t related = 0;   // the journey (index) it answers / repeats / is a segment of
 };
 
 struct Rewrite {
@@ -57,12 +68,18 @@ struct HopStats {
     std::int64_t max_ns = 0;
 };
 
+// Why a journey ended early: nothing explains it (dropped), or an ICMP error answered it — time exceeded
+// (expired: a TTL ran out, as traceroute intends) or any other error (rejected: unreachable, too big …).
+enum class LossCause : std::uint8_t { dropped, expired, rejected };
+const char* to_string(LossCause c) noexcept;
+
 struct Loss {
     std::uint32_t flow = 0;
     FlowDirection direction = FlowDirection::forward;
     std::uint32_t after_point = 0;
     std::uint32_t expected_point = 0;
     std::uint64_t count = 0;
+    LossCause cause = LossCause::dropped;
 };
 
 struct Analysis {

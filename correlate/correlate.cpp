@@ -39,7 +39,8 @@ std::vector<Sighting> load(store::Database& db) {
     if (count.step()) out.reserve(static_cast<std::size_t>(count.column_int(0)));
     auto q = db.prepare(
         "SELECT id, point_id, ts_ns, fingerprint, flags, proto, src, dst, sport, dport, icmp_type, icmp_code, "
-        "icmp_id, inner_proto, inner_src, inner_dst, inner_sport, inner_dport "
+        "icmp_id, inner_proto, inner_src, inner_dst, inner_sport, inner_dport, ttl, tcp_flags, ip_id, "
+        "coalesce(tcp_seq, icmp_seq, 0), coalesce(tcp_ack, 0), payload_len, inner_ip_id, inner_seq "
         "FROM packets WHERE fingerprint != 0 ORDER BY id");
     AddressCache addresses;
     while (q.step()) {
@@ -66,7 +67,17 @@ std::vector<Sighting> load(store::Database& db) {
             s.inner.dst = addresses.get(q.column_text(15));
             s.inner.sport = static_cast<std::uint16_t>(q.column_int(16));
             s.inner.dport = s.inner.is_icmp() ? 0 : static_cast<std::uint16_t>(q.column_int(17));
+            s.has_inner_ip_id = !q.column_is_null(24);
+            s.inner_ip_id = static_cast<std::uint16_t>(q.column_int(24));
+            s.has_inner_seq = !q.column_is_null(25);
+            s.inner_seq = static_cast<std::uint32_t>(q.column_int(25));
         }
+        s.ttl = static_cast<std::uint8_t>(q.column_int(18));
+        s.tcp_flags = static_cast<std::uint8_t>(q.column_int(19));
+        s.ip_id = static_cast<std::uint16_t>(q.column_int(20));
+        s.seq = static_cast<std::uint32_t>(q.column_int(21));
+        s.ack = static_cast<std::uint32_t>(q.column_int(22));
+        s.payload_len = static_cast<std::uint32_t>(q.column_int(23));
         // Multicast and broadcast are copied to every port: a fan-out, not one packet's path. No journeys.
         if (is_fan_out(s.tuple.dst)) continue;
         out.push_back(s);
@@ -109,7 +120,7 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
 
     auto journey = db.prepare(
         "INSERT INTO journeys (id, flow_id, direction, fingerprint, sightings, first_point, last_point, "
-        "first_ts_ns, last_ts_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        "first_ts_ns, last_ts_ns, related_id, relation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     auto packet = db.prepare("UPDATE packets SET journey_id = ?, hop = ? WHERE id = ?");
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
@@ -125,6 +136,11 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
             .bind(7, std::int64_t{last.point})
             .bind(8, first.ts_ns)
             .bind(9, last.ts_ns);
+        if (const JourneyInfo& info = a.journeys[j]; info.relation != Relation::none) {
+            journey.bind(10, static_cast<std::int64_t>(info.related + 1)).bind(11, to_string(info.relation));
+        } else {
+            journey.bind_null(10).bind_null(11);
+        }
         journey.run();
         journey.reset();
     }
@@ -181,13 +197,15 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
     }
 
     auto loss = db.prepare(
-        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (?, ?, ?, ?, ?)");
+        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause) "
+        "VALUES (?, ?, ?, ?, ?, ?)");
     for (const Loss& l : a.losses) {
         loss.bind(1, static_cast<std::int64_t>(l.flow + 1))
             .bind(2, to_string(l.direction))
             .bind(3, std::int64_t{l.after_point})
             .bind(4, std::int64_t{l.expected_point})
-            .bind(5, static_cast<std::int64_t>(l.count));
+            .bind(5, static_cast<std::int64_t>(l.count))
+            .bind(6, to_string(l.cause));
         loss.run();
         loss.reset();
     }

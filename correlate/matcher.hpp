@@ -23,6 +23,17 @@ struct Sighting {
     std::uint8_t icmp_type = 0;  // for ICMP(v6) packets
     std::uint8_t icmp_code = 0;
     Tuple inner;                 // ICMP errors: the quoted packet's tuple (proto 0 when none)
+    // What ties journeys to each other (analysis: answers, repeats): fields NAT leaves alone.
+    std::uint8_t ttl = 0;
+    std::uint8_t tcp_flags = 0;
+    std::uint16_t ip_id = 0;         // IPv4 only
+    std::uint32_t seq = 0;           // TCP sequence number, or ICMP echo sequence
+    std::uint32_t ack = 0;           // TCP acknowledgement number
+    std::uint32_t payload_len = 0;   // transport payload bytes per the headers
+    std::uint32_t inner_seq = 0;     // ICMP errors: the quoted TCP or echo sequence, when has_inner_seq
+    std::uint16_t inner_ip_id = 0;   // ICMP errors: the quoted IPv4 identification, when has_inner_ip_id
+    bool has_inner_seq = false;
+    bool has_inner_ip_id = false;
 };
 
 struct MatchOptions {

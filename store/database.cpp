@@ -388,6 +388,32 @@ void create_schema(sqlite3* db, const std::string& name) {
     }
 }
 
+// Brings a file written by an older hoptrace up to k_schema_version, in one transaction. Every step only adds:
+// what the older version stored keeps its meaning, and the new columns are NULL (or their default) in old rows.
+void migrate(sqlite3* db, const std::string& name, int from_version) {
+    std::string sql;
+    if (from_version < 2) {
+        sql +=
+            "ALTER TABLE packets ADD COLUMN inner_ip_id INTEGER;"
+            "ALTER TABLE packets ADD COLUMN inner_seq INTEGER;"
+            "ALTER TABLE journeys ADD COLUMN related_id INTEGER REFERENCES journeys(id);"
+            "ALTER TABLE journeys ADD COLUMN relation TEXT;"
+            "ALTER TABLE losses ADD COLUMN cause TEXT NOT NULL DEFAULT 'dropped';";
+    }
+    sql += concat("PRAGMA user_version = ", std::to_string(k_schema_version), ";");
+    exec_or_fail(db, name, "BEGIN IMMEDIATE", "cannot upgrade the schema");
+    std::string error;
+    if (read_file_state(db, name).user_version >= k_schema_version) {  // another process was first
+        exec_or_fail(db, name, "COMMIT", "cannot upgrade the schema");
+        return;
+    }
+    if (exec_raw(db, sql, error) != SQLITE_OK || exec_raw(db, "COMMIT", error) != SQLITE_OK) {
+        std::string ignored;
+        static_cast<void>(exec_raw(db, "ROLLBACK", ignored));
+        fail(name, concat("cannot upgrade the schema from version ", std::to_string(from_version)), error);
+    }
+}
+
 }  // namespace
 
 Database Database::open(const std::string& path) {
@@ -413,7 +439,9 @@ Database Database::open(const std::string& path) {
         // k_schema_sql is CREATE … IF NOT EXISTS, so a second process creating the same file at once is harmless.
         create_schema(db.get(), name);
     }
-    // Schema migrations from older user_versions go here once k_schema_version moves past 1.
+    if (!fresh && state.user_version < k_schema_version) {
+        migrate(db.get(), name, state.user_version);
+    }
     return {std::move(db), path};
 }
 

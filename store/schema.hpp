@@ -4,7 +4,7 @@
 
 namespace hoptrace::store {
 
-inline constexpr int k_schema_version = 1;
+inline constexpr int k_schema_version = 2;
 
 inline constexpr const char* k_schema_sql = R"sql(
 CREATE TABLE IF NOT EXISTS meta (
@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS packets (
   inner_sport    INTEGER,
   inner_dport    INTEGER,
   inner_ttl      INTEGER,
+  inner_ip_id    INTEGER,                        -- the quoted IPv4 packet's identification (v2)
+  inner_seq      INTEGER,                        -- the quoted ICMP echo sequence or TCP sequence (v2)
   fingerprint    INTEGER NOT NULL,               -- 64-bit, stored as a signed integer
   journey_id     INTEGER,                        -- set by correlate
   hop            INTEGER,                        -- 0-based position of this sighting in its journey
@@ -88,7 +90,9 @@ CREATE TABLE IF NOT EXISTS journeys (
   first_point   INTEGER NOT NULL REFERENCES points(id),
   last_point    INTEGER NOT NULL REFERENCES points(id),
   first_ts_ns   INTEGER NOT NULL,
-  last_ts_ns    INTEGER NOT NULL
+  last_ts_ns    INTEGER NOT NULL,
+  related_id    INTEGER REFERENCES journeys(id), -- the journey this one answers / repeats / is a segment of (v2)
+  relation      TEXT                            -- answers | repeats | segment-of (v2)
 );
 CREATE TABLE IF NOT EXISTS nat_rewrites (
   id            INTEGER PRIMARY KEY,
@@ -120,7 +124,8 @@ CREATE TABLE IF NOT EXISTS losses (
   direction      TEXT NOT NULL,
   after_point    INTEGER NOT NULL REFERENCES points(id),
   expected_point INTEGER NOT NULL REFERENCES points(id),
-  count          INTEGER NOT NULL
+  count          INTEGER NOT NULL,
+  cause          TEXT NOT NULL DEFAULT 'dropped'  -- dropped | expired | rejected (v2)
 );
 CREATE TABLE IF NOT EXISTS conntrack (
   id            INTEGER PRIMARY KEY,

@@ -23,8 +23,8 @@ constexpr std::uint8_t k_proto_icmpv6 = 58;
 constexpr const char* k_packet_columns =
     "point_id, ts_ns, cap_len, wire_len, direction, flags, ethertype, vlan, ip_version, proto, src, dst, sport, "
     "dport, ip_id, ttl, ip_len, icmp_type, icmp_code, icmp_id, icmp_seq, tcp_seq, tcp_ack, tcp_flags, payload_len, "
-    "inner_proto, inner_src, inner_dst, inner_sport, inner_dport, inner_ttl, fingerprint, raw";
-constexpr int k_insert_parameters = 33;
+    "inner_proto, inner_src, inner_dst, inner_sport, inner_dport, inner_ttl, inner_ip_id, inner_seq, fingerprint, raw";
+constexpr int k_insert_parameters = 35;
 
 // Rows per execution of the multi-row INSERT. Executing a statement has a fixed cost (open a write cursor, seek
 // the table's last row for the new rowid, halt, close, reset) that was about as large as inserting the row
@@ -72,7 +72,7 @@ struct IpAddrHash {
 
 // Inserts a batch's rows, k_rows_per_insert per execution of a multi-row INSERT (the rest one by one), binding
 // only the parameters whose value the statement does not hold already. Bindings survive sqlite3_reset(), and a
-// packet shares most of its 33 values with the packet one statement earlier (point, direction, protocol,
+// packet shares most of its 35 values with the packet one statement earlier (point, direction, protocol,
 // addresses, ports, the NULLs of the other protocols), while each sqlite3_bind_*() takes the connection's mutex
 // and releases the old value: binding every parameter made up ~40% of the writer thread's instructions.
 // Addresses are formatted once per distinct address and bound SQLITE_STATIC from m_text. Used only by the
@@ -192,13 +192,23 @@ private:
             b.integer(29, i64(r.inner_sport));
             b.integer(30, i64(r.inner_dport));
             b.integer(31, i64(r.inner_ttl));
+            if (r.inner_ip_version == 4) {
+                b.integer(32, i64(r.inner_ip_id));
+            } else {
+                b.null(32);
+            }
+            if (r.has_inner_seq) {
+                b.integer(33, i64(r.inner_seq));
+            } else {
+                b.null(33);
+            }
         } else {
-            for (int column = 26; column <= 31; ++column) {
+            for (int column = 26; column <= 33; ++column) {
                 b.null(column);
             }
         }
-        b.integer(32, std::bit_cast<std::int64_t>(r.fingerprint));
-        b.raw(33, raw);
+        b.integer(34, std::bit_cast<std::int64_t>(r.fingerprint));
+        b.raw(35, raw);
     }
 
     // One row's parameters: column c (1-based) of the row is parameter base + c.

@@ -464,10 +464,18 @@ private:
                 m_rec.inner_sport = be16(m_bytes, offset);
                 m_rec.inner_dport = be16(m_bytes, offset + 2);
             }
+            if (proto == k_proto_tcp && need(offset, 8, end)) {
+                m_rec.inner_seq = be32(m_bytes, offset + 4);
+                m_rec.has_inner_seq = true;
+            }
         } else if (proto == k_proto_icmp || proto == k_proto_icmpv6) {
             if (need(offset, 6, end) && is_echo(proto, u8(m_bytes, offset))) {
                 m_rec.inner_sport = be16(m_bytes, offset + 4);
                 m_rec.inner_dport = m_rec.inner_sport;
+                if (need(offset, 8, end)) {
+                    m_rec.inner_seq = be16(m_bytes, offset + 6);
+                    m_rec.has_inner_seq = true;
+                }
             }
         }
     }

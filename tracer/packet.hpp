@@ -110,7 +110,9 @@ struct PacketRecord {
     IpAddr inner_dst;
     std::uint16_t inner_sport = 0;
     std::uint16_t inner_dport = 0;
-    std::uint16_t inner_ip_id = 0;
+    std::uint16_t inner_ip_id = 0;   // IPv4 identification of the quoted packet (NAT leaves it alone)
+    std::uint32_t inner_seq = 0;     // quoted ICMP echo sequence or TCP sequence, when has_inner_seq
+    bool has_inner_seq = false;
 
     std::uint32_t flags = 0;         // packet_flag bits
     std::uint64_t fingerprint = 0;   // see tracer/fingerprint.hpp; 0 for frames that are not IP

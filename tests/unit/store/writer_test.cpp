@@ -140,7 +140,7 @@ std::map<std::string, Value> read_row(const Database& db, std::int64_t ts_ns) {
 
 void expect_row(const std::map<std::string, Value>& actual, const std::map<std::string, Value>& expected,
                 const char* what) {
-    ASSERT_EQ(actual.size(), 36U) << what;  // every column of `packets`, checked one by one
+    ASSERT_EQ(actual.size(), 38U) << what;  // every column of `packets`, checked one by one
     ASSERT_EQ(expected.size(), actual.size() - 1) << what << ": the test must state every column but id";
     for (const auto& [column, value] : expected) {
         const auto it = actual.find(column);
@@ -313,7 +313,7 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
          {"ip_len", 84},        {"icmp_type", 8},      {"icmp_code", 0},       {"icmp_id", 0x1234},
          {"icmp_seq", 7},       {"tcp_seq", null},     {"tcp_ack", null},      {"tcp_flags", null},
          {"payload_len", 56},   {"inner_proto", null}, {"inner_src", null},    {"inner_dst", null},
-         {"inner_sport", null}, {"inner_dport", null}, {"inner_ttl", null},    {"fingerprint", 0x0123'4567'89ab'cdefLL},
+         {"inner_sport", null}, {"inner_dport", null}, {"inner_ttl", null},    {"inner_ip_id", null}, {"inner_seq", null}, {"fingerprint", 0x0123'4567'89ab'cdefLL},
          {"journey_id", null},  {"hop", null},         {"raw", blob(echo_raw)}},
         "icmp echo");
     expect_row(read_row(db, tcp.ts_ns),
@@ -348,6 +348,8 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"inner_sport", null},
                 {"inner_dport", null},
                 {"inner_ttl", null},
+                {"inner_ip_id", null},
+                {"inner_seq", null},
                 {"fingerprint", static_cast<std::int64_t>(-0x0123'4567'89ab'cdf0LL)},
                 {"journey_id", null},
                 {"hop", null},
@@ -361,7 +363,7 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"ip_len", 46},        {"icmp_type", null},   {"icmp_code", null},   {"icmp_id", null},
                 {"icmp_seq", null},    {"tcp_seq", null},     {"tcp_ack", null},     {"tcp_flags", null},
                 {"payload_len", 18},   {"inner_proto", null}, {"inner_src", null},   {"inner_dst", null},
-                {"inner_sport", null}, {"inner_dport", null}, {"inner_ttl", null},   {"fingerprint", 1},
+                {"inner_sport", null}, {"inner_dport", null}, {"inner_ttl", null},   {"inner_ip_id", null}, {"inner_seq", null}, {"fingerprint", 1},
                 {"journey_id", null},  {"hop", null},         {"raw", blob(udp_raw)}},
                "udp with vlan");
     expect_row(read_row(db, error.ts_ns),
@@ -396,6 +398,8 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"inner_sport", 40000},
                 {"inner_dport", 33434},
                 {"inner_ttl", 1},
+                {"inner_ip_id", 77},
+                {"inner_seq", null},
                 {"fingerprint", INT64_MIN},
                 {"journey_id", null},
                 {"hop", null},
@@ -433,6 +437,8 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"inner_sport", null},
                 {"inner_dport", null},
                 {"inner_ttl", null},
+                {"inner_ip_id", null},
+                {"inner_seq", null},
                 {"fingerprint", 5},
                 {"journey_id", null},
                 {"hop", null},
@@ -470,6 +476,8 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"inner_sport", null},
                 {"inner_dport", null},
                 {"inner_ttl", null},
+                {"inner_ip_id", null},
+                {"inner_seq", null},
                 {"fingerprint", 0},
                 {"journey_id", null},
                 {"hop", null},

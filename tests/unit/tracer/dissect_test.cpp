@@ -378,6 +378,7 @@ TEST(DissectIcmpError, port_unreachable_quotes_the_udp_datagram) {
     EXPECT_EQ(r.inner_dport, 9);
     // The probe itself (frame 1) is the packet quoted: same IP id.
     EXPECT_EQ(frame_no(frames, 1).record().ip_id, r.inner_ip_id);
+    EXPECT_FALSE(r.has_inner_seq);  // a UDP quote has no sequence number
 }
 
 TEST(DissectIcmpError, ttl_exceeded_quotes_the_echo_request) {
@@ -393,6 +394,10 @@ TEST(DissectIcmpError, ttl_exceeded_quotes_the_echo_request) {
     EXPECT_EQ(r.inner_sport, 32012);  // the quoted echo id
     EXPECT_EQ(r.inner_dport, 32012);
     EXPECT_EQ(r.icmp_id, 0);
+    // The quoted sequence number (tshark: icmp.seq of frame 4's quote) ties the error to its probe, frame 3.
+    EXPECT_TRUE(r.has_inner_seq);
+    EXPECT_EQ(r.inner_seq, 1U);
+    EXPECT_EQ(frame_no(frames, 3).record().icmp_seq, r.inner_seq);
 }
 
 TEST(DissectIcmpError, icmpv6_port_unreachable_and_time_exceeded) {
