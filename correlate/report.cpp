@@ -1,5 +1,8 @@
 #include "correlate/report.hpp"
 
+#include "correlate/report_detail.hpp"
+#include "correlate/traceroute.hpp"
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -10,9 +13,10 @@
 #include <vector>
 
 namespace hoptrace::correlate {
-namespace {
 
 using Json = nlohmann::ordered_json;
+
+namespace report_detail {
 
 std::string proto_name(std::int64_t proto) {
     switch (proto) {
@@ -41,6 +45,12 @@ Json tuple_json(std::int64_t proto, const std::string& src, const std::string& d
     }
     return t;
 }
+
+}  // namespace report_detail
+
+namespace {
+
+using namespace report_detail;
 
 Json rewrite_value(const std::string& field, const std::string& text) {
     if (field == "src" || field == "dst") return text;
@@ -140,13 +150,17 @@ Json build_report(const store::Database& db) {
     }
     std::map<std::int64_t, Json> lost;
     auto lq = db.prepare(
-        "SELECT flow_id, after_point, expected_point, direction, count FROM losses ORDER BY flow_id, id");
+        "SELECT l.flow_id, l.after_point, l.expected_point, l.direction, l.count, l.cause, p.kernel_drops "
+        "FROM losses l LEFT JOIN points p ON p.id = l.expected_point ORDER BY l.flow_id, l.id");
     while (lq.step()) {
         Json l;
         l["after"] = name_of(lq.column_int(1));
         l["expected"] = name_of(lq.column_int(2));
         l["direction"] = lq.column_text(3);
         l["count"] = lq.column_int(4);
+        l["cause"] = lq.column_text(5);
+        // Evidence: kernel drops at the point that should have seen them (the capture's, not the network's).
+        l["kernel_drops_at_expected"] = lq.column_int(6);
         auto& list = lost[lq.column_int(0)];
         if (list.is_null()) list = Json::array();
         list.push_back(std::move(l));
@@ -233,15 +247,15 @@ Json build_report(const store::Database& db) {
     // ICMP errors: one per journey. The reporter is the error's source where it was first seen; the probe is
     // the quoted packet as seen at the last point (after NAT undid its rewrite, inside the container).
     Json errors = Json::array();
-    // The TTL each flow's first forward packet was sent with (a traceroute probe's TTL, as the container sent it).
-    std::map<std::int64_t, std::int64_t> sent_ttl;
+    // The TTL each probe was sent with (its first sighting: inside the container when that was captured).
+    std::map<std::int64_t, std::int64_t> sent_ttl;  // probe journey -> TTL
     auto tq = db.prepare(
-        "SELECT j.flow_id, p.ttl FROM journeys j JOIN packets p ON p.journey_id = j.id AND p.hop = 0 "
-        "WHERE j.direction = 'forward' ORDER BY j.id");
+        "SELECT p.journey_id, p.ttl FROM journeys e JOIN packets p ON p.journey_id = e.related_id AND p.hop = 0 "
+        "WHERE e.relation = 'answers'");
     while (tq.step()) sent_ttl.try_emplace(tq.column_int(0), tq.column_int(1));
     auto eq = db.prepare(
         "SELECT p.journey_id, p.point_id, p.icmp_type, p.icmp_code, p.src, p.inner_proto, p.inner_src, p.inner_dst, "
-        "p.inner_sport, p.inner_dport, p.inner_ttl, p.proto, j.flow_id FROM packets p "
+        "p.inner_sport, p.inner_dport, p.inner_ttl, p.proto, j.flow_id, j.related_id FROM packets p "
         "JOIN journeys j ON j.id = p.journey_id WHERE (p.flags & 16) != 0 ORDER BY p.journey_id, p.hop");
     std::map<std::int64_t, std::vector<std::size_t>> errors_of_flow;  // flow -> indexes into errors
     std::int64_t current = -1;
@@ -261,6 +275,7 @@ Json build_report(const store::Database& db) {
             error["icmp"] = proto_name(eq.column_int(11));
             error["journey"] = journey;
             error["flow"] = eq.column_int(12);
+            if (!eq.column_is_null(13)) error["probe_journey"] = eq.column_int(13);
             error["path"] = Json::array();
             errors_of_flow[eq.column_int(12)].push_back(errors.size());
         }
@@ -273,7 +288,8 @@ Json build_report(const store::Database& db) {
         probe["sport"] = eq.column_is_null(8) ? 0 : eq.column_int(8);
         probe["dport"] = eq.column_is_null(9) ? 0 : eq.column_int(9);
         probe["ttl"] = eq.column_is_null(10) ? 0 : eq.column_int(10);
-        if (const auto it = sent_ttl.find(eq.column_int(12)); it != sent_ttl.end()) probe["sent_ttl"] = it->second;
+        if (!eq.column_is_null(13))
+            if (const auto it = sent_ttl.find(eq.column_int(13)); it != sent_ttl.end()) probe["sent_ttl"] = it->second;
         error["probe"] = std::move(probe);  // the last sighting's view wins
     }
     finish();
@@ -288,6 +304,7 @@ Json build_report(const store::Database& db) {
     }
     report["icmp_errors"] = std::move(errors);
     report["hop_totals"] = std::move(all_hops);
+    report["traceroutes"] = build_traceroutes(db, name_of);
     return report;
 }
 
@@ -371,6 +388,10 @@ std::string wrap(const std::string& text, const std::string& indent, std::size_t
     return out;
 }
 
+}  // namespace
+
+namespace report_detail {
+
 // Left-aligned table with one space-padded column per cell; the first row is the header.
 std::string table(const std::vector<std::vector<std::string>>& rows, const std::string& indent,
                   const std::vector<bool>& right_aligned) {
@@ -399,6 +420,14 @@ std::string table(const std::vector<std::vector<std::string>>& rows, const std::
     return out;
 }
 
+}  // namespace report_detail
+
+namespace {
+
+}  // namespace
+
+namespace report_detail {
+
 // What an ICMP error means, in words.
 std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::int64_t code) {
     if (family_proto == 58) {
@@ -421,6 +450,10 @@ std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::i
     return "ICMP type " + std::to_string(type) + " code " + std::to_string(code);
 }
 
+}  // namespace report_detail
+
+namespace {
+
 // The source side of a tuple as the narrative says it: "192.168.43.116:1252", or "… id 48338" for ICMP.
 std::string source_text(const std::string& proto, const Json& t) {
     if (t.contains("id")) return t["src"].get<std::string>() + " id " + std::to_string(t["id"].get<std::int64_t>());
@@ -434,11 +467,47 @@ std::string destination_text(const std::string& proto, const Json& t) {
     return t["dst"].get<std::string>();
 }
 
+// One loss line: what ended the packets, and whether the capture itself could have missed them.
+std::string loss_text(const Json& l) {
+    const std::string cause = l.value("cause", "dropped");
+    const std::string n = std::to_string(l["count"].get<std::int64_t>());
+    const std::string where = l["after"].get<std::string>();
+    const std::string expected = l["expected"].get<std::string>();
+    const std::string dir = l["direction"].get<std::string>();
+    if (cause == "expired")
+        return "EXPIRED: " + n + " " + dir + " packet(s) after " + where + " (TTL ran out: answered by time exceeded)";
+    if (cause == "rejected")
+        return "REJECTED: " + n + " " + dir + " packet(s) after " + where + ", answered by an ICMP error";
+    std::string text = "LOST: " + n + " " + dir + " packet(s) after " + where + ", never seen at " + expected;
+    const std::int64_t drops = l.value("kernel_drops_at_expected", std::int64_t{0});
+    text += drops == 0 ? " (no capture drops at " + expected + ": the network dropped them)"
+                       : " (" + std::to_string(drops) + " capture drops at " + expected + " might explain it)";
+    return text;
+}
+
+// Packets of the flow lost in `direction` (not counting those an ICMP error answered).
 std::int64_t lost_count(const Json& flow, const std::string& direction) {
     std::int64_t n = 0;
     for (const Json& l : flow["lost"])
-        if (l["direction"] == direction) n += l["count"].get<std::int64_t>();
+        if (l["direction"] == direction && l.value("cause", "dropped") == "dropped") n += l["count"].get<std::int64_t>();
     return n;
+}
+
+// " 6 were answered by ICMP errors instead (time exceeded from 172.17.0.1 and 192.168.43.1)." or "".
+std::string answered_by_errors(const Json& flow) {
+    const Json& answers = flow.contains("icmp_errors") ? flow["icmp_errors"] : Json::array();
+    if (answers.empty()) return "";
+    std::vector<std::string> kinds;
+    for (const Json& e : answers) {
+        const std::string k = icmp_error_name(e["icmp"] == "icmpv6" ? 58 : 1, e["type"].get<std::int64_t>(),
+                                              e["code"].get<std::int64_t>()) +
+                              " from " + e["reporter"].get<std::string>();
+        if (std::find(kinds.begin(), kinds.end(), k) == kinds.end()) kinds.push_back(k);
+    }
+    std::string text = " " + std::to_string(answers.size()) + (answers.size() == 1 ? " was" : " were") +
+                       " answered by " + (answers.size() == 1 ? "an ICMP error" : "ICMP errors") + " instead (";
+    for (std::size_t i = 0; i < kinds.size(); ++i) text += (i == 0 ? "" : i + 1 == kinds.size() ? " and " : ", ") + kinds[i];
+    return text + ").";
 }
 
 }  // namespace
@@ -499,7 +568,7 @@ std::string narrate(const Json& flow, const Json& points) {
             const std::int64_t round_trips =
                 std::min(forward - lost_count(flow, "forward"), replies - lost_count(flow, "reply"));
             text += " " + std::to_string(std::max<std::int64_t>(round_trips, 0)) + " of " + std::to_string(forward) +
-                    " packets made the round trip.";
+                    " packets made the round trip." + answered_by_errors(flow);
         }
     } else {
         const Json* loss = nullptr;
@@ -599,11 +668,7 @@ std::string render_text(const Json& report) {
                     << "\n";
             else out << "  conntrack: no entry for this flow\n";
         }
-        for (const Json& l : f["lost"]) {
-            out << "  LOST: " << l["count"].get<std::int64_t>() << " " << l["direction"].get<std::string>()
-                << " packet(s) after " << l["after"].get<std::string>() << ", never seen at "
-                << l["expected"].get<std::string>() << "\n";
-        }
+        for (const Json& l : f["lost"]) out << "  " << loss_text(l) << "\n";
     }
     if (!report["icmp_errors"].empty()) {
         out << "\nICMP errors\n";
@@ -623,6 +688,7 @@ std::string render_text(const Json& report) {
             out << "\n";
         }
     }
+    if (report.contains("traceroutes")) out << render_traceroutes(report["traceroutes"]);
     return out.str();
 }
 
