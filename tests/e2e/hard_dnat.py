@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """End-to-end test of a published port (`docker run -p 8080:80`): DNAT in the host's PREROUTING.
 
-In the lab's host namespace: `iptables -t nat -A PREROUTING -d 192.168.43.116 -p tcp --dport 8080
--j DNAT --to-destination 172.17.0.2:80` (and Docker's FORWARD accept for it), a TCP listener on
-c1 port 80, and a client in the server namespace that connects to 192.168.43.116:8080 and sends
-some bytes, captured with `hoptrace trace --netns c1 --host-netns host`. The report must show the
+The lab is built with `lab.sh up --publish 8080:80`, which installs Docker's rules in the host
+namespace (nat: PREROUTING -m addrtype --dst-type LOCAL -j DOCKER, DOCKER ! -i docker0 -p tcp
+--dport 8080 -j DNAT --to-destination 172.17.0.2:80; filter: Docker's FORWARD accept for it); the
+test checks them with iptables-save. Then a TCP listener on c1 port 80, and a client in the server
+namespace that connects to 192.168.43.116:8080 and sends some bytes, captured with `hoptrace trace
+--netns c1 --host-netns host`. The report must show the
 flow's original destination 192.168.43.116:8080 and translated 172.17.0.2:80, the forward rewrite
 of dst and dport between the uplink eth0 and docker0, the reverse rewrite of src and sport on the
 replies between docker0 and eth0, the path eth0 → docker0 → veth → c1's eth0, no losses, and
@@ -33,19 +35,30 @@ NBYTES = 20000
 
 
 def main() -> int:
-    return run_lab_test("hard-dnat", "published port through DNAT", run_dnat)
+    return run_lab_test("hard-dnat", "published port through DNAT", run_dnat,
+                        lab_options={"publish": [f"{PUBLISHED}:{INNER}"]})
 
 
 def run_dnat(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
     host_ip, c1_ip, server_ip = lab.ip["host"], lab.ip["c1"], lab.ip["server"]
     bridge, uplink = lab.ifname["bridge"], lab.ifname["uplink"]
-    lab.run("host", "iptables", "-t", "nat", "-A", "PREROUTING", "-d", host_ip, "-p", "tcp", "--dport", PUBLISHED,
-            "-j", "DNAT", "--to-destination", f"{c1_ip}:{INNER}")
-    policy = lab.run("host", "iptables", "-S", "FORWARD").stdout.splitlines()[0]
-    # Docker's own accept for the published port (the lab's FORWARD policy accepts anyway).
-    lab.run("host", "iptables", "-A", "FORWARD", "-d", c1_ip, "!", "-i", bridge, "-o", bridge, "-p", "tcp",
-            "--dport", INNER, "-j", "ACCEPT")
-    checks("FORWARD chain of the lab's host", lambda: f"{policy!r} plus Docker's ACCEPT to {c1_ip}:{INNER}")
+
+    def published() -> str:
+        expect(lab.published == [lablib.PublishedPort(PUBLISHED, INNER, "tcp")], f"lab.published {lab.published}")
+        nat = lab.run("host", "iptables-save", "-t", "nat").stdout.splitlines()
+        filt = lab.run("host", "iptables-save", "-t", "filter").stdout.splitlines()
+        want = [(nat, "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER"),
+                (nat, f"-A DOCKER ! -i {bridge} -p tcp -m tcp --dport {PUBLISHED} -j DNAT --to-destination "
+                      f"{c1_ip}:{INNER}"),
+                # Docker's own accept for the published port (the lab's FORWARD policy accepts anyway).
+                (filt, f"-A FORWARD -o {bridge} -j DOCKER"),
+                (filt, f"-A DOCKER -d {c1_ip}/32 ! -i {bridge} -o {bridge} -p tcp -m tcp --dport {INNER} -j ACCEPT")]
+        for rules, rule in want:
+            expect(rule in rules, f"no '{rule}' in iptables-save: {short(' | '.join(rules))}")
+        policy = next(r for r in filt if r.startswith(":FORWARD "))
+        return f"DNAT to {c1_ip}:{INNER}; FORWARD {policy.split()[1]} plus Docker's ACCEPT to {c1_ip}:{INNER}"
+    if checks("lab.sh --publish: Docker's DNAT and FORWARD accept in the lab's host", published) is None:
+        return
 
     db = tmp / "dnat.db"
     listener = lab.popen("c1", "socat", "-u", f"TCP-LISTEN:{INNER},reuseaddr", "STDOUT", stdin=subprocess.DEVNULL,

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """End-to-end test of IPv6 through the lab: ping6 and UDP over IPv6 from c1 to the server.
 
-The lab is built with HOPTRACE_LAB_IPV6=1 (IPv6 stays on) and gets IPv6 addresses here: c1
-fd00:17::2/64, docker0 fd00:17::1/64, the host's eth0 fd00:43::116/64, the router fd00:43::1/64
-and fd00:51::1/64, the server fd00:51::10/64 (all nodad), routes, forwarding, and Docker's
-masquerade `ip6tables -t nat -A POSTROUTING -s fd00:17::/64 ! -o docker0 -j MASQUERADE`. Then
+The lab is built with `lab.sh up --ipv6=nat`, which gives it IPv6 addresses (c1 fd00:17::2/64,
+docker0 fd00:17::1/64, the host's eth0 fd00:43::116/64, the router fd00:43::1/64 and fd00:51::1/64,
+the server fd00:51::10/64; lab.sh env has them), routes, forwarding, and Docker's masquerade
+`ip6tables -t nat -A POSTROUTING -s fd00:17::/64 ! -o docker0 -j MASQUERADE`; the test checks
+them with ip and ip6tables-save. Then
 `hoptrace trace --netns c1 --host-netns host` around a ping6 and a UDP echo exchange: every
 journey complete at all four points, and the masquerade of the source to fd00:43::116 between
 docker0 and eth0 (and back on the replies).
@@ -16,7 +17,6 @@ HOPTRACE_REQUIRE_NETNS=1). One line per check; the last line is exactly "N passe
 from __future__ import annotations
 
 import ipaddress
-import os
 import shlex
 import subprocess
 import sys
@@ -28,8 +28,6 @@ import lablib  # noqa: E402
 from live_common import (run_lab_test, Checks, expect, expected_points, guarded, netns_left, query, report_json, run,  # noqa: E402
                          short, workdir)
 
-C1, BRIDGE, HOST, ROUTER_UP, ROUTER_DOWN, SERVER = ("fd00:17::2", "fd00:17::1", "fd00:43::116", "fd00:43::1",
-                                                    "fd00:51::1", "fd00:51::10")
 PING_COUNT = 5
 PING_IDENT = 4646
 UDP_COUNT = 5
@@ -57,36 +55,43 @@ def norm(a: str) -> str:
 
 
 def main() -> int:
-    os.environ["HOPTRACE_LAB_IPV6"] = "1"  # lab.sh leaves IPv6 on in its namespaces
-    return run_lab_test("hard-ipv6", "IPv6 ping and UDP through the masquerade", run_ipv6)
+    # "nat": lab.sh fails rather than fall back to routed IPv6 where the kernel has no ip6 nat.
+    return run_lab_test("hard-ipv6", "IPv6 ping and UDP through the masquerade", run_ipv6,
+                        lab_options={"ipv6": "nat"})
 
 
-def setup(lab: lablib.Lab) -> None:
-    e = lab.env
-    for ns, dev, addr in (("c1", "eth0", C1), ("host", lab.ifname["bridge"], BRIDGE),
-                          ("host", lab.ifname["uplink"], HOST), ("router", e["ROUTER_UPLINK"], ROUTER_UP),
-                          ("router", e["ROUTER_DOWNLINK"], ROUTER_DOWN), ("server", e["SERVER_IF"], SERVER)):
-        lab.run(ns, "ip", "-6", "addr", "add", f"{addr}/64", "dev", dev, "nodad")
-    lab.run("c1", "ip", "-6", "route", "add", "default", "via", BRIDGE)
-    lab.run("host", "ip", "-6", "route", "add", "default", "via", ROUTER_UP)
-    lab.run("server", "ip", "-6", "route", "add", "default", "via", ROUTER_DOWN)
+def check_setup(lab: lablib.Lab) -> str:
+    """What lab.sh --ipv6=nat set up, read back from the namespaces."""
+    ip6, e = lab.ip6, lab.env
+    for ns, dev, role in (("c1", "eth0", "c1"), ("host", lab.ifname["bridge"], "bridge"),
+                          ("host", lab.ifname["uplink"], "host"), ("router", e["ROUTER_UPLINK"], "router"),
+                          ("router", e["ROUTER_DOWNLINK"], "router_server"), ("server", e["SERVER_IF"], "server")):
+        out = lab.run(ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global").stdout
+        expect(f" {ip6[role]}/64 " in out, f"{ns} {dev} has no {ip6[role]}/64: {short(out)}")
+    for ns, gw in (("c1", ip6["bridge"]), ("host", ip6["router"]), ("server", ip6["router_server"])):
+        out = lab.run(ns, "ip", "-6", "route", "show", "default").stdout
+        expect(f"via {gw} " in out, f"{ns} default route {out.strip()!r}, want via {gw}")
     for ns in ("host", "router"):
-        lab.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
-    lab.run("host", "ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "fd00:17::/64", "!", "-o",
-            lab.ifname["bridge"], "-j", "MASQUERADE")
+        fwd = lab.run(ns, "sysctl", "-n", "net.ipv6.conf.all.forwarding").stdout.strip()
+        expect(fwd == "1", f"{ns} net.ipv6.conf.all.forwarding = {fwd}")
+    nat = lab.run("host", "ip6tables-save", "-t", "nat").stdout.splitlines()
+    rule = f"-A POSTROUTING -s {e['BRIDGE_SUBNET6']} ! -o {lab.ifname['bridge']} -j MASQUERADE"
+    expect(rule in nat, f"no '{rule}' in ip6tables-save: {short(' | '.join(nat))}")
+    return f"c1 {ip6['c1']} → host {ip6['host']} → server {ip6['server']}"
 
 
 def run_ipv6(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
     if checks("IPv6 addresses, routes, forwarding and ip6tables MASQUERADE set up in the lab",
-              lambda: setup(lab) or f"c1 {C1} → host {HOST} → server {SERVER}") is None:
+              lambda: check_setup(lab)) is None:
         return
+    c1_ip, host_ip, server_ip = (norm(lab.ip6[k]) for k in ("c1", "host", "server"))
     c1 = lab.ns["c1"]
     db = tmp / "v6.db"
     ping_out, udp_out = tmp / "ping.out", tmp / "udp.out"
     traffic = " && ".join([
         shlex.join(["ip", "netns", "exec", c1, "ping", "-6", "-n", "-c", str(PING_COUNT), "-i", "0.2", "-e",
-                    str(PING_IDENT), "-W", "2", SERVER]) + f" > {shlex.quote(str(ping_out))}",
-        shlex.join(["ip", "netns", "exec", c1, sys.executable, "-c", CLIENT, SERVER, str(UDP_PORT), str(UDP_SPORT),
+                    str(PING_IDENT), "-W", "2", server_ip]) + f" > {shlex.quote(str(ping_out))}",
+        shlex.join(["ip", "netns", "exec", c1, sys.executable, "-c", CLIENT, server_ip, str(UDP_PORT), str(UDP_SPORT),
                     str(UDP_COUNT)]) + f" > {shlex.quote(str(udp_out))}",
     ])
     server = lab.popen("server", "socat", "-T", "2", f"UDP6-RECVFROM:{UDP_PORT},fork,reuseaddr", "PIPE",
@@ -118,7 +123,7 @@ def run_ipv6(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None
 
     def mine(f: dict) -> bool:
         o = f["original"]
-        if norm(o["src"]) != C1 or norm(o["dst"]) != SERVER:
+        if norm(o["src"]) != c1_ip or norm(o["dst"]) != server_ip:
             return False
         return (f["proto"] == "icmpv6" and o.get("id") == PING_IDENT) or \
                (f["proto"] == "udp" and o.get("sport") == UDP_SPORT and o.get("dport") == UDP_PORT)
@@ -144,13 +149,14 @@ def run_ipv6(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None
 
         def masquerade(flow=flow) -> str:
             tr = flow["translated"]
-            expect(norm(tr["src"]) == HOST and norm(tr["dst"]) == SERVER, f"translated {tr}")
+            expect(norm(tr["src"]) == host_ip and norm(tr["dst"]) == server_ip, f"translated {tr}")
             rw = [(x["field"], norm(x["from"]), norm(x["to"]), tuple(x["between"]), x["direction"])
                   for x in flow["rewrites"] if x["field"] in ("src", "dst")]
-            want = sorted([("src", C1, HOST, (bridge, uplink), "forward"), ("dst", HOST, C1, (uplink, bridge), "reply")])
+            want = sorted([("src", c1_ip, host_ip, (bridge, uplink), "forward"),
+                           ("dst", host_ip, c1_ip, (uplink, bridge), "reply")])
             expect(sorted(rw) == want, f"address rewrites {rw}, want {want}")
-            return f"src {C1} → {HOST} between {bridge} and {uplink}, back on the replies"
-        checks(f"{proto}: masquerade of the source to {HOST} reported", masquerade)
+            return f"src {c1_ip} → {host_ip} between {bridge} and {uplink}, back on the replies"
+        checks(f"{proto}: masquerade of the source to {host_ip} reported", masquerade)
 
 
 if __name__ == "__main__":

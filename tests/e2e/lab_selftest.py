@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """End-to-end test of the lab itself (examples/lab.sh + tests/e2e/lablib.py), without hoptrace.
 
+A default lab (IPv4 only, nothing published), a second one with `--publish 8080:80 --publish
+5300:53/udp --ipv6` and a third with `--ipv6=routed --usernet`, checked against iptables-save,
+ip6tables-save, ip, tcpdump/tshark and conntrack inside the labs' namespaces; lab.sh's usage errors.
+
 Exit 0 if every check passed, 1 otherwise, 77 if namespaces are unavailable (a failure under
 HOPTRACE_REQUIRE_NETNS=1). Prints one line per check and, last, exactly "N passed, M failed".
 """
@@ -13,6 +17,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Sequence
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,8 +52,246 @@ def netns_list() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def lab_sh(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(lablib.LAB_SH), *args], capture_output=True, text=True, timeout=120)
+def lab_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """lab.sh ARGS; env: variables added to (or, with None values, removed from) this environment."""
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run([str(lablib.LAB_SH), *args], capture_output=True, text=True, timeout=120, env=full)
+
+
+LABLIB_PY = str(Path(lablib.__file__).resolve())
+# lab.sh's variables unset, so that only the arguments count.
+LAB_VARS = {"HOPTRACE_LAB_PUBLISH": None, "HOPTRACE_LAB_IPV6": None, "HOPTRACE_LAB_USERNET": None}
+PUBLISH = ["8080:80", "5300:53/udp"]
+
+
+def check_defaults(lab: lablib.Lab) -> str:
+    """Without --publish and --ipv6 the lab is what it was: IPv6 off, no DOCKER chains."""
+    expect(lab.ipv6 == "" and lab.ip6 == {} and lab.published == [],
+           f"ipv6 {lab.ipv6!r}, ip6 {lab.ip6}, published {lab.published}")
+    for ns in ("c1", "host", "server"):
+        off = lab.run(ns, "sysctl", "-n", "net.ipv6.conf.all.disable_ipv6").stdout.strip()
+        expect(off == "1", f"{ns}: net.ipv6.conf.all.disable_ipv6 = {off}")
+        addrs = lab.run(ns, "ip", "-6", "-o", "addr").stdout
+        expect(addrs.strip() == "", f"{ns} has IPv6 addresses: {addrs}")
+    saved = lab.run("host", "iptables-save").stdout
+    expect("DOCKER" not in saved and "DNAT" not in saved, f"host iptables-save: {saved}")
+    return "IPv6 disabled in every namespace, no DOCKER chain, no DNAT"
+
+
+def tcp_to_c1(lab: lablib.Lab, client: str, dest: str, port: int, nbytes: int, c1_port: int) -> int:
+    """A client in namespace `client` uploads nbytes to dest:port; returns what a listener on c1's
+    c1_port received (IPv4 and IPv6)."""
+    # Into a file: a pipe nobody reads yet would stop socat after 64 KiB, and with it the upload.
+    with tempfile.TemporaryFile() as received:
+        listener = lab.popen("c1", "socat", "-u", f"TCP6-LISTEN:{c1_port},reuseaddr,ipv6only=0", "STDOUT",
+                             stdin=subprocess.DEVNULL, stdout=received, stderr=subprocess.DEVNULL)
+        try:
+            lab.wait_listening("c1", "tcp", c1_port)
+            lab.run(client, sys.executable, LABLIB_PY, "_tcp-client", dest, port, nbytes, timeout=30)
+            listener.wait(10)
+            return received.seek(0, os.SEEK_END)
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+                listener.wait()
+
+
+def check_published_rules(lab: lablib.Lab) -> str:
+    c1, br = lab.ip["c1"], lab.ifname["bridge"]
+    expect(lab.published == [lablib.PublishedPort(8080, 80, "tcp"), lablib.PublishedPort(5300, 53, "udp")],
+           f"lab.published {lab.published}")
+    nat = lab.run("host", "iptables-save", "-t", "nat").stdout.splitlines()
+    filt = lab.run("host", "iptables-save", "-t", "filter").stdout.splitlines()
+    want_nat = [":DOCKER - [0:0]",
+                "-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER",
+                "-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+                f"-A POSTROUTING -s {c1}/32 -d {c1}/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
+                f"-A POSTROUTING -s {c1}/32 -d {c1}/32 -p udp -m udp --dport 53 -j MASQUERADE",
+                f"-A DOCKER -i {br} -j RETURN",
+                f"-A DOCKER ! -i {br} -p tcp -m tcp --dport 8080 -j DNAT --to-destination {c1}:80",
+                f"-A DOCKER ! -i {br} -p udp -m udp --dport 5300 -j DNAT --to-destination {c1}:53"]
+    want_filter = [":DOCKER - [0:0]",
+                   f"-A FORWARD -o {br} -j DOCKER",
+                   f"-A DOCKER -d {c1}/32 ! -i {br} -o {br} -p tcp -m tcp --dport 80 -j ACCEPT",
+                   f"-A DOCKER -d {c1}/32 ! -i {br} -o {br} -p udp -m udp --dport 53 -j ACCEPT"]
+    missing = [r for r in want_nat if r not in nat] + [r for r in want_filter if r not in filt]
+    expect(not missing, f"missing {missing}; nat: {' | '.join(nat)}; filter: {' | '.join(filt)}")
+    return f"{len(want_nat) - 1} nat and {len(want_filter) - 1} filter rules, as Docker's -p installs them"
+
+
+def check_published_tcp(lab: lablib.Lab) -> str:
+    host = lab.ip["host"]
+    lab.flush_conntrack()
+    got = tcp_to_c1(lab, "server", host, 8080, 100000, 80)
+    expect(got == 100000, f"c1:80 received {got} of 100000 bytes")
+    ct = [e for e in lab.conntrack() if e.proto == "tcp" and e.original.dport == 8080]
+    expect(len(ct) == 1, f"conntrack: {[e.raw for e in lab.conntrack()]}")
+    e = ct[0]
+    expect((e.original.src, e.original.dst) == (lab.ip["server"], host), f"original tuple: {e.raw}")
+    expect((e.reply.src, e.reply.sport) == (lab.ip["c1"], 80), f"reply tuple: {e.raw}")
+    counters = lab.run("host", "iptables", "-L", "DOCKER", "-v", "-n", "-x").stdout
+    accepted = [line for line in counters.splitlines() if "ACCEPT" in line and "dpt:80" in line]
+    expect(accepted and int(accepted[0].split()[0]) > 0, f"FORWARD accept counters: {counters}")
+    return (f"{got} bytes from {lab.ip['server']} via {host}:8080 to {lab.ip['c1']}:80; conntrack "
+            f"{e.original.dst}:{e.original.dport} ⇄ {e.reply.src}:{e.reply.sport}; FORWARD accept "
+            f"counted {accepted[0].split()[0]} packets")
+
+
+def check_published_udp(lab: lablib.Lab) -> str:
+    echo = lab.popen("c1", "socat", "-T", "2", "UDP-RECVFROM:53,fork,reuseaddr", "PIPE",
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lab.wait_listening("c1", "udp", 53)
+        payloads = [f"published udp {i}\n".encode().hex() for i in range(3)]
+        out = lab.run("server", sys.executable, LABLIB_PY, "_udp-client", lab.ip["host"],
+                      5300, 41000, 0.05, *payloads).stdout.split()
+    finally:
+        echo.terminate()
+        echo.wait(5)
+    expect(out == ["ok"] * 3, f"udp client: {out}")
+    ct = [e for e in lab.conntrack() if e.proto == "udp" and e.original.dport == 5300]
+    expect(len(ct) == 1 and (ct[0].reply.src, ct[0].reply.sport) == (lab.ip["c1"], 53),
+           f"conntrack: {[e.raw for e in ct]}")
+    return f"3/3 datagrams echoed by c1:53 through {lab.ip['host']}:5300"
+
+
+def check_published_local(lab: lablib.Lab) -> str:
+    got = tcp_to_c1(lab, "host", lab.ip["host"], 8080, 5000, 80)
+    expect(got == 5000, f"c1:80 received {got} of 5000 bytes")
+    return f"the host's own connection to {lab.ip['host']}:8080 reached c1:80 (nat OUTPUT)"
+
+
+def check_published_not_from_containers(lab: lablib.Lab) -> str:
+    # c1 listens, so a DNAT would not be refused (c1's answer would bypass the host and be reset).
+    listener = lab.popen("c1", "socat", "-u", "TCP-LISTEN:80,reuseaddr", "/dev/null", stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        lab.wait_listening("c1", "tcp", 80)
+        r = lab.run("c2", sys.executable, LABLIB_PY, "_tcp-client", lab.ip["host"], 8080, 10,
+                    check=False, timeout=30)
+        expect(r.returncode != 0 and "Connection refused" in r.stderr, f"rc {r.returncode}: {r.stderr.strip()}")
+        expect(listener.poll() is None, "c1's listener got a connection")
+    finally:
+        listener.kill()
+        listener.wait()
+    return "c2 → host:8080 refused by the host (Docker's RETURN: docker-proxy's job, and the lab has none)"
+
+
+def check_ipv6_addresses(lab: lablib.Lab) -> str:
+    e = lab.env
+    where = (("c1", "eth0", "c1"), ("c2", "eth0", "c2"), ("host", lab.ifname["bridge"], "bridge"),
+             ("host", lab.ifname["uplink"], "host"), ("router", e["ROUTER_UPLINK"], "router"),
+             ("router", e["ROUTER_DOWNLINK"], "router_server"), ("server", e["SERVER_IF"], "server"))
+    for ns, dev, role in where:
+        out = lab.run(ns, "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global").stdout
+        expect(f" {lab.ip6[role]}/64 " in out and "tentative" not in out, f"{ns} {dev}: {out.strip()!r}")
+    for ns, gw in (("c1", "bridge"), ("c2", "bridge"), ("host", "router"), ("server", "router_server")):
+        route = lab.run(ns, "ip", "-6", "route", "show", "default").stdout
+        expect(f"via {lab.ip6[gw]} " in route, f"{ns} default route {route.strip()!r}")
+    return ", ".join(f"{ns} {dev} {lab.ip6[role]}/64" for ns, dev, role in where)
+
+
+def ping6_sources(lab: lablib.Lab, path: Path, containers: Sequence[str]) -> tuple[dict, set[str]]:
+    """Each container pings the server's IPv6 address 3 times; returns the ping results and the
+    source addresses of the echo requests seen on the server's eth0 (tshark)."""
+    results = {}
+    with lablib.Tcpdump(lab.ns["server"], lab.ifname["server"], path, filter="icmp6"):
+        for c in containers:
+            results[c] = lab.run(c, "ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "2", lab.ip6["server"],
+                                 check=False)
+    rows = lablib.tshark_fields(path, ["ipv6.src"], "icmpv6.type == 128")
+    return results, {r[0] for r in rows}
+
+
+def check_ipv6_masquerade(lab: lablib.Lab, tmp: Path) -> str:
+    nat = lab.run("host", "ip6tables-save", "-t", "nat").stdout.splitlines()
+    rule = f"-A POSTROUTING -s {lab.env['BRIDGE_SUBNET6']} ! -o {lab.ifname['bridge']} -j MASQUERADE"
+    if rule not in nat:
+        # --ipv6 (auto) falls back to routed IPv6 where the kernel has no ip6 nat; say so in the map.
+        expect("IPv6 (routed)" in lab.map, f"no '{rule}' in ip6tables-save and the map says: {lab.map}")
+        return "no ip6 nat in this kernel: the lab is routed (as its map says)"
+    c1, br = lab.ip6["c1"], lab.ifname["bridge"]
+    for want in (f"-A DOCKER ! -i {br} -p tcp -m tcp --dport 8080 -j DNAT --to-destination [{c1}]:80",
+                 f"-A DOCKER ! -i {br} -p udp -m udp --dport 5300 -j DNAT --to-destination [{c1}]:53"):
+        expect(want in nat, f"no '{want}' in ip6tables-save: {' | '.join(nat)}")
+    pings, sources = ping6_sources(lab, tmp / "lab2-server6.pcap", ["c1"])
+    expect(pings["c1"].returncode == 0 and " 0% packet loss" in pings["c1"].stdout, pings["c1"].stdout)
+    expect(sources == {lab.ip6["host"]}, f"the server saw echo requests from {sources}")
+    return f"ip6tables MASQUERADE and DNAT; c1's ping6 answered 3/3, the server saw {lab.ip6['host']}"
+
+
+def check_ipv6_published(lab: lablib.Lab) -> str:
+    if "IPv6 (masquerade)" not in lab.map:
+        return "skipped: routed IPv6 here (no ip6 nat), published ports are IPv4 only then"
+    got = tcp_to_c1(lab, "server", lab.ip6["host"], 8080, 20000, 80)
+    expect(got == 20000, f"c1:80 received {got} of 20000 bytes")
+    return f"{got} bytes from {lab.ip6['server']} via [{lab.ip6['host']}]:8080 to [{lab.ip6['c1']}]:80"
+
+
+def check_ipv6_routed(lab: lablib.Lab, tmp: Path) -> str:
+    expect(lab.ipv6 == "routed" and "c3" in lab.ip6, f"ipv6 {lab.ipv6!r}, ip6 {lab.ip6}")
+    nat = lab.run("host", "ip6tables-save", "-t", "nat").stdout
+    expect("MASQUERADE" not in nat, f"routed, yet ip6tables-save: {nat}")
+    routes = lab.run("router", "ip", "-6", "route").stdout
+    for subnet in (lab.env["BRIDGE_SUBNET6"], lab.env["USERNET_SUBNET6"]):
+        expect(f"{subnet} via {lab.ip6['host']} " in routes, f"router has no {subnet} via the host: {routes}")
+    pings, sources = ping6_sources(lab, tmp / "lab3-server6.pcap", ["c1", "c3"])
+    for c, r in pings.items():
+        expect(r.returncode == 0 and " 0% packet loss" in r.stdout, f"{c}: {r.stdout}")
+    expect(sources == {lab.ip6["c1"], lab.ip6["c3"]}, f"the server saw echo requests from {sources}")
+    return f"no masquerade, router routes to both prefixes; the server saw {' and '.join(sorted(sources))}"
+
+
+def check_env_output() -> str:
+    r = lab_sh("env", "htenv", "--publish", "8080:80", "--publish=53/udp", "--ipv6", env=LAB_VARS)
+    expect(r.returncode == 0, r.stderr)
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    expect(env["PUBLISHED_PORTS"] == "8080:80/tcp,53:53/udp" and env["IPV6"] == "auto",
+           f"PUBLISHED_PORTS={env['PUBLISHED_PORTS']} IPV6={env['IPV6']}")
+    for key in ("HOST_IP6", "C1_IP6", "C2_IP6", "SERVER_IP6", "BRIDGE_IP6", "ROUTER_IP6", "C3_IP6"):
+        expect(key in env, f"no {key} in lab.sh env")
+    r = lab_sh("env", "htenv", env={**LAB_VARS, "HOPTRACE_LAB_PUBLISH": "8080:80, 9090/udp",
+                                    "HOPTRACE_LAB_IPV6": "routed"})
+    env2 = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    expect((env2["PUBLISHED_PORTS"], env2["IPV6"]) == ("8080:80/tcp,9090:9090/udp", "routed"),
+           f"from the variables: {env2['PUBLISHED_PORTS']} {env2['IPV6']}")
+    r = lab_sh("env", "htenv", "--publish", "1:2", "--ipv6=nat", env={**LAB_VARS, "HOPTRACE_LAB_PUBLISH": "8080:80",
+                                                                     "HOPTRACE_LAB_IPV6": "routed"})
+    env3 = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    expect((env3["PUBLISHED_PORTS"], env3["IPV6"]) == ("1:2/tcp", "nat"), f"options over variables: {env3}")
+    return (f"PUBLISHED_PORTS={env['PUBLISHED_PORTS']} IPV6={env['IPV6']} HOST_IP6={env['HOST_IP6']}; "
+            "the variables work, options win over them")
+
+
+USAGE_ERRORS = [(["--publish"], {}), (["--publish", "0:80"], {}), (["--publish", "80:65536"], {}),
+                (["--publish", "8080:80/sctp"], {}), (["--publish", "http"], {}),
+                (["--publish", "8080:80", "--publish", "8080:81"], {}), (["--ipv6=yes"], {}), (["--frobnicate"], {}),
+                ([], {"HOPTRACE_LAB_IPV6": "yes"}), ([], {"HOPTRACE_LAB_PUBLISH": "8080:80:90"})]
+
+
+def check_usage_errors() -> str:
+    prefix = "ht" + os.urandom(3).hex()
+    lines = []
+    for args, env in USAGE_ERRORS:
+        r = lab_sh("up", prefix, *args, env={**LAB_VARS, **env})
+        what = " ".join(args + [f"{k}={v}" for k, v in env.items()])
+        expect(r.returncode == 2, f"{what}: exit {r.returncode}, want 2: {r.stderr.strip()}")
+        err = r.stderr.strip().splitlines()
+        expect(len(err) == 1 and err[0].startswith("lab.sh: "), f"{what}: stderr {err}")
+        lines.append(err[0])
+    left = {n for n in netns_list() if n.startswith(prefix + "-")}
+    expect(not left, f"a rejected up made namespaces: {sorted(left)}")
+    return f"{len(USAGE_ERRORS)} bad arguments, each exit 2 with one line, e.g. {lines[1]!r}"
+
+
+def check_status(lab: lablib.Lab) -> str:
+    r = lab_sh("status", lab.prefix)
+    expect(r.returncode == 0, r.stderr)
+    for want in (lab.ip6["c1"], lab.ip6["host"], lab.ip6["server"], "-- nat6", "-- filter",
+                 f"--dport 8080 -j DNAT --to-destination {lab.ip['c1']}:80",
+                 f"default via {lab.ip6['router']}"):
+        expect(want in r.stdout, f"no {want!r} in lab.sh status")
+    return "addresses, IPv6 routes, nat/nat6 and filter rules shown"
 
 
 def check_topology(lab: lablib.Lab) -> str:
@@ -190,9 +433,10 @@ def run_checks(tmp: Path) -> int:
             expect(got == 1 << 20, f"server received {got} bytes")
             return f"{got} bytes"
         check("tcp upload of 1 MiB", tcp)
+        check("without --publish/--ipv6: no IPv6, no DOCKER chains", lambda: check_defaults(lab))
 
-        # --- a second lab next to the first
-        with lablib.Lab() as lab2:
+        # --- a second lab next to the first, with published ports and IPv6
+        with lablib.Lab(publish=PUBLISH, ipv6=True) as lab2:
             prefixes.append(lab2.prefix)
 
             def two_labs() -> str:
@@ -203,6 +447,18 @@ def run_checks(tmp: Path) -> int:
                 expect(all(r.received == 2 for r in (*p.values(), *q.values())), "pings failed in a lab")
                 return f"{lab.prefix} and {lab2.prefix} both up and answering"
             check("two labs at once", two_labs)
+
+            check("--publish: Docker's nat and filter rules (iptables-save)", lambda: check_published_rules(lab2))
+            check("--publish: TCP from the server to HOST_IP:8080 reaches c1:80", lambda: check_published_tcp(lab2))
+            check("--publish: UDP from the server to HOST_IP:5300 reaches c1:53", lambda: check_published_udp(lab2))
+            check("--publish: the host's own connection is DNATed too", lambda: check_published_local(lab2))
+            check("--publish: containers are not DNATed", lambda: check_published_not_from_containers(lab2))
+            check("--ipv6: addresses and default routes (ip -6)", lambda: check_ipv6_addresses(lab2))
+            check("--ipv6: ip6tables MASQUERADE, ping6 c1 → server masqueraded",
+                  lambda: check_ipv6_masquerade(lab2, tmp))
+            check("--ipv6 --publish: TCP from the server to [HOST_IP6]:8080 reaches c1:80",
+                  lambda: check_ipv6_published(lab2))
+            check("status shows IPv6 and published ports", lambda: check_status(lab2))
 
             def no_masquerade() -> str:
                 lab2.run("host", "iptables", "-t", "nat", "-F", "POSTROUTING")
@@ -215,6 +471,12 @@ def run_checks(tmp: Path) -> int:
                 expect(srcs == {lab2.ip["c1"]}, f"server saw sources {srcs}")
                 return f"server saw {lab2.ip['c1']} unmasqueraded, replies unroutable"
             check("without MASQUERADE the router cannot route replies", no_masquerade)
+
+        # --- routed IPv6 (Docker without ip6tables), with the user-defined network
+        with lablib.Lab(ipv6="routed", usernet=True) as lab3:
+            prefixes.append(lab3.prefix)
+            check("--ipv6=routed: no masquerade, c1 and c3 reach the server with their own addresses",
+                  lambda: check_ipv6_routed(lab3, tmp))
 
     def all_gone() -> str:
         left = {n for n in netns_list() if any(n.startswith(p + "-") for p in prefixes)}
@@ -241,6 +503,8 @@ def run_checks(tmp: Path) -> int:
     r = lab_sh("up", "Bad_Prefix")
     check("bad prefix rejected", lambda: expect(r.returncode != 0 and "bad prefix" in r.stderr, r.stderr)
           or r.stderr.strip())
+    check("lab.sh env: IPv6 addresses, PUBLISHED_PORTS, options and variables", check_env_output)
+    check("usage errors: one line, exit 2, nothing built", check_usage_errors)
 
     passed, failed = results.count(True), results.count(False)
     print(f"{passed} passed, {failed} failed", flush=True)

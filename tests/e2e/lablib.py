@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_SH = REPO_ROOT / "examples" / "lab.sh"
@@ -270,6 +270,13 @@ def parse_conntrack(text: str) -> list[ConntrackEntry]:
 # The lab
 
 
+class PublishedPort(NamedTuple):
+    """A port of c1 published by ``lab.sh up --publish`` (`docker run -p host:container/proto`)."""
+    host: int
+    container: int
+    proto: str  # "tcp" or "udp"
+
+
 class Lab:
     """The namespace lab of examples/lab.sh, as a context manager.
 
@@ -283,6 +290,16 @@ class Lab:
     third container c3 (172.18.0.2) on it, like ``docker network create`` + ``docker run
     --network``. The "c3"/"usernet_bridge" keys below exist only then.
 
+    ``Lab(publish=["8080:80", "5300:53/udp"])`` (default: $HOPTRACE_LAB_PUBLISH) publishes ports of
+    c1 like ``docker run -p`` (``lab.sh up --publish``: DNAT from the host's addresses, Docker's
+    DOCKER chains); ``published`` lists them as PublishedPort(host, container, proto).
+
+    ``Lab(ipv6=True)`` (or "nat", "routed"; default: $HOPTRACE_LAB_IPV6) builds the IPv6 lab of
+    ``lab.sh up --ipv6``: a ULA /64 on every link, default routes, ip6tables MASQUERADE of
+    fd00:17::/64 ("nat" insists on it, "routed" never masquerades, True = masquerade where the kernel
+    can). ``ipv6`` is then "auto", "nat" or "routed" ("" without IPv6) and ``ip6`` holds the
+    addresses, keyed like ``ip``.
+
     Attributes (from ``lab.sh env``, the one place the names live):
       prefix; usernet; env (the raw KEY: value dict);
       ns     {"host", "c1", "c2", "router", "server"[, "c3"]} -> namespace name;
@@ -291,13 +308,22 @@ class Lab:
               "usernet_bridge"]} -> IPv4 address;
       mac    {"c1", "c2"[, "c3"]};
       ifname {"container", "bridge", "uplink", "router_uplink", "router_downlink", "server"[,
-              "usernet_bridge"]}.
+              "usernet_bridge"]};
+      ip6    {} without IPv6, else keyed like ip (IPv6 addresses, each on a /64);
+      published [PublishedPort(host, container, proto)], the ports of c1 (host ports on HOST_IP).
     """
 
-    def __init__(self, prefix: str | None = None, *, reuse: bool = False, usernet: bool | None = None):
+    def __init__(self, prefix: str | None = None, *, reuse: bool = False, usernet: bool | None = None,
+                 publish: Sequence[str] | None = None, ipv6: bool | str | None = None):
         self.prefix = prefix or "ht" + secrets.token_hex(3)
         self.reuse = reuse
         self.usernet = os.environ.get("HOPTRACE_LAB_USERNET") == "1" if usernet is None else usernet
+        # As lab.sh reads them: HOPTRACE_LAB_PUBLISH (comma-separated specs), HOPTRACE_LAB_IPV6.
+        self._publish_var = os.environ.get("HOPTRACE_LAB_PUBLISH", "") if publish is None else ",".join(publish)
+        if ipv6 is None:
+            self._ipv6_var = os.environ.get("HOPTRACE_LAB_IPV6", "0")
+        else:
+            self._ipv6_var = ("1" if ipv6 else "0") if isinstance(ipv6, bool) else ipv6
         self.owned = False
         self._up_proc: subprocess.Popen | None = None
         self.map = ""
@@ -319,10 +345,25 @@ class Lab:
             self.ip["usernet_bridge"] = e["USERNET_BRIDGE_IP"]
             self.mac["c3"] = e["C3_MAC"]
             self.ifname["usernet_bridge"] = e["USERNET_BRIDGE"]
+        self.ipv6 = "" if e["IPV6"] == "0" else e["IPV6"]
+        self.ip6: dict[str, str] = {}
+        if self.ipv6:
+            self.ip6 = {"c1": e["C1_IP6"], "c2": e["C2_IP6"], "bridge": e["BRIDGE_IP6"], "host": e["HOST_IP6"],
+                        "router": e["ROUTER_IP6"], "router_server": e["ROUTER_SERVER_IP6"],
+                        "server": e["SERVER_IP6"]}
+            if self.usernet:
+                self.ip6["c3"] = e["C3_IP6"]
+                self.ip6["usernet_bridge"] = e["USERNET_BRIDGE_IP6"]
+        self.published = []
+        for spec in filter(None, e["PUBLISHED_PORTS"].split(",")):  # "8080:80/tcp"
+            ports, proto = spec.split("/")
+            host, container = ports.split(":")
+            self.published.append(PublishedPort(int(host), int(container), proto))
 
     def _lab_sh_env(self) -> dict[str, str]:
-        """The environment for lab.sh: HOPTRACE_LAB_USERNET as this Lab wants it."""
-        return {**os.environ, "HOPTRACE_LAB_USERNET": "1" if self.usernet else "0"}
+        """The environment for lab.sh: HOPTRACE_LAB_USERNET, _PUBLISH and _IPV6 as this Lab wants them."""
+        return {**os.environ, "HOPTRACE_LAB_USERNET": "1" if self.usernet else "0",
+                "HOPTRACE_LAB_PUBLISH": self._publish_var, "HOPTRACE_LAB_IPV6": self._ipv6_var}
 
     def _read_env(self) -> dict[str, str]:
         r = subprocess.run([str(LAB_SH), "env", self.prefix], capture_output=True, text=True,

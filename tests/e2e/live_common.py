@@ -302,16 +302,17 @@ def netns_left(prefixes: Sequence[str]) -> list[str]:
     return sorted(n for n in names if any(n.startswith(p + "-") for p in prefixes))
 
 
-def run_lab_test(name: str, title: str, fn, watchdog_s: float = 170) -> int:
-    """The whole of a one-lab end-to-end test: skip or fail without namespaces, build a fresh lab and a
-    scratch directory, run fn(checks, hoptrace, lab, tmp) as one guarded check, make sure the lab is gone,
-    and return the exit code (the summary line is printed)."""
+def run_lab_test(name: str, title: str, fn, watchdog_s: float = 170, lab_options: dict | None = None) -> int:
+    """The whole of a one-lab end-to-end test: skip or fail without namespaces, build a fresh lab (with
+    lablib.Lab(**lab_options), e.g. {"publish": ["8080:80"]} or {"ipv6": "nat"}) and a scratch directory,
+    run fn(checks, hoptrace, lab, tmp) as one guarded check, make sure the lab is gone, and return the
+    exit code (the summary line is printed)."""
     lablib.require_root_or_skip()
     hoptrace = lablib.hoptrace_binary()
     lablib.arm_watchdog(watchdog_s)
     checks = Checks()
     prefixes = []
-    with workdir(f"hoptrace-{name}-") as tmp, lablib.Lab() as lab:
+    with workdir(f"hoptrace-{name}-") as tmp, lablib.Lab(**(lab_options or {})) as lab:
         prefixes.append(lab.prefix)
         guarded(checks, title, fn, checks, hoptrace, lab, tmp)
     checks("no namespace left behind", lambda: expect(not netns_left(prefixes), f"left: {netns_left(prefixes)}")
