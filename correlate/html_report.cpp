@@ -368,6 +368,7 @@ private:
     void box_plots(const Json& flow);
     void histograms();
     void icmp_error_table();
+    void traceroute_tables();
     void point_table();
     std::vector<Journey> sample_journeys(const Json& flow, std::size_t& total);
 };
@@ -461,6 +462,7 @@ std::string Page::render() {
         if (m_drawn.contains(int_of(*f, "id"))) flow_detail(*f);
     histograms();
     icmp_error_table();
+    traceroute_tables();
     point_table();
     m_out.append("</main>\n<footer class=\"wrap\">");
     const auto version = m_db.meta("hoptrace_version");
@@ -1161,10 +1163,15 @@ void Page::flow_detail(const Json& f) {
                                              : state == "differs" ? "<span class=\"badge b-bad\">differs</span>"
                                                                   : "<span class=\"badge b-none\">" + e(state) + "</span>");
     }
-    for (const Json& l : array_of(f, "lost"))
-        m_out.append(" · <span class=\"badge b-bad\">✕ ").append(num(int_of(l, "count"))).append(" ")
-            .append(e(str_of(l, "direction"))).append(" lost after ").append(e(str_of(l, "after")))
-            .append(", never at ").append(e(str_of(l, "expected"))).append("</span>");
+    for (const Json& l : array_of(f, "lost")) {
+        const std::string cause = l.contains("cause") ? str_of(l, "cause") : "dropped";
+        m_out.append(" · <span class=\"badge ").append(cause == "dropped" ? "b-bad\">✕ " : "b-err\">⚠ ")
+            .append(num(int_of(l, "count"))).append(" ").append(e(str_of(l, "direction")));
+        if (cause == "expired") m_out.append(" expired (TTL) after ");
+        else if (cause == "rejected") m_out.append(" answered by an ICMP error after ");
+        else m_out.append(" lost after ");
+        m_out.append(e(str_of(l, "after"))).append(", never at ").append(e(str_of(l, "expected"))).append("</span>");
+    }
     if (const auto it = m_errors_of_flow.find(id); it != m_errors_of_flow.end())
         m_out.append(" · <span class=\"badge b-err\">⚠ ")
             .append(plural(static_cast<std::int64_t>(it->second.size()), "ICMP error", "ICMP errors"))
@@ -1646,6 +1653,49 @@ void Page::icmp_error_table() {
     if (errors.size() > m_opt.max_table_rows)
         m_out.append("<p class=\"note\">").append(num(static_cast<std::int64_t>(errors.size() - m_opt.max_table_rows)))
             .append(" more in the JSON report.</p>\n");
+    m_out.append("</section>\n");
+}
+
+// One table per traceroute: a row per TTL, as traceroute prints it, with our points and round trips.
+void Page::traceroute_tables() {
+    const Json& traces = array_of(m_report, "traceroutes");
+    if (traces.empty()) return;
+    m_out.append("<section id=\"traceroutes\"><h2>Traceroute</h2>\n");
+    for (const Json& t : traces) {
+        m_out.append("<h3 class=\"mono\">").append(e(str_of(t, "proto"))).append(" ").append(e(str_of(t, "src")))
+            .append(" → ").append(e(str_of(t, "dst"))).append("</h3>\n<table><thead><tr><th class=\"n\">ttl</th>"
+            "<th>answered by</th><th class=\"n\">answers</th><th>probe passed</th><th>answer came back via</th>"
+            "<th>round trip at each point</th></tr></thead><tbody>\n");
+        for (const Json& row : array_of(t, "hops")) {
+            const Json* example = nullptr;
+            for (const Json& p : array_of(row, "probes"))
+                if (example == nullptr || (p.contains("answer") && !example->contains("answer"))) example = &p;
+            std::string who;
+            for (const Json& r : array_of(row, "reporters")) who += (who.empty() ? "" : ", ") + value_text(r);
+            m_out.append("<tr><td class=\"n\">").append(num(int_of(row, "ttl"))).append("</td><td class=\"mono\">")
+                .append(who.empty() ? "*" : e(who));
+            if (example != nullptr && example->contains("answer"))
+                m_out.append(" <span class=\"badge ").append(row.value("reached_destination", false) ? "b-ok" : "b-err")
+                    .append("\">").append(e(str_of((*example)["answer"], "kind"))).append("</span>");
+            m_out.append("</td><td class=\"n\">").append(num(int_of(row, "answered"))).append("/")
+                .append(num(static_cast<std::int64_t>(array_of(row, "probes").size()))).append("</td><td>");
+            if (example != nullptr) {
+                const Json& path = array_of(*example, "path");
+                for (std::size_t i = 0; i < path.size(); ++i) m_out.append(i ? " → " : "").append(e(value_text(path[i])));
+            }
+            m_out.append("</td><td>");
+            if (example != nullptr && example->contains("answer")) {
+                const Json& back = array_of((*example)["answer"], "path");
+                for (std::size_t i = 0; i < back.size(); ++i) m_out.append(i ? " → " : "").append(e(value_text(back[i])));
+            }
+            m_out.append("</td><td class=\"mono\">");
+            if (example != nullptr)
+                for (const Json& r : array_of(*example, "rtt"))
+                    m_out.append(e(str_of(r, "point"))).append(" ").append(e(format_duration(int_of(r, "ns")))).append("<br>");
+            m_out.append("</td></tr>\n");
+        }
+        m_out.append("</tbody></table>\n");
+    }
     m_out.append("</section>\n");
 }
 

@@ -322,7 +322,15 @@ def run_live(checks: Checks, hoptrace: Path, browser: str, lab: lablib.Lab, tmp:
         expect(len(errors) >= 2, f"{len(errors)} ICMP errors from the traceroute (want time exceeded and unreachable)")
         expect('<g class="tag err">' in text, "no ICMP error tag in the path diagram")
         expect('<g class="j err">' in text, "no ICMP error journey in a ladder")
-        return f"{lost} lost after the drop rule (iptables counted {dropped}), {len(errors)} ICMP errors, all flagged"
+        traces = report.get("traceroutes", [])
+        expect(len(traces) == 1 and traces[0]["dst"] == lab.ip["server"], f"traceroutes in the report: {traces}")
+        section = text[text.find('<section id="traceroutes">'):]
+        section = section[:section.find("</section>")]
+        expect(section and section.count("<tr><td class=\"n\">") == len(traces[0]["hops"]) >= 2,
+               f"traceroute table rows: {section[:400]}")
+        expect("time exceeded" in section, "no time exceeded in the traceroute table")
+        return (f"{lost} lost after the drop rule (iptables counted {dropped}), {len(errors)} ICMP errors, all flagged; "
+                f"traceroute table with {len(traces[0]['hops'])} rows")
     checks("losses and ICMP errors are flagged on the diagrams", losses_and_errors)
 
     r = chromium(browser, page.as_uri(), f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}",

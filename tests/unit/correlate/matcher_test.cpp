@@ -3,6 +3,7 @@
 
 #include "correlate/analysis.hpp"
 #include "correlate/matcher.hpp"
+#include "tracer/packet.hpp"
 
 #include <gtest/gtest.h>
 
@@ -302,6 +303,138 @@ TEST(Analysis, flow_direction_rewrites_and_loss) {
             EXPECT_EQ(h.max_ns, 400);
         }
     }
+}
+
+// The journey (index) that contains sighting `index`.
+std::size_t journey_index(const Journeys& j, std::size_t index) {
+    for (std::size_t k = 0; k < j.count(); ++k) {
+        auto m = j.of(k);
+        if (std::find(m.begin(), m.end(), index) != m.end()) return k;
+    }
+    ADD_FAILURE() << "sighting " << index << " is in no journey";
+    return 0;
+}
+
+// A live capture of c1 eth0 (1), its veth (2), docker0 (3) and the uplink (4).
+MatchOptions live_options() {
+    MatchOptions options;
+    options.role_rank = {{1, 0}, {2, 1}, {3, 2}, {4, 3}};
+    options.container_points = {1};
+    options.capture_start_ns = 1;
+    options.capture_stop_ns = 10'000'000'000;
+    return options;
+}
+
+TEST(Relations, each_icmp_error_answers_the_probe_it_quotes_not_the_latest_one) {
+    // traceroute -I sends three echo requests at once (one flow: same id), TTL 1; the host answers the
+    // second and the first, in that order. The quoted IPv4 id and echo sequence name the probe.
+    const Tuple echo{1, ip("172.17.0.2"), ip("198.51.100.10"), 77, 0};
+    const Tuple error{1, ip("172.17.0.1"), ip("172.17.0.2"), 0, 0};
+    Builder b;
+    std::size_t probe[3];
+    for (int n = 0; n < 3; ++n) {
+        const std::int64_t t = 1'000 + n * 100;
+        const auto fp = static_cast<std::uint64_t>(10 + n);
+        probe[n] = b.add(1, t, fp, echo);
+        b.add(2, t + 10, fp, echo), b.add(3, t + 20, fp, echo);
+        for (std::size_t i = b.sightings.size() - 3; i < b.sightings.size(); ++i) {
+            b.sightings[i].icmp_type = 8;
+            b.sightings[i].seq = static_cast<std::uint32_t>(n + 1);
+            b.sightings[i].ip_id = static_cast<std::uint16_t>(500 + n);
+        }
+    }
+    std::size_t answer[2];
+    for (int k = 0; k < 2; ++k) {
+        const int n = 1 - k;  // the second probe is answered first
+        const std::int64_t t = 5'000 + k * 100;
+        const auto fp = static_cast<std::uint64_t>(20 + k);
+        answer[k] = b.add(3, t, fp, error);
+        b.add(2, t + 10, fp, error), b.add(1, t + 20, fp, error);
+        for (std::size_t i = b.sightings.size() - 3; i < b.sightings.size(); ++i) {
+            Sighting& s = b.sightings[i];
+            s.flags = packet_flag::k_icmp_error;
+            s.icmp_type = 11;
+            s.inner = echo;
+            s.has_inner_ip_id = true;
+            s.inner_ip_id = static_cast<std::uint16_t>(500 + n);
+            s.has_inner_seq = true;
+            s.inner_seq = static_cast<std::uint32_t>(n + 1);
+        }
+    }
+    // A fourth probe, with TTL 2, went out by the uplink: that is where the flow's packets go.
+    const Tuple echo_nat{1, ip("192.168.43.116"), ip("198.51.100.10"), 77, 0};
+    b.add(1, 6'000, 40, echo), b.add(2, 6'010, 40, echo), b.add(3, 6'020, 40, echo), b.add(4, 6'030, 40, echo_nat);
+    for (std::size_t i = b.sightings.size() - 4; i < b.sightings.size(); ++i) {
+        b.sightings[i].icmp_type = 8;
+        b.sightings[i].seq = 4;
+        b.sightings[i].ip_id = 503;
+    }
+    b.add(4, 9'000'000'000, 99, udp("1.1.1.1", 1, "2.2.2.2", 2));  // the uplink kept capturing
+    const MatchOptions options = live_options();
+    Journeys j = match(b.sightings, options);
+    const Analysis a = analyse(b.sightings, j, options);
+    for (int k = 0; k < 2; ++k) {
+        const JourneyInfo& info = a.journeys[journey_index(j, answer[k])];
+        EXPECT_TRUE(info.icmp_error);
+        EXPECT_EQ(info.relation, Relation::answers);
+        EXPECT_EQ(info.related, journey_index(j, probe[1 - k])) << "error " << k;
+    }
+    // The two answered probes expired after docker0; the third was dropped there without an answer.
+    std::map<LossCause, std::uint64_t> causes;
+    for (const Loss& l : a.losses) {
+        EXPECT_EQ(l.after_point, 3U);
+        causes[l.cause] += l.count;
+    }
+    EXPECT_EQ(causes, (std::map<LossCause, std::uint64_t>{{LossCause::dropped, 1}, {LossCause::expired, 2}}));
+}
+
+TEST(Relations, echo_replies_answer_their_request_and_tcp_retransmissions_repeat_the_original) {
+    Builder b;
+    const Tuple echo{1, ip("172.17.0.2"), ip("198.51.100.10"), 9, 0};
+    const std::size_t request = b.add(1, 1'000, 1, echo);
+    b.sightings[request].icmp_type = 8, b.sightings[request].seq = 4;
+    const std::size_t other = b.add(1, 2'000, 2, echo);
+    b.sightings[other].icmp_type = 8, b.sightings[other].seq = 5;
+    const std::size_t reply = b.add(1, 3'000, 3, echo.reversed());
+    b.sightings[reply].icmp_type = 0, b.sightings[reply].seq = 4;
+
+    const Tuple tcp{6, ip("172.17.0.2"), ip("198.51.100.10"), 40000, 80};
+    auto segment = [&](std::int64_t t, std::uint64_t fp, std::uint32_t seq, std::uint32_t len) {
+        const std::size_t i = b.add(1, t, fp, tcp);
+        b.sightings[i].seq = seq, b.sightings[i].payload_len = len, b.sightings[i].tcp_flags = 0x18;
+        return i;
+    };
+    const std::size_t first = segment(10'000, 10, 1000, 100);
+    const std::size_t second = segment(10'100, 11, 1100, 100);
+    const std::size_t ack = segment(10'200, 12, 1200, 0);  // a pure ACK: never a retransmission
+    b.sightings[ack].tcp_flags = 0x10;
+    const std::size_t again = segment(310'000'000, 13, 1000, 100);  // RTO: new IP id, new fingerprint
+    const std::size_t ack_again = segment(310'000'100, 14, 1200, 0);
+    b.sightings[ack_again].tcp_flags = 0x10;
+    Journeys j = match(b.sightings);
+    const Analysis a = analyse(b.sightings, j);
+    auto info = [&](std::size_t i) { return a.journeys[journey_index(j, i)]; };
+    EXPECT_EQ(info(reply).relation, Relation::answers);
+    EXPECT_EQ(info(reply).related, journey_index(j, request));
+    EXPECT_EQ(info(other).relation, Relation::none);
+    EXPECT_EQ(info(again).relation, Relation::repeats);
+    EXPECT_EQ(info(again).related, journey_index(j, first));
+    EXPECT_EQ(info(second).relation, Relation::none);
+    EXPECT_EQ(info(ack_again).relation, Relation::none);
+}
+
+TEST(Relations, a_duplicated_datagram_repeats_the_first_copy) {
+    // The same UDP datagram (same fingerprint) seen twice at the uplink: a duplicate, its own journey.
+    Builder b;
+    const std::size_t original = b.add(1, 1'000, 7, k_c1);
+    b.add(4, 2'000, 7, k_c1_nat);
+    const std::size_t copy = b.add(4, 2'500, 7, k_c1_nat);
+    Journeys j = match(b.sightings);
+    const Analysis a = analyse(b.sightings, j);
+    ASSERT_EQ(j.count(), 2U);
+    EXPECT_EQ(a.journeys[journey_index(j, copy)].relation, Relation::repeats);
+    EXPECT_EQ(a.journeys[journey_index(j, copy)].related, journey_index(j, original));
+    EXPECT_EQ(a.flows.size(), 1U);
 }
 
 }  // namespace
