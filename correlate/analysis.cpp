@@ -199,28 +199,44 @@ private:
             });
         return std::nullopt;
     }
-    // A TCP segment repeats the first journey of its flow and direction with the same sequence number (a
-    // retransmission); any other packet the first one with the same fingerprint (a duplicate).
+    // A TCP segment whose first sequence number was already sent in its flow and direction repeats the journey
+    // that sent it (a retransmission, however the sender cut the bytes again); any other packet repeats the
+    // first one of its flow and direction with the same fingerprint (a duplicate).
     std::optional<std::uint32_t> original_of(std::uint32_t j, const JourneyInfo& info, const Sighting& s) {
-        if (is_tcp(s) && !takes_sequence_space(s)) return std::nullopt;  // ACKs repeat by nature
-        const RepeatKey k{info.flow, info.direction, is_tcp(s), is_tcp(s) ? s.seq : s.fingerprint};
-        const auto [it, fresh] = m_first.try_emplace(k, j);
-        if (fresh) return std::nullopt;
-        return it->second;
+        if (!is_tcp(s)) {
+            const auto [it, fresh] = m_first.try_emplace(DuplicateKey{key(info.flow, info.direction), s.fingerprint}, j);
+            if (fresh) return std::nullopt;
+            return it->second;
+        }
+        if (!takes_sequence_space(s)) return std::nullopt;  // ACKs repeat by nature
+        const std::uint32_t length = s.payload_len + ((s.tcp_flags & k_tcp_syn) != 0) + ((s.tcp_flags & k_tcp_fin) != 0);
+        auto [found, fresh] = m_sent_bytes.try_emplace(key(info.flow, info.direction));
+        SentBytes& sent = found->second;
+        if (fresh) sent.base = s.seq;
+        // Offsets from the first sequence number seen: wrap-around of the 32-bit space is then harmless (a flow
+        // would have to send 4 GiB in one direction to come round).
+        const std::uint32_t offset = s.seq - sent.base;
+        auto it = sent.ranges.upper_bound(offset);
+        if (it != sent.ranges.begin()) {
+            --it;
+            if (offset < it->second.first) return it->second.second;
+        }
+        sent.ranges.emplace(offset, std::pair{offset + length, j});
+        return std::nullopt;
     }
 
-    struct RepeatKey {
-        std::uint32_t flow;
-        FlowDirection direction;
-        bool tcp;
-        std::uint64_t value;
-        bool operator==(const RepeatKey&) const = default;
+    struct SentBytes {
+        std::uint32_t base = 0;
+        std::map<std::uint32_t, std::pair<std::uint32_t, std::uint32_t>> ranges;  // start -> (end, journey)
     };
-    struct RepeatKeyHash {
-        std::size_t operator()(const RepeatKey& k) const noexcept {
-            const std::uint64_t a = (std::uint64_t{k.flow} << 2) | (k.direction == FlowDirection::reply ? 2U : 0U) |
-                                    (k.tcp ? 1U : 0U);
-            return std::hash<std::uint64_t>{}(a * 0x9e3779b97f4a7c15ULL ^ k.value);
+    struct DuplicateKey {
+        std::uint64_t flow_direction;
+        std::uint64_t fingerprint;
+        bool operator==(const DuplicateKey&) const = default;
+    };
+    struct DuplicateKeyHash {
+        std::size_t operator()(const DuplicateKey& k) const noexcept {
+            return std::hash<std::uint64_t>{}(k.flow_direction * 0x9e3779b97f4a7c15ULL ^ k.fingerprint);
         }
     };
 
@@ -228,7 +244,8 @@ private:
     const Journeys& m_journeys;
     Analysis& m_out;
     std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> m_sent;  // (flow, direction) -> journeys
-    std::unordered_map<RepeatKey, std::uint32_t, RepeatKeyHash> m_first;
+    std::unordered_map<DuplicateKey, std::uint32_t, DuplicateKeyHash> m_first;  // non-TCP: first of each fingerprint
+    std::unordered_map<std::uint64_t, SentBytes> m_sent_bytes;                  // TCP: sequence ranges sent
 };
 
 // Path order from precedence votes: within a journey (turned round for replies, so that every vote is in

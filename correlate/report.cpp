@@ -183,6 +183,12 @@ Json build_report(const store::Database& db) {
         "SELECT flow_id, sum(direction = 'forward'), sum(direction = 'reply') FROM journeys WHERE id NOT IN "
         "(SELECT journey_id FROM packets WHERE (flags & 16) != 0 AND journey_id IS NOT NULL) GROUP BY flow_id");
     while (dq.step()) per_direction[dq.column_int(0)] = {dq.column_int(1), dq.column_int(2)};
+    // flow -> journeys that repeat an earlier one (TCP retransmissions, duplicated packets), per direction.
+    std::map<std::int64_t, Json> repeated;
+    auto rpq = db.prepare(
+        "SELECT flow_id, sum(direction = 'forward'), sum(direction = 'reply') FROM journeys "
+        "WHERE relation = 'repeats' GROUP BY flow_id");
+    while (rpq.step()) repeated[rpq.column_int(0)] = {{"forward", rpq.column_int(1)}, {"reply", rpq.column_int(2)}};
 
     // The kernel's NAT for each connection (live capture only): conntrack's reply tuple, reversed, is how the
     // kernel translated the original tuple. The dump at the end wins over the one at the start.
@@ -224,6 +230,7 @@ Json build_report(const store::Database& db) {
         f["journeys"] = fq.column_int(11);
         f["forward_journeys"] = per_direction[id].first;
         f["reply_journeys"] = per_direction[id].second;
+        f["repeated_journeys"] = repeated.contains(id) ? repeated[id] : Json{{"forward", 0}, {"reply", 0}};
         f["first_ts_ns"] = fq.column_int(12);
         f["last_ts_ns"] = fq.column_int(13);
         f["path"] = paths.contains(id) ? paths[id] : Json::array();
@@ -493,6 +500,18 @@ std::int64_t lost_count(const Json& flow, const std::string& direction) {
     return n;
 }
 
+// " 4 segments were retransmitted (3 forward, 1 reply)." or "".
+std::string repeats_text(const Json& flow, const std::string& verb) {
+    if (!flow.contains("repeated_journeys")) return "";
+    const std::int64_t fwd = flow["repeated_journeys"]["forward"].get<std::int64_t>();
+    const std::int64_t rep = flow["repeated_journeys"]["reply"].get<std::int64_t>();
+    if (fwd + rep == 0) return "";
+    const std::string what = verb == "retransmitted" ? (fwd + rep == 1 ? " segment was " : " segments were ")
+                                                     : (fwd + rep == 1 ? " packet was " : " packets were ");
+    return " " + std::to_string(fwd + rep) + what + verb + " (" + std::to_string(fwd) + " forward, " +
+           std::to_string(rep) + " reply), each its own journey tied to the one it repeats.";
+}
+
 // " 6 were answered by ICMP errors instead (time exceeded from 172.17.0.1 and 192.168.43.1)." or "".
 std::string answered_by_errors(const Json& flow) {
     const Json& answers = flow.contains("icmp_errors") ? flow["icmp_errors"] : Json::array();
@@ -564,11 +583,12 @@ std::string narrate(const Json& flow, const Json& points) {
         if (proto == "tcp") {  // segments and acknowledgements are not one-to-one: no "round trips"
             text += " " + std::to_string(forward) + " packets went forward and " + std::to_string(replies) +
                     " came back; " + (lost == 0 ? std::string("none was lost.") : std::to_string(lost) + " were lost.");
+            text += repeats_text(flow, "retransmitted");
         } else {
             const std::int64_t round_trips =
                 std::min(forward - lost_count(flow, "forward"), replies - lost_count(flow, "reply"));
             text += " " + std::to_string(std::max<std::int64_t>(round_trips, 0)) + " of " + std::to_string(forward) +
-                    " packets made the round trip." + answered_by_errors(flow);
+                    " packets made the round trip." + answered_by_errors(flow) + repeats_text(flow, "duplicated");
         }
     } else {
         const Json* loss = nullptr;

@@ -411,6 +411,10 @@ TEST(Relations, echo_replies_answer_their_request_and_tcp_retransmissions_repeat
     const std::size_t again = segment(310'000'000, 13, 1000, 100);  // RTO: new IP id, new fingerprint
     const std::size_t ack_again = segment(310'000'100, 14, 1200, 0);
     b.sightings[ack_again].tcp_flags = 0x10;
+    // A 3000-byte super-packet, then one MSS from its middle sent again: it repeats the super-packet.
+    const std::size_t big = segment(400'000'000, 15, 1200, 3000);
+    const std::size_t middle = segment(700'000'000, 16, 2648, 1448);
+    const std::size_t next = segment(700'000'100, 17, 4200, 1448);  // new bytes: not a repeat
     Journeys j = match(b.sightings);
     const Analysis a = analyse(b.sightings, j);
     auto info = [&](std::size_t i) { return a.journeys[journey_index(j, i)]; };
@@ -421,6 +425,10 @@ TEST(Relations, echo_replies_answer_their_request_and_tcp_retransmissions_repeat
     EXPECT_EQ(info(again).related, journey_index(j, first));
     EXPECT_EQ(info(second).relation, Relation::none);
     EXPECT_EQ(info(ack_again).relation, Relation::none);
+    EXPECT_EQ(info(big).relation, Relation::none);
+    EXPECT_EQ(info(middle).relation, Relation::repeats);
+    EXPECT_EQ(info(middle).related, journey_index(j, big));
+    EXPECT_EQ(info(next).relation, Relation::none);
 }
 
 TEST(Relations, a_duplicated_datagram_repeats_the_first_copy) {
