@@ -42,7 +42,7 @@ int cmd_topology(const Invocation& inv) {
         }
         out["masquerade"] = topo.masquerade;
         out["nat"] = nlohmann::ordered_json::array();
-        for (const auto& n : topo.nat) out["nat"].push_back({{"kind", n.kind}, {"chain", n.chain}, {"rule", n.rule}});
+        for (const auto& n : topo.nat) out["nat"].push_back({{"kind", n.kind}, {"chain", n.chain}, {"rule", n.rule}, {"family", n.family}});
         out["dest"] = topo.dest;
         std::cout << out.dump(2) << "\n";
         return k_exit_ok;
@@ -91,7 +91,7 @@ int cmd_topology(const Invocation& inv) {
         std::cout << line;
     }
     if (!topo.nat.empty()) {
-        std::cout << "\nNAT rules in the host namespace that apply (iptables nat table):\n";
+        std::cout << "\nNAT rules in the host namespace that apply (iptables and ip6tables nat tables):\n";
         for (const auto& n : topo.nat) std::cout << "  " << n.rule << "\n";
     }
     return k_exit_ok;

@@ -9,6 +9,7 @@
 #include <netlink/route/route.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <memory>
@@ -151,30 +152,53 @@ const LinkInfo* by_index(const Snapshot& s, std::uint32_t ifindex) {
     return nullptr;
 }
 
-// iptables-save's nat table, read inside the host namespace. There is no netlink API for xtables rules
-// (libnl does not cover nftables either), so this one piece of NAT discovery reads the tool's output.
-std::string iptables_nat_rules() {
-    auto result = run_program({"iptables-save", "-t", "nat"});
-    return result && result->status == 0 ? result->out : "";
+// The nat tables of iptables-save and ip6tables-save, read inside the host namespace. There is no netlink API
+// for xtables rules (libnl does not cover nftables either), so this one piece of NAT discovery reads the
+// tools' output. A missing ip6tables (or a kernel without IPv6 NAT) just contributes nothing.
+struct NatDump {
+    std::string v4;
+    std::string v6;
+};
+NatDump iptables_nat_rules() {
+    NatDump dump;
+    if (auto r = run_program({"iptables-save", "-t", "nat"}); r && r->status == 0) dump.v4 = r->out;
+    if (auto r = run_program({"ip6tables-save", "-t", "nat"}); r && r->status == 0) dump.v6 = r->out;
+    return dump;
 }
 
-bool v4_in_cidr(const std::string& addr_with_len, const std::string& cidr) {
+// Whether address `addr_with_len` ("172.17.0.2/16", "fd00:17::2/64") lies in `cidr` ("172.17.0.0/16",
+// "fd00:17::/64", or a bare address = one host). Different families never match.
+bool in_cidr(const std::string& addr_with_len, const std::string& cidr) {
     const std::string addr = addr_with_len.substr(0, addr_with_len.find('/'));
     const auto slash = cidr.find('/');
     const std::string net = cidr.substr(0, slash);
-    const int len = slash == std::string::npos ? 32 : std::atoi(cidr.c_str() + slash + 1);
-    in_addr a{};
-    in_addr n{};
-    if (inet_pton(AF_INET, addr.c_str(), &a) != 1 || inet_pton(AF_INET, net.c_str(), &n) != 1) return false;
-    if (len <= 0) return true;
-    const std::uint32_t mask = len >= 32 ? 0xFFFFFFFFU : ~((1U << (32 - len)) - 1U);
-    return (ntohl(a.s_addr) & mask) == (ntohl(n.s_addr) & mask);
+    const bool v6 = addr.find(':') != std::string::npos;
+    if (v6 != (net.find(':') != std::string::npos)) return false;
+    std::array<unsigned char, 16> a{};
+    std::array<unsigned char, 16> n{};
+    const int family = v6 ? AF_INET6 : AF_INET;
+    if (inet_pton(family, addr.c_str(), a.data()) != 1 || inet_pton(family, net.c_str(), n.data()) != 1) return false;
+    const int bits = v6 ? 128 : 32;
+    const int len = slash == std::string::npos ? bits : std::clamp(std::atoi(cidr.c_str() + slash + 1), 0, bits);
+    for (int i = 0; i < len; ++i) {
+        const auto mask = static_cast<unsigned char>(0x80U >> (i % 8));
+        if ((a[static_cast<std::size_t>(i / 8)] & mask) != (n[static_cast<std::size_t>(i / 8)] & mask)) return false;
+    }
+    return true;
 }
 
-// Which nat rules apply to the path: MASQUERADE/SNAT for a container address leaving by the uplink, DNAT
-// to a container address.
-void nat_rules(const std::string& dump, const std::vector<std::string>& container_addrs, const std::string& uplink,
-               Topology& topo) {
+// The address of a DNAT --to-destination: "172.17.0.2:80", "172.17.0.2", "[fd00:17::2]:80", "fd00:17::2".
+std::string dnat_address(const std::string& to) {
+    if (!to.empty() && to.front() == '[') return to.substr(1, to.find(']') - 1);
+    if (std::count(to.begin(), to.end(), ':') > 1) return to;  // a bare IPv6 address
+    return to.substr(0, to.find(':'));
+}
+
+// Which nat rules apply to the path: MASQUERADE/SNAT for a container address leaving by the uplink (not
+// Docker's hairpin rule for a published port, whose destination is the container itself), DNAT to a
+// container address.
+void nat_rules(const std::string& dump, const std::string& family, const std::vector<std::string>& container_addrs,
+               const std::string& uplink, Topology& topo) {
     std::istringstream in(dump);
     std::string line;
     while (std::getline(in, line)) {
@@ -185,32 +209,39 @@ void nat_rules(const std::string& dump, const std::vector<std::string>& containe
         std::string chain = w.size() > 1 ? w[1] : "";
         std::string target;
         std::string source;
+        std::string destination;
         std::string to_destination;
         std::string out_if;
         bool out_negated = false;
+        bool destination_negated = false;
         for (std::size_t i = 2; i + 1 < w.size(); ++i) {
             const bool negated = w[i] == "!" && i + 2 < w.size();
             const std::string& opt = negated ? w[i + 1] : w[i];
             const std::string& val = negated ? w[i + 2] : w[i + 1];
             if (opt == "-j") target = val;
             else if (opt == "-s") source = val;
+            else if (opt == "-d") destination = val, destination_negated = negated;
             else if (opt == "-o") out_if = val, out_negated = negated;
             else if (opt == "--to-destination") to_destination = val;
             if (negated) ++i;
         }
         if (target == "MASQUERADE" || target == "SNAT") {
             bool covers = source.empty();
-            for (const auto& a : container_addrs) covers = covers || v4_in_cidr(a, source);
+            bool to_container = false;
+            for (const auto& a : container_addrs) {
+                covers = covers || in_cidr(a, source);
+                to_container = to_container || (!destination.empty() && !destination_negated && in_cidr(a, destination));
+            }
             const bool leaves_uplink = out_if.empty() || (out_negated ? out_if != uplink : out_if == uplink);
-            if (covers && leaves_uplink) {
-                topo.nat.push_back({target, chain, line});
+            if (covers && leaves_uplink && !to_container) {
+                topo.nat.push_back({target, chain, line, family});
                 topo.masquerade = true;
             }
         } else if (target == "DNAT") {
-            const std::string to = to_destination.substr(0, to_destination.find(':'));
+            const std::string to = dnat_address(to_destination);
             for (const auto& a : container_addrs) {
                 if (a.substr(0, a.find('/')) == to) {
-                    topo.nat.push_back({target, chain, line});
+                    topo.nat.push_back({target, chain, line, family});
                     break;
                 }
             }
@@ -286,8 +317,12 @@ tl::expected<Topology, std::string> discover(const std::vector<NamespaceRef>& na
         if (!is_bridge) add_shared({uplink->ifname, Role::uplink, 0, *uplink});
     }
     for (auto& s : shared) topo.points.push_back(std::move(s));
-    auto rules = run_in(host_ns, [] { return tl::expected<std::string, std::string>(iptables_nat_rules()); });
-    if (rules) nat_rules(*rules, container_addrs, uplink != nullptr ? uplink->ifname : "", topo);
+    auto rules = run_in(host_ns, [] { return tl::expected<NatDump, std::string>(iptables_nat_rules()); });
+    if (rules) {
+        const std::string up = uplink != nullptr ? uplink->ifname : "";
+        nat_rules(rules->v4, "ipv4", container_addrs, up, topo);
+        nat_rules(rules->v6, "ipv6", container_addrs, up, topo);
+    }
     return topo;
 }
 

@@ -38,7 +38,8 @@ struct TopologyPoint {
 struct NatRule {
     std::string kind;   // MASQUERADE | SNAT | DNAT
     std::string chain;  // POSTROUTING, PREROUTING, …
-    std::string rule;   // the rule as iptables-save prints it
+    std::string rule;   // the rule as iptables-save (ip6tables-save) prints it
+    std::string family; // ipv4 | ipv6
 };
 
 struct Topology {

@@ -60,6 +60,19 @@ def run_dnat(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None
     if checks("lab.sh --publish: Docker's DNAT and FORWARD accept in the lab's host", published) is None:
         return
 
+    def topology() -> str:
+        import json
+        r = run(hoptrace, "topology", "--netns", lab.ns["c1"], "--host-netns", lab.ns["host"], "--json")
+        expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}")
+        rules = [(n["kind"], n["rule"]) for n in json.loads(r.stdout)["nat"]]
+        dnat = f"-A DOCKER ! -i {bridge} -p tcp -m tcp --dport {PUBLISHED} -j DNAT --to-destination {c1_ip}:{INNER}"
+        expect(("DNAT", dnat) in rules, f"DNAT rule not listed: {rules}")
+        # Docker's hairpin rule (-s c1 -d c1 … MASQUERADE) only concerns c1 talking to itself by the published port.
+        hairpin = [rule for kind, rule in rules if kind == "MASQUERADE" and f"-d {c1_ip}/32" in rule]
+        expect(not hairpin, f"the hairpin rule is listed as the path's masquerade: {hairpin}")
+        return f"{len(rules)} rules: the DNAT to {c1_ip}:{INNER} and the masquerade, not the hairpin rule"
+    checks("hoptrace topology lists the DNAT rule and not Docker's hairpin MASQUERADE", topology)
+
     db = tmp / "dnat.db"
     listener = lab.popen("c1", "socat", "-u", f"TCP-LISTEN:{INNER},reuseaddr", "STDOUT", stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

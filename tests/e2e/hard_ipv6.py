@@ -86,6 +86,19 @@ def run_ipv6(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None
         return
     c1_ip, host_ip, server_ip = (norm(lab.ip6[k]) for k in ("c1", "host", "server"))
     c1 = lab.ns["c1"]
+
+    def topology() -> str:
+        import json
+        r = run(hoptrace, "topology", "--netns", c1, "--host-netns", lab.ns["host"], "--json")
+        expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}")
+        topo = json.loads(r.stdout)
+        saved = lab.run("host", "ip6tables-save", "-t", "nat").stdout.splitlines()
+        want = [line for line in saved if line.startswith("-A POSTROUTING") and "MASQUERADE" in line]
+        got = [n["rule"] for n in topo["nat"] if n.get("family") == "ipv6"]
+        expect(want and got == want, f"ipv6 nat rules listed {got}, ip6tables-save has {want}")
+        expect(topo["masquerade"] is True, "masquerade false")
+        return f"ip6tables' {want[0]!r} listed (family ipv6) beside the IPv4 rule"
+    checks("hoptrace topology lists the ip6tables MASQUERADE rule", topology)
     db = tmp / "v6.db"
     ping_out, udp_out = tmp / "ping.out", tmp / "udp.out"
     traffic = " && ".join([
