@@ -211,8 +211,8 @@ def udp_sink(lab: lablib.Lab, port: int) -> Iterator[subprocess.Popen]:
 class TcpSink:
     """A socat TCP listener on the server that counts the bytes it receives (one connection)."""
 
-    def __init__(self, lab: lablib.Lab, port: int = lablib.TCP_PORT):
-        self.proc = lab.popen("server", "socat", "-u", f"TCP-LISTEN:{port},reuseaddr", "STDOUT",
+    def __init__(self, lab: lablib.Lab, port: int = lablib.TCP_PORT, family: str = ""):
+        self.proc = lab.popen("server", "socat", "-u", f"TCP{family}-LISTEN:{port},reuseaddr", "STDOUT",
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.received = 0
         lab.wait_listening("server", "tcp", port)
