@@ -65,11 +65,7 @@ int cmd_report(const Invocation& inv) {
     } else {
         auto model = correlate::build_report(db);
         if (filter) {
-            auto& flows = model["flows"];
-            nlohmann::ordered_json kept = nlohmann::ordered_json::array();
-            for (auto& f : flows)
-                if (keep(f["id"].get<std::int64_t>())) kept.push_back(std::move(f));
-            flows = std::move(kept);
+            correlate::keep_flows(model, db, keep);
             model["flow_filter"] = filter->to_string();
         }
         if (format == "json") out << correlate::render_json(model);

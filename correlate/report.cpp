@@ -1,5 +1,6 @@
 #include "correlate/report.hpp"
 
+#include "correlate/analysis.hpp"
 #include "correlate/report_detail.hpp"
 #include "correlate/traceroute.hpp"
 
@@ -10,6 +11,7 @@
 #include <ostream>
 #include <map>
 #include <sstream>
+#include <tuple>
 #include <vector>
 
 namespace hoptrace::correlate {
@@ -348,6 +350,63 @@ void write_csv(const store::Database& db, std::ostream& out, const std::function
             << csv_field(q.column_text(4)) << ',' << csv_field(q.column_text(5)) << ',' << from_ts << ',' << to_ts
             << ',' << (to_ts - from_ts) << '\n';
     }
+}
+
+Json hop_totals(const store::Database& db, const std::function<bool(std::int64_t flow)>& keep) {
+    using Key = std::tuple<std::string, std::int64_t, std::int64_t, std::int64_t>;  // direction, order, from, to
+    std::map<Key, std::vector<std::int64_t>> samples;
+    std::map<std::int64_t, std::string> names;
+    auto q = db.prepare(
+        "SELECT j.flow_id, j.direction, a.point_id, b.point_id, b.ts_ns - a.ts_ns, "
+        "CASE WHEN j.direction = 'reply' THEN -pa.path_order ELSE pa.path_order END "
+        "FROM packets a JOIN packets b ON b.journey_id = a.journey_id AND b.hop = a.hop + 1 "
+        "JOIN journeys j ON j.id = a.journey_id JOIN points pa ON pa.id = a.point_id "
+        "WHERE a.journey_id IS NOT NULL AND (a.flags & 16) = 0");
+    while (q.step()) {
+        if (keep && !keep(q.column_int(0))) continue;
+        samples[{q.column_text(1), q.column_int(5), q.column_int(2), q.column_int(3)}].push_back(q.column_int(4));
+    }
+    auto nq = db.prepare("SELECT id, name FROM points");
+    while (nq.step()) names[nq.column_int(0)] = nq.column_text(1);
+    Json totals = Json::array();
+    for (auto& [key, v] : samples) {
+        std::sort(v.begin(), v.end());
+        const auto& [direction, order, from, to] = key;
+        totals.push_back({{"from", names[from]}, {"to", names[to]}, {"direction", direction},
+                          {"count", static_cast<std::int64_t>(v.size())}, {"min_ns", v.front()},
+                          {"p50_ns", percentile(v, 50)}, {"p90_ns", percentile(v, 90)}, {"p99_ns", percentile(v, 99)},
+                          {"max_ns", v.back()}});
+    }
+    return totals;
+}
+
+void keep_flows(Json& report, const store::Database& db, const std::function<bool(std::int64_t flow)>& keep) {
+    auto kept = [&](const Json& j) { return keep(j["flow"].get<std::int64_t>()); };
+    Json flows = Json::array();
+    for (Json& f : report["flows"])
+        if (keep(f["id"].get<std::int64_t>())) flows.push_back(std::move(f));
+    report["flows"] = std::move(flows);
+    Json errors = Json::array();
+    for (Json& e : report["icmp_errors"])
+        if (kept(e)) errors.push_back(std::move(e));
+    report["icmp_errors"] = std::move(errors);
+    Json traces = Json::array();
+    for (Json& t : report["traceroutes"]) {
+        Json hops = Json::array();
+        for (Json& h : t["hops"]) {
+            Json probes = Json::array();
+            for (Json& p : h["probes"])
+                if (kept(p)) probes.push_back(std::move(p));
+            if (probes.empty()) continue;
+            h["probes"] = std::move(probes);
+            hops.push_back(std::move(h));
+        }
+        if (hops.empty()) continue;
+        t["hops"] = std::move(hops);
+        traces.push_back(std::move(t));
+    }
+    report["traceroutes"] = std::move(traces);
+    report["hop_totals"] = hop_totals(db, keep);
 }
 
 namespace {

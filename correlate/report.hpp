@@ -25,6 +25,15 @@ std::string render_json(const nlohmann::ordered_json& report);
 void write_csv(const store::Database& db, std::ostream& out, const std::function<bool(std::int64_t flow)>& keep = {});
 std::string render_text(const nlohmann::ordered_json& report);
 
+// The report's "hop_totals" over the flows `keep` selects (for --flow): every hop sample of their journeys (ICMP
+// errors apart, as in the stored totals), summarised per direction and point pair.
+nlohmann::ordered_json hop_totals(const store::Database& db, const std::function<bool(std::int64_t flow)>& keep);
+
+// Drops from a report model everything about flows `keep` does not select: the flows, their ICMP errors, their
+// traceroute probes; hop_totals are recomputed over the flows kept.
+void keep_flows(nlohmann::ordered_json& report, const store::Database& db,
+                const std::function<bool(std::int64_t flow)>& keep);
+
 // One flow in words, for a newcomer: where it went, what rewrote it, how long each hop took (medians).
 std::string narrate(const nlohmann::ordered_json& flow, const nlohmann::ordered_json& points);
 

@@ -239,6 +239,35 @@ TEST(CorrelateLab, tcpdump_any_in_the_host_gives_the_same_journeys_as_per_interf
     EXPECT_EQ(journeys_of(any, {}).size(), 40U);
 }
 
+TEST(CorrelateLab, hop_totals_from_the_samples_equal_the_stored_ones_and_follow_a_flow_selection) {
+    auto db = store::Database::open_memory();
+    import(db, k_per_interface);
+    correlate::run(db);
+    Json report = correlate::build_report(db);
+    // Recomputed from every hop sample of every flow: the same as what correlate stored for all flows together.
+    auto key = [](const Json& h) {
+        return h["direction"].get<std::string>() + " " + h["from"].get<std::string>() + ">" + h["to"].get<std::string>();
+    };
+    std::map<std::string, Json> stored;
+    for (const Json& h : report["hop_totals"]) stored[key(h)] = h;
+    std::map<std::string, Json> recomputed;
+    for (const Json& h : correlate::hop_totals(db, {})) recomputed[key(h)] = h;
+    EXPECT_EQ(recomputed, stored);
+    // One flow selected: its own hop statistics are the totals, and nothing of the other flows is left.
+    const Json* c2_udp = flow_from(report, "udp", "172.17.0.3");
+    ASSERT_NE(c2_udp, nullptr);
+    const std::int64_t id = (*c2_udp)["id"].get<std::int64_t>();
+    const Json own = (*c2_udp)["hops"];
+    correlate::keep_flows(report, db, [&](std::int64_t flow) { return flow == id; });
+    ASSERT_EQ(report["flows"].size(), 1U);
+    std::map<std::string, Json> totals;
+    for (const Json& h : report["hop_totals"]) totals[key(h)] = h;
+    std::map<std::string, Json> flow_hops;
+    for (const Json& h : own) flow_hops[key(h)] = h;
+    EXPECT_EQ(totals, flow_hops);
+    EXPECT_TRUE(report["icmp_errors"].empty());
+}
+
 TEST(CorrelateLab, rerunning_correlate_gives_the_same_result) {
     auto db = store::Database::open_memory();
     import(db, k_per_interface);
