@@ -69,6 +69,19 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
     }
     // An empty capture is still a point, so that the report shows it saw nothing.
     if (result.points.empty() && !result.error && !file.interfaces().empty()) point_for(0, 0);
+    // The drops a pcapng writer recorded per interface are the point's kernel drops: the evidence that says
+    // whether a packet missing there was lost by the network or by the capture. An interface split into
+    // several points (tcpdump -i any, by ifindex) keeps its count to itself: it cannot be divided.
+    std::map<std::uint32_t, std::vector<std::uint32_t>> points_of_interface;
+    for (const auto& [key, id] : point_of) points_of_interface[key.first].push_back(id);
+    auto set_drops = db.prepare("UPDATE points SET kernel_drops = ? WHERE id = ?");
+    for (const auto& [interface, ids] : points_of_interface) {
+        const auto& drops = file.interfaces().at(interface).kernel_drops;
+        if (!drops || ids.size() != 1) continue;
+        set_drops.bind(1, static_cast<std::int64_t>(*drops)).bind(2, std::int64_t{ids.front()});
+        set_drops.run();
+        set_drops.reset();
+    }
     return result;
 }
 

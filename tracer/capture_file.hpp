@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,8 @@ struct FileInterface {
     std::string description;   // pcapng if_description when present, else ""
     LinkType link_type = LinkType::ethernet;
     std::uint32_t snaplen = 0;
+    // pcapng: packets the capturing interface dropped (isb_ifdrop of its last interface statistics block).
+    std::optional<std::uint64_t> kernel_drops;
 };
 
 struct FileFrame {

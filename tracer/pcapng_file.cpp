@@ -13,12 +13,14 @@ constexpr std::uint32_t k_section_header = 0x0a0d0d0a;
 constexpr std::uint32_t k_interface_description = 0x00000001;
 constexpr std::uint32_t k_obsolete_packet = 0x00000002;
 constexpr std::uint32_t k_simple_packet = 0x00000003;
+constexpr std::uint32_t k_interface_statistics = 0x00000005;
 constexpr std::uint32_t k_enhanced_packet = 0x00000006;
 constexpr std::uint32_t k_byte_order_magic = 0x1a2b3c4d;
 
 constexpr std::size_t k_min_block = 12;           // type, length, trailing length
 constexpr std::size_t k_min_section_header = 28;  // + byte-order magic, version, section length
 constexpr std::size_t k_min_interface_description = 20;
+constexpr std::size_t k_min_interface_statistics = 24;  // + interface id, timestamp
 constexpr std::size_t k_min_packet = 32;
 constexpr std::size_t k_packet_data = 28;  // offset of the packet data in an EPB/OPB
 // Guards the allocation when the file size is unknown (a pipe); a packet block is never near this.
@@ -28,6 +30,7 @@ constexpr std::uint16_t k_opt_end = 0;
 constexpr std::uint16_t k_opt_if_name = 2;
 constexpr std::uint16_t k_opt_if_description = 3;
 constexpr std::uint16_t k_opt_if_tsresol = 9;
+constexpr std::uint16_t k_opt_isb_ifdrop = 5;
 constexpr std::uint16_t k_opt_if_tsoffset = 14;
 constexpr std::uint16_t k_opt_epb_flags = 2;  // pack_flags in an OPB: same code, same layout
 
@@ -107,6 +110,9 @@ tl::expected<bool, std::string> PcapngFile::next(FileFrame& out) {
                     ++m_frames;
                     return true;
                 }
+                break;
+            case k_interface_statistics:
+                ok = interface_statistics();
                 break;
             case k_simple_packet:
                 ok = tl::unexpected(error("simple packet block at offset " + std::to_string(m_offset) +
@@ -275,6 +281,25 @@ tl::expected<void, std::string> PcapngFile::interface_description() {
     m_interfaces.push_back(std::move(interface));
     m_clocks.push_back(clock);
     return {};
+}
+
+tl::expected<void, std::string> PcapngFile::interface_statistics() {
+    const wire::Bytes block(m_block);
+    if (block.size() < k_min_interface_statistics) {
+        return tl::unexpected(error("interface statistics block too short at offset " + std::to_string(m_offset)));
+    }
+    const std::size_t interface = m_section_first_interface + wire::u32(block, 8, m_big_endian);
+    if (interface >= m_interfaces.size()) {
+        return tl::unexpected(error("interface statistics block at offset " + std::to_string(m_offset) +
+                                    " names interface " + std::to_string(wire::u32(block, 8, m_big_endian)) +
+                                    ", which was never described"));
+    }
+    return for_each_option(20, block.size() - 4, "interface statistics",
+                           [&](std::uint16_t code, wire::Bytes value) -> tl::expected<void, std::string> {
+                               if (code == k_opt_isb_ifdrop && value.size() == 8)
+                                   m_interfaces[interface].kernel_drops = wire::u64(value, 0, m_big_endian);
+                               return {};
+                           });
 }
 
 tl::expected<std::int64_t, std::string> PcapngFile::to_ns(const Clock& clock, std::uint64_t ts) const {

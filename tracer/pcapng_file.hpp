@@ -47,6 +47,7 @@ private:
     tl::expected<Got, std::string> read_block();
     tl::expected<void, std::string> section_header();
     tl::expected<void, std::string> interface_description();
+    tl::expected<void, std::string> interface_statistics();
     tl::expected<void, std::string> packet(FileFrame& out, bool obsolete);
     // Calls f(code, value) for each option in [begin, end) of the current block.
     template <typename F>

@@ -82,7 +82,8 @@ be.epb(0, 5 * 2**20 + 2**19 + 1, f, w, flags=1)          # 1700000005.5 s + 1 un
 be.block(0x00000bad, struct.pack('>I', 32473) + b'custom!\0')  # custom block, PEN 32473 (example PEN)
 f, w = ip_frames[1]
 be.epb(0, 6 * 2**20 + 3, f, w, flags=2)                  # 1700000006 s + 3 units
-be.block(5, struct.pack('>III', 0, 0, 0) + struct.pack('>HH', 0, 0))  # ISB for interface 0
+# ISB for interface 0: isb_ifdrop (option 5) = 3 packets dropped by the capturing interface.
+be.block(5, struct.pack('>III', 0, 0, 0) + be.options(be.option(5, struct.pack('>Q', 3))))
 
 # Section 2, little-endian. Interface ids start from 0 again: 0 "le0" raw IP in picoseconds,
 # 1 "le1" Ethernet with the default (microsecond) resolution. Picoseconds since 1970 overflow 64 bits,

@@ -1,6 +1,7 @@
 #include "store/writer.hpp"
 
 #include "store/database.hpp"
+#include "store/import.hpp"
 #include "tracer/packet.hpp"
 
 #include <gtest/gtest.h>
@@ -489,6 +490,24 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
         << "an empty frame is an empty blob, not NULL";
     EXPECT_EQ(scalar(db, "SELECT packets FROM points WHERE name = 'container'"), 3);
     EXPECT_EQ(scalar(db, "SELECT packets FROM points WHERE name = 'uplink'"), 3);
+}
+
+TEST(Import, pcapng_interface_drops_become_the_points_kernel_drops) {
+    // synthetic.pcapng (tests/data/tracer/make_synthetic.py): be0's interface statistics block says isb_ifdrop 3;
+    // le0 and le1 have none. router.pcapng (dumpcap): isb_ifdrop 0 on r0 and r1.
+    Database db = Database::open_memory();
+    Writer writer(db);
+    const std::string dir = std::string(HOPTRACE_TEST_DATA) + "/tracer/";
+    for (const auto& [name, file] : {std::pair{"s", "synthetic.pcapng"}, std::pair{"r", "router.pcapng"}}) {
+        const ImportResult r = import_file(db, writer, {name, dir + file, {}});
+        ASSERT_FALSE(r.error) << *r.error;
+    }
+    writer.close();
+    std::map<std::string, std::int64_t> drops;
+    for (const Point& p : db.points()) drops[p.name] = p.kernel_drops;
+    EXPECT_EQ(drops, (std::map<std::string, std::int64_t>{
+                         // be0 is named before the second section reveals more interfaces: just "s".
+                         {"s", 3}, {"s/le0", 0}, {"s/le1", 0}, {"r/r0", 0}, {"r/r1", 0}}));
 }
 
 TEST(Writer, four_producers_rows_arrive_exactly_once_with_their_bytes) {

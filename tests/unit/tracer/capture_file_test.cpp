@@ -169,6 +169,9 @@ TEST(CaptureFilePcapng, two_interfaces_from_dumpcap) {
     EXPECT_EQ(r.frames[1].interface, 0U);
     EXPECT_EQ(r.frames[1].ts_ns, 1795295347820547004LL);
     EXPECT_EQ(r.frames[2].ts_ns, 1795295347820645547LL);
+    // dumpcap's interface statistics blocks ("Counters provided by dumpcap"): isb_ifdrop 0 on both.
+    EXPECT_EQ(r.interfaces[0].kernel_drops, std::optional<std::uint64_t>{0});
+    EXPECT_EQ(r.interfaces[1].kernel_drops, std::optional<std::uint64_t>{0});
 }
 
 // mergecap -w merged.pcapng nat_inside.pcap nat_outside.pcap: interface 0 in microseconds, 1 in nanoseconds.
@@ -224,6 +227,9 @@ TEST(CaptureFilePcapng, byte_orders_sections_resolutions_offsets_and_flags) {
     EXPECT_EQ(r.interfaces[2].name, "le1");
     EXPECT_EQ(r.interfaces[2].snaplen, 65535U);
     ASSERT_EQ(r.frames.size(), 5U);  // NRB, custom block and ISB skipped
+    // The ISB's isb_ifdrop (3, as make_synthetic.py wrote it) is be0's kernel drop count; the others have none.
+    EXPECT_EQ(r.interfaces[0].kernel_drops, std::optional<std::uint64_t>{3});
+    EXPECT_FALSE(r.interfaces[1].kernel_drops.has_value());
 
     EXPECT_EQ(r.frames[0].interface, 0U);
     EXPECT_EQ(r.frames[0].ts_ns, 1700000005500000953LL);
