@@ -65,6 +65,7 @@ struct Interface {
     std::int64_t point_id = 0;
     std::string name;
     PcapngInterface idb;
+    std::uint64_t kernel_drops = 0;
 };
 
 std::string describe(const store::Point& p) {
@@ -249,6 +250,7 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
         Interface i;
         i.point_id = p.id;
         i.name = p.name;
+        i.kernel_drops = static_cast<std::uint64_t>(std::max<std::int64_t>(p.kernel_drops, 0));
         i.idb.name = p.name;
         i.idb.description = describe(p);
         i.idb.link_type = static_cast<std::uint16_t>(link_type);
@@ -279,10 +281,12 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
     }
 
     std::string comment;
+    std::int64_t last_ts = 0;
     while (!heads.empty()) {
         const std::size_t s = heads.top().interface;
         heads.pop();
         const store::Statement& q = streams[s];
+        last_ts = std::max(last_ts, q.column_int(c_ts));
         const bool wanted = !options.flows || (!q.column_is_null(c_flow) && flows.contains(q.column_int(c_flow)));
         if (wanted) {
             build_comment(comment, q, interfaces[s].name, point_names);
@@ -296,6 +300,12 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
             if (auto ok = writer->write(packet); !ok) return tl::unexpected(ok.error());
         }
         advance(s);
+    }
+    // Each point's kernel drops as an interface statistics block, so that the loss evidence survives a round
+    // trip through Wireshark or `hoptrace import`.
+    for (std::size_t s = 0; s < interfaces.size(); ++s) {
+        if (auto ok = writer->write_statistics(static_cast<std::uint32_t>(s), last_ts, interfaces[s].kernel_drops); !ok)
+            return tl::unexpected(ok.error());
     }
     if (auto ok = writer->finish(); !ok) return tl::unexpected(ok.error());
     summary.packets = writer->packets();

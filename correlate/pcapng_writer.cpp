@@ -16,6 +16,7 @@ namespace {
 constexpr std::uint32_t k_section_header = 0x0A0D0D0A;
 constexpr std::uint32_t k_interface_description = 0x00000001;
 constexpr std::uint32_t k_enhanced_packet = 0x00000006;
+constexpr std::uint32_t k_interface_statistics = 0x00000005;
 constexpr std::uint32_t k_byte_order_magic = 0x1A2B3C4D;
 
 constexpr std::uint16_t k_opt_end = 0;
@@ -25,6 +26,7 @@ constexpr std::uint16_t k_opt_if_name = 2;
 constexpr std::uint16_t k_opt_if_description = 3;
 constexpr std::uint16_t k_opt_if_tsresol = 9;
 constexpr std::uint16_t k_opt_epb_flags = 2;
+constexpr std::uint16_t k_opt_isb_ifdrop = 5;
 
 constexpr std::uint8_t k_tsresol_nanoseconds = 9;  // 10^-9 s
 constexpr std::uint32_t k_epb_inbound = 1;         // epb_flags bits 0-1: direction
@@ -147,6 +149,27 @@ tl::expected<std::uint32_t, std::string> PcapngWriter::add_interface(const Pcapn
     finish_block(b);
     if (auto ok = put_block(); !ok) return tl::unexpected(ok.error());
     return m_interfaces++;
+}
+
+tl::expected<void, std::string> PcapngWriter::write_statistics(std::uint32_t interface, std::int64_t ts_ns,
+                                                             std::uint64_t kernel_drops) {
+    if (m_error) return tl::unexpected(*m_error);
+    if (interface >= m_interfaces) {
+        return fail("statistics for interface " + std::to_string(interface) + ", but only " +
+                    std::to_string(m_interfaces) + " are described");
+    }
+    const auto ts = static_cast<std::uint64_t>(std::max<std::int64_t>(ts_ns, 0));
+    auto& b = m_block;
+    start_block(b, k_interface_statistics);
+    put_u32(b, interface);
+    put_u32(b, static_cast<std::uint32_t>(ts >> 32));
+    put_u32(b, static_cast<std::uint32_t>(ts & 0xFFFFFFFFU));
+    std::array<std::uint8_t, 8> drops{};
+    std::memcpy(drops.data(), &kernel_drops, drops.size());
+    put_option(b, k_opt_isb_ifdrop, drops);
+    put_end_of_options(b);
+    finish_block(b);
+    return put_block();
 }
 
 tl::expected<void, std::string> PcapngWriter::write(const PcapngPacket& packet) {

@@ -63,6 +63,11 @@ public:
     // Writes an enhanced packet block. Its interface must have been added before.
     tl::expected<void, std::string> write(const PcapngPacket& packet);
 
+    // Writes an interface statistics block for an interface added before: isb_ifdrop = kernel_drops (what the
+    // capture lost there), at ts_ns (nanoseconds since the Unix epoch).
+    tl::expected<void, std::string> write_statistics(std::uint32_t interface, std::int64_t ts_ns,
+                                                     std::uint64_t kernel_drops);
+
     // Flushes and closes the file, which is then kept. On failure the file is removed.
     tl::expected<void, std::string> finish();
 

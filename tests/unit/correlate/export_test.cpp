@@ -129,6 +129,13 @@ TEST(ExportLab, our_reader_gets_every_packet_with_the_databases_bytes_and_time) 
     std::vector<std::string> names;
     for (const auto& i : (*file)->interfaces()) names.push_back(i.name);
     EXPECT_EQ(names, point_names(db));
+    // Each interface's statistics block carries its point's kernel drops (the loss evidence).
+    std::map<std::string, std::int64_t> drops;
+    for (const auto& p : db.points()) drops[p.name] = p.kernel_drops;
+    for (const auto& i : (*file)->interfaces()) {
+        ASSERT_TRUE(i.kernel_drops.has_value()) << i.name << ": no interface statistics block";
+        EXPECT_EQ(static_cast<std::int64_t>(*i.kernel_drops), drops.at(i.name)) << i.name;
+    }
 }
 
 TEST(ExportLab, every_block_is_well_formed_and_every_packet_commented) {
