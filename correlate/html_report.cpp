@@ -1085,7 +1085,7 @@ std::vector<Journey> Page::sample_journeys(const Json& flow, std::size_t& total)
     auto jq = m_db.prepare("SELECT direction FROM journeys WHERE id = ?1");
     auto sq = m_db.prepare(
         "SELECT point_id, ts_ns, src, dst, sport, dport, ttl, flags, proto, icmp_type, icmp_code, icmp_seq, "
-        "tcp_flags, payload_len FROM packets WHERE journey_id = ?1 ORDER BY hop LIMIT ?2");
+        "tcp_flags, payload_len FROM packets WHERE journey_id = ?1 AND hop IS NOT NULL ORDER BY hop LIMIT ?2");
     for (const std::int64_t id : ids) {
         jq.reset();
         jq.bind(1, id);
@@ -1155,6 +1155,10 @@ void Page::flow_detail(const Json& f) {
         for (std::size_t i = 0; i < path.size(); ++i)
             m_out.append(i ? " → " : "").append(e(value_text(path[i])));
     }
+    std::set<std::string> observed_by;  // a bridge that switched the flow between two ports: not on the path
+    for (const Json& o : array_of(f, "observers"))
+        if (observed_by.insert(str_of(o, "point")).second)
+            m_out.append(" · observed by ").append(e(str_of(o, "point"))).append(" (bridge-local, not a hop)");
     if (f.contains("conntrack")) {
         const std::string state = str_of(f["conntrack"], "state");
         m_out.append(" · conntrack ").append(state == "agrees"   ? "<span class=\"badge b-ok\">agrees</span>"

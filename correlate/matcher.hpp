@@ -22,6 +22,7 @@ struct Sighting {
     Tuple tuple;
     std::uint8_t icmp_type = 0;  // for ICMP(v6) packets
     std::uint8_t icmp_code = 0;
+    std::uint8_t ttl = 0;        // IPv4 TTL or IPv6 hop limit: unchanged when a bridge switches the frame
     Tuple inner;                 // ICMP errors: the quoted packet's tuple (proto 0 when none)
 };
 
