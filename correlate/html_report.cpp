@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -578,6 +579,35 @@ void Page::path_diagram() {
         return it->second;
     };
 
+    // A flow between two containers on one bridge (its forward packets observed by the bridge that switched them
+    // between two ports) is drawn as both containers' own paths to that bridge: the columns still run from the
+    // containers outward, and each container shows its own address.
+    auto draw_as_bridge_legs = [&](const Json& f, const std::vector<std::size_t>& idx) {
+        for (const Json& o : array_of(f, "observers")) {
+            const Json& between = array_of(o, "between");
+            if (str_of(o, "direction") != "forward" || between.size() != 2) continue;
+            const auto bridge = index_of(o["point"]);
+            const auto egress_point = index_of(between[1]);
+            const auto egress = std::find(idx.begin(), idx.end(), egress_point.value_or(n));
+            if (!bridge || egress == idx.begin() || egress == idx.end()) continue;
+            on_path[*bridge] = true;
+            std::vector<std::size_t> outward(idx.begin(), egress);
+            std::vector<std::size_t> inward(idx.rbegin(), std::make_reverse_iterator(egress));
+            for (const auto& [leg, side] : {std::pair{&outward, "src"}, std::pair{&inward, "dst"}}) {
+                leg->push_back(*bridge);
+                const std::string address = str_of(f["original"], side);
+                for (std::size_t k = 0; k < leg->size(); ++k) {
+                    if (!address.empty() && addresses[(*leg)[k]].size() < 6) addresses[(*leg)[k]].insert(address);
+                    if (k + 1 == leg->size()) break;
+                    const auto key = std::minmax((*leg)[k], (*leg)[k + 1]);
+                    ++edges[{key.first, key.second}].flows;
+                }
+            }
+            return true;
+        }
+        return false;
+    };
+
     for (const Json* f : m_flows) {
         const Json& path = array_of(*f, "path");
         std::vector<std::size_t> idx;
@@ -585,6 +615,7 @@ void Page::path_diagram() {
             if (auto i = index_of(name)) idx.push_back(*i);
         if (idx.empty()) continue;
         for (std::size_t i : idx) on_path[i] = true;
+        if (draw_as_bridge_legs(*f, idx)) continue;
         // Addresses along the path: the inner end of the tuple (the source when the flow starts inside), with the
         // forward rewrites applied where they happened.
         const bool starts_inside = idx.front() <= idx.back();

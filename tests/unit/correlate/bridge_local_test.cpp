@@ -6,6 +6,7 @@
 
 #include "correlate/analysis.hpp"
 #include "correlate/correlate.hpp"
+#include "correlate/html_report.hpp"
 #include "correlate/report.hpp"
 #include "store/import.hpp"
 
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <tuple>
@@ -248,6 +250,23 @@ TEST(BridgeLocal, text_report_says_the_bridge_saw_it_cross) {
                           "forward, 11 reply"),
               std::string::npos)
         << text;
+}
+
+TEST(BridgeLocal, the_html_path_diagram_draws_both_containers_paths_to_the_bridge) {
+    auto db = store::Database::open_memory();
+    import(db);
+    give_roles(db);
+    correlate::run(db);
+    const Json report = correlate::build_report(db);
+    const std::string html = correlate::render_html(report, db);
+    // Edges of the diagram, from their titles: "<path class="edge" …><title>A → B: N flows</title>".
+    std::set<std::string> edges;
+    const std::regex edge(R"re(<path class="edge"[^>]*><title>([^<:]+):)re");
+    for (auto it = std::sregex_iterator(html.begin(), html.end(), edge); it != std::sregex_iterator(); ++it)
+        edges.insert((*it)[1]);
+    EXPECT_EQ(edges, (std::set<std::string>{"c1-eth0 → c1-veth", "c1-veth → docker0", "c2-eth0 → c2-veth",
+                                            "c2-veth → docker0", "docker0 → uplink"}));
+    EXPECT_NE(html.find("observed by docker0 (bridge-local, not a hop)"), std::string::npos);
 }
 
 TEST(BridgeLocal, imported_files_without_roles_keep_every_sighting_on_the_path) {
