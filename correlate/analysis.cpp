@@ -48,6 +48,37 @@ std::size_t egress_port(std::span<const Sighting> sightings, std::span<const std
     return 0;
 }
 
+// Moves the bridge sightings of the journeys `which` (ascending indexes) out of `journeys` into `observers`,
+// which stays parallel to `journeys`.
+void detach_bridges(std::span<const Sighting> sightings, const std::vector<std::size_t>& which, Journeys& journeys,
+                    Journeys& observers, const MatchOptions& options) {
+    if (which.empty()) return;
+    Journeys path;
+    Journeys observed;
+    path.offsets.reserve(journeys.offsets.size());
+    path.members.reserve(journeys.members.size());
+    path.offsets.push_back(0);
+    observed.offsets.reserve(journeys.offsets.size());
+    observed.offsets.push_back(0);
+    auto next = which.begin();
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const bool detach = next != which.end() && *next == j;
+        if (detach) ++next;
+        if (j < observers.count()) {
+            const auto kept = observers.of(j);
+            observed.members.insert(observed.members.end(), kept.begin(), kept.end());
+        }
+        for (const std::uint32_t m : journeys.of(j)) {
+            if (detach && has_rank(options, sightings[m].point, k_rank_bridge)) observed.members.push_back(m);
+            else path.members.push_back(m);
+        }
+        path.offsets.push_back(static_cast<std::uint32_t>(path.members.size()));
+        observed.offsets.push_back(static_cast<std::uint32_t>(observed.members.size()));
+    }
+    journeys = std::move(path);
+    observers = std::move(observed);
+}
+
 // The bridge's own tap sees a switched frame only as the copy the bridge passes up to its own interface
 // (libpcap makes it promiscuous): stamped with the ingress port's time, or after the egress port already sent
 // it (a TCP segment keeps its socket's delivery time, so every tap stamps it afresh). Either way it is no hop
@@ -59,24 +90,30 @@ Journeys detach_observers(std::span<const Sighting> sightings, Journeys& journey
     std::vector<std::size_t> switched;
     for (std::size_t j = 0; j < journeys.count(); ++j)
         if (egress_port(sightings, journeys.of(j), options) != 0) switched.push_back(j);
-    if (switched.empty()) return observers;
-    Journeys path;
-    path.offsets.reserve(journeys.offsets.size());
-    path.members.reserve(journeys.members.size());
-    path.offsets.push_back(0);
-    auto next = switched.begin();
-    for (std::size_t j = 0; j < journeys.count(); ++j) {
-        const bool observed = next != switched.end() && *next == j;
-        if (observed) ++next;
-        for (const std::uint32_t m : journeys.of(j)) {
-            if (observed && has_rank(options, sightings[m].point, k_rank_bridge)) observers.members.push_back(m);
-            else path.members.push_back(m);
-        }
-        path.offsets.push_back(static_cast<std::uint32_t>(path.members.size()));
-        observers.offsets[j + 1] = static_cast<std::uint32_t>(observers.members.size());
-    }
-    journeys = std::move(path);
+    detach_bridges(sightings, switched, journeys, observers, options);
     return observers;
+}
+
+// A flow whose packets the bridge switched between two containers is bridge-local: the bridge is no hop of
+// any of its journeys, also of one that never reached the egress port (the bridge saw it and did not forward
+// it). Such a journey then ends at the ingress veth, and is lost there when the flow's path goes on. Returns
+// whether any sighting was detached.
+bool detach_flow_observers(std::span<const Sighting> sightings, Journeys& journeys, Analysis& out,
+                           const MatchOptions& options) {
+    std::unordered_set<std::uint32_t> bridge_local;
+    for (std::size_t j = 0; j < out.observers.count(); ++j)
+        if (!out.observers.of(j).empty()) bridge_local.insert(out.journeys[j].flow);
+    std::vector<std::size_t> which;
+    for (std::size_t j = 0; j < journeys.count() && !bridge_local.empty(); ++j) {
+        if (!bridge_local.contains(out.journeys[j].flow) || !out.observers.of(j).empty()) continue;
+        const auto members = journeys.of(j);
+        const auto bridges = std::count_if(members.begin(), members.end(), [&](std::uint32_t m) {
+            return has_rank(options, sightings[m].point, k_rank_bridge);
+        });
+        if (bridges > 0 && static_cast<std::size_t>(bridges) < members.size()) which.push_back(j);
+    }
+    detach_bridges(sightings, which, journeys, out.observers, options);
+    return !which.empty();
 }
 
 std::span<const std::uint32_t> observers_of(const Analysis& a, std::size_t j) {
@@ -409,6 +446,7 @@ Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const 
     Analysis out;
     out.observers = detach_observers(sightings, journeys, options);
     assign_flows(sightings, journeys, out);
+    if (detach_flow_observers(sightings, journeys, out, options)) assign_flows(sightings, journeys, out);
     out.path_order = path_order(sightings, journeys, out, options);
     if (order_ties(sightings, journeys, out, out.path_order)) {
         assign_flows(sightings, journeys, out);

@@ -160,7 +160,8 @@ void build_comment(std::string& out, const store::Statement& q, const std::strin
     out.append(" (flow ").append(std::to_string(q.column_int(c_flow))).append(", ");
     out.append(q.column_text(c_journey_direction)).append(")");
     if (q.column_is_null(c_hop)) {  // an observer: the bridge saw the frame it switched between two ports
-        out.append(": observed at ").append(here).append(", which switched it between two of its ports (bridge-local, not a hop)");
+        out.append(": observed at ").append(here);
+        out.append(", which switched it between two of its ports (bridge-local, not a hop)");
         return;
     }
     const std::int64_t hop = q.column_int(c_hop) + 1;

@@ -63,9 +63,10 @@ std::map<std::int64_t, Json> flow_observers(const store::Database& db, const Nam
         "AND p.point_id IN (SELECT id FROM points WHERE role = 'veth') "
         "ORDER BY b.flow_id, b.direction, b.point_id, p.hop");
     Json* current = nullptr;
-    std::tuple<std::int64_t, std::string, std::int64_t> key{-1, "", -1};
+    using Key = std::tuple<std::int64_t, std::string, std::int64_t>;  // flow, direction, observer
+    Key key{-1, "", -1};
     while (q.step()) {
-        const std::tuple<std::int64_t, std::string, std::int64_t> row{q.column_int(0), q.column_text(1), q.column_int(2)};
+        const Key row{q.column_int(0), q.column_text(1), q.column_int(2)};
         if (row != key) {
             key = row;
             auto& list = out[q.column_int(0)];
@@ -489,7 +490,8 @@ std::string destination_text(const std::string& proto, const Json& t) {
 std::string observer_between(const Json& flow, const std::string& from, const std::string& to) {
     if (!flow.contains("observers")) return "";
     for (const Json& o : flow["observers"])
-        if (o["direction"] == "forward" && o["between"] == Json::array({from, to})) return o["point"].get<std::string>();
+        if (o["direction"] == "forward" && o["between"] == Json::array({from, to}))
+            return o["point"].get<std::string>();
     return "";
 }
 
@@ -513,8 +515,8 @@ std::string observers_text(const Json& flow) {
     }
     std::string out;
     for (const auto& [point, text] : seen) {
-        out += "  observed by " + point + " (bridge-local: switched" + (text.first.empty() ? "" : " between " + text.first) +
-               ", not a hop): " + text.second + "\n";
+        const std::string between = text.first.empty() ? "" : " between " + text.first;
+        out += "  observed by " + point + " (bridge-local: switched" + between + ", not a hop): " + text.second + "\n";
     }
     return out;
 }

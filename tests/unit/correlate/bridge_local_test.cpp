@@ -321,5 +321,52 @@ TEST(BridgeLocal, a_frame_routed_between_two_bridges_has_no_observer) {
     EXPECT_EQ(k.of(0).size(), 4U);
 }
 
+// Hand-built sightings: five datagrams c1 → c2 on one bridge, the third seen by docker0 but never forwarded to
+// c2's veth (a bridge netfilter drop, say). The flow is bridge-local, so docker0 is no hop of that journey
+// either: it is lost after c1's veth, expected at c2's.
+TEST(BridgeLocal, a_frame_the_bridge_did_not_forward_is_lost_after_the_ingress_port) {
+    using namespace correlate;
+    const Tuple t{17, IpAddr::parse("172.17.0.2").value(), IpAddr::parse("172.17.0.3").value(), 4000, 8125};
+    // Points: 1 c1 eth0, 2 c1's veth, 3 docker0, 4 the uplink, 5 c2 eth0, 6 c2's veth.
+    MatchOptions options;
+    options.role_rank = {{1, 0}, {2, 1}, {3, 2}, {4, 3}, {5, 0}, {6, 1}};
+    options.container_points = {1, 5};
+    options.capture_start_ns = 1;
+    options.capture_stop_ns = 900'000'000;
+    std::vector<Sighting> sightings;
+    auto add = [&](std::uint32_t point, std::int64_t ts, std::uint64_t fp) {
+        Sighting s;
+        s.packet_id = static_cast<std::int64_t>(sightings.size() + 1);
+        s.point = point;
+        s.ts_ns = ts;
+        s.fingerprint = fp;
+        s.ttl = 64;
+        s.tuple = t;
+        sightings.push_back(s);
+    };
+    for (int n = 0; n < 5; ++n) {
+        const std::int64_t at = n * 10'000'000LL;
+        const auto fp = static_cast<std::uint64_t>(100 + n);
+        add(1, at, fp), add(2, at + 1000, fp), add(3, at + 1000, fp);  // docker0 reuses the ingress stamp
+        if (n == 2) continue;
+        add(6, at + 3000, fp), add(5, at + 4000, fp);
+    }
+    Journeys j = match(sightings, options);
+    const Analysis a = analyse(sightings, j, options);
+    ASSERT_EQ(j.count(), 5U);
+    ASSERT_EQ(a.flows.size(), 1U);
+    EXPECT_EQ(a.flows[0].packets, 23U);  // every sighting, docker0's included
+    for (std::size_t k = 0; k < j.count(); ++k) {
+        ASSERT_EQ(a.observers.of(k).size(), 1U) << "journey " << k;
+        EXPECT_EQ(sightings[a.observers.of(k)[0]].point, 3U);
+        for (const std::uint32_t m : j.of(k)) EXPECT_NE(sightings[m].point, 3U) << "docker0 on journey " << k;
+    }
+    ASSERT_EQ(a.losses.size(), 1U);
+    EXPECT_EQ(a.losses[0].after_point, 2U);
+    EXPECT_EQ(a.losses[0].expected_point, 6U);
+    EXPECT_EQ(a.losses[0].count, 1U);
+    for (const HopStats& h : a.hops) EXPECT_NE(h.to_point, 3U);
+}
+
 }  // namespace
 }  // namespace hoptrace
