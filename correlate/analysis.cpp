@@ -20,6 +20,119 @@ FlowDirection flip(FlowDirection d) noexcept {
 
 bool is_icmp_error(const Sighting& s) noexcept { return (s.flags & packet_flag::k_icmp_error) != 0; }
 
+// Role ranks (MatchOptions::role_rank) that bridge-local traffic is recognised by.
+constexpr int k_rank_veth = 1;
+constexpr int k_rank_bridge = 2;
+
+bool has_rank(const MatchOptions& options, std::uint32_t point, int rank) {
+    const auto it = options.role_rank.find(point);
+    return it != options.role_rank.end() && it->second == rank;
+}
+
+// A frame that a bridge switched from one of its ports to another (container to container on one bridge)
+// crosses both ports' veths with the same TTL; a routed one (from one bridge to another, or NATed back out by
+// the bridge it came in by) loses one on the way. Returns the index in `members` (time order) of the second
+// veth sighting, the egress port, when the first two veth sightings carry the same TTL; 0 when the journey
+// was not switched between two ports.
+std::size_t egress_port(std::span<const Sighting> sightings, std::span<const std::uint32_t> members,
+                        const MatchOptions& options) {
+    const Sighting* ingress = nullptr;
+    for (std::size_t i = 0; i < members.size(); ++i) {
+        const Sighting& s = sightings[members[i]];
+        if (!has_rank(options, s.point, k_rank_veth)) continue;
+        if (ingress == nullptr) {
+            ingress = &s;
+            continue;
+        }
+        return s.ttl == ingress->ttl ? i : 0;
+    }
+    return 0;
+}
+
+// Moves the bridge sightings of the journeys `which` (ascending indexes) out of `journeys` into `observers`,
+// which stays parallel to `journeys`.
+void detach_bridges(std::span<const Sighting> sightings, const std::vector<std::size_t>& which, Journeys& journeys,
+                    Journeys& observers, const MatchOptions& options) {
+    if (which.empty()) return;
+    Journeys path;
+    Journeys observed;
+    path.offsets.reserve(journeys.offsets.size());
+    path.members.reserve(journeys.members.size());
+    path.offsets.push_back(0);
+    observed.offsets.reserve(journeys.offsets.size());
+    observed.offsets.push_back(0);
+    auto next = which.begin();
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const bool detach = next != which.end() && *next == j;
+        if (detach) ++next;
+        if (j < observers.count()) {
+            const auto kept = observers.of(j);
+            observed.members.insert(observed.members.end(), kept.begin(), kept.end());
+        }
+        for (const std::uint32_t m : journeys.of(j)) {
+            if (detach && has_rank(options, sightings[m].point, k_rank_bridge)) observed.members.push_back(m);
+            else path.members.push_back(m);
+        }
+        path.offsets.push_back(static_cast<std::uint32_t>(path.members.size()));
+        observed.offsets.push_back(static_cast<std::uint32_t>(observed.members.size()));
+    }
+    journeys = std::move(path);
+    observers = std::move(observed);
+}
+
+// The bridge's own tap sees a switched frame only as the copy the bridge passes up to its own interface
+// (libpcap makes it promiscuous): stamped with the ingress port's time, or after the egress port already sent
+// it (a TCP segment keeps its socket's delivery time, so every tap stamps it afresh). Either way it is no hop
+// between the ports. The bridge sightings of switched journeys become observers: moved out of `journeys`
+// into the result, which is parallel to `journeys`.
+Journeys detach_observers(std::span<const Sighting> sightings, Journeys& journeys, const MatchOptions& options) {
+    Journeys observers;
+    observers.offsets.assign(journeys.count() + 1, 0);
+    std::vector<std::size_t> switched;
+    for (std::size_t j = 0; j < journeys.count(); ++j)
+        if (egress_port(sightings, journeys.of(j), options) != 0) switched.push_back(j);
+    detach_bridges(sightings, switched, journeys, observers, options);
+    return observers;
+}
+
+// A flow whose packets the bridge switched between two containers is bridge-local: the bridge is no hop of
+// any of its journeys, also of one that never reached the egress port (the bridge saw it and did not forward
+// it). Such a journey then ends at the ingress veth, and is lost there when the flow's path goes on. Returns
+// whether any sighting was detached.
+bool detach_flow_observers(std::span<const Sighting> sightings, Journeys& journeys, Analysis& out,
+                           const MatchOptions& options) {
+    std::unordered_set<std::uint32_t> bridge_local;
+    for (std::size_t j = 0; j < out.observers.count(); ++j)
+        if (!out.observers.of(j).empty()) bridge_local.insert(out.journeys[j].flow);
+    std::vector<std::size_t> which;
+    for (std::size_t j = 0; j < journeys.count() && !bridge_local.empty(); ++j) {
+        if (!bridge_local.contains(out.journeys[j].flow) || !out.observers.of(j).empty()) continue;
+        const auto members = journeys.of(j);
+        const auto bridges = std::count_if(members.begin(), members.end(), [&](std::uint32_t m) {
+            return has_rank(options, sightings[m].point, k_rank_bridge);
+        });
+        if (bridges > 0 && static_cast<std::size_t>(bridges) < members.size()) which.push_back(j);
+    }
+    detach_bridges(sightings, which, journeys, out.observers, options);
+    return !which.empty();
+}
+
+std::span<const std::uint32_t> observers_of(const Analysis& a, std::size_t j) {
+    return j < a.observers.count() ? a.observers.of(j) : std::span<const std::uint32_t>{};
+}
+
+// Observer sightings are sightings of their journey's flow too.
+void count_observers(std::span<const Sighting> sightings, Analysis& out) {
+    for (std::size_t j = 0; j < out.observers.count(); ++j) {
+        for (const std::uint32_t o : out.observers.of(j)) {
+            Flow& f = out.flows[out.journeys[j].flow];
+            ++f.packets;
+            f.first_ts_ns = std::min(f.first_ts_ns, sightings[o].ts_ns);
+            f.last_ts_ns = std::max(f.last_ts_ns, sightings[o].ts_ns);
+        }
+    }
+}
+
 // Assigns every journey to a flow and a direction. A flow is found by any of its tuples: the original and
 // translated tuple (forward) and their reverses (reply).
 class FlowTable {
@@ -251,24 +364,42 @@ private:
 // Path order from precedence votes: within a journey (turned round for replies, so that every vote is in
 // the direction the flows start), a point seen strictly earlier than another precedes it. Equal timestamps
 // give no vote — the matcher's order between them is arbitrary, and votes from it would only confirm that.
+// A journey switched between two containers on one bridge is two container paths that meet at the bridge:
+// up to its egress port it went outward, from there inward; each leg votes on its own, and every point of
+// both legs precedes the bridge that observed it.
 // Points are ordered by (votes received as follower − votes as leader) / votes; ties by their role on the
 // path (container, veth, bridge, uplink, other), then id.
 std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const Journeys& journeys,
                                       const Analysis& a, const MatchOptions& options) {
     std::map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> votes;  // point -> (led, followed)
-    for (std::size_t j = 0; j < journeys.count(); ++j) {
-        const auto members = journeys.of(j);
-        const bool reply = a.journeys[j].direction == FlowDirection::reply;
+    auto vote = [&](std::span<const std::uint32_t> members, bool inward) {
         for (std::size_t x = 0; x < members.size(); ++x) {
             votes.try_emplace(sightings[members[x]].point, 0, 0);
             for (std::size_t y = x + 1; y < members.size(); ++y) {
                 const Sighting& p = sightings[members[x]];
                 const Sighting& q = sightings[members[y]];
                 if (p.ts_ns == q.ts_ns) continue;
-                const Sighting& leader = (p.ts_ns < q.ts_ns) != reply ? p : q;
+                const Sighting& leader = (p.ts_ns < q.ts_ns) != inward ? p : q;
                 const Sighting& follower = &leader == &p ? q : p;
                 ++votes[leader.point].first;
                 ++votes[follower.point].second;
+            }
+        }
+    };
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const auto members = journeys.of(j);
+        const auto observed = observers_of(a, j);
+        const std::size_t egress = observed.empty() ? 0 : egress_port(sightings, members, options);
+        if (egress == 0) {
+            vote(members, a.journeys[j].direction == FlowDirection::reply);
+            continue;
+        }
+        vote(members.first(egress), false);
+        vote(members.subspan(egress), true);
+        for (const std::uint32_t o : observed) {
+            for (const std::uint32_t m : members) {
+                ++votes[sightings[m].point].first;
+                ++votes[sightings[o].point].second;
             }
         }
     }
@@ -486,12 +617,15 @@ std::int64_t percentile(std::span<const std::int64_t> sorted, double p) noexcept
 
 Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const MatchOptions& options) {
     Analysis out;
+    out.observers = detach_observers(sightings, journeys, options);
     assign_flows(sightings, journeys, out);
+    if (detach_flow_observers(sightings, journeys, out, options)) assign_flows(sightings, journeys, out);
     out.path_order = path_order(sightings, journeys, out, options);
     if (order_ties(sightings, journeys, out, out.path_order)) {
         assign_flows(sightings, journeys, out);
         out.path_order = path_order(sightings, journeys, out, options);
     }
+    count_observers(sightings, out);
     Relations(sightings, journeys, out).run();
     rewrites_and_hops(sightings, journeys, out);
     losses(sightings, journeys, options, out);

@@ -89,13 +89,19 @@ struct Analysis {
     std::vector<Rewrite> rewrites;
     std::vector<HopStats> hops;
     std::vector<Loss> losses;
+    // Sightings that saw a journey without being a point on its path, parallel to the journeys (observers.of(j)
+    // for journey j): a bridge's own tap seeing a frame it switched from one port to another (container to
+    // container on one bridge). They are no hop: excluded from hops, rewrites, losses and the time order of
+    // the journey; they count as sightings of the journey and its flow.
+    Journeys observers;
 };
 
 // Nearest-rank percentile of sorted samples: the smallest sample with at least p% of samples <= it.
 std::int64_t percentile(std::span<const std::int64_t> sorted, double p) noexcept;
 
 // `journeys` may be reordered internally when two sightings carry the same timestamp (microsecond captures):
-// ties are put in path order for the journey's direction, so hops never run backwards.
+// ties are put in path order for the journey's direction, so hops never run backwards. Observer sightings
+// (Analysis::observers) are moved out of `journeys`: afterwards each journey holds only the points of its path.
 Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const MatchOptions& options = {});
 
 }  // namespace hoptrace::correlate

@@ -92,6 +92,15 @@ void bind_tuple(store::Statement& st, int first, const Tuple& t) {
     st.bind(first + 3, std::int64_t{t.dport});
 }
 
+// Observer sightings (a bridge that saw a frame it switched between two ports) belong to their journey but
+// are no hop of it: journey_id set, hop NULL.
+void append_observers(std::span<const Sighting> sightings, const Analysis& a,
+                      std::vector<std::array<std::int64_t, 3>>& assignments) {
+    for (std::size_t j = 0; j < a.observers.count(); ++j)
+        for (const std::uint32_t o : a.observers.of(j))
+            assignments.push_back({sightings[o].packet_id, static_cast<std::int64_t>(j + 1), -1});
+}
+
 void save(store::Database& db, std::span<const Sighting> sightings, const Journeys& journeys, const Analysis& a) {
     store::Transaction txn(db);
     db.exec(
@@ -131,7 +140,7 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
             .bind(2, static_cast<std::int64_t>(a.journeys[j].flow + 1))
             .bind(3, to_string(a.journeys[j].direction))
             .bind(4, static_cast<std::int64_t>(first.fingerprint))
-            .bind(5, static_cast<std::int64_t>(members.size()))
+            .bind(5, static_cast<std::int64_t>(members.size() + a.observers.of(j).size()))
             .bind(6, std::int64_t{first.point})
             .bind(7, std::int64_t{last.point})
             .bind(8, first.ts_ns)
@@ -146,17 +155,20 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
     }
     // Rows are updated in rowid order: the packets table holds the raw frames, and visiting it in journey
     // order would touch its pages at random.
-    std::vector<std::array<std::int64_t, 3>> assignments;  // packet id, journey id, hop
-    assignments.reserve(journeys.members.size());
+    std::vector<std::array<std::int64_t, 3>> assignments;  // packet id, journey id, hop (-1: an observer, NULL)
+    assignments.reserve(journeys.members.size() + a.observers.members.size());
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         for (std::size_t hop = 0; hop < members.size(); ++hop)
             assignments.push_back({sightings[members[hop]].packet_id, static_cast<std::int64_t>(j + 1),
                                    static_cast<std::int64_t>(hop)});
     }
+    append_observers(sightings, a, assignments);
     std::sort(assignments.begin(), assignments.end());
     for (const auto& [packet_id, journey_id, hop] : assignments) {
-        packet.bind(1, journey_id).bind(2, hop).bind(3, packet_id);
+        packet.bind(1, journey_id).bind(3, packet_id);
+        if (hop < 0) packet.bind_null(2);
+        else packet.bind(2, hop);
         packet.run();
         packet.reset();
     }

@@ -20,12 +20,14 @@ namespace {
 constexpr std::uint32_t k_default_snaplen = 262144;
 
 // One point's packets in time order (ties: by id), with what the comment needs: the journey, and the
-// journey's previous sighting (hop - 1) through the packets_journey index. One such stream per point,
+// journey's previous sighting (hop - 1) and its observers (hop NULL: not counted among its hops) through the
+// packets_journey index. One such stream per point,
 // merged by time, instead of one ORDER BY over all packets: each stream walks the packets_point_ts index
 // in order, so nothing is sorted and memory stays flat however many packets there are.
 constexpr const char* k_point_packets_sql =
     "SELECT p.id, p.ts_ns, p.wire_len, p.direction, p.flags, p.ethertype, p.ip_version, p.proto, p.src, p.dst, "
-    "p.sport, p.dport, p.fingerprint, p.journey_id, p.hop, j.flow_id, j.direction, j.sightings, "
+    "p.sport, p.dport, p.fingerprint, p.journey_id, p.hop, j.flow_id, j.direction, "
+    "j.sightings - (SELECT count(*) FROM packets o WHERE o.journey_id = p.journey_id AND o.hop IS NULL), "
     "q.point_id, q.ts_ns, q.src, q.dst, q.sport, q.dport, p.raw "
     "FROM packets p "
     "LEFT JOIN journeys j ON j.id = p.journey_id "
@@ -51,7 +53,7 @@ enum Col : int {
     c_hop,
     c_flow,
     c_journey_direction,
-    c_sightings,
+    c_hops,  // the journey's sightings on its path: observers (hop NULL) are not among them
     c_prev_point,
     c_prev_ts,
     c_prev_src,
@@ -155,11 +157,17 @@ void build_comment(std::string& out, const store::Statement& q, const std::strin
         append_unmatched(out, q);
         return;
     }
-    const std::int64_t hop = q.column_int(c_hop) + 1;
     out.append("journey ").append(std::to_string(q.column_int(c_journey)));
     out.append(" (flow ").append(std::to_string(q.column_int(c_flow))).append(", ");
-    out.append(q.column_text(c_journey_direction)).append("), hop ").append(std::to_string(hop));
-    out.append(" of ").append(std::to_string(q.column_int(c_sightings))).append(": ");
+    out.append(q.column_text(c_journey_direction)).append(")");
+    if (q.column_is_null(c_hop)) {  // an observer: the bridge saw the frame it switched between two ports
+        out.append(": observed at ").append(here);
+        out.append(", which switched it between two of its ports (bridge-local, not a hop)");
+        return;
+    }
+    const std::int64_t hop = q.column_int(c_hop) + 1;
+    out.append(", hop ").append(std::to_string(hop));
+    out.append(" of ").append(std::to_string(q.column_int(c_hops))).append(": ");
     if (hop == 1) {
         out.append("first seen at ").append(here);
         return;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -580,6 +581,35 @@ void Page::path_diagram() {
         return it->second;
     };
 
+    // A flow between two containers on one bridge (its forward packets observed by the bridge that switched them
+    // between two ports) is drawn as both containers' own paths to that bridge: the columns still run from the
+    // containers outward, and each container shows its own address.
+    auto draw_as_bridge_legs = [&](const Json& f, const std::vector<std::size_t>& idx) {
+        for (const Json& o : array_of(f, "observers")) {
+            const Json& between = array_of(o, "between");
+            if (str_of(o, "direction") != "forward" || between.size() != 2) continue;
+            const auto bridge = index_of(o["point"]);
+            const auto egress_point = index_of(between[1]);
+            const auto egress = std::find(idx.begin(), idx.end(), egress_point.value_or(n));
+            if (!bridge || egress == idx.begin() || egress == idx.end()) continue;
+            on_path[*bridge] = true;
+            std::vector<std::size_t> outward(idx.begin(), egress);
+            std::vector<std::size_t> inward(idx.rbegin(), std::make_reverse_iterator(egress));
+            for (const auto& [leg, side] : {std::pair{&outward, "src"}, std::pair{&inward, "dst"}}) {
+                leg->push_back(*bridge);
+                const std::string address = str_of(f["original"], side);
+                for (std::size_t k = 0; k < leg->size(); ++k) {
+                    if (!address.empty() && addresses[(*leg)[k]].size() < 6) addresses[(*leg)[k]].insert(address);
+                    if (k + 1 == leg->size()) break;
+                    const auto key = std::minmax((*leg)[k], (*leg)[k + 1]);
+                    ++edges[{key.first, key.second}].flows;
+                }
+            }
+            return true;
+        }
+        return false;
+    };
+
     for (const Json* f : m_flows) {
         const Json& path = array_of(*f, "path");
         std::vector<std::size_t> idx;
@@ -587,6 +617,7 @@ void Page::path_diagram() {
             if (auto i = index_of(name)) idx.push_back(*i);
         if (idx.empty()) continue;
         for (std::size_t i : idx) on_path[i] = true;
+        if (draw_as_bridge_legs(*f, idx)) continue;
         // Addresses along the path: the inner end of the tuple (the source when the flow starts inside), with the
         // forward rewrites applied where they happened.
         const bool starts_inside = idx.front() <= idx.back();
@@ -1087,7 +1118,7 @@ std::vector<Journey> Page::sample_journeys(const Json& flow, std::size_t& total)
     auto jq = m_db.prepare("SELECT direction FROM journeys WHERE id = ?1");
     auto sq = m_db.prepare(
         "SELECT point_id, ts_ns, src, dst, sport, dport, ttl, flags, proto, icmp_type, icmp_code, icmp_seq, "
-        "tcp_flags, payload_len FROM packets WHERE journey_id = ?1 ORDER BY hop LIMIT ?2");
+        "tcp_flags, payload_len FROM packets WHERE journey_id = ?1 AND hop IS NOT NULL ORDER BY hop LIMIT ?2");
     for (const std::int64_t id : ids) {
         jq.reset();
         jq.bind(1, id);
@@ -1157,6 +1188,10 @@ void Page::flow_detail(const Json& f) {
         for (std::size_t i = 0; i < path.size(); ++i)
             m_out.append(i ? " → " : "").append(e(value_text(path[i])));
     }
+    std::set<std::string> observed_by;  // a bridge that switched the flow between two ports: not on the path
+    for (const Json& o : array_of(f, "observers"))
+        if (observed_by.insert(str_of(o, "point")).second)
+            m_out.append(" · observed by ").append(e(str_of(o, "point"))).append(" (bridge-local, not a hop)");
     if (f.contains("conntrack")) {
         const std::string state = str_of(f["conntrack"], "state");
         m_out.append(" · conntrack ").append(state == "agrees"   ? "<span class=\"badge b-ok\">agrees</span>"

@@ -22,9 +22,9 @@ struct Sighting {
     Tuple tuple;
     std::uint8_t icmp_type = 0;  // for ICMP(v6) packets
     std::uint8_t icmp_code = 0;
+    std::uint8_t ttl = 0;        // IPv4 TTL or IPv6 hop limit: unchanged when a bridge switches the frame
     Tuple inner;                 // ICMP errors: the quoted packet's tuple (proto 0 when none)
     // What ties journeys to each other (analysis: answers, repeats): fields NAT leaves alone.
-    std::uint8_t ttl = 0;
     std::uint8_t tcp_flags = 0;
     std::uint16_t ip_id = 0;         // IPv4 only
     std::uint32_t seq = 0;           // TCP sequence number, or ICMP echo sequence

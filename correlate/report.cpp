@@ -59,6 +59,55 @@ Json rewrite_value(const std::string& field, const std::string& text) {
     return std::stoll(text);  // ports and ids are numbers
 }
 
+// Points that saw a flow's packets without being on its path (hop NULL): a bridge that switched them from one
+// port to another. Per flow: {"point", "direction", "count", "between": [port, port]}, the two veth points of
+// one such journey's path in its order — the ports the bridge switched it between.
+template <typename NameOf>
+std::map<std::int64_t, Json> flow_observers(const store::Database& db, const NameOf& name_of) {
+    std::map<std::int64_t, Json> out;
+    auto q = db.prepare(
+        "WITH observed AS (SELECT j.flow_id, j.direction, o.point_id, count(*) AS n, min(o.journey_id) AS sample "
+        "FROM packets o JOIN journeys j ON j.id = o.journey_id WHERE o.journey_id IS NOT NULL AND o.hop IS NULL "
+        "GROUP BY j.flow_id, j.direction, o.point_id) "
+        "SELECT b.flow_id, b.direction, b.point_id, b.n, p.point_id FROM observed b "
+        "LEFT JOIN packets p ON p.journey_id = b.sample AND p.hop IS NOT NULL "
+        "AND p.point_id IN (SELECT id FROM points WHERE role = 'veth') "
+        "ORDER BY b.flow_id, b.direction, b.point_id, p.hop");
+    Json* current = nullptr;
+    using Key = std::tuple<std::int64_t, std::string, std::int64_t>;  // flow, direction, observer
+    Key key{-1, "", -1};
+    while (q.step()) {
+        const Key row{q.column_int(0), q.column_text(1), q.column_int(2)};
+        if (row != key) {
+            key = row;
+            auto& list = out[q.column_int(0)];
+            if (list.is_null()) list = Json::array();
+            list.push_back({{"point", name_of(q.column_int(2))}, {"direction", q.column_text(1)},
+                            {"count", q.column_int(3)}, {"between", Json::array()}});
+            current = &list.back();
+        }
+        if (!q.column_is_null(4) && (*current)["between"].size() < 2)
+            (*current)["between"].push_back(name_of(q.column_int(4)));
+    }
+    return out;
+}
+
+// A flow's hops along its own path: forward ones from its first point on, replies from its last. The points'
+// global path order cannot say that for a flow between two containers, whose path runs inward after the bridge.
+// Hops from a point off the path keep their place after the others.
+Json along_path(Json hops, const Json& path) {
+    std::map<std::string, std::size_t> position;
+    for (std::size_t i = 0; i < path.size(); ++i) position.emplace(path[i].get<std::string>(), i);
+    auto key = [&](const Json& h) {
+        const bool reply = h["direction"] == "reply";
+        const auto it = position.find(h["from"].get<std::string>());
+        const std::size_t at = it == position.end() ? path.size() : reply ? path.size() - 1 - it->second : it->second;
+        return std::pair{reply, at};
+    };
+    std::stable_sort(hops.begin(), hops.end(), [&](const Json& a, const Json& b) { return key(a) < key(b); });
+    return hops;
+}
+
 }  // namespace
 
 std::string format_duration(std::int64_t ns) {
@@ -173,12 +222,13 @@ Json build_report(const store::Database& db) {
         "WITH best AS (SELECT flow_id, id, row_number() OVER (PARTITION BY flow_id ORDER BY "
         "direction = 'forward' DESC, sightings DESC, id) AS rn FROM journeys) "
         "SELECT b.flow_id, p.point_id FROM best b JOIN packets p ON p.journey_id = b.id "
-        "WHERE b.rn = 1 ORDER BY b.flow_id, p.hop");
+        "WHERE b.rn = 1 AND p.hop IS NOT NULL ORDER BY b.flow_id, p.hop");
     while (path_q.step()) {
         auto& list = paths[path_q.column_int(0)];
         if (list.is_null()) list = Json::array();
         list.push_back(name_of(path_q.column_int(1)));
     }
+    std::map<std::int64_t, Json> observers = flow_observers(db, name_of);
     // flow -> (forward, reply) packets of the flow itself; ICMP errors that answered it are listed apart.
     std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> per_direction;
     auto dq = db.prepare(
@@ -236,8 +286,9 @@ Json build_report(const store::Database& db) {
         f["first_ts_ns"] = fq.column_int(12);
         f["last_ts_ns"] = fq.column_int(13);
         f["path"] = paths.contains(id) ? paths[id] : Json::array();
-        f["hops"] = hops.contains(id) ? hops[id] : Json::array();
+        f["hops"] = hops.contains(id) ? along_path(std::move(hops[id]), f["path"]) : Json::array();
         f["lost"] = lost.contains(id) ? lost[id] : Json::array();
+        f["observers"] = observers.contains(id) ? observers[id] : Json::array();
         if (!kernel.empty()) {
             const auto it = kernel.find(key(proto, fq.column_text(2), fq.column_text(3), fq.column_int(4), fq.column_int(5)));
             Json c;
@@ -265,7 +316,7 @@ Json build_report(const store::Database& db) {
     auto eq = db.prepare(
         "SELECT p.journey_id, p.point_id, p.icmp_type, p.icmp_code, p.src, p.inner_proto, p.inner_src, p.inner_dst, "
         "p.inner_sport, p.inner_dport, p.inner_ttl, p.proto, j.flow_id, j.related_id FROM packets p "
-        "JOIN journeys j ON j.id = p.journey_id WHERE (p.flags & 16) != 0 ORDER BY p.journey_id, p.hop");
+        "JOIN journeys j ON j.id = p.journey_id WHERE (p.flags & 16) != 0 AND p.hop IS NOT NULL ORDER BY p.journey_id, p.hop");
     std::map<std::int64_t, std::vector<std::size_t>> errors_of_flow;  // flow -> indexes into errors
     std::int64_t current = -1;
     Json error;
@@ -533,6 +584,15 @@ std::string destination_text(const std::string& proto, const Json& t) {
     return t["dst"].get<std::string>();
 }
 
+// The bridge that switched the flow's forward packets from port `from` to port `to` ("" when none did).
+std::string observer_between(const Json& flow, const std::string& from, const std::string& to) {
+    if (!flow.contains("observers")) return "";
+    for (const Json& o : flow["observers"])
+        if (o["direction"] == "forward" && o["between"] == Json::array({from, to}))
+            return o["point"].get<std::string>();
+    return "";
+}
+
 // One loss line: what ended the packets, and whether the capture itself could have missed them.
 std::string loss_text(const Json& l) {
     const std::string cause = l.value("cause", "dropped");
@@ -588,6 +648,25 @@ std::string answered_by_errors(const Json& flow) {
     return text + ").";
 }
 
+// "  observed by docker0 (bridge-local: switched between vethA and vethB, not a hop): 3 forward, 3 reply"
+std::string observers_text(const Json& flow) {
+    if (!flow.contains("observers")) return "";
+    std::map<std::string, std::pair<std::string, std::string>> seen;  // point -> (switched between, counts)
+    for (const Json& o : flow["observers"]) {
+        auto& [between, counts] = seen[o["point"].get<std::string>()];
+        if (between.empty() && o["between"].size() == 2)
+            between = o["between"][0].get<std::string>() + " and " + o["between"][1].get<std::string>();
+        counts += (counts.empty() ? "" : ", ") + std::to_string(o["count"].get<std::int64_t>()) + " " +
+                  o["direction"].get<std::string>();
+    }
+    std::string out;
+    for (const auto& [point, text] : seen) {
+        const std::string between = text.first.empty() ? "" : " between " + text.first;
+        out += "  observed by " + point + " (bridge-local: switched" + between + ", not a hop): " + text.second + "\n";
+    }
+    return out;
+}
+
 }  // namespace
 
 std::string narrate(const Json& flow, const Json& points) {
@@ -623,9 +702,11 @@ std::string narrate(const Json& flow, const Json& points) {
             dnat = dnat || field == "dst" || field == "dport";
         }
         const std::string role = point[to].first;
+        const std::string observer = observer_between(flow, from, to);
         text += i + 1 == path.size() && path.size() > 2 ? ", and " : ", ";
         if (snat) text += "was masqueraded to " + source_text(proto, flow["translated"]) + " on " + to + " " + t + " later";
         else if (dnat) text += "was redirected to " + destination_text(proto, flow["translated"]) + " on " + to + " " + t + " later";
+        else if (!observer.empty()) text += "crossed " + observer + " (bridge-local, no NAT) to " + to + " in " + t;
         else if (role == "veth") text += "crossed " + to + " in " + t;
         else if (role == "bridge") text += "the bridge " + to + " in " + t;
         else text += "reached " + to + " " + t + " later";
@@ -706,6 +787,7 @@ std::string render_text(const Json& report) {
                 out << (i ? " → " : "") << f["path"][i].get<std::string>();
             out << "\n";
         }
+        out << observers_text(f);
         out << "  " << f["forward_journeys"].get<std::int64_t>() << " forward and "
             << f["reply_journeys"].get<std::int64_t>() << " reply packets, " << f["packets"].get<std::int64_t>()
             << " sightings\n";

@@ -103,7 +103,7 @@ Json build_traceroutes(const store::Database& db, const std::function<std::strin
 
     auto sq = db.prepare(
         "SELECT point_id, ts_ns, src, proto, icmp_type, icmp_code, tcp_flags, flags, inner_proto, inner_src, "
-        "inner_dst, inner_sport, inner_dport FROM packets WHERE journey_id = ? ORDER BY hop");
+        "inner_dst, inner_sport, inner_dport FROM packets WHERE journey_id = ? AND hop IS NOT NULL ORDER BY hop");
     auto pq = db.prepare(
         "SELECT j.id, j.flow_id, p.ttl FROM journeys j JOIN flows f ON f.id = j.flow_id "
         "JOIN packets p ON p.journey_id = j.id AND p.hop = 0 "

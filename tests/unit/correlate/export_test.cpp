@@ -384,5 +384,60 @@ TEST(ExportLab, an_unwritable_output_is_one_line_naming_it) {
     EXPECT_EQ(s.error(), path + ": cannot create: No such file or directory");
 }
 
+// tests/data/c2c (see its README): c1 → c2 on one bridge, with the roles a live capture gives the points. The
+// bridge's sightings of c1↔c2 frames are observers (hop NULL): commented as such, and no hop counts them.
+TEST(ExportC2c, a_bridge_that_switched_a_frame_is_commented_as_its_observer) {
+    const std::string dir_c2c = std::string(HOPTRACE_TEST_DATA) + "/c2c/";
+    auto db = store::Database::open_memory();
+    {
+        store::Writer writer(db);
+        for (const auto& [name, file] : k_files) {
+            const auto r = store::import_file(db, writer, {name, dir_c2c + file, {}});
+            ASSERT_FALSE(r.error) << *r.error;
+        }
+        writer.close();
+    }
+    db.exec(
+        "UPDATE points SET role = 'container' WHERE name IN ('c1-eth0', 'c2-eth0');"
+        "UPDATE points SET role = 'veth' WHERE name IN ('c1-veth', 'c2-veth');"
+        "UPDATE points SET role = 'bridge' WHERE name = 'docker0'; UPDATE points SET role = 'uplink' WHERE name = 'uplink';");
+    correlate::run(db);
+    std::set<std::int64_t> observers;
+    std::map<std::int64_t, std::int64_t> path_length;  // journey -> sightings with a hop
+    {
+        auto q = db.prepare("SELECT id FROM packets WHERE journey_id IS NOT NULL AND hop IS NULL");
+        while (q.step()) observers.insert(q.column_int(0));
+        auto l = db.prepare("SELECT journey_id, count(hop) FROM packets WHERE journey_id IS NOT NULL GROUP BY journey_id");
+        while (l.step()) path_length[l.column_int(0)] = l.column_int(1);
+    }
+    EXPECT_EQ(observers.size(), 34U);  // README: docker0 saw 24 TCP and 10 ICMP frames between c1 and c2
+    TempDir dir;
+    const test::Walked w = test::walk_pcapng(export_to(db, dir, "c2c.pcapng"));
+    ASSERT_EQ(w.error, "");
+    const auto rows = db_rows(db);
+    ASSERT_EQ(w.packets.size(), rows.size());
+    std::size_t observed = 0;
+    for (std::size_t k = 0; k < rows.size(); ++k) {
+        const Row& r = rows[k];
+        if (!r.journey) continue;
+        const std::string& comment = w.packets[k].comments.at(0);
+        const std::string journey =
+            "journey " + std::to_string(*r.journey) + " (flow " + std::to_string(r.flow) + ", " + r.direction + ")";
+        if (observers.contains(r.id)) {
+            EXPECT_EQ(r.point, "docker0");
+            EXPECT_EQ(comment, journey + ": observed at docker0, which switched it between two of its ports "
+                                         "(bridge-local, not a hop)");
+            ++observed;
+        } else {
+            EXPECT_EQ(comment.rfind(journey + ", hop " + std::to_string(r.hop + 1) + " of " +
+                                        std::to_string(path_length.at(*r.journey)) + ": ",
+                                    0),
+                      0U)
+                << comment;
+        }
+    }
+    EXPECT_EQ(observed, observers.size());
+}
+
 }  // namespace
 }  // namespace hoptrace::correlate
