@@ -152,8 +152,10 @@ public:
                 } else {
                     link(j, Relation::repeats, original_of(j, info, first));
                 }
-            } else if (info.relation == Relation::segment_of) {
-                original_of(j, info, first);  // a later retransmission of the segment's bytes repeats it
+            } else if (info.relation == Relation::segment_of && info.related < j) {
+                // A later retransmission of the segment's bytes repeats it. (A super-packet numbered after its
+                // segment — equal timestamps — must not be taken for a retransmission of it.)
+                original_of(j, info, first);
             }
             if (!info.icmp_error) m_sent[key(info.flow, info.direction)].push_back(j);
         }
