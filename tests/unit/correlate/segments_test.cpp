@@ -5,6 +5,7 @@
 
 #include "correlate/analysis.hpp"
 #include "correlate/correlate.hpp"
+#include "correlate/html_report.hpp"
 #include "correlate/report.hpp"
 #include "store/import.hpp"
 
@@ -150,6 +151,13 @@ TEST(SegmentsLab, no_loss_one_hop_sample_per_packet_and_the_report_says_where_it
                         "docker0 and uplink (GSO/TSO)."),
               std::string::npos)
         << text;
+}
+
+TEST(SegmentsLab, the_html_page_says_it_in_the_flows_details) {
+    auto db = imported();
+    const std::string html = correlate::render_html(correlate::build_report(db), db);
+    EXPECT_NE(html.find("forward 12 super-packets cut into 184 segments between docker0 and uplink (GSO/TSO)"),
+              std::string::npos);
 }
 
 }  // namespace
