@@ -318,17 +318,30 @@ void find_segments(std::span<const Sighting> sightings, const Journeys& journeys
     };
     auto head = [&](std::uint32_t j) -> const Sighting& { return sightings[journeys.of(j).front()]; };
     auto tail = [&](std::uint32_t j) -> const Sighting& { return sightings[journeys.of(j).back()]; };
-    // The path of (flow, direction), as losses() takes it: the points of its longest journey, in travel order.
+    // The path of (flow, direction), as losses() takes it: the points of its longest journey, in travel order —
+    // followed by the points where its other journeys began beyond that journey's end, in path order. (A capture that
+    // starts in the middle of an upload may hold no packet that crossed the last hop whole, only segments.)
     std::unordered_map<std::uint64_t, std::uint32_t> longest;
+    std::unordered_map<std::uint64_t, std::set<std::uint32_t>> reached;
     for (std::uint32_t j = 0; j < journeys.count(); ++j) {
         if (out.journeys[j].icmp_error) continue;
         auto [it, fresh] = longest.try_emplace(key_of(j), j);
         if (!fresh && journeys.of(j).size() > journeys.of(it->second).size()) it->second = j;
+        reached[key_of(j)].insert(head(j).point);
     }
+    std::unordered_map<std::uint32_t, std::size_t> rank;
+    for (std::size_t i = 0; i < out.path_order.size(); ++i) rank[out.path_order[i]] = i;
     std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> paths;
     for (const auto& [key, j] : longest) {
         auto& path = paths[key];
         for (const std::uint32_t m : journeys.of(j)) path.push_back(sightings[m].point);
+        const bool reply = (key & 1U) != 0;
+        auto beyond = [&](std::uint32_t a, std::uint32_t b) { return reply ? rank[a] < rank[b] : rank[a] > rank[b]; };
+        std::vector<std::uint32_t> extra;
+        for (const std::uint32_t p : reached[key])
+            if (std::find(path.begin(), path.end(), p) == path.end() && beyond(p, path.back())) extra.push_back(p);
+        std::sort(extra.begin(), extra.end(), [&](std::uint32_t a, std::uint32_t b) { return beyond(b, a); });
+        path.insert(path.end(), extra.begin(), extra.end());
     }
     constexpr std::size_t k_off_path = std::numeric_limits<std::size_t>::max();
     auto position = [](const std::vector<std::uint32_t>& path, std::uint32_t point) {

@@ -303,6 +303,29 @@ TEST(Segments, a_super_packet_first_seen_at_the_same_instant_as_its_segment_stil
     EXPECT_EQ(a.journeys[journey_of(j, w)].relation, Relation::none);  // not a retransmission of its segment
 }
 
+TEST(Segments, a_capture_that_starts_in_the_middle_of_an_upload_still_ties_the_segments) {
+    // No SYN and no data packet crossed docker0 → uplink whole: only the server's ACKs order the points. The
+    // network is routed, not masqueraded (with NAT, a connection whose first captured packet stops at docker0
+    // is split into an inside and an outside flow: see correlation.md, limits).
+    Upload u;
+    std::vector<std::size_t> segs;
+    for (std::uint32_t n = 0; n < 3; ++n) {
+        const std::int64_t t = 1'000'000 + 100'000 * n;
+        const std::uint32_t seq = 100 + 2896 * n;
+        u.super(t, seq, 2896);
+        segs.push_back(u.segment(t + 3000, seq, 1448));
+        segs.push_back(u.segment(t + 3100, seq + 1448, 1448));
+        const std::uint64_t fp = u.next_fp++;  // the reply, uplink → docker0 → veth → c1 eth0
+        for (std::uint32_t p = 4; p >= 1; --p) u.add(p, t + 50'000 + 1000 * (4 - p), fp, 7, 0, 0x10);
+    }
+    for (Sighting& s : u.sightings) s.tuple = s.tcp_flags == 0x10 ? k_inside.reversed() : k_inside;
+    Journeys j = match(u.sightings, u.options);
+    const Analysis a = analyse(u.sightings, j, u.options);
+    ASSERT_EQ(a.flows.size(), 1U);
+    for (const std::size_t s : segs) EXPECT_EQ(a.journeys[journey_of(j, s)].relation, Relation::segment_of);
+    EXPECT_TRUE(a.losses.empty());
+}
+
 TEST(Segments, a_super_packet_gives_its_hop_one_sample_up_to_its_first_segment) {
     Upload u;
     u.syn(0, 99);  // docker0 at 2000, uplink at 3000: a 1000 ns hop
