@@ -640,7 +640,8 @@ std::string render_text(const Json& report) {
         }
         if (f.contains("segmentation") && !f["segmentation"].empty()) {
             out << "  segmentation (GSO/TSO):\n";
-            std::vector<std::vector<std::string>> sr{{"direction", "between", "super-packets", "segments", "largest super-packet", "largest segment"}};
+            std::vector<std::vector<std::string>> sr{
+                {"direction", "between", "super-packets", "segments", "largest super-packet", "largest segment"}};
             for (const Json& g : f["segmentation"]) {
                 sr.push_back({g["direction"].get<std::string>(),
                               g["between"][0].get<std::string>() + " → " + g["between"][1].get<std::string>(),
