@@ -104,28 +104,31 @@ def run_gso(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
     at_bridge = data_packets(captures[0].path, lab.ip["c1"], server)
     at_uplink = data_packets(captures[1].path, client_nat, server)
     supers = [p for p in at_bridge if p[1] > MTU]
-    whole = {(p[2], p[3]) for p in at_bridge}
-    by_start = sorted(supers, key=lambda p: p[2])
-    expected: dict[tuple[int, int], tuple[int, int, int, int]] = {}  # uplink (seq, len) -> its super-packet
+    whole = set(at_bridge)  # (ip.id, ip.len, seq, len): what NAT leaves alone
+    gso_size = max((p[3] for p in at_uplink), default=1)  # the MSS: each segment's but a super-packet's last
+
+    def holds(s: tuple, pkt: tuple) -> bool:
+        offset = (pkt[2] - s[2]) % 2**32
+        return offset < s[3] and offset + pkt[3] <= s[3] and pkt[3] < s[3]
+
+    def numbered(s: tuple, pkt: tuple) -> bool:
+        """Linux numbers the segments of a super-packet with its IP id + 0, 1, 2 …"""
+        return (pkt[0] - s[0]) % 65536 == ((pkt[2] - s[2]) % 2**32) // gso_size
+
+    expected: dict[tuple, tuple] = {}  # uplink packet -> the super-packet it was cut from
     unexplained = []
     for pkt in at_uplink:
-        if (pkt[2], pkt[3]) in whole:
+        if pkt in whole:
             continue
-        holders = [s for s in by_start if 0 <= (pkt[2] - s[2]) % 2**32 < s[3]
-                   and (pkt[2] - s[2]) % 2**32 + pkt[3] <= s[3]]
+        holders = [s for s in supers if holds(s, pkt)]
+        if len(holders) > 1:  # a retransmission overlapping the original: its IP id tells
+            holders = [s for s in holders if numbered(s, pkt)]
         if len(holders) == 1:
-            expected[(pkt[2], pkt[3])] = holders[0]
+            expected[pkt] = holders[0]
         else:
             unexplained.append((pkt, len(holders)))
-    # Linux numbers the segments of a super-packet with its IP id + 0, 1, 2 …: evidence that they are its.
-    inside: dict[tuple[int, int, int, int], list[tuple[int, int, int, int]]] = {}
-    for pkt in at_uplink:
-        if (pkt[2], pkt[3]) in expected:
-            inside.setdefault(expected[(pkt[2], pkt[3])], []).append(pkt)
-    ids_follow = sum(1 for s, segs in inside.items()
-                     for k, seg in enumerate(sorted(segs, key=lambda q: (q[2] - s[2]) % 2**32))
-                     if seg[0] == (s[0] + k) % 65536)
-    max_segment = max((p[1] for p in at_uplink if (p[2], p[3]) in expected), default=0)
+    ids_follow = sum(1 for pkt, s in expected.items() if numbered(s, pkt))
+    max_segment = max((p[1] for p in expected), default=0)
 
     def evidence() -> str:
         expect(not any(kernel_drops), f"tcpdump's kernel drops (docker0, uplink): {kernel_drops}")
@@ -148,23 +151,24 @@ def run_gso(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
 
     def segments_tied() -> str:
         expect(pid_bridge is not None and pid_uplink is not None, f"points {sorted(points)}")
-        rows = query(db, "SELECT p.tcp_seq, p.payload_len, j.relation, r.last_point, h.tcp_seq, h.payload_len "
+        rows = query(db, "SELECT p.ip_id, p.ip_len, p.tcp_seq, p.payload_len, j.relation, r.last_point, "
+                         "h.ip_id, h.ip_len, h.tcp_seq, h.payload_len "
                          "FROM packets p JOIN journeys j ON j.id = p.journey_id "
                          "LEFT JOIN journeys r ON r.id = j.related_id "
                          "LEFT JOIN packets h ON h.journey_id = r.id AND h.hop = 0 "
                          "WHERE p.point_id = ? AND p.src = ? AND p.dst = ? AND p.payload_len > 0",
                      (pid_uplink, client_nat, server))
-        mine = {(seq, ln): (rel, last, hs, hl) for seq, ln, rel, last, hs, hl in rows}
+        mine = {tuple(row[:4]): (row[4], row[5], tuple(row[6:])) for row in rows}
         expect(len(rows) == len(at_uplink) and len(mine) == len(rows),
                f"hoptrace stored {len(rows)} uplink data packets ({len(mine)} distinct), tshark read {len(at_uplink)}")
         wrong = []
         for key, s in expected.items():
             got = mine.get(key)
-            want = ("segment-of", pid_bridge, s[2], s[3])
+            want = ("segment-of", pid_bridge, s)
             if got != want:
                 wrong.append((key, got, want))
         expect(not wrong, f"{len(wrong)} of {len(expected)} segments not tied to their super-packet "
-               f"((seq, len), (relation, super's last point, super's seq, len), wanted): {wrong[:4]}")
+               f"(packet, (relation, super's last point, super-packet), wanted): {wrong[:4]}")
         extra = [(k, v) for k, v in mine.items() if k not in expected and v[0] == "segment-of"]
         expect(not extra, f"packets that crossed whole taken for segments: {extra[:4]}")
         return (f"all {len(expected)} segments on {uplink} are segment-of the journey of the super-packet "
