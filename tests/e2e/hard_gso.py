@@ -10,10 +10,11 @@ here in software before it. c1 uploads UPLOAD_BYTES to a socat sink on the serve
 
 What tshark reads in tcpdump's files decides what must be found: the super-packets are the upload's data
 packets at docker0 with an IP length above the MTU; each data packet at the uplink is either one that
-docker0 saw whole (same sequence number and length) or a segment whose sequence range lies inside
-exactly one super-packet's. Then in hoptrace's database every such segment's journey must be
-`segment-of` the journey of that super-packet (same sequence number and length at its first sighting),
-whose last point is docker0; the report must show the flow without losses and with one segmentation
+docker0 saw whole (same IP id, IP length, sequence number and payload length) or a segment whose
+sequence range lies inside a super-packet's (where a retransmission overlaps the original, the one whose
+IP id plus the segment's index is the segment's IP id: Linux numbers segments that way). Then in
+hoptrace's database every such segment's journey must be `segment-of` the journey of that super-packet
+(the same four fields at its first sighting), whose last point is docker0; the report must show the flow without losses and with one segmentation
 entry between docker0 and the uplink with tshark's counts and sizes, the docker0 → uplink hop must have
 one sample per packet docker0 saw, and the text report must say it in words. The capture keeps running
 1 s after the upload (trace's --grace), so a super-packet the segments were not tied to would be
