@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -244,7 +246,8 @@ bool takes_sequence_space(const Sighting& s) noexcept {
 
 // Ties journeys to the earlier ones they answer or repeat (JourneyInfo::relation), in time order. Everything
 // used is what NAT leaves alone: IPv4 id, TCP and echo sequence numbers, the fingerprint. Journeys that already
-// have a relation (segments of a super-packet) keep it.
+// have a relation (segments of a super-packet) keep it, and a segment is the first journey with its sequence
+// number unless its super-packet (which starts with the first segment's) was.
 class Relations {
 public:
     Relations(std::span<const Sighting> sightings, const Journeys& journeys, Analysis& out)
@@ -262,6 +265,11 @@ public:
                 } else {
                     link(j, Relation::repeats, original_of(j, info, first));
                 }
+            } else if (info.relation == Relation::segment_of && info.related < j) {
+                // A later retransmission of the segment's bytes repeats the segment, the packet that actually
+                // went on, rather than the super-packet it was cut from. (A super-packet numbered after its
+                // segment — equal timestamps — must not be taken for a retransmission of it.)
+                sent_range(info, first, j, true);
             }
             if (!info.icmp_error) m_sent[key(info.flow, info.direction)].push_back(j);
         }
@@ -322,13 +330,23 @@ private:
             return it->second;
         }
         if (!takes_sequence_space(s)) return std::nullopt;  // ACKs repeat by nature
+        return sent_range(info, s, j, false);
+    }
+
+    // The journey that already sent the first sequence number of segment `s`, if any; otherwise (or with
+    // `segment`: a piece of a super-packet, which is more specific than the range it lies in) `s` becomes the
+    // sender of its range. Offsets count from the first sequence number seen in the flow and direction, so
+    // wrap-around of the 32-bit space is harmless (a flow would have to send 4 GiB one way to come round).
+    std::optional<std::uint32_t> sent_range(const JourneyInfo& info, const Sighting& s, std::uint32_t j, bool segment) {
         const std::uint32_t length = s.payload_len + ((s.tcp_flags & k_tcp_syn) != 0) + ((s.tcp_flags & k_tcp_fin) != 0);
         auto [found, fresh] = m_sent_bytes.try_emplace(key(info.flow, info.direction));
         SentBytes& sent = found->second;
         if (fresh) sent.base = s.seq;
-        // Offsets from the first sequence number seen: wrap-around of the 32-bit space is then harmless (a flow
-        // would have to send 4 GiB in one direction to come round).
         const std::uint32_t offset = s.seq - sent.base;
+        if (segment) {
+            sent.ranges.insert_or_assign(offset, std::pair{offset + length, j});
+            return std::nullopt;
+        }
         auto it = sent.ranges.upper_bound(offset);
         if (it != sent.ranges.begin()) {
             --it;
@@ -442,6 +460,122 @@ bool order_ties(std::span<const Sighting> sightings, Journeys& journeys, const A
     return changed;
 }
 
+// GSO/TSO: a TCP super-packet that point P saw whole (up to 64 KB, one journey) reaches the next point Q of its
+// path as MTU-sized segments. Each segment differs from the super-packet in IP length (and, after the first, in
+// sequence number and IP id: Linux gives segment i the super-packet's id + i), so the matcher makes it a journey
+// of its own that begins at Q. It is tied to the super-packet (Relation::segment_of) when (flow, direction)
+// agree, the super-packet's journey ended at the point just before Q on that direction's path, at most
+// max_hop_gap_ns before the segment reached Q, and the segment's bytes lie strictly inside the super-packet's
+// sequence range [seq, seq + payload) (mod 2^32). The IP id is not required: TSO hardware may keep it fixed,
+// and IPv6 has none. Super-packets waiting for their segments are indexed by sequence number per (flow,
+// direction) and forgotten after the hop gap, so the cost is O(n log n) in the journeys.
+void find_segments(std::span<const Sighting> sightings, const Journeys& journeys, const MatchOptions& options,
+                   Analysis& out) {
+    auto key_of = [&](std::uint32_t j) {
+        const JourneyInfo& info = out.journeys[j];
+        return (std::uint64_t{info.flow} << 1) | (info.direction == FlowDirection::reply ? 1U : 0U);
+    };
+    auto head = [&](std::uint32_t j) -> const Sighting& { return sightings[journeys.of(j).front()]; };
+    auto tail = [&](std::uint32_t j) -> const Sighting& { return sightings[journeys.of(j).back()]; };
+    // The path of (flow, direction), as losses() takes it: the points of its longest journey, in travel order —
+    // followed by the points where its other journeys began beyond that journey's end, in path order. (A capture that
+    // starts in the middle of an upload may hold no packet that crossed the last hop whole, only segments.)
+    std::unordered_map<std::uint64_t, std::uint32_t> longest;
+    std::unordered_map<std::uint64_t, std::set<std::uint32_t>> reached;
+    for (std::uint32_t j = 0; j < journeys.count(); ++j) {
+        if (out.journeys[j].icmp_error) continue;
+        auto [it, fresh] = longest.try_emplace(key_of(j), j);
+        if (!fresh && journeys.of(j).size() > journeys.of(it->second).size()) it->second = j;
+        reached[key_of(j)].insert(head(j).point);
+    }
+    std::unordered_map<std::uint32_t, std::size_t> rank;
+    for (std::size_t i = 0; i < out.path_order.size(); ++i) rank[out.path_order[i]] = i;
+    std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> paths;
+    for (const auto& [key, j] : longest) {
+        auto& path = paths[key];
+        for (const std::uint32_t m : journeys.of(j)) path.push_back(sightings[m].point);
+        const bool reply = (key & 1U) != 0;
+        auto beyond = [&](std::uint32_t a, std::uint32_t b) { return reply ? rank[a] < rank[b] : rank[a] > rank[b]; };
+        std::vector<std::uint32_t> extra;
+        for (const std::uint32_t p : reached[key])
+            if (std::find(path.begin(), path.end(), p) == path.end() && beyond(p, path.back())) extra.push_back(p);
+        std::sort(extra.begin(), extra.end(), [&](std::uint32_t a, std::uint32_t b) { return beyond(b, a); });
+        path.insert(path.end(), extra.begin(), extra.end());
+    }
+    constexpr std::size_t k_off_path = std::numeric_limits<std::size_t>::max();
+    auto position = [](const std::vector<std::uint32_t>& path, std::uint32_t point) {
+        const auto it = std::find(path.begin(), path.end(), point);
+        return it == path.end() ? k_off_path : static_cast<std::size_t>(it - path.begin());
+    };
+
+    // TCP journeys that carry data, in the order they reached their first point; at equal times, the one that
+    // began earlier on the path first (a super-packet before its segments, even in microsecond captures).
+    struct Candidate {
+        std::int64_t ts_ns;
+        std::size_t position;
+        std::uint32_t journey;
+    };
+    std::vector<Candidate> order;
+    for (std::uint32_t j = 0; j < journeys.count(); ++j) {
+        const Sighting& s = head(j);
+        if (out.journeys[j].icmp_error || !is_tcp(s) || s.payload_len == 0) continue;
+        order.push_back(Candidate{s.ts_ns, position(paths[key_of(j)], s.point), j});
+    }
+    std::sort(order.begin(), order.end(), [](const Candidate& a, const Candidate& b) {
+        return std::tie(a.ts_ns, a.position, a.journey) < std::tie(b.ts_ns, b.position, b.journey);
+    });
+
+    // Per (flow, direction): journeys that ended before the end of the path, by first sequence number (the
+    // latest one for a number), and in arrival order to forget them once the hop gap has passed.
+    struct Waiting {
+        std::map<std::uint32_t, std::uint32_t> by_seq;
+        std::deque<std::uint32_t> arrival;
+    };
+    std::unordered_map<std::uint64_t, Waiting> waiting;
+    // Retransmissions overlap earlier super-packets: a few neighbours below the segment's sequence are examined.
+    constexpr int k_max_overlaps = 8;
+    for (const Candidate& c : order) {
+        const std::uint32_t j = c.journey;
+        const std::uint64_t key = key_of(j);
+        const std::vector<std::uint32_t>& path = paths[key];
+        const Sighting& s = head(j);
+        Waiting& w = waiting[key];
+        while (!w.arrival.empty() && s.ts_ns - tail(w.arrival.front()).ts_ns > options.max_hop_gap_ns) {
+            const std::uint32_t old = w.arrival.front();
+            w.arrival.pop_front();
+            if (const auto it = w.by_seq.find(head(old).seq); it != w.by_seq.end() && it->second == old)
+                w.by_seq.erase(it);
+        }
+        if (c.position != k_off_path && c.position > 0 && !w.by_seq.empty()) {
+            const std::uint32_t before = path[c.position - 1];
+            std::optional<std::uint32_t> super;
+            auto it = w.by_seq.upper_bound(s.seq);
+            for (int n = 0; n < k_max_overlaps && n < static_cast<int>(w.by_seq.size()); ++n) {
+                if (it == w.by_seq.begin()) it = w.by_seq.end();  // sequence numbers wrap
+                --it;
+                const Sighting& whole = head(it->second);
+                const Sighting& at_p = tail(it->second);
+                const std::uint32_t offset = s.seq - whole.seq;  // mod 2^32
+                if (at_p.point != before || at_p.ts_ns > s.ts_ns || s.ts_ns - at_p.ts_ns > options.max_hop_gap_ns ||
+                    s.payload_len >= whole.payload_len || offset >= whole.payload_len ||
+                    std::uint64_t{offset} + s.payload_len > whole.payload_len)
+                    continue;
+                if (!super || at_p.ts_ns > tail(*super).ts_ns) super = it->second;
+            }
+            if (super) {
+                out.journeys[j].relation = Relation::segment_of;
+                out.journeys[j].related = *super;
+                continue;
+            }
+        }
+        const std::size_t end = position(path, tail(j).point);
+        if (end != k_off_path && end + 1 < path.size()) {
+            w.by_seq.insert_or_assign(s.seq, j);
+            w.arrival.push_back(j);
+        }
+    }
+}
+
 using HopKey = std::tuple<std::int64_t, FlowDirection, std::uint32_t, std::uint32_t>;  // flow (-1 all), dir, from, to
 
 HopStats summarise(const HopKey& key, std::vector<std::int64_t>& samples) {
@@ -466,12 +600,16 @@ void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& jour
                                   std::uint32_t>;
     std::map<RewriteKey, std::uint64_t> rewrites;
     std::map<HopKey, std::vector<std::int64_t>> samples;
+    // A super-packet cut into segments crossed the hop between its last point and theirs once: one sample, up to
+    // its first segment (the next ones only add the time to send the segments before them), and its rewrites.
+    std::unordered_set<std::uint32_t> segmented;
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         const JourneyInfo& info = out.journeys[j];
         if (info.icmp_error) continue;  // reported with its probe, not mixed into the flow's own packets
-        for (std::size_t i = 1; i < members.size(); ++i) {
-            const Sighting& a = sightings[members[i - 1]];
+        const bool first_segment = info.relation == Relation::segment_of && segmented.insert(info.related).second;
+        for (std::size_t i = first_segment ? 0 : 1; i < members.size(); ++i) {
+            const Sighting& a = sightings[i == 0 ? journeys.of(info.related).back() : members[i - 1]];
             const Sighting& b = sightings[members[i]];
             const std::int64_t dt = b.ts_ns - a.ts_ns;
             samples[HopKey{info.flow, info.direction, a.point, b.point}].push_back(dt);
@@ -626,6 +764,7 @@ Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const 
         out.path_order = path_order(sightings, journeys, out, options);
     }
     count_observers(sightings, out);
+    find_segments(sightings, journeys, options, out);
     Relations(sightings, journeys, out).run();
     rewrites_and_hops(sightings, journeys, out);
     losses(sightings, journeys, options, out);

@@ -1207,6 +1207,15 @@ void Page::flow_detail(const Json& f) {
         else m_out.append(" lost after ");
         m_out.append(e(str_of(l, "after"))).append(", never at ").append(e(str_of(l, "expected"))).append("</span>");
     }
+    for (const Json& g : array_of(f, "segmentation")) {  // GSO/TSO super-packets cut into segments
+        const Json& between = array_of(g, "between");
+        if (between.size() != 2) continue;
+        m_out.append(" · <span class=\"badge b-none\">").append(e(str_of(g, "direction"))).append(" ")
+            .append(plural(int_of(g, "super_packets"), "super-packet", "super-packets")).append(" cut into ")
+            .append(plural(int_of(g, "segments"), "segment", "segments")).append(" between ")
+            .append(e(value_text(between[0]))).append(" and ").append(e(value_text(between[1])))
+            .append(" (GSO/TSO)</span>");
+    }
     if (const auto it = m_errors_of_flow.find(id); it != m_errors_of_flow.end())
         m_out.append(" · <span class=\"badge b-err\">⚠ ")
             .append(plural(static_cast<std::int64_t>(it->second.size()), "ICMP error", "ICMP errors"))

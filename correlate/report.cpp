@@ -216,6 +216,27 @@ Json build_report(const store::Database& db) {
         if (list.is_null()) list = Json::array();
         list.push_back(std::move(l));
     }
+    // GSO/TSO: super-packets seen whole up to one point and as segments from the next one (journeys.relation
+    // 'segment-of'), per flow, direction and pair of points. Sizes are IP lengths.
+    std::map<std::int64_t, Json> segmentation;
+    auto sq = db.prepare(
+        "SELECT s.flow_id, w.last_point, s.first_point, s.direction, count(DISTINCT s.related_id), count(*), "
+        "max(pw.ip_len), max(ps.ip_len) FROM journeys s JOIN journeys w ON w.id = s.related_id "
+        "JOIN packets pw ON pw.journey_id = w.id AND pw.hop = 0 JOIN packets ps ON ps.journey_id = s.id AND ps.hop = 0 "
+        "WHERE s.relation = 'segment-of' GROUP BY s.flow_id, s.direction, w.last_point, s.first_point "
+        "ORDER BY s.flow_id, s.direction, w.last_point, s.first_point");
+    while (sq.step()) {
+        Json g;
+        g["between"] = Json::array({name_of(sq.column_int(1)), name_of(sq.column_int(2))});
+        g["direction"] = sq.column_text(3);
+        g["super_packets"] = sq.column_int(4);
+        g["segments"] = sq.column_int(5);
+        g["max_super_packet_bytes"] = sq.column_int(6);
+        g["max_segment_bytes"] = sq.column_int(7);
+        auto& list = segmentation[sq.column_int(0)];
+        if (list.is_null()) list = Json::array();
+        list.push_back(std::move(g));
+    }
     // Each flow's path: the points of its longest forward journey (else its longest journey).
     std::map<std::int64_t, Json> paths;
     auto path_q = db.prepare(
@@ -289,6 +310,7 @@ Json build_report(const store::Database& db) {
         f["hops"] = hops.contains(id) ? along_path(std::move(hops[id]), f["path"]) : Json::array();
         f["lost"] = lost.contains(id) ? lost[id] : Json::array();
         f["observers"] = observers.contains(id) ? observers[id] : Json::array();
+        f["segmentation"] = segmentation.contains(id) ? segmentation[id] : Json::array();
         if (!kernel.empty()) {
             const auto it = kernel.find(key(proto, fq.column_text(2), fq.column_text(3), fq.column_int(4), fq.column_int(5)));
             Json c;
@@ -667,6 +689,31 @@ std::string observers_text(const Json& flow) {
     return out;
 }
 
+std::string size_text(std::int64_t bytes) {
+    if (bytes < 10240) return std::to_string(bytes) + " bytes";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f KiB", static_cast<double>(bytes) / 1024.0);
+    return buf;
+}
+
+// "295 super-packets (up to 35.4 KiB) were cut into 2973 segments (up to 1500 bytes) between docker0 and uplink
+// (GSO/TSO)." per direction and pair of points.
+std::string segmentation_text(const Json& flow) {
+    std::string text;
+    if (!flow.contains("segmentation")) return text;
+    for (const Json& g : flow["segmentation"]) {
+        const std::int64_t supers = g["super_packets"].get<std::int64_t>();
+        const std::int64_t segments = g["segments"].get<std::int64_t>();
+        text += std::string(" ") + (g["direction"] == "reply" ? "On the way back, " : "") + std::to_string(supers) +
+                (supers == 1 ? " super-packet" : " super-packets") + " (up to " +
+                size_text(g["max_super_packet_bytes"].get<std::int64_t>()) + ") " + (supers == 1 ? "was" : "were") +
+                " cut into " + std::to_string(segments) + (segments == 1 ? " segment" : " segments") + " (up to " +
+                size_text(g["max_segment_bytes"].get<std::int64_t>()) + ") between " +
+                g["between"][0].get<std::string>() + " and " + g["between"][1].get<std::string>() + " (GSO/TSO).";
+    }
+    return text;
+}
+
 }  // namespace
 
 std::string narrate(const Json& flow, const Json& points) {
@@ -750,6 +797,7 @@ std::string narrate(const Json& flow, const Json& points) {
                     path.back().get<std::string>() + "; no reply was seen.";
         }
     }
+    text += segmentation_text(flow);
     if (samples > 1) text += " (Times are medians over " + std::to_string(samples) + " packets.)";
     return text;
 }
@@ -819,6 +867,20 @@ std::string render_text(const Json& report) {
                               format_duration(h["max_ns"].get<std::int64_t>())});
             }
             out << table(hr, "    ", {false, false, true, true, true, true, true, true});
+        }
+        if (f.contains("segmentation") && !f["segmentation"].empty()) {
+            out << "  segmentation (GSO/TSO):\n";
+            std::vector<std::vector<std::string>> sr{
+                {"direction", "between", "super-packets", "segments", "largest super-packet", "largest segment"}};
+            for (const Json& g : f["segmentation"]) {
+                sr.push_back({g["direction"].get<std::string>(),
+                              g["between"][0].get<std::string>() + " → " + g["between"][1].get<std::string>(),
+                              std::to_string(g["super_packets"].get<std::int64_t>()),
+                              std::to_string(g["segments"].get<std::int64_t>()),
+                              std::to_string(g["max_super_packet_bytes"].get<std::int64_t>()) + " B",
+                              std::to_string(g["max_segment_bytes"].get<std::int64_t>()) + " B"});
+            }
+            out << table(sr, "    ", {false, false, true, true, true, true});
         }
         if (f.contains("conntrack")) {
             const Json& c = f["conntrack"];
