@@ -1095,6 +1095,8 @@ std::vector<Journey> Page::sample_journeys(const Json& flow, std::size_t& total)
     std::size_t notable = 0;
     auto lq = m_db.prepare(
         "SELECT id FROM journeys WHERE flow_id = ?1 AND direction = ?2 AND last_point = ?3 "
+        // a super-packet whose segments went on (GSO/TSO) was not lost where it ended
+        "AND id NOT IN (SELECT related_id FROM journeys WHERE flow_id = ?1 AND relation = 'segment-of') "
         "ORDER BY first_ts_ns, id LIMIT ?4");
     for (const Json& l : array_of(flow, "lost")) {
         const auto it = m_point_index.find(str_of(l, "after"));

@@ -250,11 +250,13 @@ Json build_report(const store::Database& db) {
         list.push_back(name_of(path_q.column_int(1)));
     }
     std::map<std::int64_t, Json> observers = flow_observers(db, name_of);
-    // flow -> (forward, reply) packets of the flow itself; ICMP errors that answered it are listed apart.
+    // flow -> (forward, reply) packets of the flow itself; ICMP errors that answered it are listed apart, and the
+    // segments a GSO/TSO super-packet was cut into count as that one packet (`segmentation` counts them).
     std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> per_direction;
     auto dq = db.prepare(
         "SELECT flow_id, sum(direction = 'forward'), sum(direction = 'reply') FROM journeys WHERE id NOT IN "
-        "(SELECT journey_id FROM packets WHERE (flags & 16) != 0 AND journey_id IS NOT NULL) GROUP BY flow_id");
+        "(SELECT journey_id FROM packets WHERE (flags & 16) != 0 AND journey_id IS NOT NULL) "
+        "AND relation IS NOT 'segment-of' GROUP BY flow_id");
     while (dq.step()) per_direction[dq.column_int(0)] = {dq.column_int(1), dq.column_int(2)};
     // flow -> journeys that repeat an earlier one (TCP retransmissions, duplicated packets), per direction.
     std::map<std::int64_t, Json> repeated;
