@@ -431,6 +431,23 @@ TEST(Relations, echo_replies_answer_their_request_and_tcp_retransmissions_repeat
     EXPECT_EQ(info(next).relation, Relation::none);
 }
 
+TEST(Relations, ip_id_reuse_is_neither_merged_nor_a_repeat) {
+    // Two different datagrams of one flow with the same IPv4 id (the id wrapped, or a sender that reuses it):
+    // different payloads give different fingerprints, so two journeys, and neither repeats the other.
+    Builder b;
+    const std::size_t first = b.add(1, 1'000, 71, k_c1);
+    b.add(4, 2'000, 71, k_c1_nat);
+    const std::size_t second = b.add(1, 3'000, 72, k_c1);
+    b.add(4, 4'000, 72, k_c1_nat);
+    for (Sighting& s : b.sightings) s.ip_id = 4242;
+    Journeys j = match(b.sightings);
+    const Analysis a = analyse(b.sightings, j);
+    ASSERT_EQ(j.count(), 2U);
+    EXPECT_NE(journey_index(j, first), journey_index(j, second));
+    EXPECT_EQ(a.journeys[journey_index(j, second)].relation, Relation::none);
+    EXPECT_EQ(j.of(journey_index(j, second)).size(), 2U);
+}
+
 TEST(Relations, a_duplicated_datagram_repeats_the_first_copy) {
     // The same UDP datagram (same fingerprint) seen twice at the uplink: a duplicate, its own journey.
     Builder b;
