@@ -33,3 +33,7 @@ echo; echo "== 3. Both containers ping with the same ICMP id: masquerade must re
 run "$hoptrace" trace --netns "$prefix-c1" --netns "$prefix-c2" --host-netns "$prefix-host" --quiet -- \
   sh -c "ip netns exec $prefix-c1 ping -q -c 3 -i 0.2 -e 7777 198.51.100.10 &
          sleep 0.1; ip netns exec $prefix-c2 ping -q -c 3 -i 0.2 -e 7777 198.51.100.10; wait"
+
+echo; echo "== 4. traceroute from c1: who answered each TTL, which of our points each probe passed, round trips"
+run "$hoptrace" trace --netns "$prefix-c1" --host-netns "$prefix-host" --quiet -- \
+  ip netns exec "$prefix-c1" traceroute -n -q 2 -N 1 198.51.100.10
