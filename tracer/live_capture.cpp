@@ -49,12 +49,25 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
         pcap_breakloop(ctx->handle);
         return;
     }
-    ctx->packets->fetch_add(1, std::memory_order_relaxed);
+    // Only this thread writes its point's counter: a plain store, no locked read-modify-write per packet.
+    ctx->packets->store(ctx->packets->load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // The shared total (a cache line all points write) is kept only when --count needs it exactly.
+    const std::uint64_t limit = LiveCaptureAccess::count(*ctx->capture);
+    if (limit == 0) return;
     const std::uint64_t total = ctx->total->fetch_add(1, std::memory_order_relaxed) + 1;
     // The window ends now, not at this packet's timestamp: other points may already have handed over
     // packets stamped later, and every point must end its window at the same moment.
-    if (const std::uint64_t limit = LiveCaptureAccess::count(*ctx->capture); limit != 0 && total == limit)
-        ctx->capture->stop();
+    if (total == limit) ctx->capture->stop();
+}
+
+// The tick, with the sink's error handling: no exception leaves a capture thread.
+void run_tick(Context& ctx, const PointTick& on_tick, bool final) noexcept {
+    if (!on_tick || ctx.error) return;
+    try {
+        on_tick(ctx.point_id, final);
+    } catch (...) {
+        ctx.error = std::current_exception();
+    }
 }
 
 std::optional<LinkType> link_type_of(int dlt) {
@@ -87,8 +100,8 @@ std::string activate_error(int rc, pcap_t* h, const LivePoint& p) {
 
 }  // namespace
 
-LiveCapture::LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink)
-    : m_points(std::move(points)), m_options(std::move(options)), m_sink(std::move(sink)) {
+LiveCapture::LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink, PointTick tick)
+    : m_points(std::move(points)), m_options(std::move(options)), m_sink(std::move(sink)), m_tick(std::move(tick)) {
     for (std::size_t i = 0; i < m_points.size(); ++i) m_state.push_back(std::make_unique<PointState>());
 }
 
@@ -153,6 +166,13 @@ std::vector<LiveStats> LiveCapture::stats() const {
         out.push_back(std::move(s));
     }
     return out;
+}
+
+std::uint64_t LiveCapture::total_packets() const noexcept {
+    if (m_options.count != 0) return m_total.load(std::memory_order_relaxed);
+    std::uint64_t total = 0;
+    for (const auto& st : m_state) total += st->packets.load(std::memory_order_relaxed);
+    return total;
 }
 
 bool LiveCapture::all_ended() const {
@@ -230,6 +250,7 @@ void LiveCapture::run_point(std::size_t index) noexcept {
             st.ended = true;
             break;
         }
+        run_tick(ctx, m_tick, false);
     }
     // Drain what the kernel already captured. With TPACKET_V3 the kernel hands over a partly filled block
     // only when the block timeout (the pcap timeout) expires; a blocking read would wait for ever on an idle
@@ -242,6 +263,7 @@ void LiveCapture::run_point(std::size_t index) noexcept {
             if (n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
     }
+    run_tick(ctx, m_tick, true);  // this point delivers nothing more
     pcap_stat ps{};
     std::lock_guard lock(m_mutex);
     if (ctx.error) {
