@@ -60,9 +60,12 @@ std::optional<StoredChunk> read_chunk_after(const Database& db, Statement& stmt,
 
 }  // namespace
 
-Spool::Spool(Writer& writer, std::span<const std::uint32_t> point_ids) : m_writer(writer) {
+Spool::Spool(Writer& writer, std::span<const std::uint32_t> point_ids, SpoolLimits limits)
+    : m_writer(writer), m_limits(limits) {
+    // Room for a full chunk and the frame that fills it, mostly: a chunk does not reallocate on the hot path.
+    const std::size_t reserve = std::min(m_limits.chunk_bytes, std::size_t{64} << 20) + (std::size_t{64} << 10);
     for (const std::uint32_t id : point_ids) {
-        m_points.push_back(std::make_unique<PointBuffer>(id));
+        m_points.push_back(std::make_unique<PointBuffer>(id, reserve));
     }
 }
 
@@ -92,14 +95,14 @@ void Spool::append(std::uint32_t point_id, const Frame& frame) {
         b.started = std::chrono::steady_clock::now();
     }
     b.builder.append(frame);
-    if (b.builder.bytes() >= k_chunk_bytes || b.builder.frames() >= k_chunk_frames) {
+    if (b.builder.bytes() >= m_limits.chunk_bytes || b.builder.frames() >= m_limits.chunk_frames) {
         hand_over(b);
     }
 }
 
 void Spool::tick(std::uint32_t point_id) {
     PointBuffer& b = buffer(point_id);
-    if (!b.builder.empty() && std::chrono::steady_clock::now() - b.started >= k_chunk_age) {
+    if (!b.builder.empty() && std::chrono::steady_clock::now() - b.started >= m_limits.chunk_age) {
         hand_over(b);
     }
 }

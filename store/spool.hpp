@@ -22,22 +22,24 @@
 
 namespace hoptrace::store {
 
+// When a point's chunk is handed over to the Writer: once it holds `chunk_bytes` bytes of records or
+// `chunk_frames` frames, or once its first frame waited `chunk_age` (so a quiet point's frames reach the database
+// too). Memory: one chunk per point plus the Writer's bounded queue of them; a capture thread blocks while the
+// queue is full (the kernel then drops, and counts, what its ring cannot hold: nothing is lost silently).
+struct SpoolLimits {
+    std::size_t chunk_bytes = std::size_t{1} << 20;
+    std::uint32_t chunk_frames = 16384;
+    std::chrono::milliseconds chunk_age{1000};
+};
+
 class Spool {
 public:
-    // A chunk is handed over once it holds this many bytes of records or this many frames, or once its first
-    // frame waited this long (so a quiet point's frames reach the database too). Memory: one chunk per point
-    // plus the Writer's bounded queue of them; a producer blocks when the queue is full (the kernel then drops
-    // and counts what its ring cannot hold: nothing is lost silently).
-    static constexpr std::size_t k_chunk_bytes = std::size_t{1} << 20;
-    static constexpr std::uint32_t k_chunk_frames = 16384;
-    static constexpr std::chrono::milliseconds k_chunk_age{1000};
-
     // One buffer per point id. `writer` must outlive the spool.
-    Spool(Writer& writer, std::span<const std::uint32_t> point_ids);
+    Spool(Writer& writer, std::span<const std::uint32_t> point_ids, SpoolLimits limits = {});
 
     // On the point's own capture thread only (each buffer has one producer; no lock). Copies the frame.
     void append(std::uint32_t point_id, const Frame& frame);
-    // On the point's thread: hands its chunk over if its first frame waited longer than k_chunk_age.
+    // On the point's thread: hands its chunk over if its first frame waited longer than the limit.
     void tick(std::uint32_t point_id);
     // Hands the point's chunk over, whatever its size: on the point's thread, or on any thread once it stopped.
     void flush(std::uint32_t point_id);
@@ -45,7 +47,7 @@ public:
 private:
     // One cache line each at least: the points' threads write their own buffers at once.
     struct alignas(64) PointBuffer {
-        explicit PointBuffer(std::uint32_t id) : point_id(id), builder(id, k_chunk_bytes + (std::size_t{64} << 10)) {}
+        PointBuffer(std::uint32_t id, std::size_t reserve) : point_id(id), builder(id, reserve) {}
         std::uint32_t point_id;
         ChunkBuilder builder;
         std::chrono::steady_clock::time_point started{};  // when the chunk's first frame came
@@ -54,6 +56,7 @@ private:
     void hand_over(PointBuffer& buffer);
 
     Writer& m_writer;
+    SpoolLimits m_limits;
     std::vector<std::unique_ptr<PointBuffer>> m_points;
 };
 
