@@ -1,5 +1,7 @@
 #include "tracer/live_capture.hpp"
 
+#include <poll.h>
+
 #include <array>
 #include <chrono>
 
@@ -233,6 +235,11 @@ void LiveCapture::run_point(std::size_t index) noexcept {
             return;
         }
     }
+    // libpcap's blocking read can wait for ever on an idle interface: with TPACKET_V3 it leaves the waking to the
+    // kernel's block timer, and the kernel retires no empty block. So the thread polls the socket itself and reads
+    // without blocking: it comes back at least every k_timeout_ms, for the tick (a sink's buffered frames reach
+    // the store on a quiet point too) and to see a stop. Without non-blocking mode it reads as before.
+    const int fd = pcap_setnonblock(h.get(), 1, errbuf.data()) == 0 ? pcap_get_selectable_fd(h.get()) : -1;
     {
         std::lock_guard lock(m_mutex);
         st.handle.store(h.get());
@@ -243,6 +250,8 @@ void LiveCapture::run_point(std::size_t index) noexcept {
                 &st.packets, &m_total, h.get(), nullptr};
     auto* user = reinterpret_cast<u_char*>(&ctx);
     while (!m_stop.load() && !ctx.error) {
+        pollfd ready_fd{fd, POLLIN, 0};
+        if (fd >= 0) static_cast<void>(::poll(&ready_fd, 1, k_timeout_ms));  // a retired block, or the timeout
         const int n = pcap_dispatch(h.get(), -1, on_packet, user);
         if (n == PCAP_ERROR) {  // the interface went away (container stopped) or the socket broke
             std::lock_guard lock(m_mutex);
@@ -251,10 +260,13 @@ void LiveCapture::run_point(std::size_t index) noexcept {
             break;
         }
         run_tick(ctx, m_tick, false);
+        // libpcap reports a broken socket itself; never spin on a poll that keeps failing without a reason it gives.
+        if (n == 0 && (ready_fd.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     // Drain what the kernel already captured. With TPACKET_V3 the kernel hands over a partly filled block
-    // only when the block timeout (the pcap timeout) expires; a blocking read would wait for ever on an idle
-    // interface, so poll without blocking for a little longer than that timeout.
+    // only when the block timeout (the pcap timeout) expires, so keep reading without blocking for a little
+    // longer than that timeout.
     if (!st.ended.load() && pcap_setnonblock(h.get(), 1, errbuf.data()) == 0) {
         const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3 * k_timeout_ms);
         while (std::chrono::steady_clock::now() < until) {
