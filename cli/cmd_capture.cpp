@@ -184,6 +184,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     // While capturing, each point's thread only copies its frames into a chunk of its own; the writer thread
     // stores full chunks. Dissecting and the row per packet wait until the capture has stopped.
     store::Spool spool(writer, point_ids);
+    store::SpoolSettings spool_settings(db);  // checkpoints wait for the end of the capture, a small page cache
     LiveOptions options;
     options.filter = a.filter;
     options.snaplen = a.snaplen;
@@ -248,6 +249,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         ::waitpid(child, &child_status, 0);
     }
     writer.flush();  // everything delivered is in the spool before anything else happens
+    spool_settings.restore();  // the rows want the big page cache
 
     // The spool becomes packets rows: dissect + one row per sighting, now that the traffic is no longer competing.
     // A second Ctrl-C stops after the current chunk; the rest stays spooled for `hoptrace correlate`.

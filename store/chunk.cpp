@@ -31,10 +31,19 @@ constexpr std::uint8_t k_max_direction = static_cast<std::uint8_t>(Direction::ou
 
 ChunkBuilder::ChunkBuilder(std::uint32_t point_id, std::size_t reserve) : m_reserve(reserve) {
     m_chunk.point_id = point_id;
-    m_chunk.data.reserve(m_reserve);
+}
+
+void ChunkBuilder::give_buffer(std::vector<std::uint8_t> buffer) {
+    if (m_chunk.frames == 0 && buffer.capacity() > m_chunk.data.capacity()) {
+        buffer.clear();
+        m_chunk.data = std::move(buffer);
+    }
 }
 
 void ChunkBuilder::append(const Frame& frame) {
+    if (m_chunk.data.capacity() == 0) {
+        m_chunk.data.reserve(m_reserve);
+    }
     std::array<std::uint8_t, k_chunk_record_header> header{};
     put_le<std::int64_t>(header.data(), frame.ts_ns);
     put_le<std::uint32_t>(header.data() + 8, static_cast<std::uint32_t>(frame.bytes.size()));
@@ -59,7 +68,6 @@ SpoolChunk ChunkBuilder::take() {
     SpoolChunk out = std::move(m_chunk);
     m_chunk = SpoolChunk{};
     m_chunk.point_id = out.point_id;
-    m_chunk.data.reserve(m_reserve);
     return out;
 }
 

@@ -51,8 +51,11 @@ public:
     [[nodiscard]] std::size_t bytes() const noexcept { return m_chunk.data.size(); }
     [[nodiscard]] LinkType link_type() const noexcept { return m_chunk.link_type; }
 
-    // The chunk so far; the builder starts an empty one.
+    // The chunk so far; the builder starts an empty one, with no buffer until give_buffer() or the next append().
     SpoolChunk take();
+    // A buffer for the empty chunk's records (cleared; its capacity is what counts): one a stored chunk had, so
+    // that a capture does not allocate, and fault in, a fresh megabyte per chunk.
+    void give_buffer(std::vector<std::uint8_t> buffer);
 
 private:
     std::size_t m_reserve;

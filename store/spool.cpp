@@ -82,7 +82,8 @@ Spool::PointBuffer& Spool::buffer(std::uint32_t point_id) {
 
 void Spool::hand_over(PointBuffer& buffer) {
     if (!buffer.builder.empty()) {
-        m_writer.add_chunk(buffer.builder.take());  // may block while the writer's queue is full
+        // May block while the writer's queue is full. The buffer that comes back is a stored chunk's.
+        buffer.builder.give_buffer(m_writer.add_chunk(buffer.builder.take()));
     }
 }
 
@@ -108,6 +109,37 @@ void Spool::tick(std::uint32_t point_id) {
 }
 
 void Spool::flush(std::uint32_t point_id) { hand_over(buffer(point_id)); }
+
+namespace {
+
+std::int64_t pragma_value(const Database& db, const char* name) {
+    Statement stmt = db.prepare(std::string("PRAGMA ") + name);
+    return stmt.step() ? stmt.column_int(0) : 0;
+}
+
+}  // namespace
+
+SpoolSettings::SpoolSettings(Database& db)
+    : m_db(db), m_wal_pages(pragma_value(db, "wal_autocheckpoint")), m_cache_size(pragma_value(db, "cache_size")) {
+    m_db.exec("PRAGMA wal_autocheckpoint = " + std::to_string(k_wal_pages) + "; PRAGMA cache_size = -" +
+              std::to_string(k_cache_kib));
+}
+
+SpoolSettings::~SpoolSettings() {
+    try {
+        restore();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor never throws; restore() reports it
+    }
+}
+
+void SpoolSettings::restore() {
+    if (m_restored) {
+        return;
+    }
+    m_restored = true;
+    m_db.exec("PRAGMA wal_autocheckpoint = " + std::to_string(m_wal_pages) +
+              "; PRAGMA cache_size = " + std::to_string(m_cache_size));
+}
 
 SpoolSize spool_size(const Database& db) {
     Statement stmt = db.prepare("SELECT count(*), coalesce(sum(frames), 0) FROM capture_chunks");

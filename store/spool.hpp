@@ -60,6 +60,28 @@ private:
     std::vector<std::unique_ptr<PointBuffer>> m_points;
 };
 
+// The connection's settings while a capture spools, restored when it is destroyed (call restore() to see an error):
+// - checkpoints (copying the WAL into the database file: read back, write again, fsync) wait until the capture has
+//   stopped, unless the chunks fill k_wal_pages of WAL first;
+// - a small page cache: chunks are only appended, and a cache that grows to its 64 MiB with every new page costs a
+//   fresh allocation (and page faults) per page written.
+class SpoolSettings {
+public:
+    static constexpr int k_wal_pages = 65536;  // 256 MiB of 4 KiB pages
+    static constexpr int k_cache_kib = 4096;
+    explicit SpoolSettings(Database& db);
+    SpoolSettings(const SpoolSettings&) = delete;
+    SpoolSettings& operator=(const SpoolSettings&) = delete;
+    ~SpoolSettings();
+    void restore();
+
+private:
+    Database& m_db;
+    std::int64_t m_wal_pages = 0;
+    std::int64_t m_cache_size = 0;
+    bool m_restored = false;
+};
+
 // What is waiting in capture_chunks.
 struct SpoolSize {
     std::uint64_t chunks = 0;

@@ -31,6 +31,9 @@ constexpr int k_insert_parameters = 35;
 // itself; 32 rows spread it thin while the statement stays small (1056 parameters).
 constexpr std::size_t k_rows_per_insert = 32;
 
+// Buffers of stored chunks kept for reuse: about one per capture point is what a capture needs.
+constexpr std::size_t k_max_spare_buffers = 8;
+
 constexpr const char* k_count_point_sql = "UPDATE points SET packets = packets + ?1 WHERE id = ?2 RETURNING id";
 constexpr const char* k_insert_chunk_sql =
     "INSERT INTO capture_chunks (point_id, link_type, first_ts_ns, last_ts_ns, frames, data) "
@@ -363,11 +366,17 @@ void Writer::PacketRows::add(const PacketRecord& record, std::span<const std::ui
     offsets.push_back(static_cast<std::uint32_t>(bytes.size()));
 }
 
-void Writer::add_chunk(SpoolChunk chunk) {
+std::vector<std::uint8_t> Writer::add_chunk(SpoolChunk chunk) {
     Batch batch;
     batch.chunks.push_back(std::move(chunk));
     std::unique_lock lock(m_mutex);
     enqueue_after_filling(lock, std::move(batch));
+    std::vector<std::uint8_t> spare;
+    if (!m_spare_buffers.empty()) {
+        spare = std::move(m_spare_buffers.back());
+        m_spare_buffers.pop_back();
+    }
+    return spare;
 }
 
 void Writer::add_rows(PacketRows rows, std::int64_t spooled_chunk) {
@@ -467,6 +476,12 @@ void Writer::run() noexcept {
         const std::lock_guard lock(m_mutex);
         ++m_written_batches;
         m_rows_written += batch.rows.size();
+        for (SpoolChunk& chunk : batch.chunks) {
+            if (m_spare_buffers.size() < k_max_spare_buffers) {
+                chunk.data.clear();  // keeps the capacity
+                m_spare_buffers.push_back(std::move(chunk.data));
+            }
+        }
         m_cv_space.notify_all();
     }
 }

@@ -51,7 +51,9 @@ public:
 
     // Thread-safe. Stores the chunk as one row of capture_chunks, in a transaction of its own (so a chunk is
     // durable as soon as the writer got to it), after everything added before. Blocks while the queue is full.
-    void add_chunk(SpoolChunk chunk);
+    // Returns the (cleared) buffer of a chunk already stored, for the next chunk, or an empty vector: a capture
+    // then reuses a few buffers instead of allocating and faulting in a fresh one per chunk.
+    std::vector<std::uint8_t> add_chunk(SpoolChunk chunk);
 
     // Thread-safe. Inserts `rows` (after everything added before) and, in the same transaction, deletes the
     // capture_chunks row `spooled_chunk` they were read from: a chunk is either still spooled or entirely in
@@ -103,6 +105,7 @@ private:
     bool m_closed = false;
     std::exception_ptr m_error;
     std::size_t m_peak_pending = 0;
+    std::vector<std::vector<std::uint8_t>> m_spare_buffers;  // of stored chunks, for add_chunk() to hand back
     // Prepared once, then used only by the writer thread.
     std::unique_ptr<PacketInserter> m_inserter;
     Statement m_count_point;
