@@ -226,6 +226,34 @@ def ratio(a: float, b: float) -> float | None:
     return a / b if b > 0 else None
 
 
+def print_table(results: list[dict]) -> None:
+    tools = [k for k in results[0] if isinstance(results[0][k], dict) and "capture_cpu_s_per_mpkt" in results[0][k]]
+    builds = [t for t in tools if t != "tcpdump"]
+    print("CPU seconds per million packets sent (4 sightings each), medians over the rounds. capture = from every "
+          "point ready to the stop signal (the flood); after = stop signal to exit; per packet = capture + after; "
+          "machine = /proc/stat busy minus the flood alone. startup = s per run (opening the rings), not per packet.")
+    print(f"{'rate':>8} {'tool':>9} {'startup s':>9} {'capture':>8} {'user':>6} {'sys':>6} {'after':>7} "
+          f"{'per pkt':>8} {'mach cap':>8} {'mach pkt':>8} {'drops':>6} {'stored':>8} {'after s':>7} {'sent pps':>8}")
+    for row in results:
+        rate = "max" if row["rate_pps"] == 0 else f"{row['rate_pps']:.0f}/s"
+        for tool in tools:
+            r = row[tool]
+            print(f"{rate:>8} {tool:>9} {r['startup_cpu_s']:>9.2f} {r['capture_cpu_s_per_mpkt']:>8.2f} "
+                  f"{r['capture_user_s_per_mpkt']:>6.2f} {r['capture_sys_s_per_mpkt']:>6.2f} "
+                  f"{r['after_cpu_s_per_mpkt']:>7.2f} {r['packet_cpu_s_per_mpkt']:>8.2f} "
+                  f"{r['capture_machine_s_per_mpkt']:>8.2f} {r['packet_machine_s_per_mpkt']:>8.2f} "
+                  f"{r['drops_per_mpkt']:>6.0f} {r['stored']:>8.0f} {r['after_wall_s']:>7.2f} {r['send_pps']:>8.0f}")
+        for label in builds:
+            q = row[label]["ratios"]
+            text = {k: f"{v:.2f}" if v is not None else "n/a" for k, v in q.items()}
+            print(f"{'':>8} {label} / tcpdump (4 processes): process CPU during the capture {text['capture_cpu']}, "
+                  f"per packet in all {text['packet_cpu']}; machine CPU during the capture {text['capture_machine']}, "
+                  f"per packet in all {text['packet_machine']}; kernel drops at points where tcpdump had none: "
+                  f"{row[label]['drops_where_tcpdump_had_none']}"
+                  + (f"; {row[label]['spooled_left_max']} frames left spooled!" if row[label]['spooled_left_max']
+                     else ""))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hoptrace", action="append",
@@ -234,8 +262,12 @@ def main() -> int:
     ap.add_argument("--packets", type=int, default=200_000)
     ap.add_argument("--rates", default="20000,0", help="packets/s, comma separated; 0 = as fast as possible")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", metavar="FILE", help="also write every run's numbers to FILE (JSON)")
+    ap.add_argument("--table", metavar="FILE", help="print the table of an earlier run's --json FILE, run nothing")
     args = ap.parse_args()
+    if args.table:
+        print_table(json.loads(Path(args.table).read_text()))
+        return 0
     if os.geteuid() != 0:
         print("capture_bench: needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -309,31 +341,8 @@ def main() -> int:
                     h["drops_by_point_max"][role] for role in POINT_ROLES if t["drops_by_point_max"][role] == 0)
             results.append(row)
     if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    print("CPU seconds per million packets sent (4 sightings each), medians over the rounds. capture = from every "
-          "point ready to the stop signal (the flood); after = stop signal to exit; per packet = capture + after; "
-          "machine = /proc/stat busy minus the flood alone. startup = s per run (opening the rings), not per packet.")
-    print(f"{'rate':>8} {'tool':>9} {'startup s':>9} {'capture':>8} {'user':>6} {'sys':>6} {'after':>7} "
-          f"{'per pkt':>8} {'mach cap':>8} {'mach pkt':>8} {'drops':>6} {'stored':>8} {'after s':>7} {'sent pps':>8}")
-    for row in results:
-        rate = "max" if row["rate_pps"] == 0 else f"{row['rate_pps']:.0f}/s"
-        for tool in tools:
-            r = row[tool]
-            print(f"{rate:>8} {tool:>9} {r['startup_cpu_s']:>9.2f} {r['capture_cpu_s_per_mpkt']:>8.2f} "
-                  f"{r['capture_user_s_per_mpkt']:>6.2f} {r['capture_sys_s_per_mpkt']:>6.2f} "
-                  f"{r['after_cpu_s_per_mpkt']:>7.2f} {r['packet_cpu_s_per_mpkt']:>8.2f} "
-                  f"{r['capture_machine_s_per_mpkt']:>8.2f} {r['packet_machine_s_per_mpkt']:>8.2f} "
-                  f"{r['drops_per_mpkt']:>6.0f} {r['stored']:>8.0f} {r['after_wall_s']:>7.2f} {r['send_pps']:>8.0f}")
-        for label in builds:
-            q = row[label]["ratios"]
-            text = {k: f"{v:.2f}" if v is not None else "n/a" for k, v in q.items()}
-            print(f"{'':>8} {label} / tcpdump (4 processes): process CPU during the capture {text['capture_cpu']}, "
-                  f"per packet in all {text['packet_cpu']}; machine CPU during the capture {text['capture_machine']}, "
-                  f"per packet in all {text['packet_machine']}; kernel drops at points where tcpdump had none: "
-                  f"{row[label]['drops_where_tcpdump_had_none']}"
-                  + (f"; {row[label]['spooled_left_max']} frames left spooled!" if row[label]['spooled_left_max']
-                     else ""))
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print_table(results)
     return 0
 
 

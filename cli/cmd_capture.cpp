@@ -249,7 +249,6 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         ::waitpid(child, &child_status, 0);
     }
     writer.flush();  // everything delivered is in the spool before anything else happens
-    spool_settings.restore();  // the rows want the big page cache
 
     // The spool becomes packets rows: dissect + one row per sighting, now that the traffic is no longer competing.
     // A second Ctrl-C stops after the current chunk; the rest stays spooled for `hoptrace correlate`.
@@ -263,6 +262,8 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     });
     storing.clear();
     writer.close();
+    // Until here checkpoints waited: a chunk's pages that rows reused since are never copied into the file as chunk.
+    spool_settings.restore();
     if (ingested.stopped && !a.quiet) {
         const auto left = store::spool_size(db);
         std::fprintf(stderr, "hoptrace: %llu packets are still spooled (capture_chunks)\n",

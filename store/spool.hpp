@@ -60,11 +60,13 @@ private:
     std::vector<std::unique_ptr<PointBuffer>> m_points;
 };
 
-// The connection's settings while a capture spools, restored when it is destroyed (call restore() to see an error):
-// - checkpoints (copying the WAL into the database file: read back, write again, fsync) wait until the capture has
-//   stopped, unless the chunks fill k_wal_pages of WAL first;
-// - a small page cache: chunks are only appended, and a cache that grows to its 64 MiB with every new page costs a
-//   fresh allocation (and page faults) per page written.
+// The connection's settings while a capture spools and its spool is stored, restored when it is destroyed (call
+// restore() to see an error):
+// - checkpoints (copying the WAL into the database file: read back, write again, fsync) wait until the spool is
+//   stored, unless the WAL grows past k_wal_pages first; a chunk's pages that rows have reused by then are never
+//   copied into the file as chunk data;
+// - a small page cache: chunks and rows are only appended, and a cache that grows to its 64 MiB with every new page
+//   costs a fresh allocation (and page faults) per page written.
 class SpoolSettings {
 public:
     static constexpr int k_wal_pages = 65536;  // 256 MiB of 4 KiB pages
