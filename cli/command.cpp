@@ -55,8 +55,9 @@ std::uint64_t store_spooled(store::Database& db, bool quiet) {
 
 void require_nothing_spooled(const store::Database& db, const std::string& path) {
     if (const auto spooled = store::spool_size(db); spooled.chunks != 0) {
-        throw Fatal(path + ": " + std::to_string(spooled.frames) + " captured packets are not stored as packets yet " +
-                    "(the capture was interrupted); run 'hoptrace correlate --db " + path + "' first");
+        throw Fatal(path + ": " + std::to_string(spooled.frames) + " captured packets are still in the capture's " +
+                    "spool, not yet stored as packets (the capture was interrupted); run 'hoptrace correlate --db " +
+                    path + "' first");
     }
 }
 
