@@ -180,6 +180,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
 
     store::Writer writer(db);
     std::vector<std::uint32_t> point_ids;
+    point_ids.reserve(live.size());
     for (const auto& p : live) point_ids.push_back(p.point_id);
     // While capturing, each point's thread only copies its frames into a chunk of its own; the writer thread
     // stores full chunks. Dissecting and the row per packet wait until the capture has stopped.
