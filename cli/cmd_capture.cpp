@@ -1,18 +1,20 @@
 // hoptrace capture --db FILE TARGET [options] [-- CMD ARGS…]
 // hoptrace trace   TARGET [options] [-- CMD ARGS…]     (capture + correlate + text report)
 //
-// Discovers the path, opens one libpcap handle per point inside its namespace, streams every packet to the
-// store's writer thread, and stops on SIGINT/SIGTERM, --duration, --count, or when CMD exits (after a
-// grace period for the replies). A second SIGINT stops at once; what was captured is still kept.
+// Discovers the path, opens one libpcap handle per point inside its namespace, spools every frame (chunks of
+// raw frames, one capture_chunks row each, written by the store's writer thread), and stops on SIGINT/SIGTERM,
+// --duration, --count, or when CMD exits (after a grace period for the replies). Then it turns the spool into
+// `packets` rows ("storing N packets") and correlates. A second SIGINT stops at once; what was captured is
+// still kept (as packets, or still spooled for `hoptrace correlate` to store).
 
 #include "cli/command.hpp"
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
 #include "correlate/correlate.hpp"
 #include "correlate/report.hpp"
+#include "store/spool.hpp"
 #include "store/writer.hpp"
 #include "tracer/conntrack.hpp"
-#include "tracer/dissect.hpp"
 #include "tracer/live_capture.hpp"
 #include "version.hpp"
 
@@ -177,16 +179,24 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     else if (!a.quiet) std::fprintf(stderr, "hoptrace: note: %s (the report will not compare with conntrack)\n", ct.error().c_str());
 
     store::Writer writer(db);
+    std::vector<std::uint32_t> point_ids;
+    point_ids.reserve(live.size());
+    for (const auto& p : live) point_ids.push_back(p.point_id);
+    // While capturing, each point's thread only copies its frames into a chunk of its own; the writer thread
+    // stores full chunks. Dissecting and the row per packet wait until the capture has stopped.
+    store::Spool spool(writer, point_ids);
+    store::SpoolSettings spool_settings(db);  // checkpoints wait for the end of the capture, a small page cache
     LiveOptions options;
     options.filter = a.filter;
     options.snaplen = a.snaplen;
     options.buffer_bytes = a.buffer_mb << 20;
     options.count = a.count;
-    LiveCapture capture(live, options, [&writer](std::uint32_t point, const Frame& frame) {
-        PacketRecord record = dissect(frame);
-        record.point_id = point;
-        writer.add(record, frame.bytes);
-    });
+    LiveCapture capture(
+        live, options, [&spool](std::uint32_t point, const Frame& frame) { spool.append(point, frame); },
+        [&spool](std::uint32_t point, bool final) {
+            if (final) spool.flush(point);
+            else spool.tick(point);
+        });
 
     std::optional<SignalGuard> signals;  // only while capturing: Ctrl-C during correlation just stops it
     signals.emplace();
@@ -239,7 +249,27 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         ::kill(child, SIGTERM);
         ::waitpid(child, &child_status, 0);
     }
-    writer.close();  // everything delivered is stored before anything else happens
+    writer.flush();  // everything delivered is in the spool before anything else happens
+
+    // The spool becomes packets rows: dissect + one row per sighting, now that the traffic is no longer competing.
+    // A second Ctrl-C stops after the current chunk; the rest stays spooled for `hoptrace correlate`.
+    const std::uint64_t captured_total = capture.total_packets();
+    StatusLine storing(a.quiet, std::chrono::milliseconds(250));
+    const auto ingested = store::ingest_spool(db, writer, [&](std::uint64_t frames) {
+        storing.update([&] {
+            return "storing " + std::to_string(frames) + " of " + std::to_string(captured_total) + " packets…";
+        });
+        return g_signals.load() < 2;
+    });
+    storing.clear();
+    writer.close();
+    // Until here checkpoints waited: a chunk's pages that rows reused since are never copied into the file as chunk.
+    spool_settings.restore();
+    if (ingested.stopped && !a.quiet) {
+        const auto left = store::spool_size(db);
+        std::fprintf(stderr, "hoptrace: %llu packets are still spooled (capture_chunks)\n",
+                     static_cast<unsigned long long>(left.frames));
+    }
 
     const auto stats = capture.stats();
     for (std::size_t i = 0; i < live.size(); ++i) {

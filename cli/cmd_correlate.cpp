@@ -19,6 +19,7 @@ int cmd_correlate(const Invocation& inv) {
     if (!parse(inv, "--db FILE", options, nullptr, vm)) return k_exit_ok;
     if (max_gap_ms <= 0) throw UsageError("--max-hop-gap-ms must be positive");
     store::Database db = open_existing(db_path);
+    store_spooled(db, false);
     correlate::MatchOptions match;
     match.max_hop_gap_ns = static_cast<std::int64_t>(max_gap_ms * 1e6);
     const auto s = correlate::run(db, match);

@@ -113,6 +113,7 @@ int cmd_import(const Invocation& inv) {
         }
         writer.close();  // everything read is committed, even after an error in a later file
     }
+    store_spooled(db, quiet);  // an interrupted capture in the same file: its packets count too
     db.build_indexes();
     if (!no_correlate) {
         correlate::MatchOptions match;

@@ -44,6 +44,7 @@ int cmd_report(const Invocation& inv) {
     }
 
     store::Database db = open_existing(db_path);
+    require_nothing_spooled(db, db_path);
     if (db.points().empty()) throw Fatal(db_path + ": the database holds no points; import or capture first");
     if (!db.meta("correlated_ns"))
         throw Fatal(db_path + ": not correlated yet; run 'hoptrace correlate --db " + db_path + "'");

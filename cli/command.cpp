@@ -1,5 +1,10 @@
 #include "cli/command.hpp"
 
+#include "cli/status_line.hpp"
+#include "store/spool.hpp"
+#include "store/writer.hpp"
+
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 
@@ -26,6 +31,34 @@ store::Database open_existing(const std::string& path) {
         throw Fatal(path + ": no such database; create one with 'hoptrace import --db " + path + " FILE…'");
     }
     return store::Database::open(path);
+}
+
+std::uint64_t store_spooled(store::Database& db, bool quiet) {
+    const auto spooled = store::spool_size(db);
+    if (spooled.chunks == 0) return 0;
+    if (!quiet) {
+        std::fprintf(stderr, "hoptrace: %s holds %llu packets of a capture that did not finish storing them; storing "
+                     "them now\n", db.path().c_str(), static_cast<unsigned long long>(spooled.frames));
+    }
+    StatusLine status(quiet);
+    store::Writer writer(db);
+    const auto stored = store::ingest_spool(db, writer, [&](std::uint64_t frames) {
+        status.update([&] {
+            return "storing " + std::to_string(frames) + " of " + std::to_string(spooled.frames) + " packets…";
+        });
+        return true;
+    });
+    status.clear();
+    writer.close();
+    return stored.frames;
+}
+
+void require_nothing_spooled(const store::Database& db, const std::string& path) {
+    if (const auto spooled = store::spool_size(db); spooled.chunks != 0) {
+        throw Fatal(path + ": " + std::to_string(spooled.frames) + " captured packets are still in the capture's " +
+                    "spool, not yet stored as packets (the capture was interrupted); run 'hoptrace correlate --db " +
+                    path + "' first");
+    }
 }
 
 }  // namespace hoptrace::cli

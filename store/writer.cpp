@@ -31,7 +31,15 @@ constexpr int k_insert_parameters = 35;
 // itself; 32 rows spread it thin while the statement stays small (1056 parameters).
 constexpr std::size_t k_rows_per_insert = 32;
 
+// Buffers of stored chunks kept for reuse: about one per capture point is what a capture needs.
+constexpr std::size_t k_max_spare_buffers = 8;
+
 constexpr const char* k_count_point_sql = "UPDATE points SET packets = packets + ?1 WHERE id = ?2 RETURNING id";
+constexpr const char* k_insert_chunk_sql =
+    "INSERT INTO capture_chunks (point_id, link_type, first_ts_ns, last_ts_ns, frames, data) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+// RETURNING tells whether the row was there: rows of a chunk another process already stored must not go in twice.
+constexpr const char* k_delete_chunk_sql = "DELETE FROM capture_chunks WHERE id = ?1 RETURNING id";
 
 // k_rows_per_insert, or fewer when this SQLite allows fewer parameters per statement (999 before 3.32).
 std::size_t rows_per_insert(const Database& db) noexcept {
@@ -85,7 +93,7 @@ public:
           m_many(db.prepare(insert_sql(rows_per_insert(db))), rows_per_insert(db)),
           m_one(db.prepare(insert_sql(1)), 1) {}
 
-    void insert(const Batch& batch) {
+    void insert(const PacketRows& batch) {
         if (!m_indexed) {
             // packets_point_ts grows with the rows instead of being built after the load (Database::build_indexes
             // then finds it). Rows arrive in time order per point, so each entry lands at the right edge of its
@@ -141,7 +149,7 @@ private:
     };
 
     // Binds record `index` of the batch as row `row` of the shape's statement.
-    void bind(Shape& shape, std::size_t row, const Batch& batch, std::size_t index) {
+    void bind(Shape& shape, std::size_t row, const PacketRows& batch, std::size_t index) {
         const PacketRecord& r = batch.records[index];
         const std::span<const std::uint8_t> raw(batch.bytes.data() + batch.offsets[index],
                                                 batch.offsets[index + 1] - batch.offsets[index]);
@@ -297,8 +305,9 @@ Writer::Writer(Database& db, std::size_t batch_rows)
     : m_db(db),
       m_batch_rows(std::max<std::size_t>(batch_rows, 1)),
       m_inserter(std::make_unique<PacketInserter>(db)),
-      m_count_point(db.prepare(k_count_point_sql)) {
-    m_filling.offsets.push_back(0);
+      m_count_point(db.prepare(k_count_point_sql)),
+      m_insert_chunk(db.prepare(k_insert_chunk_sql)),
+      m_delete_chunk(db.prepare(k_delete_chunk_sql)) {
     m_thread = std::thread([this] { run(); });
 }
 
@@ -310,7 +319,7 @@ Writer::~Writer() {
 }
 
 bool Writer::filling_is_full() const noexcept {
-    return m_filling.records.size() >= m_batch_rows || m_filling.bytes.size() >= k_max_batch_bytes;
+    return m_filling.rows.size() >= m_batch_rows || m_filling.rows.bytes.size() >= k_max_batch_bytes;
 }
 
 void Writer::enqueue_filling(std::unique_lock<std::mutex>& lock, bool only_if_full) {
@@ -318,17 +327,64 @@ void Writer::enqueue_filling(std::unique_lock<std::mutex>& lock, bool only_if_fu
     if (m_error != nullptr) {
         std::rethrow_exception(m_error);
     }
-    if (m_filling.records.empty() || (only_if_full && !filling_is_full())) {
+    if (m_filling.empty() || (only_if_full && !filling_is_full())) {
         return;  // another thread handed this batch over while we waited
     }
     m_pending.push_back(std::move(m_filling));
     m_filling = Batch{};
-    m_filling.records.reserve(m_batch_rows);
-    m_filling.offsets.reserve(m_batch_rows + 1);
-    m_filling.offsets.push_back(0);
+    m_filling.rows.records.reserve(m_batch_rows);
+    m_filling.rows.offsets.reserve(m_batch_rows + 1);
     ++m_enqueued_batches;
     m_peak_pending = std::max(m_peak_pending, m_pending.size());
     m_cv_work.notify_one();
+}
+
+void Writer::enqueue_after_filling(std::unique_lock<std::mutex>& lock, Batch batch) {
+    if (m_error != nullptr) {
+        std::rethrow_exception(m_error);
+    }
+    if (m_closed) {
+        throw Error(m_db.path() + ": chunk or rows added to a closed writer");
+    }
+    enqueue_filling(lock, false);  // what add() collected so far goes first
+    m_cv_space.wait(lock, [this] { return m_pending.size() < k_max_pending_batches || m_error != nullptr; });
+    if (m_error != nullptr) {
+        std::rethrow_exception(m_error);
+    }
+    m_pending.push_back(std::move(batch));
+    ++m_enqueued_batches;
+    m_peak_pending = std::max(m_peak_pending, m_pending.size());
+    m_cv_work.notify_one();
+}
+
+void Writer::PacketRows::add(const PacketRecord& record, std::span<const std::uint8_t> raw) {
+    if (bytes.size() + raw.size() > std::numeric_limits<std::uint32_t>::max()) {
+        throw Error("frame too large for a batch");  // cannot happen below k_max_batch_bytes or a chunk's size
+    }
+    records.push_back(record);
+    bytes.insert(bytes.end(), raw.begin(), raw.end());
+    offsets.push_back(static_cast<std::uint32_t>(bytes.size()));
+}
+
+std::vector<std::uint8_t> Writer::add_chunk(SpoolChunk chunk) {
+    Batch batch;
+    batch.chunks.push_back(std::move(chunk));
+    std::unique_lock lock(m_mutex);
+    enqueue_after_filling(lock, std::move(batch));
+    std::vector<std::uint8_t> spare;
+    if (!m_spare_buffers.empty()) {
+        spare = std::move(m_spare_buffers.back());
+        m_spare_buffers.pop_back();
+    }
+    return spare;
+}
+
+void Writer::add_rows(PacketRows rows, std::int64_t spooled_chunk) {
+    Batch batch;
+    batch.rows = std::move(rows);
+    batch.spooled.push_back(spooled_chunk);
+    std::unique_lock lock(m_mutex);
+    enqueue_after_filling(lock, std::move(batch));
 }
 
 void Writer::add(const PacketRecord& record, std::span<const std::uint8_t> raw) {
@@ -339,12 +395,7 @@ void Writer::add(const PacketRecord& record, std::span<const std::uint8_t> raw) 
     if (m_closed) {
         throw Error(m_db.path() + ": packet added to a closed writer");
     }
-    if (m_filling.bytes.size() + raw.size() > std::numeric_limits<std::uint32_t>::max()) {
-        throw Error(m_db.path() + ": frame too large for a batch");  // cannot happen below k_max_batch_bytes
-    }
-    m_filling.records.push_back(record);
-    m_filling.bytes.insert(m_filling.bytes.end(), raw.begin(), raw.end());
-    m_filling.offsets.push_back(static_cast<std::uint32_t>(m_filling.bytes.size()));
+    m_filling.rows.add(record, raw);
     if (filling_is_full()) {
         enqueue_filling(lock, true);
     }
@@ -424,7 +475,13 @@ void Writer::run() noexcept {
         }
         const std::lock_guard lock(m_mutex);
         ++m_written_batches;
-        m_rows_written += batch.records.size();
+        m_rows_written += batch.rows.size();
+        for (SpoolChunk& chunk : batch.chunks) {
+            if (m_spare_buffers.size() < k_max_spare_buffers) {
+                chunk.data.clear();  // keeps the capacity
+                m_spare_buffers.push_back(std::move(chunk.data));
+            }
+        }
         m_cv_space.notify_all();
     }
 }
@@ -432,7 +489,7 @@ void Writer::run() noexcept {
 void Writer::write_batch(const Batch& batch) {
     // Per-point counts of this batch; a batch usually holds one or a handful of points.
     std::vector<std::pair<std::uint32_t, std::int64_t>> per_point;
-    for (const PacketRecord& record : batch.records) {
+    for (const PacketRecord& record : batch.rows.records) {
         auto it = std::find_if(per_point.begin(), per_point.end(),
                                [&](const auto& entry) { return entry.first == record.point_id; });
         if (it == per_point.end()) {
@@ -442,7 +499,9 @@ void Writer::write_batch(const Batch& batch) {
         }
     }
     Transaction txn(m_db);
-    m_inserter->insert(batch);
+    if (!batch.rows.empty()) {
+        m_inserter->insert(batch.rows);
+    }
     for (const auto& [point_id, count] : per_point) {
         m_count_point.bind(1, count).bind(2, static_cast<std::int64_t>(point_id));
         const bool known = m_count_point.step();
@@ -451,6 +510,27 @@ void Writer::write_batch(const Batch& batch) {
             // Foreign keys are off for speed, so this is where a packet for a point nobody added is caught.
             throw Error(m_db.path() + ": packets for point id " + std::to_string(point_id) +
                         ", which is not in the points table");
+        }
+    }
+    for (const SpoolChunk& chunk : batch.chunks) {
+        // The blob is bound without a copy: the chunk outlives the statement's use of it (reset below).
+        m_insert_chunk.bind(1, static_cast<std::int64_t>(chunk.point_id))
+            .bind(2, static_cast<std::int64_t>(chunk.link_type))
+            .bind(3, chunk.first_ts_ns)
+            .bind(4, chunk.last_ts_ns)
+            .bind(5, static_cast<std::int64_t>(chunk.frames))
+            .bind_blob_static(6, chunk.data);
+        m_insert_chunk.run();
+        m_insert_chunk.reset();
+    }
+    for (const std::int64_t id : batch.spooled) {
+        m_delete_chunk.bind(1, id);
+        const bool deleted = m_delete_chunk.step();
+        m_delete_chunk.run();  // finish the statement: a DELETE left in progress would make the COMMIT fail
+        m_delete_chunk.reset();
+        if (!deleted) {
+            throw Error(m_db.path() + ": spooled chunk " + std::to_string(id) +
+                        " is gone: another process stored its packets meanwhile (its rows were not added twice)");
         }
     }
     txn.commit();

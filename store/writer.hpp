@@ -1,8 +1,10 @@
 #pragma once
-// The packet writer: producers (import, one capture thread per point) hand PacketRecords plus their raw
-// bytes to add(); a single writer thread inserts them into `packets` in batched transactions. Memory is
-// bounded: add() blocks while k_max_pending_batches full batches wait for the writer.
+// The packet writer: producers (import, the spool's ingest) hand PacketRecords plus their raw bytes to add()
+// or add_rows(); a live capture hands whole chunks of frames to add_chunk(). A single writer thread inserts
+// them into `packets` / `capture_chunks` in batched transactions. Memory is bounded: producers block while
+// k_max_pending_batches batches (or chunks) wait for the writer.
 
+#include "store/chunk.hpp"
 #include "store/database.hpp"
 #include "tracer/packet.hpp"
 
@@ -32,8 +34,32 @@ public:
     Writer& operator=(const Writer&) = delete;
     ~Writer();  // close()s, swallowing errors (call close() yourself to see them)
 
+    // Packets with their frames back to back, handed over together by add_rows(); filled without any lock.
+    struct PacketRows {
+        PacketRows() { offsets.push_back(0); }
+        void add(const PacketRecord& record, std::span<const std::uint8_t> raw);
+        [[nodiscard]] std::size_t size() const noexcept { return records.size(); }
+        [[nodiscard]] bool empty() const noexcept { return records.empty(); }
+
+        std::vector<PacketRecord> records;
+        std::vector<std::uint8_t> bytes;     // raw frames back to back
+        std::vector<std::uint32_t> offsets;  // start of record i's frame in `bytes`; size = records + 1
+    };
+
     // Thread-safe. Copies `raw` (the frame as captured). Throws the writer thread's Error if it failed.
     void add(const PacketRecord& record, std::span<const std::uint8_t> raw);
+
+    // Thread-safe. Stores the chunk as one row of capture_chunks, in a transaction of its own (so a chunk is
+    // durable as soon as the writer got to it), after everything added before. Blocks while the queue is full.
+    // Returns the (cleared) buffer of a chunk already stored, for the next chunk, or an empty vector: a capture
+    // then reuses a few buffers instead of allocating and faulting in a fresh one per chunk.
+    std::vector<std::uint8_t> add_chunk(SpoolChunk chunk);
+
+    // Thread-safe. Inserts `rows` (after everything added before) and, in the same transaction, deletes the
+    // capture_chunks row `spooled_chunk` they were read from: a chunk is either still spooled or entirely in
+    // `packets`, never both, never half. The transaction fails (and the writer with it) if that chunk is no
+    // longer there (another process stored it). Blocks while the queue is full.
+    void add_rows(PacketRows rows, std::int64_t spooled_chunk);
 
     // Hands the current partial batch to the writer thread and waits until everything added so far is
     // committed. Thread-safe. Rethrows a writer-thread failure.
@@ -48,10 +74,12 @@ public:
     std::size_t peak_pending_batches() const noexcept;
 
 private:
+    // What one transaction writes.
     struct Batch {
-        std::vector<PacketRecord> records;
-        std::vector<std::uint8_t> bytes;            // raw frames back to back
-        std::vector<std::uint32_t> offsets;         // start of record i's frame in `bytes`; size = records + 1
+        PacketRows rows;
+        std::vector<SpoolChunk> chunks;             // to insert into capture_chunks
+        std::vector<std::int64_t> spooled;          // capture_chunks ids to delete: `rows` came from them
+        [[nodiscard]] bool empty() const noexcept { return rows.empty() && chunks.empty() && spooled.empty(); }
     };
     class PacketInserter;  // writer.cpp: multi-row INSERTs, binding only the parameters that changed
     void run() noexcept;
@@ -59,6 +87,8 @@ private:
     // With m_mutex held: wait until a batch may be enqueued (or the writer failed), then enqueue m_filling if it
     // holds rows (and, with only_if_full, is still full: another producer may have handed it over meanwhile).
     void enqueue_filling(std::unique_lock<std::mutex>& lock, bool only_if_full);
+    // With m_mutex held: hands m_filling over if it holds anything, then waits for room and enqueues `batch`.
+    void enqueue_after_filling(std::unique_lock<std::mutex>& lock, Batch batch);
     bool filling_is_full() const noexcept;
 
     Database& m_db;
@@ -75,9 +105,12 @@ private:
     bool m_closed = false;
     std::exception_ptr m_error;
     std::size_t m_peak_pending = 0;
+    std::vector<std::vector<std::uint8_t>> m_spare_buffers;  // of stored chunks, for add_chunk() to hand back
     // Prepared once, then used only by the writer thread.
     std::unique_ptr<PacketInserter> m_inserter;
     Statement m_count_point;
+    Statement m_insert_chunk;
+    Statement m_delete_chunk;
     std::thread m_thread;
 };
 

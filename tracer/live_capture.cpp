@@ -1,5 +1,7 @@
 #include "tracer/live_capture.hpp"
 
+#include <poll.h>
+
 #include <array>
 #include <chrono>
 
@@ -49,12 +51,25 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
         pcap_breakloop(ctx->handle);
         return;
     }
-    ctx->packets->fetch_add(1, std::memory_order_relaxed);
+    // Only this thread writes its point's counter: a plain store, no locked read-modify-write per packet.
+    ctx->packets->store(ctx->packets->load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    // The shared total (a cache line all points write) is kept only when --count needs it exactly.
+    const std::uint64_t limit = LiveCaptureAccess::count(*ctx->capture);
+    if (limit == 0) return;
     const std::uint64_t total = ctx->total->fetch_add(1, std::memory_order_relaxed) + 1;
     // The window ends now, not at this packet's timestamp: other points may already have handed over
     // packets stamped later, and every point must end its window at the same moment.
-    if (const std::uint64_t limit = LiveCaptureAccess::count(*ctx->capture); limit != 0 && total == limit)
-        ctx->capture->stop();
+    if (total == limit) ctx->capture->stop();
+}
+
+// The tick, with the sink's error handling: no exception leaves a capture thread.
+void run_tick(Context& ctx, const PointTick& on_tick, bool final) noexcept {
+    if (!on_tick || ctx.error) return;
+    try {
+        on_tick(ctx.point_id, final);
+    } catch (...) {
+        ctx.error = std::current_exception();
+    }
 }
 
 std::optional<LinkType> link_type_of(int dlt) {
@@ -87,8 +102,8 @@ std::string activate_error(int rc, pcap_t* h, const LivePoint& p) {
 
 }  // namespace
 
-LiveCapture::LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink)
-    : m_points(std::move(points)), m_options(std::move(options)), m_sink(std::move(sink)) {
+LiveCapture::LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink, PointTick tick)
+    : m_points(std::move(points)), m_options(std::move(options)), m_sink(std::move(sink)), m_tick(std::move(tick)) {
     for (std::size_t i = 0; i < m_points.size(); ++i) m_state.push_back(std::make_unique<PointState>());
 }
 
@@ -155,6 +170,13 @@ std::vector<LiveStats> LiveCapture::stats() const {
     return out;
 }
 
+std::uint64_t LiveCapture::total_packets() const noexcept {
+    if (m_options.count != 0) return m_total.load(std::memory_order_relaxed);
+    std::uint64_t total = 0;
+    for (const auto& st : m_state) total += st->packets.load(std::memory_order_relaxed);
+    return total;
+}
+
 bool LiveCapture::all_ended() const {
     for (const auto& st : m_state)
         if (!st->ended.load()) return false;
@@ -213,6 +235,11 @@ void LiveCapture::run_point(std::size_t index) noexcept {
             return;
         }
     }
+    // libpcap's blocking read can wait for ever on an idle interface: with TPACKET_V3 it leaves the waking to the
+    // kernel's block timer, and the kernel retires no empty block. So the thread polls the socket itself and reads
+    // without blocking: it comes back at least every k_timeout_ms, for the tick (a sink's buffered frames reach
+    // the store on a quiet point too) and to see a stop. Without non-blocking mode it reads as before.
+    const int fd = pcap_setnonblock(h.get(), 1, errbuf.data()) == 0 ? pcap_get_selectable_fd(h.get()) : -1;
     {
         std::lock_guard lock(m_mutex);
         st.handle.store(h.get());
@@ -223,6 +250,8 @@ void LiveCapture::run_point(std::size_t index) noexcept {
                 &st.packets, &m_total, h.get(), nullptr};
     auto* user = reinterpret_cast<u_char*>(&ctx);
     while (!m_stop.load() && !ctx.error) {
+        pollfd ready_fd{fd, POLLIN, 0};
+        if (fd >= 0) static_cast<void>(::poll(&ready_fd, 1, k_timeout_ms));  // a retired block, or the timeout
         const int n = pcap_dispatch(h.get(), -1, on_packet, user);
         if (n == PCAP_ERROR) {  // the interface went away (container stopped) or the socket broke
             std::lock_guard lock(m_mutex);
@@ -230,10 +259,14 @@ void LiveCapture::run_point(std::size_t index) noexcept {
             st.ended = true;
             break;
         }
+        run_tick(ctx, m_tick, false);
+        // libpcap reports a broken socket itself; never spin on a poll that keeps failing without a reason it gives.
+        if (n == 0 && (ready_fd.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     // Drain what the kernel already captured. With TPACKET_V3 the kernel hands over a partly filled block
-    // only when the block timeout (the pcap timeout) expires; a blocking read would wait for ever on an idle
-    // interface, so poll without blocking for a little longer than that timeout.
+    // only when the block timeout (the pcap timeout) expires, so keep reading without blocking for a little
+    // longer than that timeout.
     if (!st.ended.load() && pcap_setnonblock(h.get(), 1, errbuf.data()) == 0) {
         const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3 * k_timeout_ms);
         while (std::chrono::steady_clock::now() < until) {
@@ -242,6 +275,7 @@ void LiveCapture::run_point(std::size_t index) noexcept {
             if (n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
     }
+    run_tick(ctx, m_tick, true);  // this point delivers nothing more
     pcap_stat ps{};
     std::lock_guard lock(m_mutex);
     if (ctx.error) {

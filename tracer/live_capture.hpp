@@ -52,10 +52,14 @@ struct LiveStats {
 
 // Called on the capture threads, one call per frame; frame.bytes is valid during the call only.
 using FrameSink = std::function<void(std::uint32_t point_id, const Frame& frame)>;
+// Called on a point's capture thread after each read from the kernel (at least every ~100 ms while the point
+// captures, with or without frames; final = false), and once more when the point has delivered its last frame
+// (final = true): a sink that collects a point's frames hands them on from here. It may throw like the sink.
+using PointTick = std::function<void(std::uint32_t point_id, bool final)>;
 
 class LiveCapture {
 public:
-    LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink);
+    LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink, PointTick tick = {});
     LiveCapture(const LiveCapture&) = delete;
     LiveCapture& operator=(const LiveCapture&) = delete;
     ~LiveCapture();
@@ -78,7 +82,7 @@ public:
         return {m_start_ts.load(), m_stop_ts.load()};
     }
     [[nodiscard]] std::vector<LiveStats> stats() const;  // packets live; drops final after join()
-    [[nodiscard]] std::uint64_t total_packets() const noexcept { return m_total.load(std::memory_order_relaxed); }
+    [[nodiscard]] std::uint64_t total_packets() const noexcept;
     [[nodiscard]] bool all_ended() const;
     [[nodiscard]] const std::vector<LivePoint>& points() const noexcept { return m_points; }
 
@@ -98,12 +102,13 @@ private:
     std::vector<LivePoint> m_points;
     LiveOptions m_options;
     FrameSink m_sink;
+    PointTick m_tick;
     std::vector<std::unique_ptr<PointState>> m_state;
     std::vector<std::thread> m_threads;
     std::atomic<bool> m_stop{false};
     std::atomic<std::int64_t> m_start_ts{0};  // start of the capture window: every point ready (0 = not yet)
     std::atomic<std::int64_t> m_stop_ts{0};   // end of the capture window (0 = open)
-    std::atomic<std::uint64_t> m_total{0};
+    std::atomic<std::uint64_t> m_total{0};    // every point's packets together; kept only with options.count
     mutable std::mutex m_mutex;
     std::condition_variable m_cv;
     std::size_t m_ready = 0;
