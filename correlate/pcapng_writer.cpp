@@ -39,17 +39,17 @@ constexpr std::size_t padded(std::size_t n) { return (n + 3) & ~std::size_t{3}; 
 
 std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
-void put_u16(std::vector<std::uint8_t>& out, std::uint16_t v) {
-    std::array<std::uint8_t, 2> b{};
-    std::memcpy(b.data(), &v, b.size());
-    out.insert(out.end(), b.begin(), b.end());
+// Appends by resize + memcpy: GCC 12 warns (-Wstringop-overflow, a false positive) about vector::insert of a
+// small array right after clear() once it inlines everything in a Release build.
+void put_raw(std::vector<std::uint8_t>& out, const void* bytes, std::size_t n) {
+    const std::size_t at = out.size();
+    out.resize(at + n);
+    std::memcpy(out.data() + at, bytes, n);
 }
 
-void put_u32(std::vector<std::uint8_t>& out, std::uint32_t v) {
-    std::array<std::uint8_t, 4> b{};
-    std::memcpy(b.data(), &v, b.size());
-    out.insert(out.end(), b.begin(), b.end());
-}
+void put_u16(std::vector<std::uint8_t>& out, std::uint16_t v) { put_raw(out, &v, sizeof v); }
+
+void put_u32(std::vector<std::uint8_t>& out, std::uint32_t v) { put_raw(out, &v, sizeof v); }
 
 void set_u32(std::vector<std::uint8_t>& out, std::size_t at, std::uint32_t v) { std::memcpy(out.data() + at, &v, 4); }
 

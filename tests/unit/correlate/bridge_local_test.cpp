@@ -170,6 +170,7 @@ TEST(BridgeLocal, hop_latencies_are_the_pcap_timestamp_differences_between_the_p
             ASSERT_EQ(static_cast<std::int64_t>(a.size()), h["count"].get<std::int64_t>());
             std::vector<std::int64_t> dt;
             for (std::size_t k = 0; k < a.size(); ++k) dt.push_back(b[k] - a[k]);
+            ASSERT_FALSE(dt.empty());
             std::sort(dt.begin(), dt.end());
             EXPECT_GE(dt.front(), 0);
             EXPECT_EQ(h["min_ns"].get<std::int64_t>(), dt.front());
