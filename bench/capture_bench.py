@@ -180,7 +180,7 @@ def run_tcpdump(lab: lablib.Lab, workdir: Path, packets: int, rate: float) -> di
 
 def run_hoptrace(lab: lablib.Lab, hoptrace: Path, workdir: Path, packets: int, rate: float) -> dict:
     db = workdir / "bench.db"
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-spool"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     before = children_cpu()
     start_machine = machine_busy()
