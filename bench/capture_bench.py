@@ -10,7 +10,7 @@ each rate we report, per million packets sent (each seen at four points: divide 
 - process CPU *during the capture* (from the start of the processes to the stop signal: what competes with the
   traffic on a production host), read from the kernel's per-thread run time (/proc/PID/task/*/schedstat, in
   ns) just before the signal;
-- process CPU *after the stop* (hoptrace stores its spool as packets then; tcpdump just exits) = the total
+- process CPU *after the stop* (hoptrace stores its spool file as packets then; tcpdump just exits) = the total
   from wait4's rusage minus the above;
 - the whole machine's busy time (/proc/stat) during the capture and in total, minus the same flood with no
   capture at all: this charges the kernel's copies into the capture rings to whoever caused them.
@@ -180,7 +180,7 @@ def run_tcpdump(lab: lablib.Lab, workdir: Path, packets: int, rate: float) -> di
 
 def run_hoptrace(lab: lablib.Lab, hoptrace: Path, workdir: Path, packets: int, rate: float) -> dict:
     db = workdir / "bench.db"
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-spool"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     before = children_cpu()
     start_machine = machine_busy()
@@ -212,14 +212,36 @@ def run_hoptrace(lab: lablib.Lab, hoptrace: Path, workdir: Path, packets: int, r
     drops, captured = con.execute("SELECT sum(kernel_drops), sum(packets) FROM points").fetchone()
     drops_by_point = dict(con.execute("SELECT role, kernel_drops FROM points"))
     stored = con.execute("SELECT count(*) FROM packets").fetchone()[0]
-    has_spool = con.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'capture_chunks'").fetchone()[0]
-    spooled = con.execute("SELECT coalesce(sum(frames), 0) FROM capture_chunks").fetchone()[0] if has_spool else 0
+    # Frames a build left unstored: in capture_chunks (7824020), or a spool file the database still names (after it).
+    has_chunks = con.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'capture_chunks'").fetchone()[0]
+    spooled = con.execute("SELECT coalesce(sum(frames), 0) FROM capture_chunks").fetchone()[0] if has_chunks else 0
+    spool_file = con.execute("SELECT value FROM meta WHERE key = 'spool_file'").fetchone()
+    if spool_file is not None:
+        start = con.execute("SELECT value FROM meta WHERE key = 'spool_stored_bytes'").fetchone()
+        spooled += spool_file_frames(db.parent / spool_file[0], int(start[0]) if start else 0)
     con.close()
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", "-spool"):
         Path(str(db) + suffix).unlink(missing_ok=True)
     return {**moments.result(start_machine, end_machine, t_end, cpu), "drops": drops or 0,
             "drops_by_point": drops_by_point, "captured": captured or 0, "stored": stored, "spooled": spooled,
             "send_pps": pps}
+
+
+def spool_file_frames(path: Path, offset: int) -> int:
+    """Frames in the whole chunks of a spool file after `offset` (docs/schema.md: a 44-byte header with the frame
+    count at byte 12 and the data length at byte 32, the records, an 8-byte trailer)."""
+    frames = 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        while offset + 44 <= size:
+            f.seek(offset)
+            header = f.read(44)
+            data_len = int.from_bytes(header[32:40], "little")
+            if header[:4] != b"HTSC" or offset + 44 + data_len + 8 > size:
+                break
+            frames += int.from_bytes(header[12:16], "little")
+            offset += 44 + data_len + 8
+    return frames
 
 
 def ratio(a: float, b: float) -> float | None:

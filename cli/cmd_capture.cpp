@@ -2,7 +2,7 @@
 // hoptrace trace   TARGET [options] [-- CMD ARGS…]     (capture + correlate + text report)
 //
 // Discovers the path, opens one libpcap handle per point inside its namespace, spools every frame (chunks of
-// raw frames, one capture_chunks row each, written by the store's writer thread), and stops on SIGINT/SIGTERM,
+// raw frames appended to FILE-spool beside the database by the spool's own thread), and stops on SIGINT/SIGTERM,
 // --duration, --count, or when CMD exits (after a grace period for the replies). Then it turns the spool into
 // `packets` rows ("storing N packets") and correlates. A second SIGINT stops at once; what was captured is
 // still kept (as packets, or still spooled for `hoptrace correlate` to store).
@@ -28,6 +28,7 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 namespace hoptrace::cli {
@@ -150,7 +151,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         ~DiscardUnlessStarted() {
             if (started || !fresh) return;
             std::error_code ignored;
-            for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ignored);
+            for (const char* suffix : {"", "-wal", "-shm", "-spool"}) std::filesystem::remove(path + suffix, ignored);
         }
     } discard{a.db_path, fresh};
     store::Database db = store::Database::open(a.db_path);
@@ -178,14 +179,15 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     if (auto ct = conntrack_dump(host)) store_conntrack(db, *ct, "dump-start");
     else if (!a.quiet) std::fprintf(stderr, "hoptrace: note: %s (the report will not compare with conntrack)\n", ct.error().c_str());
 
-    store::Writer writer(db);
     std::vector<std::uint32_t> point_ids;
     point_ids.reserve(live.size());
     for (const auto& p : live) point_ids.push_back(p.point_id);
-    // While capturing, each point's thread only copies its frames into a chunk of its own; the writer thread
-    // stores full chunks. Dissecting and the row per packet wait until the capture has stopped.
-    store::Spool spool(writer, point_ids);
-    store::SpoolSettings spool_settings(db);  // checkpoints wait for the end of the capture, a small page cache
+    // While capturing, each point's thread only copies its frames into a chunk of its own; the spool file's thread
+    // appends full chunks to FILE-spool (the database names it from here on). Dissecting and the row per packet
+    // wait until the capture has stopped.
+    std::optional<store::SpoolFile> spool_file;
+    spool_file.emplace(db);
+    store::Spool spool(*spool_file, point_ids);
     LiveOptions options;
     options.filter = a.filter;
     options.snaplen = a.snaplen;
@@ -202,7 +204,10 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     signals.emplace();
     g_signals = 0;
     if (auto started = capture.start(); !started) {
-        writer.close();
+        const std::string spool_path = spool_file->path();
+        spool_file.reset();
+        std::error_code ignored;
+        std::filesystem::remove(spool_path, ignored);
         if (!fresh) db.exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");
         throw Fatal(started.error());
     }
@@ -249,12 +254,14 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         ::kill(child, SIGTERM);
         ::waitpid(child, &child_status, 0);
     }
-    writer.flush();  // everything delivered is in the spool before anything else happens
+    spool_file->close();  // everything delivered is in the spool file before anything else happens
+    spool_file.reset();
 
     // The spool becomes packets rows: dissect + one row per sighting, now that the traffic is no longer competing.
     // A second Ctrl-C stops after the current chunk; the rest stays spooled for `hoptrace correlate`.
     const std::uint64_t captured_total = capture.total_packets();
     StatusLine storing(a.quiet, std::chrono::milliseconds(250));
+    store::Writer writer(db);
     const auto ingested = store::ingest_spool(db, writer, [&](std::uint64_t frames) {
         storing.update([&] {
             return "storing " + std::to_string(frames) + " of " + std::to_string(captured_total) + " packets…";
@@ -263,12 +270,11 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     });
     storing.clear();
     writer.close();
-    // Until here checkpoints waited: a chunk's pages that rows reused since are never copied into the file as chunk.
-    spool_settings.restore();
+    if (!ingested.torn.empty()) std::fprintf(stderr, "hoptrace: %s\n", ingested.torn.c_str());
     if (ingested.stopped && !a.quiet) {
         const auto left = store::spool_size(db);
-        std::fprintf(stderr, "hoptrace: %llu packets are still spooled (capture_chunks)\n",
-                     static_cast<unsigned long long>(left.frames));
+        std::fprintf(stderr, "hoptrace: %llu packets are still spooled (%s)\n",
+                     static_cast<unsigned long long>(left.frames), left.path.c_str());
     }
 
     const auto stats = capture.stats();
@@ -353,7 +359,7 @@ int capture_command(const Invocation& inv, bool trace) {
     // A temporary database goes away once the report is printed; an interrupted trace keeps it.
     auto remove_temp = [&] {
         std::error_code ec;
-        for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(temp.string() + suffix, ec);
+        for (const char* suffix : {"", "-wal", "-shm", "-spool"}) std::filesystem::remove(temp.string() + suffix, ec);
     };
     int rc = k_exit_runtime;
     bool captured = false;

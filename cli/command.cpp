@@ -35,8 +35,8 @@ store::Database open_existing(const std::string& path) {
 
 std::uint64_t store_spooled(store::Database& db, bool quiet) {
     const auto spooled = store::spool_size(db);
-    if (spooled.chunks == 0) return 0;
-    if (!quiet) {
+    if (!spooled.pending && spooled.legacy_frames == 0) return 0;
+    if (!quiet && spooled.pending) {
         std::fprintf(stderr, "hoptrace: %s holds %llu packets of a capture that did not finish storing them; storing "
                      "them now\n", db.path().c_str(), static_cast<unsigned long long>(spooled.frames));
     }
@@ -50,14 +50,19 @@ std::uint64_t store_spooled(store::Database& db, bool quiet) {
     });
     status.clear();
     writer.close();
+    if (!stored.torn.empty()) std::fprintf(stderr, "hoptrace: %s\n", stored.torn.c_str());
     return stored.frames;
 }
 
 void require_nothing_spooled(const store::Database& db, const std::string& path) {
-    if (const auto spooled = store::spool_size(db); spooled.chunks != 0) {
+    if (const auto spooled = store::spool_size(db); spooled.pending) {
         throw Fatal(path + ": " + std::to_string(spooled.frames) + " captured packets are still in the capture's " +
-                    "spool, not yet stored as packets (the capture was interrupted); run 'hoptrace correlate --db " +
-                    path + "' first");
+                    "spool (" + spooled.path + "), not yet stored as packets (the capture was interrupted); run " +
+                    "'hoptrace correlate --db " + path + "' first");
+    } else if (spooled.legacy_frames != 0) {
+        throw Fatal(path + ": " + std::to_string(spooled.legacy_frames) + " captured packets are still in the " +
+                    "capture_chunks table of a development build of hoptrace (7824020), which this build does not " +
+                    "read; store them with that build ('hoptrace correlate --db " + path + "') first");
     }
 }
 

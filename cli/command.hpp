@@ -44,8 +44,8 @@ bool parse(const Invocation& inv, const std::string& synopsis, po::options_descr
 // Opens an existing database; Fatal naming the file when it does not exist (reading commands never create one).
 store::Database open_existing(const std::string& path);
 
-// A capture that was killed before it stored its spool leaves frames in capture_chunks. The commands that write
-// (correlate, import) store them as packets first, saying so on stderr unless quiet; returns how many.
+// A capture that was killed before it stored its spool leaves frames in its spool file (FILE-spool). The commands
+// that write (correlate, import) store them as packets first, saying so on stderr unless quiet; returns how many.
 std::uint64_t store_spooled(store::Database& db, bool quiet);
 // The commands that only read (report, export): Fatal saying what to run while frames are still spooled.
 void require_nothing_spooled(const store::Database& db, const std::string& path);

@@ -27,7 +27,58 @@ T get_le(const std::uint8_t* in) noexcept {
 
 constexpr std::uint8_t k_max_direction = static_cast<std::uint8_t>(Direction::outbound);
 
+constexpr std::uint32_t k_header_magic = 0x43535448;   // "HTSC" as bytes
+constexpr std::uint32_t k_trailer_magic = 0x45535448;  // "HTSE"
+constexpr std::size_t k_checked_bytes = 40;
+
+std::uint32_t fnv1a(std::span<const std::uint8_t> bytes) noexcept {
+    std::uint32_t hash = 2166136261U;
+    for (const std::uint8_t b : bytes) {
+        hash = (hash ^ b) * 16777619U;
+    }
+    return hash;
+}
+
 }  // namespace
+
+void encode_chunk_frame(const SpoolChunk& chunk, std::span<std::uint8_t, k_chunk_header> header,
+                        std::span<std::uint8_t, k_chunk_trailer> trailer) noexcept {
+    std::uint8_t* h = header.data();
+    put_le<std::uint32_t>(h, k_header_magic);
+    put_le<std::uint32_t>(h + 4, chunk.point_id);
+    put_le<std::uint32_t>(h + 8, static_cast<std::uint32_t>(chunk.link_type));
+    put_le<std::uint32_t>(h + 12, chunk.frames);
+    put_le<std::int64_t>(h + 16, chunk.first_ts_ns);
+    put_le<std::int64_t>(h + 24, chunk.last_ts_ns);
+    put_le<std::uint64_t>(h + 32, chunk.data.size());
+    const std::uint32_t check = fnv1a(header.first(k_checked_bytes));
+    put_le<std::uint32_t>(h + k_checked_bytes, check);
+    put_le<std::uint32_t>(trailer.data(), k_trailer_magic);
+    put_le<std::uint32_t>(trailer.data() + 4, check);
+}
+
+tl::expected<ChunkHeader, std::string> decode_chunk_header(std::span<const std::uint8_t, k_chunk_header> bytes) {
+    const std::uint8_t* h = bytes.data();
+    if (get_le<std::uint32_t>(h) != k_header_magic) {
+        return tl::unexpected(std::string("not a chunk header (no HTSC magic)"));
+    }
+    ChunkHeader out;
+    out.check = get_le<std::uint32_t>(h + k_checked_bytes);
+    if (fnv1a(bytes.first(k_checked_bytes)) != out.check) {
+        return tl::unexpected(std::string("the chunk header's check does not match its bytes"));
+    }
+    out.point_id = get_le<std::uint32_t>(h + 4);
+    out.link_type = static_cast<LinkType>(get_le<std::uint32_t>(h + 8));
+    out.frames = get_le<std::uint32_t>(h + 12);
+    out.first_ts_ns = get_le<std::int64_t>(h + 16);
+    out.last_ts_ns = get_le<std::int64_t>(h + 24);
+    out.data_len = get_le<std::uint64_t>(h + 32);
+    return out;
+}
+
+bool is_chunk_trailer(const ChunkHeader& header, std::span<const std::uint8_t, k_chunk_trailer> bytes) noexcept {
+    return get_le<std::uint32_t>(bytes.data()) == k_trailer_magic && get_le<std::uint32_t>(bytes.data() + 4) == header.check;
+}
 
 ChunkBuilder::ChunkBuilder(std::uint32_t point_id, std::size_t reserve) : m_reserve(reserve) {
     m_chunk.point_id = point_id;

@@ -380,7 +380,6 @@ void create_schema(sqlite3* db, const std::string& name) {
     exec_or_fail(db, name, "BEGIN IMMEDIATE", "cannot create schema");
     std::string error;
     std::string sql = k_schema_sql;
-    sql += k_spool_sql;
     sql += concat("PRAGMA user_version = ", std::to_string(k_schema_version), ";");
     if (exec_raw(db, sql, error) != SQLITE_OK || exec_raw(db, "COMMIT", error) != SQLITE_OK) {
         std::string ignored;
@@ -442,10 +441,6 @@ Database Database::open(const std::string& path) {
     }
     if (!fresh && state.user_version < k_schema_version) {
         migrate(db.get(), name, state.user_version);
-    }
-    if (!fresh) {
-        // Files written before the spool existed get its table (a no-op, and no write, when it is there).
-        exec_or_fail(db.get(), name, k_spool_sql, "cannot create the capture_chunks table");
     }
     return {std::move(db), path};
 }

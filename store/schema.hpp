@@ -143,22 +143,6 @@ CREATE TABLE IF NOT EXISTS conntrack (
 );
 )sql";
 
-// The capture spool (store/spool.hpp, record format in store/chunk.hpp): a live capture stores each point's frames
-// here, in chunks of up to ~1 MiB, while it runs; after it stops they become `packets` rows and leave this table.
-// Not part of k_schema_sql: Database::open creates it (IF NOT EXISTS) in every file, also in version 2 files
-// written before it existed, so it needs no schema version of its own.
-inline constexpr const char* k_spool_sql = R"sql(
-CREATE TABLE IF NOT EXISTS capture_chunks (
-  id            INTEGER PRIMARY KEY,            -- in the order the chunks were stored
-  point_id      INTEGER NOT NULL REFERENCES points(id),
-  link_type     INTEGER NOT NULL,               -- pcap LINKTYPE_* of every frame in it
-  first_ts_ns   INTEGER NOT NULL,               -- earliest and latest frame timestamp in it
-  last_ts_ns    INTEGER NOT NULL,
-  frames        INTEGER NOT NULL,
-  data          BLOB NOT NULL                   -- the frames: records of a 17-byte header + the bytes (docs/schema.md)
-);
-)sql";
-
 // The one index that grows while packets stream in (the Writer creates it): rows arrive in time order per
 // point, so each entry lands at the right edge of its range, which is cheaper than building it afterwards.
 inline constexpr const char* k_load_index_sql = R"sql(

@@ -2,8 +2,18 @@
 
 #include "tracer/dissect.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <algorithm>
-#include <optional>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <filesystem>
 #include <string>
 #include <utility>
 
@@ -11,57 +21,323 @@ namespace hoptrace::store {
 
 namespace {
 
-// Holds the connection's (recursive) mutex: the writer thread shares the connection, and a statement of ours
-// left in progress while it commits could make its COMMIT fail.
-class ConnectionHold {
-public:
-    explicit ConnectionHold(const Database& db) noexcept : m_mutex(sqlite3_db_mutex(db.handle())) {
-        sqlite3_mutex_enter(m_mutex);
-    }
-    ConnectionHold(const ConnectionHold&) = delete;
-    ConnectionHold& operator=(const ConnectionHold&) = delete;
-    ~ConnectionHold() { sqlite3_mutex_leave(m_mutex); }
+// Buffers of written chunks kept for reuse: about one per capture point is what a capture needs.
+constexpr std::size_t k_max_spare_buffers = 8;
 
-private:
-    sqlite3_mutex* m_mutex;
+std::string errno_text(int error) { return std::strerror(error); }
+
+// The spool file a database names, in the database's own directory (so a database moved together with its spool
+// still finds it); nullopt when it names none.
+std::optional<std::string> named_spool(const Database& db) {
+    const auto name = db.meta(k_meta_spool_file);
+    if (!name) {
+        return std::nullopt;
+    }
+    return (std::filesystem::path(db.path()).parent_path() / *name).string();
+}
+
+std::uint64_t stored_bytes(const Database& db) {
+    const std::string text = db.meta(k_meta_spool_stored).value_or("0");
+    std::uint64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc{} || end != text.data() + text.size()) {
+        throw Error(db.path() + ": meta '" + k_meta_spool_stored + "' is '" + text + "', not a byte count");
+    }
+    return value;
+}
+
+std::uint64_t legacy_frames(const Database& db) {
+    Statement has = db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'capture_chunks'");
+    if (!has.step() || has.column_int(0) == 0) {
+        return 0;
+    }
+    Statement sum = db.prepare("SELECT coalesce(sum(frames), 0) FROM capture_chunks");
+    return sum.step() ? static_cast<std::uint64_t>(sum.column_int(0)) : 0;
+}
+
+// Reads exactly bytes.size() bytes at `offset`, or fewer only at the end of the file.
+std::size_t read_at(int fd, const std::string& path, std::span<std::uint8_t> bytes, std::uint64_t offset) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        const ssize_t n = ::pread(fd, bytes.data() + done, bytes.size() - done, static_cast<off_t>(offset + done));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            throw Error(path + ": cannot read the capture spool: " + errno_text(errno));
+        }
+        if (n == 0) {
+            break;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return done;
+}
+
+// The spool file opened for reading, locked (exclusively: one ingest at a time, never while a capture writes it).
+struct OpenedSpool {
+    UniqueFd fd;
+    std::uint64_t size = 0;
 };
 
-struct StoredChunk {
-    std::int64_t id = 0;
-    SpoolChunk chunk;
-};
-
-// The oldest chunk after `after`, copied out of the statement (which is reset before the lock is released).
-std::optional<StoredChunk> read_chunk_after(const Database& db, Statement& stmt, std::int64_t after) {
-    const ConnectionHold hold(db);
-    stmt.bind(1, after);
-    std::optional<StoredChunk> out;
-    if (stmt.step()) {
-        out.emplace();
-        out->id = stmt.column_int(0);
-        out->chunk.point_id = static_cast<std::uint32_t>(stmt.column_int(1));
-        out->chunk.link_type = static_cast<LinkType>(stmt.column_int(2));
-        out->chunk.first_ts_ns = stmt.column_int(3);
-        out->chunk.last_ts_ns = stmt.column_int(4);
-        out->chunk.frames = static_cast<std::uint32_t>(stmt.column_int(5));
-        const auto data = stmt.column_blob(6);
-        out->chunk.data.assign(data.begin(), data.end());
+OpenedSpool open_spool(const std::string& path, bool lock) {
+    OpenedSpool out;
+    out.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!out.fd) {
+        throw Error(path + ": cannot open the capture spool the database names: " + errno_text(errno) +
+                    (errno == ENOENT ? " (its packets are lost; to use the database without them: DELETE FROM meta "
+                                       "WHERE key LIKE 'spool_%')"
+                                     : ""));
     }
-    stmt.reset();
+    if (lock && ::flock(out.fd.get(), LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            throw Error(path + ": a running capture is writing this spool (or another hoptrace is storing it); "
+                               "wait until it has finished");
+        }
+        throw Error(path + ": cannot lock the capture spool: " + errno_text(errno));
+    }
+    struct stat st {};
+    if (::fstat(out.fd.get(), &st) != 0) {
+        throw Error(path + ": cannot stat the capture spool: " + errno_text(errno));
+    }
+    out.size = static_cast<std::uint64_t>(st.st_size);
     return out;
 }
 
-[[noreturn]] void damaged(const Database& db, const StoredChunk& stored, const std::string& what) {
-    throw Error(db.path() + ": spooled chunk " + std::to_string(stored.id) + " (point id " +
-                std::to_string(stored.chunk.point_id) + ") is damaged: " + what +
-                "; it stays in capture_chunks (to go on without its " + std::to_string(stored.chunk.frames) +
-                " frames: DELETE FROM capture_chunks WHERE id = " + std::to_string(stored.id) + ")");
+// One chunk of the file, or why there is none at `offset`.
+struct FileChunk {
+    enum class Kind : std::uint8_t { chunk, end, torn, damaged } kind = Kind::end;
+    ChunkHeader header;
+    std::uint64_t next = 0;  // offset after the chunk's trailer
+    std::string what;        // torn / damaged: what is wrong
+};
+
+// Reads the header at `offset` (and, with `data`, the records and the trailer into it) and classifies it.
+FileChunk read_chunk(const OpenedSpool& file, const std::string& path, std::uint64_t offset,
+                     std::vector<std::uint8_t>* data) {
+    FileChunk out;
+    if (offset >= file.size) {
+        return out;  // Kind::end
+    }
+    std::array<std::uint8_t, k_chunk_header> header{};
+    const std::size_t got = read_at(file.fd.get(), path, header, offset);
+    if (got < header.size()) {
+        out.kind = FileChunk::Kind::torn;
+        out.what = "ends inside a chunk header (its last " + std::to_string(got) +
+                   " bytes): that chunk's frames are lost (how many, and of which point, was in the missing part)";
+        return out;
+    }
+    auto decoded = decode_chunk_header(header);
+    if (!decoded) {
+        out.kind = FileChunk::Kind::damaged;
+        out.what = decoded.error();
+        return out;
+    }
+    out.header = *decoded;
+    const std::uint64_t left = file.size - offset - k_chunk_header;
+    if (out.header.data_len > left || left - out.header.data_len < k_chunk_trailer) {
+        out.kind = FileChunk::Kind::torn;
+        return out;
+    }
+    out.next = offset + k_chunk_header + out.header.data_len + k_chunk_trailer;
+    if (data == nullptr) {
+        std::array<std::uint8_t, k_chunk_trailer> trailer{};
+        read_at(file.fd.get(), path, trailer, out.next - k_chunk_trailer);
+        if (!is_chunk_trailer(out.header, trailer)) {
+            out.kind = out.next == file.size ? FileChunk::Kind::torn : FileChunk::Kind::damaged;
+            out.what = "its trailer is not the header's";
+            return out;
+        }
+        out.kind = FileChunk::Kind::chunk;
+        return out;
+    }
+    data->resize(out.header.data_len + k_chunk_trailer);
+    if (read_at(file.fd.get(), path, *data, offset + k_chunk_header) != data->size()) {
+        out.kind = FileChunk::Kind::torn;  // the file shrank meanwhile
+        return out;
+    }
+    const std::span<const std::uint8_t, k_chunk_trailer> trailer(data->data() + out.header.data_len, k_chunk_trailer);
+    if (!is_chunk_trailer(out.header, trailer)) {
+        out.kind = out.next == file.size ? FileChunk::Kind::torn : FileChunk::Kind::damaged;
+        out.what = "its trailer is not the header's";
+        return out;
+    }
+    data->resize(out.header.data_len);
+    out.kind = FileChunk::Kind::chunk;
+    return out;
+}
+
+std::string point_name(const Database& db, std::uint32_t point_id) {
+    Statement stmt = db.prepare("SELECT name FROM points WHERE id = ?1");
+    stmt.bind(1, static_cast<std::int64_t>(point_id));
+    return stmt.step() ? "'" + stmt.column_text(0) + "'" : "id " + std::to_string(point_id);
+}
+
+[[noreturn]] void damaged(const std::string& path, std::uint64_t offset, const FileChunk& chunk,
+                          const std::string& what, std::uint64_t file_size) {
+    const bool known = chunk.next != 0;
+    throw Error(path + ": the chunk at byte " + std::to_string(offset) +
+                (known ? " (point id " + std::to_string(chunk.header.point_id) + ")" : "") + " is damaged: " + what +
+                "; it stays spooled (to go on without " +
+                (known ? "its " + std::to_string(chunk.header.frames) + " frames: UPDATE meta SET value = '" +
+                             std::to_string(chunk.next) + "'"
+                       : "the rest of the file: UPDATE meta SET value = '" + std::to_string(file_size) + "'") +
+                " WHERE key = '" + k_meta_spool_stored + "')");
+}
+
+void write_all(int fd, const std::string& path, std::span<iovec> parts) {
+    while (!parts.empty()) {
+        const ssize_t n = ::writev(fd, parts.data(), static_cast<int>(parts.size()));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            throw Error(path + ": cannot write the capture spool: " + errno_text(errno));
+        }
+        auto written = static_cast<std::size_t>(n);
+        while (!parts.empty() && written >= parts.front().iov_len) {
+            written -= parts.front().iov_len;
+            parts = parts.subspan(1);
+        }
+        if (!parts.empty()) {
+            parts.front().iov_base = static_cast<std::uint8_t*>(parts.front().iov_base) + written;
+            parts.front().iov_len -= written;
+        }
+    }
 }
 
 }  // namespace
 
-Spool::Spool(Writer& writer, std::span<const std::uint32_t> point_ids, SpoolLimits limits)
-    : m_writer(writer), m_limits(limits) {
+// ---------------------------------------------------------------------------------------------------------------
+// SpoolFile
+
+SpoolFile::SpoolFile(Database& db) : m_path(db.path() + "-spool") {
+    if (db.meta(k_meta_spool_file)) {
+        throw Error(db.path() + ": already has a pending capture spool; store it first ('hoptrace correlate')");
+    }
+    // No O_TRUNC before the lock: the file of that name may be one another process is storing right now.
+    m_fd = UniqueFd(::open(m_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    if (!m_fd) {
+        throw Error(m_path + ": cannot create the capture spool: " + errno_text(errno));
+    }
+    if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+        throw Error(m_path + ": another hoptrace is using this spool file: " + errno_text(errno));
+    }
+    if (::ftruncate(m_fd.get(), 0) != 0) {
+        throw Error(m_path + ": cannot truncate the capture spool: " + errno_text(errno));
+    }
+    {
+        Transaction txn(db);
+        db.set_meta(k_meta_spool_file, std::filesystem::path(m_path).filename().string());
+        db.set_meta(k_meta_spool_stored, "0");
+        txn.commit();
+    }
+    m_thread = std::thread([this] { run(); });
+}
+
+SpoolFile::~SpoolFile() {
+    try {
+        close();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): documented: call close() to see the error
+    }
+}
+
+std::vector<std::uint8_t> SpoolFile::append(SpoolChunk chunk) {
+    std::unique_lock lock(m_mutex);
+    m_cv_space.wait(lock, [this] { return m_pending.size() < k_max_pending_chunks || m_error != nullptr; });
+    if (m_error != nullptr) {
+        std::rethrow_exception(m_error);
+    }
+    if (m_closed) {
+        throw Error(m_path + ": chunk added to a closed spool");
+    }
+    m_pending.push_back(std::move(chunk));
+    m_peak_pending = std::max(m_peak_pending, m_pending.size());
+    m_cv_work.notify_one();
+    std::vector<std::uint8_t> spare;
+    if (!m_spare_buffers.empty()) {
+        spare = std::move(m_spare_buffers.back());
+        m_spare_buffers.pop_back();
+    }
+    return spare;
+}
+
+void SpoolFile::close() {
+    {
+        const std::lock_guard lock(m_mutex);
+        m_closed = true;
+        m_stop = true;
+        m_cv_work.notify_all();
+    }
+    if (m_thread.joinable()) {
+        m_thread.join();
+    }
+    m_fd.reset();  // unlocks
+    const std::lock_guard lock(m_mutex);
+    if (m_error != nullptr) {
+        std::rethrow_exception(m_error);
+    }
+}
+
+std::uint64_t SpoolFile::bytes_written() const noexcept {
+    const std::lock_guard lock(m_mutex);
+    return m_bytes;
+}
+
+std::size_t SpoolFile::peak_pending_chunks() const noexcept {
+    const std::lock_guard lock(m_mutex);
+    return m_peak_pending;
+}
+
+void SpoolFile::run() noexcept {
+    for (;;) {
+        SpoolChunk chunk;
+        {
+            std::unique_lock lock(m_mutex);
+            m_cv_work.wait(lock, [this] { return !m_pending.empty() || m_stop; });
+            if (m_pending.empty()) {
+                return;  // stopped, and everything handed over is written
+            }
+            // The chunk stays in the queue while it is written: the queue's bound counts it.
+            chunk = std::move(m_pending.front());
+        }
+        try {
+            write_chunk(chunk);
+        } catch (...) {
+            const std::lock_guard lock(m_mutex);
+            m_error = std::current_exception();
+            m_pending.clear();
+            m_cv_space.notify_all();
+            return;
+        }
+        const std::lock_guard lock(m_mutex);
+        m_pending.pop_front();
+        m_bytes += k_chunk_header + chunk.data.size() + k_chunk_trailer;
+        if (m_spare_buffers.size() < k_max_spare_buffers) {
+            chunk.data.clear();  // keeps the capacity
+            m_spare_buffers.push_back(std::move(chunk.data));
+        }
+        m_cv_space.notify_all();
+    }
+}
+
+void SpoolFile::write_chunk(const SpoolChunk& chunk) {
+    std::array<std::uint8_t, k_chunk_header> header{};
+    std::array<std::uint8_t, k_chunk_trailer> trailer{};
+    encode_chunk_frame(chunk, header, trailer);
+    std::array<iovec, 3> parts{{
+        {header.data(), header.size()},
+        {const_cast<std::uint8_t*>(chunk.data.data()), chunk.data.size()},  // NOLINT: writev does not write it
+        {trailer.data(), trailer.size()},
+    }};
+    write_all(m_fd.get(), m_path, parts);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Spool
+
+Spool::Spool(SpoolFile& file, std::span<const std::uint32_t> point_ids, SpoolLimits limits)
+    : m_file(file), m_limits(limits) {
     // Room for a full chunk and the frame that fills it, mostly: a chunk does not reallocate on the hot path.
     const std::size_t reserve = std::min(m_limits.chunk_bytes, std::size_t{64} << 20) + (std::size_t{64} << 10);
     for (const std::uint32_t id : point_ids) {
@@ -82,8 +358,8 @@ Spool::PointBuffer& Spool::buffer(std::uint32_t point_id) {
 
 void Spool::hand_over(PointBuffer& buffer) {
     if (!buffer.builder.empty()) {
-        // May block while the writer's queue is full. The buffer that comes back is a stored chunk's.
-        buffer.builder.give_buffer(m_writer.add_chunk(buffer.builder.take()));
+        // May block while the file's queue is full. The buffer that comes back is a written chunk's.
+        buffer.builder.give_buffer(m_file.append(buffer.builder.take()));
     }
 }
 
@@ -110,88 +386,117 @@ void Spool::tick(std::uint32_t point_id) {
 
 void Spool::flush(std::uint32_t point_id) { hand_over(buffer(point_id)); }
 
-namespace {
-
-std::int64_t pragma_value(const Database& db, const char* name) {
-    Statement stmt = db.prepare(std::string("PRAGMA ") + name);
-    return stmt.step() ? stmt.column_int(0) : 0;
-}
-
-}  // namespace
-
-SpoolSettings::SpoolSettings(Database& db)
-    : m_db(db), m_wal_pages(pragma_value(db, "wal_autocheckpoint")), m_cache_size(pragma_value(db, "cache_size")) {
-    m_db.exec("PRAGMA wal_autocheckpoint = " + std::to_string(k_wal_pages) + "; PRAGMA cache_size = -" +
-              std::to_string(k_cache_kib));
-}
-
-SpoolSettings::~SpoolSettings() {
-    try {
-        restore();
-    } catch (...) {  // NOLINT(bugprone-empty-catch): a destructor never throws; restore() reports it
-    }
-}
-
-void SpoolSettings::restore() {
-    if (m_restored) {
-        return;
-    }
-    m_restored = true;
-    m_db.exec("PRAGMA wal_autocheckpoint = " + std::to_string(m_wal_pages) +
-              "; PRAGMA cache_size = " + std::to_string(m_cache_size));
-}
+// ---------------------------------------------------------------------------------------------------------------
+// After the capture
 
 SpoolSize spool_size(const Database& db) {
-    Statement stmt = db.prepare("SELECT count(*), coalesce(sum(frames), 0) FROM capture_chunks");
     SpoolSize size;
-    if (stmt.step()) {
-        size.chunks = static_cast<std::uint64_t>(stmt.column_int(0));
-        size.frames = static_cast<std::uint64_t>(stmt.column_int(1));
+    size.legacy_frames = legacy_frames(db);
+    const auto path = named_spool(db);
+    if (!path) {
+        return size;
+    }
+    size.pending = true;
+    size.path = *path;
+    const OpenedSpool file = open_spool(*path, false);
+    for (std::uint64_t offset = stored_bytes(db);;) {
+        const FileChunk chunk = read_chunk(file, *path, offset, nullptr);
+        if (chunk.kind != FileChunk::Kind::chunk) {
+            break;
+        }
+        ++size.chunks;
+        size.frames += chunk.header.frames;
+        offset = chunk.next;
     }
     return size;
 }
 
 SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(std::uint64_t)>& progress) {
-    Statement next = db.prepare(
-        "SELECT id, point_id, link_type, first_ts_ns, last_ts_ns, frames, data FROM capture_chunks WHERE id > ?1 "
-        "ORDER BY id LIMIT 1");
+    if (const std::uint64_t legacy = legacy_frames(db); legacy != 0) {
+        throw Error(db.path() + ": " + std::to_string(legacy) +
+                    " captured packets wait in the capture_chunks table of a development build of hoptrace "
+                    "(7824020), which this build does not read; store them with that build ('hoptrace correlate'), "
+                    "or give them up: DROP TABLE capture_chunks");
+    }
     SpoolIngest result;
-    std::int64_t last = 0;
-    while (auto stored = read_chunk_after(db, next, last)) {
-        last = stored->id;
-        const SpoolChunk& chunk = stored->chunk;
+    const auto path = named_spool(db);
+    if (!path) {
+        return result;
+    }
+    const OpenedSpool file = open_spool(*path, true);
+    std::uint64_t offset = stored_bytes(db);
+    std::vector<std::uint8_t> data;
+    for (;;) {
+        const FileChunk chunk = read_chunk(file, *path, offset, &data);
+        if (chunk.kind == FileChunk::Kind::end) {
+            break;
+        }
+        if (chunk.kind == FileChunk::Kind::torn) {
+            result.torn = *path + " " +
+                          (chunk.what.empty() || chunk.next != 0
+                               ? "ends inside its last chunk (at byte " + std::to_string(offset) + " of " +
+                                     std::to_string(file.size) + ": the capture was killed while writing it): " +
+                                     std::to_string(chunk.header.frames) + " frames of point " +
+                                     point_name(db, chunk.header.point_id) + " are lost"
+                               : chunk.what);
+            break;
+        }
+        if (chunk.kind == FileChunk::Kind::damaged) {
+            damaged(*path, offset, chunk, chunk.what, file.size);
+        }
         Writer::PacketRows rows;
-        rows.records.reserve(chunk.frames);
-        rows.offsets.reserve(std::size_t{chunk.frames} + 1);
-        rows.bytes.reserve(chunk.data.size());
-        ChunkReader reader(chunk.data, chunk.link_type);
+        rows.records.reserve(chunk.header.frames);
+        rows.offsets.reserve(std::size_t{chunk.header.frames} + 1);
+        rows.bytes.reserve(data.size());
+        ChunkReader reader(data, chunk.header.link_type);
         Frame frame;
         for (;;) {
             const auto more = reader.next(frame);
             if (!more) {
-                damaged(db, *stored, more.error());
+                damaged(*path, offset, chunk, more.error(), file.size);
             }
             if (!*more) {
                 break;
             }
             PacketRecord record = dissect(frame);
-            record.point_id = chunk.point_id;
+            record.point_id = chunk.header.point_id;
             rows.add(record, frame.bytes);
         }
-        if (reader.frames_read() != chunk.frames) {
-            damaged(db, *stored,
-                    "it holds " + std::to_string(reader.frames_read()) + " frames, its row says " +
-                        std::to_string(chunk.frames));
+        if (reader.frames_read() != chunk.header.frames) {
+            damaged(*path, offset, chunk,
+                    "it holds " + std::to_string(reader.frames_read()) + " frames, its header says " +
+                        std::to_string(chunk.header.frames),
+                    file.size);
         }
-        writer.add_rows(std::move(rows), stored->id);
+        writer.add_rows(std::move(rows), offset, chunk.next);
+        offset = chunk.next;
         ++result.chunks;
-        result.frames += chunk.frames;
+        result.frames += chunk.header.frames;
         if (progress && !progress(result.frames)) {
             result.stopped = true;
             break;
         }
     }
     writer.flush();
+    if (result.stopped) {
+        return result;
+    }
+    // Every chunk is a row now. The rows reach the disk before the file goes (synchronous=NORMAL syncs the WAL only
+    // at checkpoints), then the database stops naming the spool, then the file is removed: a crash in between
+    // leaves at worst a file nobody names, which the next capture of that name truncates.
+    db.exec("PRAGMA wal_checkpoint(PASSIVE)");
+    {
+        Transaction txn(db);
+        db.exec(std::string("DELETE FROM meta WHERE key IN ('") + k_meta_spool_file + "', '" + k_meta_spool_stored +
+                "')");
+        if (!result.torn.empty()) {
+            db.set_meta("spool_lost", result.torn);
+        }
+        txn.commit();
+    }
+    if (::unlink(path->c_str()) != 0 && errno != ENOENT) {
+        throw Error(*path + ": stored, but cannot remove the capture spool: " + errno_text(errno));
+    }
     return result;
 }
 

@@ -1,30 +1,44 @@
 #pragma once
 // The capture spool: while a live capture runs, each point's thread appends its frames, as captured, to a chunk
-// of its own (store/chunk.hpp) and hands full chunks to the Writer, which stores each as one row of
-// `capture_chunks`. No dissecting and no row per packet while capturing: that work (SQLite's per-row INSERT
-// and index upkeep) would compete with the traffic. After the capture stops, ingest_spool() turns the chunks
-// into `packets` rows through dissect() and the Writer, the same rows an import of the same frames makes.
-// The chunks are the durable record of a capture until then: a capture that was killed leaves them behind,
-// and `hoptrace correlate` stores them first.
+// of its own (store/chunk.hpp) and hands full chunks to a SpoolFile, whose thread appends each to a plain file
+// beside the database (FILE-spool) with one writev(). No dissecting, no row per packet and no SQLite at all per
+// chunk while capturing: that work would compete with the traffic. After the capture stops, ingest_spool() reads
+// the file from the start and turns the chunks into `packets` rows through dissect() and the Writer, the same
+// rows an import of the same frames makes, then removes the file. The file is the durable record of a capture
+// until then: `meta` names it before its first chunk is written, so a capture that was killed leaves it behind
+// and `hoptrace correlate` (or import) stores it first.
 
 #include "store/chunk.hpp"
 #include "store/database.hpp"
 #include "store/writer.hpp"
+#include "tracer/netns.hpp"
 #include "tracer/packet.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <span>
+#include <string>
+#include <thread>
 #include <vector>
 
 namespace hoptrace::store {
 
-// When a point's chunk is handed over to the Writer: once it holds `chunk_bytes` bytes of records or
-// `chunk_frames` frames, or once its first frame waited `chunk_age` (so a quiet point's frames reach the database
-// too). Memory: one chunk per point plus the Writer's bounded queue of them; a capture thread blocks while the
+// The `meta` keys of a pending spool: its file name (in the database's directory), and how many of its bytes are
+// stored as packets rows (advanced in the transaction that inserts them).
+inline constexpr const char* k_meta_spool_file = "spool_file";
+inline constexpr const char* k_meta_spool_stored = "spool_stored_bytes";
+
+// When a point's chunk is handed over to the SpoolFile: once it holds `chunk_bytes` bytes of records or
+// `chunk_frames` frames, or once its first frame waited `chunk_age` (so a quiet point's frames reach the file
+// too). Memory: one chunk per point plus the SpoolFile's bounded queue of them; a capture thread blocks while the
 // queue is full (the kernel then drops, and counts, what its ring cannot hold: nothing is lost silently).
 struct SpoolLimits {
     std::size_t chunk_bytes = std::size_t{1} << 20;
@@ -32,10 +46,56 @@ struct SpoolLimits {
     std::chrono::milliseconds chunk_age{1000};
 };
 
+// The spool file of a capture, written by a thread of its own. Creating it truncates any file of that name (one a
+// database of the same name left behind: this database does not name it), locks it (flock) against an ingest by
+// another process while the capture runs, and records it in the database's `meta` before any chunk is written.
+class SpoolFile {
+public:
+    static constexpr std::size_t k_max_pending_chunks = 16;
+
+    // `db` must be a file database with no pending spool.
+    explicit SpoolFile(Database& db);
+    SpoolFile(const SpoolFile&) = delete;
+    SpoolFile& operator=(const SpoolFile&) = delete;
+    ~SpoolFile();  // close()s, swallowing errors (call close() yourself to see them)
+
+    // Thread-safe. Appends the chunk after every chunk handed over before; blocks while k_max_pending_chunks wait.
+    // Returns the (cleared) buffer of a chunk already written, for the next chunk, or an empty vector: a capture
+    // then reuses a few buffers instead of allocating and faulting in a fresh one per chunk. Rethrows a failed
+    // write (Error naming the file: disk full …).
+    std::vector<std::uint8_t> append(SpoolChunk chunk);
+    // Waits until everything handed over is written, then stops the thread and closes the file (unlocking it).
+    // Idempotent. Rethrows a failed write.
+    void close();
+
+    [[nodiscard]] const std::string& path() const noexcept { return m_path; }
+    [[nodiscard]] std::uint64_t bytes_written() const noexcept;
+    // The most chunks that ever waited for the thread at once (never above k_max_pending_chunks).
+    [[nodiscard]] std::size_t peak_pending_chunks() const noexcept;
+
+private:
+    void run() noexcept;
+    void write_chunk(const SpoolChunk& chunk);
+
+    std::string m_path;
+    UniqueFd m_fd;
+    mutable std::mutex m_mutex;
+    std::condition_variable m_cv_work;
+    std::condition_variable m_cv_space;
+    std::deque<SpoolChunk> m_pending;
+    std::vector<std::vector<std::uint8_t>> m_spare_buffers;
+    std::uint64_t m_bytes = 0;
+    std::size_t m_peak_pending = 0;
+    bool m_stop = false;
+    bool m_closed = false;
+    std::exception_ptr m_error;
+    std::thread m_thread;
+};
+
 class Spool {
 public:
-    // One buffer per point id. `writer` must outlive the spool.
-    Spool(Writer& writer, std::span<const std::uint32_t> point_ids, SpoolLimits limits = {});
+    // One buffer per point id. `file` must outlive the spool.
+    Spool(SpoolFile& file, std::span<const std::uint32_t> point_ids, SpoolLimits limits = {});
 
     // On the point's own capture thread only (each buffer has one producer; no lock). Copies the frame.
     void append(std::uint32_t point_id, const Frame& frame);
@@ -55,54 +115,41 @@ private:
     PointBuffer& buffer(std::uint32_t point_id);
     void hand_over(PointBuffer& buffer);
 
-    Writer& m_writer;
+    SpoolFile& m_file;
     SpoolLimits m_limits;
     std::vector<std::unique_ptr<PointBuffer>> m_points;
 };
 
-// The connection's settings while a capture spools and its spool is stored, restored when it is destroyed (call
-// restore() to see an error):
-// - checkpoints (copying the WAL into the database file: read back, write again, fsync) wait until the spool is
-//   stored, unless the WAL grows past k_wal_pages first; a chunk's pages that rows have reused by then are never
-//   copied into the file as chunk data;
-// - a small page cache: chunks and rows are only appended, and a cache that grows to its 64 MiB with every new page
-//   costs a fresh allocation (and page faults) per page written.
-class SpoolSettings {
-public:
-    static constexpr int k_wal_pages = 65536;  // 256 MiB of 4 KiB pages
-    static constexpr int k_cache_kib = 4096;
-    explicit SpoolSettings(Database& db);
-    SpoolSettings(const SpoolSettings&) = delete;
-    SpoolSettings& operator=(const SpoolSettings&) = delete;
-    ~SpoolSettings();
-    void restore();
-
-private:
-    Database& m_db;
-    std::int64_t m_wal_pages = 0;
-    std::int64_t m_cache_size = 0;
-    bool m_restored = false;
-};
-
-// What is waiting in capture_chunks.
+// What waits in the database's spool file (chunks and frames after the stored bytes; a torn last chunk not
+// counted). `pending` is false when the database names no spool. `legacy_frames`: frames that a development build
+// (7824020) left in a `capture_chunks` table, which this build does not read (see ingest_spool).
 struct SpoolSize {
+    bool pending = false;
+    std::string path;
     std::uint64_t chunks = 0;
     std::uint64_t frames = 0;
+    std::uint64_t legacy_frames = 0;
 };
 SpoolSize spool_size(const Database& db);
 
 struct SpoolIngest {
-    std::uint64_t chunks = 0;  // stored as packets and removed from the spool
+    std::uint64_t chunks = 0;  // stored as packets
     std::uint64_t frames = 0;
-    bool stopped = false;  // progress() asked to stop; the rest stays spooled
+    bool stopped = false;      // progress() asked to stop; the rest stays spooled
+    std::string torn;          // one line when the file ended inside its last chunk (what was lost), else ""
 };
 
-// Turns every spooled chunk into `packets` rows, oldest chunk first: each frame goes through dissect() and
-// `writer` like an imported one, and each chunk's rows are inserted in the same transaction that deletes the
-// chunk (Writer::add_rows), so a crash at any moment leaves every frame exactly once: in a chunk or in a row.
-// Reading and dissecting the next chunk overlaps the writer thread's inserting of the last. `progress` (may be
-// empty) is called after each chunk with the frames so far; returning false stops there. Waits until what it
-// handed over is committed. Throws Error naming the chunk when a chunk's data is damaged (it stays spooled).
+// Turns every chunk of the spool file into `packets` rows, in the file's order: each frame goes through dissect()
+// and `writer` like an imported one, and each chunk's rows are inserted in the same transaction that advances
+// meta's spool_stored_bytes past the chunk (Writer::add_rows), so a crash at any moment leaves every frame exactly
+// once: in a row, or in the file after the stored bytes. Reading and dissecting the next chunk overlaps the
+// writer thread's inserting of the last. When every chunk is stored the meta keys are removed (after a WAL
+// checkpoint, so the rows are on disk) and then the file. A file that ends inside its last chunk (a capture killed
+// while writing it) is stored up to that chunk and `torn` says how many frames of which point were lost.
+// `progress` (may be empty) is called after each chunk with the frames so far; returning false stops there.
+// Waits until what it handed over is committed. Throws Error when the file is missing, locked by a running
+// capture, damaged before its end (naming the byte, and how to skip the chunk), or when the database holds
+// chunks of the old capture_chunks table. Returns at once when the database names no spool.
 SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(std::uint64_t frames)>& progress = {});
 
 }  // namespace hoptrace::store

@@ -31,15 +31,11 @@ constexpr int k_insert_parameters = 35;
 // itself; 32 rows spread it thin while the statement stays small (1056 parameters).
 constexpr std::size_t k_rows_per_insert = 32;
 
-// Buffers of stored chunks kept for reuse: about one per capture point is what a capture needs.
-constexpr std::size_t k_max_spare_buffers = 8;
-
 constexpr const char* k_count_point_sql = "UPDATE points SET packets = packets + ?1 WHERE id = ?2 RETURNING id";
-constexpr const char* k_insert_chunk_sql =
-    "INSERT INTO capture_chunks (point_id, link_type, first_ts_ns, last_ts_ns, frames, data) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-// RETURNING tells whether the row was there: rows of a chunk another process already stored must not go in twice.
-constexpr const char* k_delete_chunk_sql = "DELETE FROM capture_chunks WHERE id = ?1 RETURNING id";
+// RETURNING tells whether the marker was where the rows' chunk starts: rows of a chunk another process already
+// stored must not go in twice.
+constexpr const char* k_advance_spool_sql =
+    "UPDATE meta SET value = ?2 WHERE key = 'spool_stored_bytes' AND value = ?1 RETURNING key";
 
 // k_rows_per_insert, or fewer when this SQLite allows fewer parameters per statement (999 before 3.32).
 std::size_t rows_per_insert(const Database& db) noexcept {
@@ -306,8 +302,7 @@ Writer::Writer(Database& db, std::size_t batch_rows)
       m_batch_rows(std::max<std::size_t>(batch_rows, 1)),
       m_inserter(std::make_unique<PacketInserter>(db)),
       m_count_point(db.prepare(k_count_point_sql)),
-      m_insert_chunk(db.prepare(k_insert_chunk_sql)),
-      m_delete_chunk(db.prepare(k_delete_chunk_sql)) {
+      m_advance_spool(db.prepare(k_advance_spool_sql)) {
     m_thread = std::thread([this] { run(); });
 }
 
@@ -344,7 +339,7 @@ void Writer::enqueue_after_filling(std::unique_lock<std::mutex>& lock, Batch bat
         std::rethrow_exception(m_error);
     }
     if (m_closed) {
-        throw Error(m_db.path() + ": chunk or rows added to a closed writer");
+        throw Error(m_db.path() + ": rows added to a closed writer");
     }
     enqueue_filling(lock, false);  // what add() collected so far goes first
     m_cv_space.wait(lock, [this] { return m_pending.size() < k_max_pending_batches || m_error != nullptr; });
@@ -366,23 +361,10 @@ void Writer::PacketRows::add(const PacketRecord& record, std::span<const std::ui
     offsets.push_back(static_cast<std::uint32_t>(bytes.size()));
 }
 
-std::vector<std::uint8_t> Writer::add_chunk(SpoolChunk chunk) {
-    Batch batch;
-    batch.chunks.push_back(std::move(chunk));
-    std::unique_lock lock(m_mutex);
-    enqueue_after_filling(lock, std::move(batch));
-    std::vector<std::uint8_t> spare;
-    if (!m_spare_buffers.empty()) {
-        spare = std::move(m_spare_buffers.back());
-        m_spare_buffers.pop_back();
-    }
-    return spare;
-}
-
-void Writer::add_rows(PacketRows rows, std::int64_t spooled_chunk) {
+void Writer::add_rows(PacketRows rows, std::uint64_t spool_from, std::uint64_t spool_to) {
     Batch batch;
     batch.rows = std::move(rows);
-    batch.spooled.push_back(spooled_chunk);
+    batch.spooled.emplace(spool_from, spool_to);
     std::unique_lock lock(m_mutex);
     enqueue_after_filling(lock, std::move(batch));
 }
@@ -476,12 +458,6 @@ void Writer::run() noexcept {
         const std::lock_guard lock(m_mutex);
         ++m_written_batches;
         m_rows_written += batch.rows.size();
-        for (SpoolChunk& chunk : batch.chunks) {
-            if (m_spare_buffers.size() < k_max_spare_buffers) {
-                chunk.data.clear();  // keeps the capacity
-                m_spare_buffers.push_back(std::move(chunk.data));
-            }
-        }
         m_cv_space.notify_all();
     }
 }
@@ -512,25 +488,16 @@ void Writer::write_batch(const Batch& batch) {
                         ", which is not in the points table");
         }
     }
-    for (const SpoolChunk& chunk : batch.chunks) {
-        // The blob is bound without a copy: the chunk outlives the statement's use of it (reset below).
-        m_insert_chunk.bind(1, static_cast<std::int64_t>(chunk.point_id))
-            .bind(2, static_cast<std::int64_t>(chunk.link_type))
-            .bind(3, chunk.first_ts_ns)
-            .bind(4, chunk.last_ts_ns)
-            .bind(5, static_cast<std::int64_t>(chunk.frames))
-            .bind_blob_static(6, chunk.data);
-        m_insert_chunk.run();
-        m_insert_chunk.reset();
-    }
-    for (const std::int64_t id : batch.spooled) {
-        m_delete_chunk.bind(1, id);
-        const bool deleted = m_delete_chunk.step();
-        m_delete_chunk.run();  // finish the statement: a DELETE left in progress would make the COMMIT fail
-        m_delete_chunk.reset();
-        if (!deleted) {
-            throw Error(m_db.path() + ": spooled chunk " + std::to_string(id) +
-                        " is gone: another process stored its packets meanwhile (its rows were not added twice)");
+    if (batch.spooled) {
+        const auto [from, to] = *batch.spooled;
+        m_advance_spool.bind(1, std::to_string(from)).bind(2, std::to_string(to));
+        const bool advanced = m_advance_spool.step();
+        m_advance_spool.run();  // finish the statement: an UPDATE left in progress would make the COMMIT fail
+        m_advance_spool.reset();
+        if (!advanced) {
+            throw Error(m_db.path() + ": the capture spool's bytes from " + std::to_string(from) +
+                        " are stored already: another process stored them meanwhile (their rows were not added "
+                        "twice)");
         }
     }
     txn.commit();

@@ -1,10 +1,8 @@
 #pragma once
 // The packet writer: producers (import, the spool's ingest) hand PacketRecords plus their raw bytes to add()
-// or add_rows(); a live capture hands whole chunks of frames to add_chunk(). A single writer thread inserts
-// them into `packets` / `capture_chunks` in batched transactions. Memory is bounded: producers block while
-// k_max_pending_batches batches (or chunks) wait for the writer.
+// or add_rows(). A single writer thread inserts them into `packets` in batched transactions. Memory is bounded:
+// producers block while k_max_pending_batches batches wait for the writer.
 
-#include "store/chunk.hpp"
 #include "store/database.hpp"
 #include "tracer/packet.hpp"
 
@@ -14,8 +12,10 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace hoptrace::store {
@@ -49,17 +49,12 @@ public:
     // Thread-safe. Copies `raw` (the frame as captured). Throws the writer thread's Error if it failed.
     void add(const PacketRecord& record, std::span<const std::uint8_t> raw);
 
-    // Thread-safe. Stores the chunk as one row of capture_chunks, in a transaction of its own (so a chunk is
-    // durable as soon as the writer got to it), after everything added before. Blocks while the queue is full.
-    // Returns the (cleared) buffer of a chunk already stored, for the next chunk, or an empty vector: a capture
-    // then reuses a few buffers instead of allocating and faulting in a fresh one per chunk.
-    std::vector<std::uint8_t> add_chunk(SpoolChunk chunk);
-
-    // Thread-safe. Inserts `rows` (after everything added before) and, in the same transaction, deletes the
-    // capture_chunks row `spooled_chunk` they were read from: a chunk is either still spooled or entirely in
-    // `packets`, never both, never half. The transaction fails (and the writer with it) if that chunk is no
-    // longer there (another process stored it). Blocks while the queue is full.
-    void add_rows(PacketRows rows, std::int64_t spooled_chunk);
+    // Thread-safe. Inserts `rows` (after everything added before) and, in the same transaction, advances meta's
+    // spool_stored_bytes (store/spool.hpp) from `spool_from` to `spool_to`, the bytes of the spool file they were
+    // read from: a chunk is either still spooled or entirely in `packets`, never both, never half. The transaction
+    // fails (and the writer with it) if the marker is not at `spool_from` (another process stored those bytes).
+    // Blocks while the queue is full.
+    void add_rows(PacketRows rows, std::uint64_t spool_from, std::uint64_t spool_to);
 
     // Hands the current partial batch to the writer thread and waits until everything added so far is
     // committed. Thread-safe. Rethrows a writer-thread failure.
@@ -77,9 +72,9 @@ private:
     // What one transaction writes.
     struct Batch {
         PacketRows rows;
-        std::vector<SpoolChunk> chunks;             // to insert into capture_chunks
-        std::vector<std::int64_t> spooled;          // capture_chunks ids to delete: `rows` came from them
-        [[nodiscard]] bool empty() const noexcept { return rows.empty() && chunks.empty() && spooled.empty(); }
+        // The spool file bytes [from, to) that `rows` came from: meta's marker moves from `from` to `to`.
+        std::optional<std::pair<std::uint64_t, std::uint64_t>> spooled;
+        [[nodiscard]] bool empty() const noexcept { return rows.empty() && !spooled; }
     };
     class PacketInserter;  // writer.cpp: multi-row INSERTs, binding only the parameters that changed
     void run() noexcept;
@@ -105,12 +100,10 @@ private:
     bool m_closed = false;
     std::exception_ptr m_error;
     std::size_t m_peak_pending = 0;
-    std::vector<std::vector<std::uint8_t>> m_spare_buffers;  // of stored chunks, for add_chunk() to hand back
     // Prepared once, then used only by the writer thread.
     std::unique_ptr<PacketInserter> m_inserter;
     Statement m_count_point;
-    Statement m_insert_chunk;
-    Statement m_delete_chunk;
+    Statement m_advance_spool;
     std::thread m_thread;
 };
 

@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
 """End-to-end test: a capture that is killed keeps what it captured in its spool, and the next command stores it.
 
-While it captures, hoptrace keeps each point's frames as chunks in `capture_chunks` (docs/schema.md) and turns
-them into `packets` rows only after the capture stops. Here it never stops cleanly:
+While it captures, hoptrace appends each point's frames in chunks to a spool file beside the database (FILE-spool,
+named in `meta`; format in docs/schema.md) and turns them into `packets` rows only after the capture stops. Here it
+never stops cleanly:
 
 1. `hoptrace capture` on c1's four points while c1 sends N marked, paced UDP datagrams to a sink; SIGKILL two
    seconds after the last one (each point hands over a partial chunk once its first frame is a second old). Then
-   - `packets` is empty and capture_chunks holds frames; decoded here from the documented record format, each
+   - `packets` is empty, meta names the spool file beside the database, and the file holds frames; decoded here
+     from the documented format (chunk header with its FNV-1a check, records, trailer; no torn tail), each
      point's chunks hold exactly the N datagrams, seq 0…N-1, once each;
    - `hoptrace report` and `hoptrace export` refuse, naming `hoptrace correlate --db FILE`;
-   - `hoptrace correlate` says how many packets it stores (the frames in capture_chunks), stores and correlates
-     them: the spool is empty, packets = those frames, points.packets = rows per point, each point's datagrams
+   - `hoptrace correlate` says how many packets it stores (the frames in the file), stores and correlates
+     them: the file is gone and meta no longer names it, packets = those frames, points.packets = rows per point, each point's datagrams
      seq 0…N-1 once each, one forward journey per datagram across the four points; report and export work.
 2. The same with a flood of FLOOD_N unpaced datagrams, and `hoptrace correlate` itself killed (SIGKILL) while it
-   stores the spool: afterwards rows + spooled frames = what was spooled; a second `hoptrace correlate` stores the
-   rest; at every point the datagrams in `packets` are exactly those the chunks held (none twice, none missing).
+   stores the spool: afterwards rows + frames after meta's spool_stored_bytes = what was spooled; a second
+   `hoptrace correlate` stores the rest; at every point the datagrams in `packets` are exactly those the chunks held (none twice, none missing).
 
 Exit 0 if every check passed, 1 otherwise, 77 if namespaces are unavailable (a failure under
 HOPTRACE_REQUIRE_NETNS=1). One line per check; the last line is exactly "N passed, M failed".
@@ -64,12 +66,59 @@ print(n)
 """
 
 RECORD = struct.Struct("<qIIB")  # ts_ns, cap_len, wire_len, direction: the 17-byte header of a chunk record
+# magic, point_id, link_type, frames, first_ts_ns, last_ts_ns, data_len, check: a chunk's 44-byte header in the file
+HEADER = struct.Struct("<4sIIIqqQI")
+TRAILER = struct.Struct("<4sI")  # magic, check
+
+
+def fnv1a(data: bytes) -> int:
+    h = 2166136261
+    for b in data:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def meta(db: Path, key: str):
+    rows = query(db, "SELECT value FROM meta WHERE key = ?", (key,))
+    return rows[0][0] if rows else None
+
+
+def spool_path(db: Path):
+    name = meta(db, "spool_file")
+    return db.parent / name if name is not None else None
+
+
+def spool_chunks(db: Path) -> list[tuple[int, int, bytes]]:
+    """The chunks of the database's spool file not yet stored (after meta's spool_stored_bytes), as (point id,
+    frames, records), walked with the documented framing; every chunk whole (a killed capture's file that was
+    written two seconds before the kill has no torn tail)."""
+    path = spool_path(db)
+    if path is None:
+        return []
+    data = path.read_bytes()
+    offset = int(meta(db, "spool_stored_bytes"))
+    out = []
+    while offset < len(data):
+        expect(offset + HEADER.size <= len(data), f"the file ends inside a chunk header at byte {offset}")
+        magic, point_id, _link, frames, _first, _last, data_len, check = HEADER.unpack_from(data, offset)
+        expect(magic == b"HTSC" and check == fnv1a(data[offset:offset + 40]), f"no valid chunk header at byte {offset}")
+        start = offset + HEADER.size
+        end = start + data_len + TRAILER.size
+        expect(end <= len(data), f"the file ends inside the chunk at byte {offset}")
+        expect(TRAILER.unpack_from(data, start + data_len) == (b"HTSE", check), f"bad trailer of the chunk at {offset}")
+        out.append((point_id, frames, data[start:start + data_len]))
+        offset = end
+    return out
+
+
+def spooled_frames(db: Path) -> int:
+    return sum(frames for _, frames, _ in spool_chunks(db))
 
 
 def chunk_frames(db: Path) -> dict[int, list[bytes]]:
-    """Every frame in capture_chunks, per point id, decoded from the documented record format."""
+    """Every frame in the spool file, per point id, decoded from the documented record format."""
     out: dict[int, list[bytes]] = {}
-    for point_id, frames, data in query(db, "SELECT point_id, frames, data FROM capture_chunks ORDER BY id"):
+    for point_id, frames, data in spool_chunks(db):
         offset = 0
         got = []
         while offset < len(data):
@@ -142,6 +191,9 @@ def killed_run(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> No
         expect(sorted(ids) == sorted(names), f"points {sorted(ids)}, want {names}")
         expect(query(db, "SELECT count(*) FROM packets")[0][0] == 0, "packets rows after a killed capture")
         expect(query(db, "SELECT sum(packets) FROM points")[0][0] == 0, "points.packets after a killed capture")
+        expect(spool_path(db) == Path(str(db) + "-spool") and spool_path(db).exists(),
+               f"meta names the spool {spool_path(db)}, want {db}-spool, there")
+        expect(meta(db, "spool_stored_bytes") == "0", f"spool_stored_bytes {meta(db, 'spool_stored_bytes')}")
         frames = chunk_frames(db)
         spooled.update({pid: len(f) for pid, f in frames.items()})
         for name, pid in ids.items():
@@ -149,8 +201,8 @@ def killed_run(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> No
             expect(sorted(seqs) == list(range(N)),
                    f"{name}: the chunks hold {len(seqs)} marked datagrams ({len(set(seqs))} distinct), want seq "
                    f"0…{N - 1}; missing {sorted(set(range(N)) - set(seqs))[:10]}")
-        return (f"{sent} sent; {sum(spooled.values())} frames in "
-                f"{query(db, 'SELECT count(*) FROM capture_chunks')[0][0]} chunks, each point's {N} datagrams once")
+        return (f"{sent} sent; {sum(spooled.values())} frames in {len(spool_chunks(db))} chunks of "
+                f"{spool_path(db).name} ({spool_path(db).stat().st_size} bytes), each point's {N} datagrams once")
     if checks("SIGKILL during the capture: the spool holds every datagram sent, packets is empty",
               spool_holds_everything) is None:
         return
@@ -170,7 +222,8 @@ def killed_run(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> No
         expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}")
         expect(f"holds {total} packets of a capture that did not finish storing them" in r.stderr,
                f"stderr: {short(r.stderr)}")
-        expect(query(db, "SELECT count(*) FROM capture_chunks")[0][0] == 0, "chunks left")
+        expect(spool_path(db) is None and meta(db, "spool_stored_bytes") is None, "meta still names a spool")
+        expect(not Path(str(db) + "-spool").exists(), "the spool file is still there")
         rows = dict(query(db, "SELECT point_id, count(*) FROM packets GROUP BY point_id"))
         counted = dict(query(db, "SELECT id, packets FROM points"))
         expect(rows == spooled, f"rows per point {rows}, the chunks held {spooled}")
@@ -202,7 +255,7 @@ def killed_twice(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> 
     marker = f"htspool-{secrets.token_hex(6)}".encode()
     sent = killed_capture(hoptrace, lab, db, marker, FLOOD_DPORT, FLOOD_N, 0)
     before = {pid: Counter(seqs_in(frames, marker)) for pid, frames in chunk_frames(db).items()}
-    total = query(db, "SELECT sum(frames) FROM capture_chunks")[0][0]
+    total = spooled_frames(db)
 
     state = {}
 
@@ -222,18 +275,18 @@ def killed_twice(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> 
         proc.wait()
         expect(b"storing them now" in err, f"correlate said: {short(err.decode(errors='replace'))}")
         rows = query(db, "SELECT count(*) FROM packets")[0][0]
-        left = query(db, "SELECT coalesce(sum(frames), 0) FROM capture_chunks")[0][0]
+        left = spooled_frames(db)
         expect(rows + left == total, f"{rows} rows + {left} spooled frames, the capture spooled {total}")
         expect(query(db, "SELECT coalesce(sum(packets), 0) FROM points")[0][0] == rows, "points.packets ≠ rows")
         state["mid_way"] = rows > 0 and left > 0
         return (f"{sent} sent, {total} frames spooled; correlate killed 0.1 s into storing them: {rows} rows + "
-                f"{left} still spooled" + ("" if state["mid_way"] else " (the kill missed the middle this time)"))
+                f"{left} still spooled after byte {meta(db, 'spool_stored_bytes')}" + ("" if state["mid_way"] else " (the kill missed the middle this time)"))
     checks("SIGKILL while correlate stores the spool: every frame is a row or still spooled, once", killed_while_storing)
 
     def second_correlate() -> str:
         r = run(hoptrace, "correlate", "--db", db)
         expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}")
-        expect(query(db, "SELECT count(*) FROM capture_chunks")[0][0] == 0, "chunks left")
+        expect(spool_path(db) is None and not Path(str(db) + "-spool").exists(), "the spool is still there")
         expect(query(db, "SELECT count(*) FROM packets")[0][0] == total, "rows ≠ the frames spooled")
         after = {pid: Counter(seqs) for pid, seqs in stored_seqs(db, marker).items()}
         for pid in before:

@@ -133,7 +133,7 @@ TEST(Database, memory_database_gets_every_table_and_the_schema_version) {
         tables.insert(stmt.column_text(0));
     }
     const std::set<std::string> expected{"meta",         "points", "packets", "flows",    "journeys",
-                                         "nat_rewrites", "hops",   "losses",  "conntrack", "capture_chunks"};
+                                         "nat_rewrites", "hops",   "losses",  "conntrack"};
     EXPECT_EQ(tables, expected);
     EXPECT_EQ(db.path(), ":memory:");
 }

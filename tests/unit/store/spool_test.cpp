@@ -1,6 +1,7 @@
-// The capture spool: the chunk record format, and ingest_spool() turning chunks into the same `packets` rows an
-// import of the same frames makes, exactly once even when the process dies in the middle. Real frames from the
-// captures in tests/data, the real SQLite, no mocks.
+// The capture spool: the chunk record format and its framing in the spool file, and ingest_spool() turning the
+// file's chunks into the same `packets` rows an import of the same frames makes, exactly once even when the process
+// dies in the middle, with a torn last chunk reported and never mis-read. Real frames from the captures in
+// tests/data, real files, the real SQLite, no mocks.
 
 #include "store/spool.hpp"
 #include "store/chunk.hpp"
@@ -11,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +22,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -185,18 +189,19 @@ std::vector<std::uint32_t> copy_points(const Database& from, Database& to) {
     return ids;
 }
 
-// What a live capture does: each frame appended to its point's buffer, chunks handed to the Writer as they fill.
+// What a live capture does: a spool file beside the database, each frame appended to its point's buffer, chunks
+// handed to the file's thread as they fill.
 void spool_frames(Database& db, const std::vector<std::uint32_t>& point_ids, const std::vector<OwnedFrame>& frames,
                   SpoolLimits limits) {
-    Writer writer(db);
-    Spool spool(writer, point_ids, limits);
+    SpoolFile file(db);
+    Spool spool(file, point_ids, limits);
     for (const OwnedFrame& f : frames) {
         spool.append(f.point_id, f.frame());
     }
     for (const std::uint32_t id : point_ids) {
         spool.flush(id);
     }
-    writer.close();
+    file.close();
 }
 
 SpoolIngest ingest(Database& db) {
@@ -204,6 +209,53 @@ SpoolIngest ingest(Database& db) {
     const SpoolIngest result = ingest_spool(db, writer);
     writer.close();
     return result;
+}
+
+std::vector<std::uint8_t> file_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::uint64_t get_u64(const std::vector<std::uint8_t>& bytes, std::size_t at) {
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < 8; ++i) {
+        v |= static_cast<std::uint64_t>(bytes[at + i]) << (8 * i);
+    }
+    return v;
+}
+
+// The chunks of a spool file as (offset, point id, frames), walked with the documented framing.
+struct FramedChunk {
+    std::size_t offset;
+    std::uint32_t point_id;
+    std::uint32_t frames;
+    std::size_t end;
+};
+std::vector<FramedChunk> framed_chunks(const std::vector<std::uint8_t>& bytes) {
+    std::vector<FramedChunk> out;
+    std::size_t offset = 0;
+    while (offset + k_chunk_header <= bytes.size()) {
+        const std::size_t end = offset + k_chunk_header + get_u64(bytes, offset + 32) + k_chunk_trailer;
+        if (end > bytes.size()) {
+            break;
+        }
+        out.push_back({offset, static_cast<std::uint32_t>(get_u64(bytes, offset + 4) & 0xffffffffU),
+                       static_cast<std::uint32_t>(get_u64(bytes, offset + 12) & 0xffffffffU), end});
+        offset = end;
+    }
+    return out;
+}
+
+// A file database with the reference's points and the frames spooled, as a capture leaves it when killed after
+// its last chunk was written.
+struct Spooled {
+    TempDir dir;
+    std::string path = dir.file("capture.db");
+    std::string spool = path + "-spool";
+};
+
+std::string meta_or(const Database& db, const char* key, const std::string& absent) {
+    return db.meta(key).value_or(absent);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -332,6 +384,42 @@ TEST(ChunkFormat, damaged_data_is_an_error_naming_the_record_never_a_read_past_t
     EXPECT_NE(more.error().find("direction 9"), std::string::npos) << more.error();
 }
 
+TEST(ChunkFormat, a_chunk_in_the_file_is_a_checked_header_the_records_and_a_trailer) {
+    ChunkBuilder builder(7);
+    const std::vector<std::uint8_t> bytes{0xaa, 0xbb, 0xcc};
+    builder.append(Frame{5, 3, LinkType::linux_sll2, Direction::outbound, bytes});
+    builder.append(Frame{3, 3, LinkType::linux_sll2, Direction::inbound, bytes});
+    const SpoolChunk chunk = builder.take();
+    std::array<std::uint8_t, k_chunk_header> header{};
+    std::array<std::uint8_t, k_chunk_trailer> trailer{};
+    encode_chunk_frame(chunk, header, trailer);
+    const std::vector<std::uint8_t> want_start{'H', 'T', 'S', 'C', 7, 0, 0, 0, 0x14, 0x01, 0, 0, 2, 0, 0, 0,
+                                               3,   0,   0,   0,   0, 0, 0, 0, 5,    0,    0, 0, 0, 0, 0, 0};
+    EXPECT_TRUE(std::equal(want_start.begin(), want_start.end(), header.begin()));
+    EXPECT_EQ(header[32], chunk.data.size());  // data_len, 8 bytes
+    EXPECT_EQ(trailer[0], 'H');
+    EXPECT_EQ(trailer[3], 'E');
+    EXPECT_TRUE(std::equal(header.begin() + 40, header.end(), trailer.begin() + 4)) << "the check, twice";
+
+    const auto decoded = decode_chunk_header(header);
+    ASSERT_TRUE(decoded.has_value()) << decoded.error();
+    EXPECT_EQ(decoded->point_id, 7U);
+    EXPECT_EQ(decoded->link_type, LinkType::linux_sll2);
+    EXPECT_EQ(decoded->frames, 2U);
+    EXPECT_EQ(decoded->first_ts_ns, 3);
+    EXPECT_EQ(decoded->last_ts_ns, 5);
+    EXPECT_EQ(decoded->data_len, chunk.data.size());
+    EXPECT_TRUE(is_chunk_trailer(*decoded, trailer));
+    trailer[5] ^= 1;
+    EXPECT_FALSE(is_chunk_trailer(*decoded, trailer));
+
+    for (const std::size_t at : {std::size_t{0}, std::size_t{13}, std::size_t{41}}) {  // magic, a field, the check
+        auto bad = header;
+        bad[at] ^= 0x10;
+        EXPECT_FALSE(decode_chunk_header(bad).has_value()) << "byte " << at;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Ingest: the same rows as an import
 
@@ -343,23 +431,37 @@ TEST(SpoolIngest, chunks_become_the_rows_an_import_of_the_same_frames_makes_colu
     // Small chunks, so that every point's frames span several, cut at every kind of place.
     for (const SpoolLimits limits :
          {SpoolLimits{600, 1000, 1000ms}, SpoolLimits{1U << 20, 7, 1000ms}, SpoolLimits{1U << 20, 16384, 1000ms}}) {
-        Database spooled = Database::open_memory();
+        const Spooled s;
+        Database spooled = Database::open(s.path);
         const auto ids = copy_points(reference, spooled);
         spool_frames(spooled, ids, frames, limits);
         EXPECT_EQ(scalar(spooled, "SELECT count(*) FROM packets"), 0) << "nothing is dissected while spooling";
-        EXPECT_EQ(scalar(spooled, "SELECT sum(frames) FROM capture_chunks"), static_cast<std::int64_t>(frames.size()));
         EXPECT_EQ(scalar(spooled, "SELECT sum(packets) FROM points"), 0);
-        const auto chunks = scalar(spooled, "SELECT count(*) FROM capture_chunks");
-        EXPECT_GE(chunks, static_cast<std::int64_t>(ids.size()));
+        EXPECT_EQ(meta_or(spooled, k_meta_spool_file, "-"), "capture.db-spool");
+        EXPECT_EQ(meta_or(spooled, k_meta_spool_stored, "-"), "0");
+        const auto chunks = framed_chunks(file_bytes(s.spool));
+        std::uint64_t framed = 0;
+        for (const FramedChunk& c : chunks) {
+            framed += c.frames;
+        }
+        EXPECT_EQ(framed, frames.size());
+        EXPECT_EQ(chunks.back().end, fs::file_size(s.spool)) << "chunks back to back, nothing after the last";
+        EXPECT_GE(chunks.size(), ids.size());
         const SpoolSize size = spool_size(spooled);
-        EXPECT_EQ(size.chunks, static_cast<std::uint64_t>(chunks));
+        EXPECT_TRUE(size.pending);
+        EXPECT_EQ(size.path, s.spool);
+        EXPECT_EQ(size.chunks, chunks.size());
         EXPECT_EQ(size.frames, frames.size());
 
         const SpoolIngest result = ingest(spooled);
-        EXPECT_EQ(result.chunks, static_cast<std::uint64_t>(chunks));
+        EXPECT_EQ(result.chunks, chunks.size());
         EXPECT_EQ(result.frames, frames.size());
         EXPECT_FALSE(result.stopped);
-        EXPECT_EQ(scalar(spooled, "SELECT count(*) FROM capture_chunks"), 0);
+        EXPECT_EQ(result.torn, "");
+        EXPECT_FALSE(fs::exists(s.spool)) << "the file goes once it is stored";
+        EXPECT_FALSE(spooled.meta(k_meta_spool_file).has_value());
+        EXPECT_FALSE(spooled.meta(k_meta_spool_stored).has_value());
+        EXPECT_FALSE(spool_size(spooled).pending);
 
         const auto want = packet_rows(reference);
         const auto got = packet_rows(spooled);
@@ -377,13 +479,23 @@ TEST(SpoolIngest, chunks_become_the_rows_an_import_of_the_same_frames_makes_colu
     }
 }
 
+TEST(SpoolIngest, a_database_without_a_spool_has_nothing_to_store) {
+    const Spooled s;
+    Database db = Database::open(s.path);
+    EXPECT_FALSE(spool_size(db).pending);
+    const SpoolIngest result = ingest(db);
+    EXPECT_EQ(result.chunks, 0U);
+    EXPECT_FALSE(fs::exists(s.spool));
+}
+
 TEST(SpoolIngest, progress_may_stop_after_a_chunk_and_a_second_ingest_stores_the_rest) {
     Database reference = Database::open_memory();
     const auto frames = import_reference(reference);
-    Database db = Database::open_memory();
+    const Spooled s;
+    Database db = Database::open(s.path);
     spool_frames(db, copy_points(reference, db), frames, SpoolLimits{4096, 1000, 1000ms});
-    const auto chunks = static_cast<std::uint64_t>(scalar(db, "SELECT count(*) FROM capture_chunks"));
-    ASSERT_GT(chunks, 10U);
+    const auto chunks = framed_chunks(file_bytes(s.spool));
+    ASSERT_GT(chunks.size(), 10U);
 
     SpoolIngest first;
     {
@@ -394,12 +506,37 @@ TEST(SpoolIngest, progress_may_stop_after_a_chunk_and_a_second_ingest_stores_the
     }
     EXPECT_TRUE(first.stopped);
     EXPECT_EQ(first.chunks, 3U);
-    EXPECT_EQ(spool_size(db).chunks, chunks - 3);
+    EXPECT_TRUE(fs::exists(s.spool));
+    EXPECT_EQ(meta_or(db, k_meta_spool_stored, "-"), std::to_string(chunks[2].end));
+    EXPECT_EQ(spool_size(db).chunks, chunks.size() - 3);
     EXPECT_EQ(static_cast<std::uint64_t>(scalar(db, "SELECT count(*) FROM packets")), first.frames);
 
     const SpoolIngest rest = ingest(db);
     EXPECT_EQ(first.frames + rest.frames, frames.size());
     EXPECT_EQ(packet_rows(db), packet_rows(reference));
+    EXPECT_FALSE(fs::exists(s.spool));
+}
+
+TEST(SpoolIngest, a_spool_file_a_running_capture_writes_is_not_stored_by_anyone_else) {
+    const Spooled s;
+    Database db = Database::open(s.path);
+    Point point;
+    point.name = "p";
+    db.add_point(point);
+    SpoolFile file(db);
+    Database other = Database::open(s.path);
+    Writer writer(other);
+    try {
+        ingest_spool(other, writer);
+        ADD_FAILURE() << "stored a spool while it is being written";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("a running capture is writing this spool"), std::string::npos) << e.what();
+    }
+    writer.close();
+    EXPECT_THROW(SpoolFile second(db), Error) << "one spool per database";
+    file.close();
+    EXPECT_EQ(ingest(other).chunks, 0U);
+    EXPECT_FALSE(fs::exists(s.spool));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -408,15 +545,15 @@ TEST(SpoolIngest, progress_may_stop_after_a_chunk_and_a_second_ingest_stores_the
 TEST(SpoolIngest, a_failed_transaction_keeps_the_chunk_and_adds_none_of_its_rows) {
     Database reference = Database::open_memory();
     const auto frames = import_reference(reference);
-    Database db = Database::open_memory();
+    const Spooled s;
+    Database db = Database::open(s.path);
     const auto ids = copy_points(reference, db);
     spool_frames(db, ids, frames, SpoolLimits{1U << 20, 16384, 1000ms});  // one chunk per point
+    const auto chunks = framed_chunks(file_bytes(s.spool));
     // The chunk of the third point refers to a point that is not there (foreign keys are off): the writer's
     // transaction for its rows fails after inserting them.
     db.exec("DELETE FROM points WHERE id = 3");
-    const auto before = scalar(db, "SELECT count(*) FROM capture_chunks");
-    const auto frames_of_3 = scalar(db, "SELECT sum(frames) FROM capture_chunks WHERE point_id = 3");
-    ASSERT_GT(frames_of_3, 0);
+    ASSERT_EQ(chunks[2].point_id, 3U);
     {
         Writer writer(db);
         EXPECT_THROW(
@@ -427,19 +564,20 @@ TEST(SpoolIngest, a_failed_transaction_keeps_the_chunk_and_adds_none_of_its_rows
             Error);
     }
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM packets WHERE point_id = 3"), 0);
-    EXPECT_EQ(scalar(db, "SELECT count(*) FROM capture_chunks WHERE point_id = 3"), 1);
-    EXPECT_EQ(scalar(db, "SELECT count(*) FROM capture_chunks WHERE point_id < 3"), 0) << "the chunks before it";
+    EXPECT_EQ(meta_or(db, k_meta_spool_stored, "-"), std::to_string(chunks[2].offset)) << "the chunks before it";
     // Every frame is in exactly one place.
-    EXPECT_EQ(scalar(db, "SELECT (SELECT count(*) FROM packets) + (SELECT sum(frames) FROM capture_chunks)"),
-              static_cast<std::int64_t>(frames.size()));
-    EXPECT_LE(scalar(db, "SELECT count(*) FROM capture_chunks"), before);
+    EXPECT_EQ(static_cast<std::uint64_t>(scalar(db, "SELECT count(*) FROM packets")) + spool_size(db).frames,
+              frames.size());
+    EXPECT_TRUE(fs::exists(s.spool));
 }
 
-TEST(SpoolIngest, rows_of_a_chunk_that_is_gone_are_not_added) {
-    Database db = Database::open_memory();
+TEST(SpoolIngest, rows_of_bytes_another_process_stored_are_not_added) {
+    const Spooled s;
+    Database db = Database::open(s.path);
     Point point;
     point.name = "p";
     const auto id = static_cast<std::uint32_t>(db.add_point(point));
+    db.set_meta(k_meta_spool_stored, "100");
     Writer writer(db);
     Writer::PacketRows rows;
     PacketRecord record;
@@ -447,50 +585,130 @@ TEST(SpoolIngest, rows_of_a_chunk_that_is_gone_are_not_added) {
     record.ts_ns = 1;
     const std::vector<std::uint8_t> raw{1, 2, 3};
     rows.add(record, raw);
-    writer.add_rows(std::move(rows), 42);  // no chunk 42: another process stored it
+    writer.add_rows(std::move(rows), 0, 60);  // the marker is past these bytes: another process stored them
     try {
         writer.close();
-        ADD_FAILURE() << "close() did not report the missing chunk";
+        ADD_FAILURE() << "close() did not report the stored bytes";
     } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("spooled chunk 42 is gone"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("bytes from 0 are stored already"), std::string::npos) << e.what();
     }
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM packets"), 0);
     EXPECT_EQ(scalar(db, "SELECT packets FROM points"), 0);
+    EXPECT_EQ(meta_or(db, k_meta_spool_stored, "-"), "100");
 }
 
-TEST(SpoolIngest, a_damaged_chunk_is_an_error_naming_it_and_stays_spooled) {
-    Database db = Database::open_memory();
+// Three one-frame chunks of one point, spooled through a SpoolFile.
+std::vector<FramedChunk> three_chunks(Database& db, std::uint32_t& id) {
     Point point;
     point.name = "p";
-    const auto id = static_cast<std::uint32_t>(db.add_point(point));
+    id = static_cast<std::uint32_t>(db.add_point(point));
     const std::vector<std::uint8_t> bytes(60, 1);
-    {
-        Writer writer(db);
-        for (int chunk = 0; chunk < 2; ++chunk) {
-            ChunkBuilder builder(id);
+    SpoolFile file(db);
+    for (int chunk = 0; chunk < 3; ++chunk) {
+        ChunkBuilder builder(id);
+        builder.append(Frame{chunk, 60, LinkType::ethernet, Direction::unknown, bytes});
+        if (chunk == 2) {
             builder.append(Frame{chunk, 60, LinkType::ethernet, Direction::unknown, bytes});
-            writer.add_chunk(builder.take());
         }
-        writer.close();
+        file.append(builder.take());
     }
-    db.exec("UPDATE capture_chunks SET data = substr(data, 1, 30) WHERE id = 2");
-    Writer writer(db);
-    try {
-        ingest_spool(db, writer);
-        ADD_FAILURE() << "no error for the damaged chunk";
-    } catch (const Error& e) {
-        const std::string what = e.what();
-        EXPECT_NE(what.find("spooled chunk 2 (point id 1) is damaged: record 1 at byte 0"), std::string::npos) << what;
-        EXPECT_NE(what.find("DELETE FROM capture_chunks WHERE id = 2"), std::string::npos) << what;
+    file.close();
+    return framed_chunks(file_bytes(db.path() + "-spool"));
+}
+
+void overwrite(const std::string& path, std::size_t at, std::uint8_t value) {
+    std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(static_cast<std::streamoff>(at));
+    f.put(static_cast<char>(value));
+}
+
+TEST(SpoolIngest, a_damaged_chunk_before_the_end_is_an_error_naming_it_and_stays_spooled) {
+    for (const char* damage : {"record", "header", "trailer"}) {
+        const Spooled s;
+        Database db = Database::open(s.path);
+        std::uint32_t id = 0;
+        const auto chunks = three_chunks(db, id);
+        ASSERT_EQ(chunks.size(), 3U);
+        const std::string what = damage;
+        if (what == "record") {
+            overwrite(s.spool, chunks[1].offset + k_chunk_header + 16, 9);  // the direction of its first record
+        } else if (what == "header") {
+            overwrite(s.spool, chunks[1].offset + 20, 0x77);  // first_ts_ns: the check no longer matches
+        } else {
+            overwrite(s.spool, chunks[1].end - 1, 0x77);
+        }
+        Writer writer(db);
+        try {
+            ingest_spool(db, writer);
+            ADD_FAILURE() << what << ": no error for the damaged chunk";
+        } catch (const Error& e) {
+            const std::string message = e.what();
+            EXPECT_NE(message.find("the chunk at byte " + std::to_string(chunks[1].offset)), std::string::npos)
+                << message;
+            EXPECT_NE(message.find("is damaged"), std::string::npos) << message;
+            const std::string skip = what == "header" ? std::to_string(fs::file_size(s.spool))
+                                                      : std::to_string(chunks[1].end);
+            EXPECT_NE(message.find("UPDATE meta SET value = '" + skip + "' WHERE key = 'spool_stored_bytes'"),
+                      std::string::npos)
+                << message;
+        }
+        writer.close();  // the chunk before it is stored
+        EXPECT_EQ(scalar(db, "SELECT count(*) FROM packets"), 1) << what;
+        EXPECT_EQ(meta_or(db, k_meta_spool_stored, "-"), std::to_string(chunks[1].offset)) << what;
+        EXPECT_TRUE(fs::exists(s.spool));
+        if (what != "header") {
+            // What the message says to do goes on without that chunk's frame.
+            db.set_meta(k_meta_spool_stored, std::to_string(chunks[1].end));
+            EXPECT_EQ(ingest(db).frames, 2U) << what;
+            EXPECT_EQ(scalar(db, "SELECT count(*) FROM packets"), 3) << what;
+        }
     }
-    writer.close();  // the chunk before it is stored
-    EXPECT_EQ(scalar(db, "SELECT count(*) FROM packets"), 1);
-    EXPECT_EQ(scalar(db, "SELECT group_concat(id) FROM capture_chunks"), 2);
+}
+
+// A capture killed while its thread wrote a chunk leaves a file that ends inside it: the chunks before it are
+// stored, and one line says how many frames of which point the cut-off chunk held.
+TEST(SpoolIngest, a_torn_last_chunk_is_reported_with_its_frames_and_point_and_never_read) {
+    const Spooled full;
+    std::vector<FramedChunk> chunks;
+    {
+        Database db = Database::open(full.path);
+        std::uint32_t id = 0;
+        chunks = three_chunks(db, id);
+    }
+    ASSERT_EQ(chunks.size(), 3U);
+    const std::size_t last = chunks[2].offset;
+    const std::size_t size = chunks[2].end;
+    // Cut inside the header, at its end, inside the first record, at the last byte of data, inside the trailer.
+    for (const std::size_t cut : {last + 1, last + k_chunk_header, last + k_chunk_header + 20, size - k_chunk_trailer,
+                                  size - 1}) {
+        const Spooled s;
+        fs::copy_file(full.path, s.path);
+        fs::copy_file(full.spool, s.spool);
+        fs::resize_file(s.spool, cut);
+        Database db = Database::open(s.path);
+        EXPECT_EQ(spool_size(db).frames, 2U) << "cut at " << cut << ": a torn chunk is not counted";
+        const SpoolIngest result = ingest(db);
+        EXPECT_EQ(result.frames, 2U) << "cut at " << cut;
+        EXPECT_EQ(scalar(db, "SELECT count(*) FROM packets"), 2) << "cut at " << cut;
+        if (cut < last + k_chunk_header) {
+            EXPECT_NE(result.torn.find("ends inside a chunk header"), std::string::npos) << result.torn;
+        } else {
+            EXPECT_NE(result.torn.find("ends inside its last chunk (at byte " + std::to_string(last) + " of " +
+                                       std::to_string(cut)),
+                      std::string::npos)
+                << result.torn;
+            EXPECT_NE(result.torn.find("2 frames of point 'p' are lost"), std::string::npos) << result.torn;
+        }
+        EXPECT_EQ(result.torn.find('\n'), std::string::npos) << "one line";
+        EXPECT_EQ(meta_or(db, "spool_lost", ""), result.torn);
+        EXPECT_FALSE(fs::exists(s.spool));
+        EXPECT_FALSE(spool_size(db).pending);
+    }
 }
 
 // The process dies (SIGKILL) at some moment of an ingest: between chunks, while the writer thread inserts, or while
-// it commits. Afterwards every frame is in exactly one place, a packets row or a chunk, and a second ingest stores
-// the rest: the same rows as the reference import, none twice.
+// it commits. Afterwards every frame is in exactly one place, a packets row or the file after the stored bytes,
+// and a second ingest stores the rest: the same rows as the reference import, none twice.
 TEST(SpoolIngest, a_process_killed_during_the_ingest_loses_no_frame_and_duplicates_no_row) {
     const TempDir dir;
     Database reference = Database::open_memory();
@@ -501,18 +719,19 @@ TEST(SpoolIngest, a_process_killed_during_the_ingest_loses_no_frame_and_duplicat
         Database db = Database::open(original);
         spool_frames(db, copy_points(reference, db), frames, SpoolLimits{2048, 1000, 1000ms});
     }
-    std::int64_t chunks = 0;
-    {
-        const Database db = Database::open(original);
-        chunks = scalar(db, "SELECT count(*) FROM capture_chunks");
-    }
+    const auto chunks = static_cast<std::int64_t>(framed_chunks(file_bytes(original + "-spool")).size());
     ASSERT_GT(chunks, 50);
     std::fprintf(stderr, "%lld chunks\n", static_cast<long long>(chunks));
+    const std::string backup = dir.file("spool-backup");
+    fs::copy_file(original + "-spool", backup);
 
     int killed_mid_way = 0;
     for (int round = 0; round < 12; ++round) {
         const std::string path = dir.file("crash" + std::to_string(round) + ".db");
         fs::copy_file(original, path);
+        // The copy names its spool "spooled.db-spool" (meta holds the file's name, found in the database's
+        // directory): each round starts from the original spool file.
+        fs::copy_file(backup, original + "-spool", fs::copy_options::overwrite_existing);
         // Kill after handing over `after` chunks (the writer thread is then at some point of its work on the last
         // ones), or from a timer while it runs.
         const int after = 1 + static_cast<int>(round * chunks / 14);
@@ -546,7 +765,8 @@ TEST(SpoolIngest, a_process_killed_during_the_ingest_loses_no_frame_and_duplicat
         ASSERT_EQ(waitpid(child, &status, 0), child);
         Database db = Database::open(path);
         const auto rows = scalar(db, "SELECT count(*) FROM packets");
-        const auto spooled = scalar(db, "SELECT coalesce(sum(frames), 0) FROM capture_chunks");
+        const SpoolSize left = spool_size(db);
+        const auto spooled = static_cast<std::int64_t>(left.frames);
         EXPECT_EQ(rows + spooled, static_cast<std::int64_t>(frames.size()))
             << "round " << round << ": " << rows << " rows + " << spooled << " spooled frames";
         EXPECT_EQ(scalar(db, "SELECT sum(packets) FROM points"), rows) << "round " << round;
@@ -556,18 +776,116 @@ TEST(SpoolIngest, a_process_killed_during_the_ingest_loses_no_frame_and_duplicat
         std::fprintf(stderr, "round %d: %s, %lld rows + %lld spooled\n", round,
                      WIFSIGNALED(status) ? "killed" : "finished", static_cast<long long>(rows),
                      static_cast<long long>(spooled));
-        ingest(db);
-        EXPECT_EQ(scalar(db, "SELECT count(*) FROM capture_chunks"), 0);
+        if (left.pending) {
+            ingest(db);
+        }
+        EXPECT_FALSE(spool_size(db).pending);
         EXPECT_EQ(packet_rows(db), want) << "round " << round;
     }
     EXPECT_GE(killed_mid_way, 2) << "the kills should land in the middle of the ingest";
+}
+
+// The capture side killed (SIGKILL) while its file thread writes: whatever moment it lands, the file holds whole
+// chunks and at most one torn one at its end, and the ingest stores every whole chunk: per point a prefix of what
+// was spooled, in order, none twice, nothing mis-read.
+TEST(SpoolFile, a_capture_killed_while_writing_leaves_whole_chunks_and_at_most_a_torn_tail) {
+    Database reference = Database::open_memory();
+    const auto frames = import_reference(reference);
+    const auto want = packet_rows(reference);
+    int torn = 0;
+    for (int round = 0; round < 8; ++round) {
+        const Spooled s;
+        {
+            Database db = Database::open(s.path);
+            copy_points(reference, db);
+        }
+        const pid_t child = fork();
+        ASSERT_GE(child, 0);
+        if (child == 0) {
+            Database db = Database::open(s.path);
+            std::vector<std::uint32_t> ids;
+            for (const Point& p : db.points()) {
+                ids.push_back(static_cast<std::uint32_t>(p.id));
+            }
+            SpoolFile file(db);
+            // Small chunks and large ones (a torn write is likelier in a large one).
+            const std::size_t chunk_bytes = round % 2 == 0 ? 1024 + static_cast<std::size_t>(round) * 700 : 1U << 18;
+            Spool spool(file, ids, SpoolLimits{chunk_bytes, 100000, 1000ms});
+            // Once the file holds a few chunks, at a moment that differs from round to round.
+            std::thread killer([round, &file] {
+                while (file.bytes_written() < std::uint64_t{100000} * static_cast<std::uint64_t>(round + 1)) {
+                    std::this_thread::yield();
+                }
+                std::this_thread::sleep_for(std::chrono::microseconds(round * 37));
+                raise(SIGKILL);
+            });
+            for (;;) {  // until the kill: the same frames again and again
+                for (const OwnedFrame& f : frames) {
+                    spool.append(f.point_id, f.frame());
+                }
+            }
+        }
+        int status = 0;
+        ASSERT_EQ(waitpid(child, &status, 0), child);
+        ASSERT_TRUE(WIFSIGNALED(status));
+        const auto bytes = file_bytes(s.spool);
+        const auto chunks = framed_chunks(bytes);
+        const std::size_t whole = chunks.empty() ? 0 : chunks.back().end;
+        Database db = Database::open(s.path);
+        const SpoolIngest result = ingest(db);
+        std::uint64_t framed = 0;
+        for (const FramedChunk& c : chunks) {
+            framed += c.frames;
+        }
+        EXPECT_EQ(result.frames, framed) << "round " << round;
+        EXPECT_EQ(result.torn.empty(), whole == bytes.size()) << "round " << round << ": " << result.torn;
+        torn += result.torn.empty() ? 0 : 1;
+        // Per point, the rows are the reference's rows of that point, repeated pass after pass, cut anywhere.
+        const auto got = packet_rows(db);
+        std::map<std::string, std::vector<const std::vector<std::string>*>> want_by_point;
+        for (const auto& row : want) {
+            want_by_point[row[0]].push_back(&row);
+        }
+        std::map<std::string, std::size_t> seen;
+        for (const auto& row : got) {
+            const auto& list = want_by_point[row[0]];
+            ASSERT_FALSE(list.empty());
+            const std::size_t i = seen[row[0]]++;
+            ASSERT_EQ(row, *list[i % list.size()]) << "round " << round << " point " << row[0] << " row " << i;
+        }
+        std::fprintf(stderr, "round %d: %zu bytes, %zu whole chunks, %llu rows%s%s\n", round, bytes.size(),
+                     chunks.size(), static_cast<unsigned long long>(result.frames), result.torn.empty() ? "" : "; ",
+                     result.torn.c_str());
+    }
+    std::fprintf(stderr, "%d of 8 kills tore a chunk\n", torn);
+}
+
+TEST(SpoolIngest, chunks_left_in_capture_chunks_by_7824020_are_refused_with_what_to_do) {
+    const Spooled s;
+    Database db = Database::open(s.path);
+    db.exec(
+        "CREATE TABLE capture_chunks (id INTEGER PRIMARY KEY, point_id INTEGER NOT NULL, link_type INTEGER NOT NULL, "
+        "first_ts_ns INTEGER NOT NULL, last_ts_ns INTEGER NOT NULL, frames INTEGER NOT NULL, data BLOB NOT NULL)");
+    EXPECT_EQ(ingest(db).frames, 0U) << "an empty table is no spool";
+    db.exec("INSERT INTO capture_chunks VALUES (1, 1, 1, 0, 0, 5, x'')");
+    EXPECT_EQ(spool_size(db).legacy_frames, 5U);
+    Writer writer(db);
+    try {
+        ingest_spool(db, writer);
+        ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("5 captured packets wait in the capture_chunks table"), std::string::npos)
+            << e.what();
+    }
+    writer.close();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // The capture side
 
 TEST(Spool, a_quiet_points_chunk_is_handed_over_once_it_is_old_and_every_chunk_on_flush) {
-    Database db = Database::open_memory();
+    const Spooled s;
+    Database db = Database::open(s.path);
     std::vector<std::uint32_t> ids;
     for (const char* name : {"a", "b"}) {
         Point p;
@@ -575,52 +893,63 @@ TEST(Spool, a_quiet_points_chunk_is_handed_over_once_it_is_old_and_every_chunk_o
         ids.push_back(static_cast<std::uint32_t>(db.add_point(p)));
     }
     const std::vector<std::uint8_t> bytes(60, 7);
-    Writer writer(db);
+    // The file's thread has written a chunk once bytes_written() counts it.
+    auto written = [&](SpoolFile& file, std::size_t chunks) {
+        const auto until = std::chrono::steady_clock::now() + 5s;
+        while (std::chrono::steady_clock::now() < until &&
+               file.bytes_written() < chunks * (k_chunk_header + k_chunk_record_header + 60 + k_chunk_trailer)) {
+            std::this_thread::sleep_for(1ms);
+        }
+        return framed_chunks(file_bytes(s.spool));
+    };
+    SpoolFile file(db);
     {
         // Young: an hour is far away whatever the machine's load.
-        Spool spool(writer, ids, SpoolLimits{1U << 20, 16384, std::chrono::hours(1)});
+        Spool spool(file, ids, SpoolLimits{1U << 20, 16384, std::chrono::hours(1)});
         spool.append(ids[0], Frame{1, 60, LinkType::ethernet, Direction::unknown, bytes});
         spool.tick(ids[0]);
-        writer.flush();
-        EXPECT_EQ(spool_size(db).chunks, 0U) << "younger than the limit: kept";
+        std::this_thread::sleep_for(20ms);
+        EXPECT_EQ(file.bytes_written(), 0U) << "younger than the limit: kept";
         spool.flush(ids[0]);
         spool.flush(ids[1]);  // nothing there: no empty chunk
-        writer.flush();
-        EXPECT_EQ(spool_size(db).chunks, 1U);
+        EXPECT_EQ(written(file, 1).size(), 1U);
     }
     {
-        Spool spool(writer, ids, SpoolLimits{1U << 20, 16384, 1ms});
+        Spool spool(file, ids, SpoolLimits{1U << 20, 16384, 1ms});
         spool.append(ids[0], Frame{2, 60, LinkType::ethernet, Direction::unknown, bytes});
         spool.append(ids[1], Frame{3, 60, LinkType::ethernet, Direction::unknown, bytes});
         std::this_thread::sleep_for(5ms);
         spool.tick(ids[0]);
-        writer.flush();
-        EXPECT_EQ(scalar(db, "SELECT count(*) FROM capture_chunks WHERE point_id = 1"), 2) << "old: handed over";
-        EXPECT_EQ(scalar(db, "SELECT count(*) FROM capture_chunks WHERE point_id = 2"), 0) << "not ticked yet";
+        const auto chunks = written(file, 2);
+        ASSERT_EQ(chunks.size(), 2U);
+        EXPECT_EQ(chunks[1].point_id, ids[0]) << "old: handed over; b not ticked yet";
         spool.flush(ids[1]);
         EXPECT_THROW(spool.append(99, Frame{}), Error) << "a point the spool was not made for";
     }
-    writer.close();
+    file.close();
     EXPECT_EQ(spool_size(db).chunks, 3U);
     EXPECT_EQ(spool_size(db).frames, 3U);
+    EXPECT_LE(file.peak_pending_chunks(), SpoolFile::k_max_pending_chunks);
 }
 
 TEST(Spool, a_different_link_type_starts_a_new_chunk) {
-    Database db = Database::open_memory();
+    const Spooled s;
+    Database db = Database::open(s.path);
     Point a;
     a.name = "a";
     const std::vector<std::uint32_t> ids{static_cast<std::uint32_t>(db.add_point(a))};
-    Writer writer(db);
-    Spool spool(writer, ids);
+    SpoolFile file(db);
+    Spool spool(file, ids);
     const std::vector<std::uint8_t> bytes(20, 0x45);
     spool.append(ids[0], Frame{1, 20, LinkType::ethernet, Direction::unknown, bytes});
     spool.append(ids[0], Frame{2, 20, LinkType::raw, Direction::unknown, bytes});
     spool.flush(ids[0]);
-    writer.close();
-    Statement stmt =
-        db.prepare("SELECT group_concat(link_type, ',') FROM (SELECT link_type FROM capture_chunks ORDER BY id)");
-    ASSERT_TRUE(stmt.step());
-    EXPECT_EQ(stmt.column_text(0), "1,101");
+    file.close();
+    const auto bytes_in_file = file_bytes(s.spool);
+    const auto chunks = framed_chunks(bytes_in_file);
+    ASSERT_EQ(chunks.size(), 2U);
+    EXPECT_EQ(bytes_in_file[chunks[0].offset + 8], 1);    // LINKTYPE_ETHERNET
+    EXPECT_EQ(bytes_in_file[chunks[1].offset + 8], 101);  // LINKTYPE_RAW
 }
 
 }  // namespace
