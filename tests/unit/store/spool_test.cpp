@@ -155,7 +155,7 @@ std::vector<OwnedFrame> import_reference(Database& db) {
     {
         Writer writer(db);
         for (std::size_t i = 0; i < k_captures.size(); ++i) {
-            import_file(db, writer, {"p" + std::to_string(i), data(k_captures[i]), {}});
+            import_file(db, writer, {std::string("p").append(std::to_string(i)), data(k_captures[i]), {}});
         }
         writer.close();
     }
