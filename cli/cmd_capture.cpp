@@ -282,6 +282,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         auto p = db.find_point(live[i].name);
         if (!p) continue;
         p->kernel_drops = stats[i].kernel_drops + stats[i].interface_drops;
+        p->link_type = static_cast<std::uint32_t>(stats[i].link_type);  // a tun device is raw IP, not Ethernet
         p->note = stats[i].note;
         db.update_point(*p);
         if (!a.quiet) {

@@ -164,6 +164,7 @@ std::vector<LiveStats> LiveCapture::stats() const {
         s.kernel_drops = st->kernel_drops;
         s.interface_drops = st->interface_drops;
         s.ended = st->ended.load();
+        s.link_type = st->link_type;
         s.note = st->note;
         out.push_back(std::move(s));
     }
@@ -220,6 +221,7 @@ void LiveCapture::run_point(std::size_t index) noexcept {
         ready(p.name + ": unsupported link type " + std::to_string(pcap_datalink(h.get())) + " on " + p.ifname);
         return;
     }
+    st.link_type = *link;  // read by stats() after join()
     if (!m_options.filter.empty()) {
         bpf_program program{};
         if (pcap_compile(h.get(), &program, m_options.filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {

@@ -46,6 +46,7 @@ struct LiveStats {
     std::uint64_t packets = 0;             // delivered by libpcap (and handed to the sink)
     std::uint64_t kernel_drops = 0;        // pcap_stats ps_drop
     std::uint64_t interface_drops = 0;     // pcap_stats ps_ifdrop
+    LinkType link_type = LinkType::ethernet;  // what libpcap's handle delivers (pcap_datalink), once opened
     bool ended = false;                    // the point stopped on its own (interface gone …)
     std::string note;                      // why it ended early, or ""
 };
@@ -93,6 +94,7 @@ private:
         std::atomic<bool> ended{false};
         std::uint64_t kernel_drops = 0;
         std::uint64_t interface_drops = 0;
+        LinkType link_type = LinkType::ethernet;
         std::string note;
     };
     void run_point(std::size_t index) noexcept;

@@ -6,7 +6,8 @@ built (lab.sh env: names, MACs, addresses) and with `ip -o link` of the namespac
 veth peer index, bridge master), parsed independently here:
   c1 and c2: eth0 (container) -> their veth -> docker0 (bridge) -> eth0 (uplink), MASQUERADE;
   c3 on the user-defined network: eth0 -> its veth -> br-<12 hex> -> eth0;
-  --dest, --point NS:IF=NAME, --pid, several targets, text mode, and a host without masquerade.
+  --dest, --point NS:IF=NAME, --pid, several targets, text mode, a host without masquerade, and a
+  --point on a tun device (raw IP: the stored link type and the export must say so, tshark reads it).
 
 Exit 0 if every check passed, 1 otherwise, 77 if namespaces are unavailable (a failure under
 HOPTRACE_REQUIRE_NETNS=1). One line per check; the last line is exactly "N passed, M failed".
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -237,6 +240,38 @@ def main() -> int:
             expect("[MASQUERADE]" not in r.stdout, f"text still says MASQUERADE: {short(r.stdout)}")
             return "masquerade false, no nat rules, no [MASQUERADE] in text"
         checks("without the MASQUERADE rule: masquerade false", no_masquerade)
+
+        def raw_ip_point() -> str:
+            # A tun device delivers raw IP (no link-layer header): the live point must say so, or the export
+            # (and anything else reading points.link_type) would take IP headers for Ethernet ones.
+            import sqlite3
+            tmp = Path(tempfile.mkdtemp(prefix="hoptrace-tun-"))
+            tun = lab.popen("server", "socat", "-u", "TUN:10.77.0.1/24,tun-name=tun0,up,iff-no-pi", "/dev/null",
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                deadline = time.monotonic() + 5
+                while "tun0" not in lab.run("server", "ip", "-o", "link", check=False).stdout:
+                    expect(time.monotonic() < deadline, "socat made no tun0 in the server's namespace")
+                    time.sleep(0.05)
+                db, out = tmp / "tun.db", tmp / "tun.pcapng"
+                r = run(hoptrace, "capture", "--db", db, "--quiet", "--host-netns", lab.ns["server"], "--point",
+                        f"{lab.ns['server']}:tun0=tun", "--", "ip", "netns", "exec", lab.ns["server"], "ping", "-c",
+                        "2", "-W", "1", "10.77.0.9", timeout=60)
+                expect(r.returncode == 0, f"capture exit {r.returncode}: {short(r.stderr)}")
+                con = sqlite3.connect(db)
+                (link,), = con.execute("SELECT link_type FROM points WHERE name = 'tun'").fetchall()
+                con.close()
+                expect(link == 101, f"points.link_type {link}, want 101 (LINKTYPE_RAW)")
+                e = run(hoptrace, "export", "--db", db, "-o", out)
+                expect(e.returncode == 0, f"export exit {e.returncode}: {short(e.stderr)}")
+                dst = [f[0] for f in lablib.tshark_fields(out, ["ip.dst"])]
+                expect(dst.count("10.77.0.9") == 2, f"tshark reads the export's ip.dst as {dst}")
+                return "link type 101 stored; tshark reads the export's 2 pings to 10.77.0.9 as IP"
+            finally:
+                tun.terminate()
+                tun.wait(5)
+                shutil.rmtree(tmp, ignore_errors=True)
+        checks("a --point on a tun device is raw IP in points and in the export", raw_ip_point)
 
     checks("no namespace left behind", lambda: expect(not netns_left(prefixes), f"left: {netns_left(prefixes)}")
            or f"no {prefixes[0]}-* namespace")
