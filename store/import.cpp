@@ -16,6 +16,21 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
     CaptureFile& file = **opened;
 
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::uint32_t> point_of;  // (interface, ifindex) -> id
+    // The point name of a pcap/pcapng interface with the interfaces known so far: NAME alone for a file of one
+    // interface, NAME/IFNAME (NAME/IFNAME#k when several share a name, as in merged captures where every
+    // container has an eth0) for several.
+    auto interface_name = [&](std::uint32_t interface) {
+        std::string name = spec.name;
+        if (file.interfaces().size() <= 1) return name;
+        const FileInterface& iface = file.interfaces().at(interface);
+        bool repeated = false;
+        for (std::size_t k = 0; k < file.interfaces().size(); ++k)
+            repeated = repeated || (k != interface && file.interfaces()[k].name == iface.name);
+        std::string label = iface.name.empty() ? "if" + std::to_string(interface) : iface.name;
+        if (repeated && !iface.name.empty()) label.append("#").append(std::to_string(interface));
+        return name.append("/").append(label);
+    };
+    std::map<std::uint32_t, std::size_t> listed_at;  // point id -> its index in result.points
     // Returns nullopt (and sets result.error) when the point's name is already taken.
     auto point_for = [&](std::uint32_t interface, std::uint32_t ifindex) -> std::optional<std::uint32_t> {
         const auto key = std::pair{interface, ifindex};
@@ -29,14 +44,8 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
             p.ifname = named != spec.link_names.end() ? named->second : "";
             p.name.append("/").append(p.ifname.empty() ? "if" + std::to_string(ifindex) : p.ifname);
             p.ifindex = ifindex;
-        } else if (file.interfaces().size() > 1) {
-            // Merged captures often hold several interfaces of one name (every container has an eth0).
-            bool repeated = false;
-            for (std::size_t k = 0; k < file.interfaces().size(); ++k)
-                repeated = repeated || (k != interface && file.interfaces()[k].name == iface.name);
-            std::string label = iface.name.empty() ? "if" + std::to_string(interface) : iface.name;
-            if (repeated && !iface.name.empty()) label.append("#").append(std::to_string(interface));
-            p.name.append("/").append(label);
+        } else {
+            p.name = interface_name(interface);
         }
         p.link_type = static_cast<std::uint32_t>(iface.link_type);
         p.source = spec.path;
@@ -48,6 +57,7 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
         const auto id = static_cast<std::uint32_t>(db.add_point(p));
         result.points.push_back(p.name);
         point_of.emplace(key, id);
+        listed_at[id] = result.points.size() - 1;
         return id;
     };
 
@@ -69,6 +79,18 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
     }
     // An empty capture is still a point, so that the report shows it saw nothing.
     if (result.points.empty() && !result.error && !file.interfaces().empty()) point_for(0, 0);
+    // A pcapng section that described more interfaces after the first packets changes how the earlier points
+    // are named: give them the names they would have had had every interface been known from the start.
+    for (const auto& [key, id] : point_of) {
+        if (file.interfaces().at(key.first).link_type == LinkType::linux_sll2) continue;
+        const std::string want = interface_name(key.first);
+        std::string& have = result.points[listed_at.at(id)];
+        if (have == want || db.find_point(want)) continue;
+        auto rename = db.prepare("UPDATE points SET name = ? WHERE id = ?");
+        rename.bind(1, want).bind(2, std::int64_t{id});
+        rename.run();
+        have = want;
+    }
     // The drops a pcapng writer recorded per interface are the point's kernel drops: the evidence that says
     // whether a packet missing there was lost by the network or by the capture. An interface split into
     // several points (tcpdump -i any, by ifindex) keeps its count to itself: it cannot be divided.

@@ -506,8 +506,9 @@ TEST(Import, pcapng_interface_drops_become_the_points_kernel_drops) {
     std::map<std::string, std::int64_t> drops;
     for (const Point& p : db.points()) drops[p.name] = p.kernel_drops;
     EXPECT_EQ(drops, (std::map<std::string, std::int64_t>{
-                         // be0 is named before the second section reveals more interfaces: just "s".
-                         {"s", 3}, {"s/le0", 0}, {"s/le1", 0}, {"r/r0", 0}, {"r/r1", 0}}));
+                         // be0's packets come before the second section reveals more interfaces; its point is
+                         // still named like the others.
+                         {"s/be0", 3}, {"s/le0", 0}, {"s/le1", 0}, {"r/r0", 0}, {"r/r1", 0}}));
 }
 
 TEST(Writer, four_producers_rows_arrive_exactly_once_with_their_bytes) {
