@@ -1,6 +1,7 @@
 #include "correlate/html_report.hpp"
 
 #include "correlate/report.hpp"
+#include "correlate/report_detail.hpp"
 
 #include <algorithm>
 #include <cinttypes>
@@ -101,32 +102,9 @@ std::string utc_time(std::int64_t ns) {
     return out;
 }
 
-const char* icmp_name(const std::string& icmp, std::int64_t type, std::int64_t code) {
-    if (icmp == "icmpv6") {
-        switch (type) {
-            case 1: return code == 4 ? "port unreachable" : "destination unreachable";
-            case 2: return "packet too big";
-            case 3: return "time exceeded";
-            case 4: return "parameter problem";
-            default: return "error";
-        }
-    }
-    switch (type) {
-        case 3:
-            switch (code) {
-                case 0: return "network unreachable";
-                case 1: return "host unreachable";
-                case 3: return "port unreachable";
-                case 4: return "fragmentation needed";
-                case 13: return "administratively prohibited";
-                default: return "destination unreachable";
-            }
-        case 4: return "source quench";
-        case 5: return "redirect";
-        case 11: return "time exceeded";
-        case 12: return "parameter problem";
-        default: return "error";
-    }
+// What an ICMP error means, in words (the text report's names).
+std::string icmp_name(const std::string& icmp, std::int64_t type, std::int64_t code) {
+    return report_detail::icmp_error_name(icmp == "icmpv6" ? 58 : 1, type, code);
 }
 
 bool has_ports(const std::string& proto) { return proto == "tcp" || proto == "udp" || proto == "sctp"; }

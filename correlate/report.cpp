@@ -572,23 +572,30 @@ namespace report_detail {
 // What an ICMP error means, in words.
 std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::int64_t code) {
     if (family_proto == 58) {
-        if (type == 3) return "time exceeded";
-        if (type == 1) return code == 4 ? "port unreachable" : "destination unreachable";
-        if (type == 2) return "packet too big";
-        return "ICMPv6 type " + std::to_string(type);
-    }
-    if (type == 11) return "time exceeded";
-    if (type == 3) {
-        switch (code) {
-            case 0: return "network unreachable";
-            case 1: return "host unreachable";
-            case 3: return "port unreachable";
-            case 4: return "fragmentation needed";
-            case 13: return "administratively prohibited";
-            default: return "destination unreachable, code " + std::to_string(code);
+        switch (type) {
+            case 1: return code == 4 ? "port unreachable" : "destination unreachable";
+            case 2: return "packet too big";
+            case 3: return "time exceeded";
+            case 4: return "parameter problem";
+            default: return "ICMPv6 type " + std::to_string(type);
         }
     }
-    return "ICMP type " + std::to_string(type) + " code " + std::to_string(code);
+    switch (type) {
+        case 3:
+            switch (code) {
+                case 0: return "network unreachable";
+                case 1: return "host unreachable";
+                case 3: return "port unreachable";
+                case 4: return "fragmentation needed";
+                case 13: return "administratively prohibited";
+                default: return "destination unreachable, code " + std::to_string(code);
+            }
+        case 4: return "source quench";
+        case 5: return "redirect";
+        case 11: return "time exceeded";
+        case 12: return "parameter problem";
+        default: return "ICMP type " + std::to_string(type) + " code " + std::to_string(code);
+    }
 }
 
 }  // namespace report_detail

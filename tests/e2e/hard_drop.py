@@ -20,7 +20,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
-from live_common import run_lab_test, Checks, expect, guarded, netns_left, report_json, run, short, workdir  # noqa: E402
+from live_common import run_lab_test, Checks, expect, forward_drops, report_json, run, short  # noqa: E402
 
 N = 20
 DPORT = 9999
@@ -42,20 +42,11 @@ def main() -> int:
     return run_lab_test("hard-drop", "UDP dropped in FORWARD", run_drop)
 
 
-def drop_counter(lab: lablib.Lab) -> int:
-    out = lab.run("host", "iptables", "-L", "FORWARD", "-v", "-x", "-n").stdout
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) > 2 and f[2] == "DROP" and f"dpt:{DPORT}" in line:
-            return int(f[0])
-    raise AssertionError(f"no DROP rule for dpt:{DPORT} in: {short(out)}")
-
-
 def run_drop(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
     c1, server = lab.ns["c1"], lab.ip["server"]
     bridge, uplink = lab.ifname["bridge"], lab.ifname["uplink"]
     lab.run("host", "iptables", "-I", "FORWARD", "-p", "udp", "--dport", DPORT, "-j", "DROP")
-    before = drop_counter(lab)
+    before = forward_drops(lab, DPORT)
     db = tmp / "drop.db"
     ping_out = tmp / "ping.out"
     traffic = " && ".join([
@@ -66,7 +57,7 @@ def run_drop(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None
     lab.flush_conntrack()
     r = run(hoptrace, "trace", "--netns", c1, "--host-netns", lab.ns["host"], "--db", db, "--", "sh", "-c", traffic,
             timeout=120)
-    dropped = drop_counter(lab) - before
+    dropped = forward_drops(lab, DPORT) - before
     if checks("hoptrace trace around the UDP datagrams and the ping exits 0",
               lambda: expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}")
               or f"{len(r.stdout.splitlines())} report lines") is None:

@@ -24,7 +24,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
 from live_common import (run_lab_test, Checks, TcpSink, expect, query, report_json, run, short,  # noqa: E402
-                         tcp_client_argv)
+                         tcp_client_argv, forward_drops)
 
 PORT = 5201
 NBYTES = 2 * 1024 * 1024
@@ -33,15 +33,6 @@ EVERY = 10  # drop one segment in EVERY that the host forwards to the sink (GSO:
 
 def main() -> int:
     return run_lab_test("hard-retrans", "TCP retransmissions", run_retrans)
-
-
-def drop_counter(lab: lablib.Lab) -> int:
-    out = lab.run("host", "iptables", "-L", "FORWARD", "-v", "-x", "-n").stdout
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) > 2 and f[2] == "DROP" and f"dpt:{PORT}" in line:
-            return int(f[0])
-    raise AssertionError(f"no DROP rule for dpt:{PORT} in: {short(out)}")
 
 
 def run_retrans(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
@@ -59,7 +50,7 @@ def run_retrans(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> N
                 "--", *tcp_client_argv(lab, "c1", NBYTES, PORT), timeout=180)
         pcap = dump.stop()
     received = sink.close()
-    dropped = drop_counter(lab)
+    dropped = forward_drops(lab, PORT)
     if checks("hoptrace trace around a 2 MiB upload exits 0 and the server got every byte", lambda: (
             expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}"),
             expect(received == NBYTES, f"server received {received} of {NBYTES}"),

@@ -257,6 +257,37 @@ def tcp_client_argv(lab: lablib.Lab, container: str, nbytes: int, port: int = la
 
 
 # --------------------------------------------------------------------------------------------
+# Traffic and counters shared by several tests
+
+# A python -c program that sends N datagrams "MARKER seq=NNNNNN\n" at a fixed pace, or as fast as it can for gap 0 (run inside c1).
+PACED_UDP_SENDER = r"""
+import socket, sys, time
+dst, marker = sys.argv[1], sys.argv[5]
+sport, dport, n, gap = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[6])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", sport))
+s.connect((dst, dport))
+t0 = time.monotonic()
+for i in range(n):
+    wait = t0 + i * gap - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    s.send(f"{marker} seq={i:06d}\n".encode())
+print(n)
+"""
+
+
+def forward_drops(lab: lablib.Lab, dport: int) -> int:
+    """The packet counter of the DROP rule for `dport` in the host's FORWARD chain (iptables -L -v -x)."""
+    out = lab.run("host", "iptables", "-L", "FORWARD", "-v", "-x", "-n").stdout
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) > 2 and f[2] == "DROP" and f"dpt:{dport}" in line:
+            return int(f[0])
+    raise AssertionError(f"no DROP rule for dpt:{dport} in: {short(out)}")
+
+
+# --------------------------------------------------------------------------------------------
 # Databases
 
 

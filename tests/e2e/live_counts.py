@@ -34,7 +34,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
 from live_common import (Background, Checks, expect, expected_points, guarded, netns_left,  # noqa: E402
-                         printed_summary, query, short, tcpdumps_on, udp_sink, workdir)
+                         printed_summary, query, short, tcpdumps_on, udp_sink, workdir, PACED_UDP_SENDER)
 
 N = 2000
 GAP_S = 0.001  # 1000 datagrams a second
@@ -43,23 +43,6 @@ SPORT = 47000
 DURATION_S = 6
 FLOOD_N = 100_000
 FLOOD_DPORT = 47002
-
-# Sends N datagrams "MARKER seq=NNNNNN\n" at a fixed pace, or as fast as it can for gap 0 (run inside c1).
-SENDER = r"""
-import socket, sys, time
-dst, marker = sys.argv[1], sys.argv[5]
-sport, dport, n, gap = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[6])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", sport))
-s.connect((dst, dport))
-t0 = time.monotonic()
-for i in range(n):
-    wait = t0 + i * gap - time.monotonic()
-    if wait > 0:
-        time.sleep(wait)
-    s.send(f"{marker} seq={i:06d}\n".encode())
-print(n)
-"""
 
 
 def seqs_in(payloads, marker: bytes) -> list[int]:
@@ -100,7 +83,7 @@ def count_run(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path, marker
             capture = Background(hoptrace, "capture", "--db", db, "--netns", lab.ns["c1"], "--host-netns",
                                  lab.ns["host"], "--duration", DURATION_S)
             try:
-                sent = lab.run("c1", sys.executable, "-c", SENDER, lab.ip["server"], SPORT, DPORT, N,
+                sent = lab.run("c1", sys.executable, "-c", PACED_UDP_SENDER, lab.ip["server"], SPORT, DPORT, N,
                                marker.decode(), GAP_S, timeout=60)
                 rc, _out, err = capture.wait(timeout=DURATION_S + 60)
             finally:
@@ -200,7 +183,7 @@ def flood_run(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path, marker
         capture = Background(hoptrace, "capture", "--db", db, "--netns", lab.ns["c1"], "--host-netns", lab.ns["host"],
                              "--buffer-mb", 1, "--duration", DURATION_S)
         try:
-            lab.run("c1", sys.executable, "-c", SENDER, lab.ip["server"], SPORT + 2, FLOOD_DPORT, FLOOD_N,
+            lab.run("c1", sys.executable, "-c", PACED_UDP_SENDER, lab.ip["server"], SPORT + 2, FLOOD_DPORT, FLOOD_N,
                     marker.decode() + "-flood", 0, timeout=60)
             rc, _out, err = capture.wait(timeout=DURATION_S + 60)
         finally:

@@ -38,7 +38,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
 from live_common import (Background, Checks, expect, expected_points, guarded, netns_left, query, run,  # noqa: E402
-                         short, udp_sink, workdir)
+                         short, udp_sink, workdir, PACED_UDP_SENDER)
 
 N = 1500
 GAP_S = 0.001
@@ -47,23 +47,6 @@ SPORT = 47100
 DPORT = 47101
 FLOOD_DPORT = 47102
 CHUNK_AGE_S = 1.0  # store::SpoolLimits::chunk_age
-
-# Sends N datagrams "MARKER seq=NNNNNN\n" at a fixed pace, or as fast as it can for gap 0 (run inside c1).
-SENDER = r"""
-import socket, sys, time
-dst, marker = sys.argv[1], sys.argv[5]
-sport, dport, n, gap = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[6])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", sport))
-s.connect((dst, dport))
-t0 = time.monotonic()
-for i in range(n):
-    wait = t0 + i * gap - time.monotonic()
-    if wait > 0:
-        time.sleep(wait)
-    s.send(f"{marker} seq={i:06d}\n".encode())
-print(n)
-"""
 
 RECORD = struct.Struct("<qIIB")  # ts_ns, cap_len, wire_len, direction: the 17-byte header of a chunk record
 # magic, point_id, link_type, frames, first_ts_ns, last_ts_ns, data_len, check: a chunk's 44-byte header in the file
@@ -154,7 +137,7 @@ def killed_capture(hoptrace: Path, lab: lablib.Lab, db: Path, marker: bytes, dpo
     with udp_sink(lab, dport):
         capture = Background(hoptrace, "capture", "--db", db, "--netns", lab.ns["c1"], "--host-netns", lab.ns["host"])
         try:
-            sent = lab.run("c1", sys.executable, "-c", SENDER, lab.ip["server"], SPORT, dport, n, marker.decode(), gap,
+            sent = lab.run("c1", sys.executable, "-c", PACED_UDP_SENDER, lab.ip["server"], SPORT, dport, n, marker.decode(), gap,
                            timeout=60)
             time.sleep(2 * CHUNK_AGE_S)
         finally:

@@ -200,16 +200,4 @@ std::int64_t epoch_ns(const std::string& text) {
     return seconds * 1'000'000'000 + std::stoll(fraction);
 }
 
-TempDir::TempDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/hoptrace-test-XXXXXX";
-    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
-    m_dir = pattern;
-}
-
-TempDir::~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(m_dir, ec);
-}
-
 }  // namespace hoptrace::test

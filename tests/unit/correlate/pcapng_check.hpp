@@ -7,6 +7,8 @@
 #include <map>
 #include <optional>
 #include <string>
+
+#include "temp_dir.hpp"  // TempDir, used with these checks
 #include <vector>
 
 namespace hoptrace::test {
@@ -51,18 +53,5 @@ std::optional<std::vector<std::vector<std::string>>> tshark_fields(const std::st
 
 // tshark's frame.time_epoch ("1795294903.485709370") as ns, without a double in between.
 std::int64_t epoch_ns(const std::string& text);
-
-// A temporary file name in $TMPDIR (or /tmp), removed with its directory when the object goes.
-class TempDir {
-public:
-    TempDir();
-    ~TempDir();
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    [[nodiscard]] std::string file(const std::string& name) const { return m_dir + "/" + name; }
-
-private:
-    std::string m_dir;
-};
 
 }  // namespace hoptrace::test
