@@ -62,6 +62,12 @@ std::string one_line(std::string_view text) {
     while (!out.empty() && out.back() == ' ') {
         out.pop_back();
     }
+    // An error line quotes the SQL so that a person can find it; the writer's 32-row INSERT would fill a screen.
+    constexpr std::size_t k_max_quoted = 160;
+    if (out.size() > k_max_quoted) {
+        out.resize(k_max_quoted);
+        out += " …";
+    }
     return out;
 }
 

@@ -499,6 +499,15 @@ TEST(Statement, errors_name_the_database_and_the_sql) {
         EXPECT_EQ(std::string(e.what()).rfind(path + ": ", 0), 0U) << e.what();
         EXPECT_NE(std::string(e.what()).find("nowhere"), std::string::npos) << e.what();
     }
+    try {  // a long statement is quoted only as far as a line can hold
+        std::string sql = "SELECT 1";
+        for (int i = 0; i < 100; ++i) sql += ", nothing" + std::to_string(i);
+        static_cast<void>(db.prepare(sql + " FROM nowhere"));
+        FAIL() << "bad SQL prepared";
+    } catch (const Error& e) {
+        EXPECT_LT(std::string(e.what()).size(), 400U) << e.what();
+        EXPECT_NE(std::string(e.what()).find("SELECT 1, nothing0"), std::string::npos) << e.what();
+    }
     db.exec("CREATE TABLE t (x INTEGER NOT NULL)");
     Statement insert = db.prepare("INSERT INTO t VALUES (?1)");
     insert.bind_null(1);
