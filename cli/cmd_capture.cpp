@@ -168,6 +168,8 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         sp.netns = netns_label(r, p.netns);
         sp.ifname = p.link.ifname;
         sp.role = to_string(p.role);
+        sp.role_evidence = "live topology";
+        for (const auto& address : p.link.addresses) sp.addresses += (sp.addresses.empty() ? "" : " ") + address;
         sp.ifindex = p.link.ifindex;
         sp.source = "live";
         sp.link_type = static_cast<std::uint32_t>(LinkType::ethernet);

@@ -41,9 +41,6 @@ struct MatchOptions {
     // micro- to milliseconds; TCP's minimum retransmission timeout (200 ms) is well above, so a
     // retransmission never extends the journey of the segment it repeats.
     std::int64_t max_hop_gap_ns = 100'000'000;
-    // Bound on the open journeys examined per sighting within one fingerprint group. It keeps matching
-    // linear even for floods of identical packets; candidates are examined oldest first.
-    std::size_t max_candidates = 256;
     // Points that are a container's own interface (role container). A packet seen at one container's
     // interface and then at another's crossed no router: its tuple cannot have been rewritten in between.
     std::unordered_set<std::uint32_t> container_points;
@@ -54,6 +51,11 @@ struct MatchOptions {
     // whole window.
     std::int64_t capture_start_ns = 0;
     std::int64_t capture_stop_ns = 0;
+    // NAT translations the kernel reported (conntrack entries of a live capture): original tuple -> translated.
+    std::vector<std::pair<Tuple, Tuple>> known_translations;
+    // Points that hold several interfaces' copies of one packet without saying which (tcpdump -i any in Linux
+    // cooked v1): the same packet seen again there is a copy, not a duplicate.
+    std::unordered_set<std::uint32_t> merged_points;
 };
 
 // Journeys in compressed form: journey j's sightings (indexes into the input span, in time order) are
@@ -62,6 +64,10 @@ struct MatchOptions {
 struct Journeys {
     std::vector<std::uint32_t> offsets;  // size() == count() + 1
     std::vector<std::uint32_t> members;
+    // Per journey: 1 when one of its sightings could have continued another journey just as well (a different
+    // origin, nothing to tell them apart), so which one it joined was not decided by the evidence. Filled by
+    // match(); empty means none.
+    std::vector<std::uint8_t> ambiguous;
 
     [[nodiscard]] std::size_t count() const noexcept { return offsets.empty() ? 0 : offsets.size() - 1; }
     [[nodiscard]] std::span<const std::uint32_t> of(std::size_t j) const noexcept {
@@ -69,14 +75,17 @@ struct Journeys {
     }
 };
 
-// Groups sightings by fingerprint and, inside a group, assigns each sighting (in time order) to an open
-// journey of that group that (1) has no sighting at this point yet, (2) saw the packet at most
-// max_hop_gap_ns earlier, (3) was last seen at a point adjacent to this one — adjacency is learned from
-// groups that are unambiguous; while nothing is learned every pair counts as adjacent — and (4) is
-// consistent with the tuples: the translation learned for the flow (from unambiguous groups), or the same
-// tuple, or one NAT step (one side rewritten, never between two container points) — in that order of
-// preference, oldest journey first among equals. A sighting with no such journey starts one.
-// Every sighting with fingerprint != 0 ends up in exactly one journey; fingerprint 0 (not IP) in none.
+// Groups sightings by fingerprint and, inside a group, assigns each sighting (in time order; equal times by TTL,
+// then role) to an open journey of that group that (1) has no sighting at this point yet, (2) saw the packet at
+// most max_hop_gap_ns earlier, (3) stays a walk along the topology with it (roles: outward container → veth →
+// bridge → uplink, inward, or container to container across a bridge; never back in from the uplink), (4) never
+// gains TTL, and (5) is consistent with the tuples: the learned translation (conntrack, unambiguous groups), or
+// the same tuple (an L2 step keeps the TTL, a routed one drops it), or one NAT step on a routed step (the TTL
+// drops; ports kept preferred to ports rewritten) — in that order of preference. Among equally good journeys of
+// one origin (last point and tuple) the first to get there wins; equally good journeys of different origins
+// make the choice undecidable: the oldest takes the sighting and all of them are flagged (Journeys::ambiguous).
+// No bound on the candidates: open journeys are indexed by their latest tuple. A sighting with no such journey
+// starts one. Every sighting with fingerprint != 0 ends up in exactly one journey; fingerprint 0 (not IP) none.
 Journeys match(std::span<const Sighting> sightings, const MatchOptions& options = {});
 
 }  // namespace hoptrace::correlate

@@ -104,7 +104,7 @@ int exec_raw(sqlite3* db, const std::string& sql, std::string& error) {
 }
 
 constexpr const char* k_point_columns =
-    "id, name, netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, note";
+    "id, name, netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, note, role_evidence, addresses";
 
 Point read_point(const Statement& stmt) {
     Point point;
@@ -122,10 +122,12 @@ Point read_point(const Statement& stmt) {
         point.path_order = static_cast<int>(stmt.column_int(10));
     }
     point.note = stmt.column_text(11);
+    point.role_evidence = stmt.column_text(12);
+    point.addresses = stmt.column_text(13);
     return point;
 }
 
-// Binds every column but id and name, as parameters 1..10 in k_point_columns order.
+// Binds every column but id and name, as parameters 1..10, 12 (role_evidence) and 13 (addresses).
 void bind_point_fields(Statement& stmt, const Point& point) {
     stmt.bind(1, std::string_view(point.netns))
         .bind(2, std::string_view(point.ifname))
@@ -141,6 +143,8 @@ void bind_point_fields(Statement& stmt, const Point& point) {
         stmt.bind_null(9);
     }
     stmt.bind(10, std::string_view(point.note));
+    stmt.bind(12, std::string_view(point.role_evidence));
+    stmt.bind(13, std::string_view(point.addresses));
 }
 
 // What an existing file holds, read before we change anything in it (a foreign SQLite file must not be
@@ -406,6 +410,14 @@ void migrate(sqlite3* db, const std::string& name, int from_version) {
             "ALTER TABLE journeys ADD COLUMN relation TEXT;"
             "ALTER TABLE losses ADD COLUMN cause TEXT NOT NULL DEFAULT 'dropped';";
     }
+    if (from_version < 3) {
+        sql +=
+            "ALTER TABLE points ADD COLUMN role_evidence TEXT NOT NULL DEFAULT '';"
+            "ALTER TABLE points ADD COLUMN addresses TEXT NOT NULL DEFAULT '';"
+            "ALTER TABLE packets ADD COLUMN frag_offset INTEGER NOT NULL DEFAULT 0;"
+            "ALTER TABLE packets ADD COLUMN icmp_mtu INTEGER;"
+            "ALTER TABLE journeys ADD COLUMN ambiguous INTEGER NOT NULL DEFAULT 0;";
+    }
     sql += concat("PRAGMA user_version = ", std::to_string(k_schema_version), ";");
     exec_or_fail(db, name, "BEGIN IMMEDIATE", "cannot upgrade the schema");
     std::string error;
@@ -467,7 +479,8 @@ std::int64_t Database::add_point(const Point& point) {
     // RETURNING instead of sqlite3_last_insert_rowid(): the writer thread may insert on this connection in between.
     Statement stmt = prepare(
         "INSERT INTO points (netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, "
-        "note, name) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id");
+        "note, name, role_evidence, addresses) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
+        "RETURNING id");
     bind_point_fields(stmt, point);
     stmt.bind(11, std::string_view(point.name));
     int rc = SQLITE_OK;
@@ -521,7 +534,8 @@ std::vector<Point> Database::points() const {
 void Database::update_point(const Point& point) {
     Statement stmt = prepare(
         "UPDATE points SET netns = ?1, ifname = ?2, role = ?3, ifindex = ?4, link_type = ?5, source = ?6, "
-        "packets = ?7, kernel_drops = ?8, path_order = ?9, note = ?10 WHERE id = ?11 RETURNING id");
+        "packets = ?7, kernel_drops = ?8, path_order = ?9, note = ?10, role_evidence = ?12, addresses = ?13 "
+        "WHERE id = ?11 RETURNING id");
     bind_point_fields(stmt, point);
     stmt.bind(11, point.id);
     int rc = SQLITE_OK;

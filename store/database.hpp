@@ -44,6 +44,8 @@ struct Point {
     std::uint64_t kernel_drops = 0;
     std::optional<int> path_order;
     std::string note;
+    std::string role_evidence;   // how the role was found ("live topology", "given", "name veth…", "traffic: …")
+    std::string addresses;       // the interface's addresses ("172.17.0.1/16 fd00:17::1/64"), live captures
 };
 
 class Statement {

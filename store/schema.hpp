@@ -4,7 +4,7 @@
 
 namespace hoptrace::store {
 
-inline constexpr int k_schema_version = 2;
+inline constexpr int k_schema_version = 3;
 
 inline constexpr const char* k_schema_sql = R"sql(
 CREATE TABLE IF NOT EXISTS meta (
@@ -23,7 +23,9 @@ CREATE TABLE IF NOT EXISTS points (
   packets       INTEGER NOT NULL DEFAULT 0,      -- sightings stored for this point
   kernel_drops  INTEGER NOT NULL DEFAULT 0,      -- pcap_stats ps_drop (live capture only)
   path_order    INTEGER,                         -- position on the path, set by correlate (0 = innermost)
-  note          TEXT NOT NULL DEFAULT ''
+  note          TEXT NOT NULL DEFAULT '',
+  role_evidence TEXT NOT NULL DEFAULT '',        -- how the role was found: live topology, given, name, traffic (v3)
+  addresses     TEXT NOT NULL DEFAULT ''         -- the interface's addresses, "172.17.0.1/16 fd00:17::1/64" (live, v3)
 );
 CREATE TABLE IF NOT EXISTS packets (
   id             INTEGER PRIMARY KEY,
@@ -63,6 +65,8 @@ CREATE TABLE IF NOT EXISTS packets (
   fingerprint    INTEGER NOT NULL,               -- 64-bit, stored as a signed integer
   journey_id     INTEGER,                        -- set by correlate
   hop            INTEGER,                        -- 0-based position of this sighting in its journey
+  frag_offset    INTEGER NOT NULL DEFAULT 0,     -- IP fragment offset in bytes (v3)
+  icmp_mtu       INTEGER,                        -- next-hop MTU of frag-needed / packet-too-big (v3)
   raw            BLOB NOT NULL                   -- the frame, up to the snap length
 );
 CREATE TABLE IF NOT EXISTS flows (
@@ -92,7 +96,8 @@ CREATE TABLE IF NOT EXISTS journeys (
   first_ts_ns   INTEGER NOT NULL,
   last_ts_ns    INTEGER NOT NULL,
   related_id    INTEGER REFERENCES journeys(id), -- the journey this one answers / repeats / is a segment of (v2)
-  relation      TEXT                            -- answers | repeats | segment-of (v2)
+  relation      TEXT,                           -- answers | repeats | segment-of | fragment-of | reassembly-of | copy-of
+  ambiguous     INTEGER NOT NULL DEFAULT 0      -- 1: a sighting could have continued another journey too (v3)
 );
 CREATE TABLE IF NOT EXISTS nat_rewrites (
   id            INTEGER PRIMARY KEY,

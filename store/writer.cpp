@@ -23,8 +23,9 @@ constexpr std::uint8_t k_proto_icmpv6 = 58;
 constexpr const char* k_packet_columns =
     "point_id, ts_ns, cap_len, wire_len, direction, flags, ethertype, vlan, ip_version, proto, src, dst, sport, "
     "dport, ip_id, ttl, ip_len, icmp_type, icmp_code, icmp_id, icmp_seq, tcp_seq, tcp_ack, tcp_flags, payload_len, "
-    "inner_proto, inner_src, inner_dst, inner_sport, inner_dport, inner_ttl, inner_ip_id, inner_seq, fingerprint, raw";
-constexpr int k_insert_parameters = 35;
+    "inner_proto, inner_src, inner_dst, inner_sport, inner_dport, inner_ttl, inner_ip_id, inner_seq, fingerprint, raw, "
+    "frag_offset, icmp_mtu";
+constexpr int k_insert_parameters = 37;
 
 // Rows per execution of the multi-row INSERT. Executing a statement has a fixed cost (open a write cursor, seek
 // the table's last row for the new rowid, halt, close, reset) that was about as large as inserting the row
@@ -213,6 +214,12 @@ private:
         }
         b.integer(34, std::bit_cast<std::int64_t>(r.fingerprint));
         b.raw(35, raw);
+        b.integer(36, i64(r.frag_offset));
+        if (r.icmp_mtu != 0) {
+            b.integer(37, i64(r.icmp_mtu));
+        } else {
+            b.null(37);
+        }
     }
 
     // One row's parameters: column c (1-based) of the row is parameter base + c.

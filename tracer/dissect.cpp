@@ -47,6 +47,8 @@ constexpr std::uint8_t k_proto_dstopts = 60;
 
 // Linux packet types as they appear in the cooked headers: PACKET_HOST 0, PACKET_BROADCAST 1,
 // PACKET_MULTICAST 2, PACKET_OTHERHOST 3 (all received), PACKET_OUTGOING 4.
+constexpr std::uint16_t k_packet_broadcast = 1;
+constexpr std::uint16_t k_packet_multicast = 2;
 constexpr std::uint16_t k_packet_otherhost = 3;
 constexpr std::uint16_t k_packet_outgoing = 4;
 
@@ -85,6 +87,9 @@ struct Ipv6Chain {
     std::uint8_t next_header = 0;  // the upper-layer protocol (or the header we could not get past)
     bool fragment = false;         // a fragment header with offset != 0 or M set
     bool later_fragment = false;   // fragment offset != 0: no upper-layer header in this packet
+    bool more_fragments = false;   // M set in the (last) fragment header
+    std::uint16_t frag_offset = 0; // its fragment offset, in bytes
+    std::uint32_t frag_id = 0;     // its identification
 };
 
 // One dissection. Offsets are into the frame bytes. Each header is checked with need() before it is
@@ -143,6 +148,9 @@ private:
         if (!need(0, k_ethernet_header, k_no_limit)) {
             return;
         }
+        if ((u8(m_bytes, 0) & 1U) != 0) {
+            m_rec.flags |= packet_flag::k_link_fan_out;  // group bit of the destination MAC: broadcast or multicast
+        }
         network(be16(m_bytes, 12), k_ethernet_header);
     }
 
@@ -152,6 +160,7 @@ private:
             return;
         }
         set_direction(direction_of_packet_type(be16(m_bytes, 0)));
+        link_fan_out(be16(m_bytes, 0));
         network(be16(m_bytes, 14), k_sll_header);
     }
 
@@ -162,6 +171,7 @@ private:
         }
         m_rec.ifindex = be32(m_bytes, 4);
         set_direction(direction_of_packet_type(u8(m_bytes, 10)));
+        link_fan_out(u8(m_bytes, 10));
         network(be16(m_bytes, 0), k_sll2_header);
     }
 
@@ -180,6 +190,14 @@ private:
                 return;
             default:
                 m_rec.flags |= packet_flag::k_malformed;
+        }
+    }
+
+    // A cooked header keeps no destination address, only the packet type: broadcast (1) or multicast (2) for
+    // frames received; frames sent say "outgoing" whatever their destination.
+    void link_fan_out(std::uint16_t packet_type) noexcept {
+        if (packet_type == k_packet_broadcast || packet_type == k_packet_multicast) {
+            m_rec.flags |= packet_flag::k_link_fan_out;
         }
     }
 
@@ -260,6 +278,10 @@ private:
         if (more_fragments || fragment_offset != 0) {
             m_rec.flags |= packet_flag::k_fragment;
         }
+        if (more_fragments) {
+            m_rec.flags |= packet_flag::k_more_fragments;
+        }
+        m_rec.frag_offset = static_cast<std::uint16_t>(fragment_offset * 8U);
         if (fragment_offset != 0) {
             return;  // no transport header in a later fragment
         }
@@ -290,6 +312,9 @@ private:
                 // fragment offset (13 bits) | reserved (2) | M (1)
                 const std::uint16_t offset_and_m = be16(m_bytes, offset + 2);
                 chain.fragment = chain.fragment || (offset_and_m & 0xfff9) != 0;
+                chain.more_fragments = (offset_and_m & 1U) != 0;
+                chain.frag_offset = static_cast<std::uint16_t>(offset_and_m & 0xfff8);
+                chain.frag_id = be32(m_bytes, offset + 4);
                 next_header = u8(m_bytes, offset);
                 offset += 8;
                 if ((offset_and_m & 0xfff8) != 0) {
@@ -338,6 +363,11 @@ private:
         m_rec.proto = chain.next_header;
         if (chain.fragment) {
             m_rec.flags |= packet_flag::k_fragment;
+            m_rec.ip_id = static_cast<std::uint16_t>(chain.frag_id);
+            m_rec.frag_offset = chain.frag_offset;
+            if (chain.more_fragments) {
+                m_rec.flags |= packet_flag::k_more_fragments;
+            }
         }
         if (!chain.complete || chain.later_fragment) {
             return;
@@ -392,6 +422,13 @@ private:
             m_rec.sport = m_rec.icmp_id;
             m_rec.dport = m_rec.icmp_id;
         } else if (error) {
+            // The next-hop MTU: ICMP destination unreachable, fragmentation needed (RFC 1191: bytes 6-7) and
+            // ICMPv6 packet too big (RFC 4443: bytes 4-7).
+            if (proto == k_proto_icmp && type == 3 && m_rec.icmp_code == 4) {
+                m_rec.icmp_mtu = be16(m_bytes, offset + 6);
+            } else if (proto != k_proto_icmp && type == 2) {
+                m_rec.icmp_mtu = be32(m_bytes, offset + 4);
+            }
             if (proto == k_proto_icmp) {
                 quoted_ipv4(offset + k_icmp_header, end);
             } else {

@@ -43,6 +43,12 @@ std::uint64_t fingerprint(const PacketRecord& record, std::span<const std::uint8
     h.add_int(record.proto);
     h.add_int(record.ip_id);
     h.add_int(record.ip_len);
+    if ((record.flags & packet_flag::k_fragment) != 0) {
+        // The fragments of one datagram share its id (and, after the first, their length); the offset tells them
+        // apart. Hashed for fragments only, so whole packets keep the fingerprints older databases stored.
+        h.add_int(record.frag_offset);
+        h.add_int(static_cast<std::uint8_t>((record.flags & packet_flag::k_more_fragments) != 0));
+    }
     h.add_int(record.icmp_type);
     h.add_int(record.icmp_code);
     h.add_int(record.icmp_seq);

@@ -53,6 +53,8 @@ inline constexpr std::uint32_t k_fragment = 1U << 3;       // an IP fragment (of
 inline constexpr std::uint32_t k_icmp_error = 1U << 4;     // ICMP(v6) error; inner_* describe the quoted packet
 inline constexpr std::uint32_t k_vlan = 1U << 5;           // at least one 802.1Q/802.1ad tag was removed
 inline constexpr std::uint32_t k_snapped = 1U << 6;        // caplen < wirelen (payload cut by the snap length)
+inline constexpr std::uint32_t k_more_fragments = 1U << 7; // an IP fragment with MF set (more follow)
+inline constexpr std::uint32_t k_link_fan_out = 1U << 8;   // link-layer broadcast or multicast destination
 }  // namespace packet_flag
 
 // One captured frame. `bytes` is a view into the source's buffer: valid only until the source reads the
@@ -86,7 +88,8 @@ struct PacketRecord {
     IpAddr dst;
     std::uint16_t sport = 0;
     std::uint16_t dport = 0;
-    std::uint16_t ip_id = 0;      // IPv4 identification; 0 for IPv6
+    std::uint16_t ip_id = 0;      // IPv4 identification; IPv6: the fragment header's (low 16 bits), else 0
+    std::uint16_t frag_offset = 0; // fragment offset in bytes (0 for the first fragment and for whole packets)
     std::uint32_t ip_len = 0;     // IPv4 total length, or IPv6 payload length + 40 (as on the wire, not caplen)
     std::uint32_t flow_label = 0; // IPv6 only
 
@@ -97,6 +100,7 @@ struct PacketRecord {
     std::uint32_t tcp_seq = 0;
     std::uint32_t tcp_ack = 0;
     std::uint16_t udp_len = 0;
+    std::uint32_t icmp_mtu = 0;   // next-hop MTU of ICMP frag-needed / ICMPv6 packet-too-big, else 0
 
     std::uint32_t l4_offset = 0;      // offset of the transport header in the frame bytes (0 = none)
     std::uint32_t payload_offset = 0; // offset of the transport payload in the frame bytes (0 = none)

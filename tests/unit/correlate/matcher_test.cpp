@@ -22,6 +22,16 @@ Tuple udp(const char* src, std::uint16_t sport, const char* dst, std::uint16_t d
 }
 
 // Points: 1 c1 eth0, 2 c1 veth, 3 docker0, 4 uplink, 5 c2 eth0, 6 c2 veth.
+// The TTL a packet has there, as the lab's kernel sets it: 64 when sent, one less after the host routed it
+// (between docker0 and the uplink). Outward packets go to an outside address, inward ones to a container or to
+// the host's own address.
+std::uint8_t ttl_at(std::uint32_t point, const Tuple& t) {
+    const std::string dst = t.dst.to_string();
+    const bool inward = dst.starts_with("172.17.") || dst.starts_with("192.168.43.");
+    const bool uplink = point == 4;
+    return uplink == inward ? 64 : 63;
+}
+
 struct Builder {
     std::vector<Sighting> sightings;
     std::int64_t next_id = 1;
@@ -32,6 +42,7 @@ struct Builder {
         s.ts_ns = ts_ns;
         s.fingerprint = fp;
         s.tuple = t;
+        s.ttl = ttl_at(point, t);
         sightings.push_back(s);
         return sightings.size() - 1;
     }
@@ -113,16 +124,110 @@ TEST(Matcher, identical_heartbeats_of_two_containers_never_join_across_container
     }
 }
 
-TEST(Matcher, a_hop_between_points_never_seen_next_to_each_other_is_refused) {
+// The lab's roles: 1 c1 eth0, 5 c2 eth0 containers; 2, 6 their veths; 3 docker0; 4 the uplink.
+MatchOptions lab_roles() {
+    MatchOptions options;
+    options.role_rank = {{1, 0}, {5, 0}, {2, 1}, {6, 1}, {3, 2}, {4, 3}};
+    options.container_points = {1, 5};
+    return options;
+}
+
+std::set<std::uint32_t> points_of(const std::vector<Sighting>& s, const Journeys& j, std::size_t k) {
+    std::set<std::uint32_t> points;
+    for (auto i : j.of(k)) points.insert(s[i].point);
+    return points;
+}
+
+TEST(Matcher, identical_datagrams_of_two_containers_20_ms_apart_are_two_walks) {
+    // c1 and c2 send the same datagram (same ports, IP id, payload: one fingerprint), 20 ms apart; the kernel
+    // keeps port 41000 for c1 and gives c2 another. c2's packet must not continue c1's finished journey (from the
+    // uplink back into a container is no path), with roles and, by the TTL alone, without them.
+    const Tuple c1 = udp("172.17.0.2", 41000, "198.51.100.10", 7000);
+    const Tuple c2 = udp("172.17.0.3", 41000, "198.51.100.10", 7000);
+    const Tuple c1_nat = udp("192.168.43.116", 41000, "198.51.100.10", 7000);
+    const Tuple c2_nat = udp("192.168.43.116", 1024, "198.51.100.10", 7000);
+    for (const bool roles : {true, false}) {
+        SCOPED_TRACE(roles ? "with roles" : "without roles");
+        Builder b;
+        b.add(1, 0, 9, c1), b.add(2, 2'000, 9, c1), b.add(3, 2'000, 9, c1), b.add(4, 30'000, 9, c1_nat);
+        b.add(5, 20'000'000, 9, c2), b.add(6, 20'002'000, 9, c2), b.add(3, 20'002'000, 9, c2);
+        b.add(4, 20'030'000, 9, c2_nat);
+        const Journeys j = match(b.sightings, roles ? lab_roles() : MatchOptions{});
+        ASSERT_EQ(j.count(), 2U);
+        EXPECT_EQ(points_of(b.sightings, j, 0), (std::set<std::uint32_t>{1, 2, 3, 4}));
+        EXPECT_EQ(points_of(b.sightings, j, 1), (std::set<std::uint32_t>{5, 6, 3, 4}));
+        EXPECT_EQ(std::count(j.ambiguous.begin(), j.ambiguous.end(), 1), 0);
+    }
+}
+
+TEST(Matcher, hundreds_of_same_shaped_datagrams_in_flight_are_matched_without_a_cap) {
+    // 300 datagrams of one shape (IPv6-like: no IP id, the same length and first payload bytes), ports 30000-30299,
+    // within 100 ms: each crosses the four points and is masqueraded keeping its port. Every one is its own
+    // journey of four sightings, none flagged: the kept port tells them apart at the uplink.
     Builder b;
-    // Distinct packets teach the path c1 eth0 → c1 veth → docker0 → uplink.
-    b.add(1, 1000, 1, k_c1), b.add(2, 1100, 1, k_c1), b.add(3, 1200, 1, k_c1), b.add(4, 1300, 1, k_c1_nat);
-    // Then two equal packets at c1 eth0 (an ambiguous group) and one at point 6, never seen next to c1 eth0.
-    b.add(1, 5000, 7, k_c1);
-    b.add(1, 5050, 7, k_c1);
-    b.add(6, 5100, 7, k_c1);
-    const Journeys j = match(b.sightings);
-    EXPECT_EQ(j.count(), 4U);  // the learned path, and three journeys of one sighting each
+    constexpr int k_n = 300;
+    for (int n = 0; n < k_n; ++n) {
+        const auto port = static_cast<std::uint16_t>(30000 + n);
+        const std::int64_t t = n * 300'000;
+        const Tuple in = udp("172.17.0.2", port, "198.51.100.10", 7000);
+        const Tuple out = udp("192.168.43.116", port, "198.51.100.10", 7000);
+        b.add(1, t, 5, in), b.add(2, t + 1'000, 5, in), b.add(3, t + 1'000, 5, in), b.add(4, t + 40'000'000, 5, out);
+    }
+    const Journeys j = match(b.sightings, lab_roles());
+    ASSERT_EQ(j.count(), static_cast<std::size_t>(k_n));
+    for (std::size_t k = 0; k < j.count(); ++k) {
+        ASSERT_EQ(j.of(k).size(), 4U) << "journey " << k;
+        std::set<std::uint16_t> ports;
+        for (auto i : j.of(k)) ports.insert(b.sightings[i].tuple.sport);
+        EXPECT_EQ(ports.size(), 1U) << "journey " << k << " mixes datagrams";
+    }
+    EXPECT_EQ(std::count(j.ambiguous.begin(), j.ambiguous.end(), 1), 0);
+}
+
+TEST(Matcher, what_nothing_decides_is_flagged_and_never_merged_across_containers) {
+    // c1 and c2 send the same datagram at the same moment, both keep no port (nothing learned, no conntrack): at the
+    // uplink either translation could be either container's. Each container's sightings stay in a journey of their
+    // own; the two uplink sightings are handed out first-in first-out, and both journeys are flagged.
+    const Tuple c1 = udp("172.17.0.2", 41000, "198.51.100.10", 7000);
+    const Tuple c2 = udp("172.17.0.3", 41000, "198.51.100.10", 7000);
+    Builder b;
+    b.add(1, 0, 9, c1), b.add(2, 1'000, 9, c1), b.add(3, 1'000, 9, c1);
+    b.add(5, 500, 9, c2), b.add(6, 1'500, 9, c2), b.add(3, 1'500, 9, c2);
+    b.add(4, 30'000, 9, udp("192.168.43.116", 2000, "198.51.100.10", 7000));
+    b.add(4, 31'000, 9, udp("192.168.43.116", 2001, "198.51.100.10", 7000));
+    const Journeys j = match(b.sightings, lab_roles());
+    ASSERT_EQ(j.count(), 2U);
+    for (std::size_t k = 0; k < 2; ++k) {
+        const auto points = points_of(b.sightings, j, k);
+        EXPECT_FALSE(points.contains(1) && points.contains(5)) << "journey " << k << " merges two containers";
+        EXPECT_EQ(j.ambiguous[k], 1) << "journey " << k;
+    }
+    // The kernel's own conntrack entries decide it: c2 got port 2000.
+    MatchOptions told = lab_roles();
+    told.known_translations = {{c2, udp("192.168.43.116", 2000, "198.51.100.10", 7000)},
+                               {c1, udp("192.168.43.116", 2001, "198.51.100.10", 7000)}};
+    const Journeys k = match(b.sightings, told);
+    ASSERT_EQ(k.count(), 2U);
+    EXPECT_EQ(std::count(k.ambiguous.begin(), k.ambiguous.end(), 1), 0);
+    for (std::size_t n = 0; n < 2; ++n) {
+        std::set<std::uint16_t> ports;
+        for (auto i : k.of(n)) ports.insert(b.sightings[i].tuple.sport);
+        EXPECT_EQ(ports, (b.sightings[k.of(n).front()].tuple.src.to_string() == "172.17.0.3"
+                              ? std::set<std::uint16_t>{41000, 2000}
+                              : std::set<std::uint16_t>{41000, 2001}));
+    }
+}
+
+TEST(Matcher, a_reply_stamped_once_for_three_points_is_still_one_journey) {
+    // Microsecond capture of a reply: docker0, the veth and c1 eth0 share one stamp. Whatever order ties come in,
+    // the reply is one journey (the TTL says it was routed after the uplink).
+    const Tuple out = udp("198.51.100.10", 7000, "192.168.43.116", 41000);
+    const Tuple in = udp("198.51.100.10", 7000, "172.17.0.2", 41000);
+    Builder b;
+    b.add(4, 1'000, 3, out), b.add(1, 5'000, 3, in), b.add(2, 5'000, 3, in), b.add(3, 5'000, 3, in);
+    const Journeys j = match(b.sightings, lab_roles());
+    ASSERT_EQ(j.count(), 1U);
+    EXPECT_EQ(j.of(0).size(), 4U);
 }
 
 TEST(Matcher, never_two_sightings_at_one_point_in_a_journey) {

@@ -190,6 +190,7 @@ struct Upload {
         s.ts_ns = ts_ns;
         s.fingerprint = fp;
         s.tuple = point == 4 ? k_outside : k_inside;
+        s.ttl = point == 4 ? 63 : 64;  // outward: routed (and masqueraded) between docker0 and the uplink
         s.seq = seq;
         s.payload_len = len;
         s.tcp_flags = flags;
@@ -318,7 +319,10 @@ TEST(Segments, a_capture_that_starts_in_the_middle_of_an_upload_still_ties_the_s
         const std::uint64_t fp = u.next_fp++;  // the reply, uplink → docker0 → veth → c1 eth0
         for (std::uint32_t p = 4; p >= 1; --p) u.add(p, t + 50'000 + 1000 * (4 - p), fp, 7, 0, 0x10);
     }
-    for (Sighting& s : u.sightings) s.tuple = s.tcp_flags == 0x10 ? k_inside.reversed() : k_inside;
+    for (Sighting& s : u.sightings) {
+        s.tuple = s.tcp_flags == 0x10 ? k_inside.reversed() : k_inside;
+        if (s.tcp_flags == 0x10) s.ttl = s.point == 4 ? 64 : 63;  // inward: routed after the uplink
+    }
     Journeys j = match(u.sightings, u.options);
     const Analysis a = analyse(u.sightings, j, u.options);
     ASSERT_EQ(a.flows.size(), 1U);

@@ -177,18 +177,24 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
         raw.exec(
             "ALTER TABLE packets DROP COLUMN inner_ip_id; ALTER TABLE packets DROP COLUMN inner_seq;"
             "ALTER TABLE journeys DROP COLUMN related_id; ALTER TABLE journeys DROP COLUMN relation;"
-            "ALTER TABLE losses DROP COLUMN cause; PRAGMA user_version = 1;"
+            "ALTER TABLE losses DROP COLUMN cause;"
+            "ALTER TABLE points DROP COLUMN role_evidence; ALTER TABLE points DROP COLUMN addresses;"
+            "ALTER TABLE packets DROP COLUMN frag_offset; ALTER TABLE packets DROP COLUMN icmp_mtu;"
+            "ALTER TABLE journeys DROP COLUMN ambiguous; PRAGMA user_version = 1;"
             "INSERT INTO flows VALUES (1, 17, 'a', 'b', 1, 2, 'a', 'b', 1, 2, 3, 1, 0, 0);"
             "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (1, 'forward', 1, 1, 3);");
     }
     const Database db = Database::open(path);
-    EXPECT_EQ(scalar(db, "PRAGMA user_version"), 2);
+    EXPECT_EQ(scalar(db, "PRAGMA user_version"), k_schema_version);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE name = 'c-eth0'"), 1);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM losses WHERE cause = 'dropped' AND count = 3"), 1);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('packets') WHERE name IN ('inner_ip_id', 'inner_seq')"), 2);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('journeys') WHERE name IN ('related_id', 'relation')"), 2);
+    EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('packets') WHERE name IN ('frag_offset', 'icmp_mtu')"), 2);
+    EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('journeys') WHERE name = 'ambiguous'"), 1);
+    EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE role_evidence = '' AND addresses = ''"), 1);
     // Opening it again is a no-op.
-    EXPECT_EQ(scalar(Database::open(path), "PRAGMA user_version"), 2);
+    EXPECT_EQ(scalar(Database::open(path), "PRAGMA user_version"), k_schema_version);
 }
 
 TEST(Database, newer_schema_version_is_refused_with_upgrade_hint) {

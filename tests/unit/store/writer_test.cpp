@@ -124,7 +124,7 @@ std::map<std::string, Value> read_row(const Database& db, std::int64_t ts_ns) {
 
 void expect_row(const std::map<std::string, Value>& actual, const std::map<std::string, Value>& expected,
                 const char* what) {
-    ASSERT_EQ(actual.size(), 38U) << what;  // every column of `packets`, checked one by one
+    ASSERT_EQ(actual.size(), 40U) << what;  // every column of `packets`, checked one by one
     ASSERT_EQ(expected.size(), actual.size() - 1) << what << ": the test must state every column but id";
     for (const auto& [column, value] : expected) {
         const auto it = actual.find(column);
@@ -298,7 +298,7 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
          {"icmp_seq", 7},       {"tcp_seq", null},     {"tcp_ack", null},      {"tcp_flags", null},
          {"payload_len", 56},   {"inner_proto", null}, {"inner_src", null},    {"inner_dst", null},
          {"inner_sport", null}, {"inner_dport", null}, {"inner_ttl", null},    {"inner_ip_id", null}, {"inner_seq", null}, {"fingerprint", 0x0123'4567'89ab'cdefLL},
-         {"journey_id", null},  {"hop", null},         {"raw", blob(echo_raw)}},
+         {"journey_id", null},  {"hop", null}, {"frag_offset", 0}, {"icmp_mtu", null},         {"raw", blob(echo_raw)}},
         "icmp echo");
     expect_row(read_row(db, tcp.ts_ns),
                {{"point_id", u},
@@ -336,7 +336,7 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"inner_seq", null},
                 {"fingerprint", static_cast<std::int64_t>(-0x0123'4567'89ab'cdf0LL)},
                 {"journey_id", null},
-                {"hop", null},
+                {"hop", null}, {"frag_offset", 0}, {"icmp_mtu", null},
                 {"raw", blob(tcp_raw)}},
                "tcp over ipv6");
     expect_row(read_row(db, udp.ts_ns),
@@ -348,7 +348,7 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"icmp_seq", null},    {"tcp_seq", null},     {"tcp_ack", null},     {"tcp_flags", null},
                 {"payload_len", 18},   {"inner_proto", null}, {"inner_src", null},   {"inner_dst", null},
                 {"inner_sport", null}, {"inner_dport", null}, {"inner_ttl", null},   {"inner_ip_id", null}, {"inner_seq", null}, {"fingerprint", 1},
-                {"journey_id", null},  {"hop", null},         {"raw", blob(udp_raw)}},
+                {"journey_id", null},  {"hop", null}, {"frag_offset", 0}, {"icmp_mtu", null},         {"raw", blob(udp_raw)}},
                "udp with vlan");
     expect_row(read_row(db, error.ts_ns),
                {{"point_id", u},
@@ -386,7 +386,7 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"inner_seq", null},
                 {"fingerprint", INT64_MIN},
                 {"journey_id", null},
-                {"hop", null},
+                {"hop", null}, {"frag_offset", 0}, {"icmp_mtu", null},
                 {"raw", blob(error_raw)}},
                "icmp time exceeded");
     expect_row(read_row(db, error6.ts_ns),
@@ -425,7 +425,7 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"inner_seq", null},
                 {"fingerprint", 5},
                 {"journey_id", null},
-                {"hop", null},
+                {"hop", null}, {"frag_offset", 0}, {"icmp_mtu", null},
                 {"raw", blob(error6_raw)}},
                "icmpv6 error without a readable quote");
     expect_row(read_row(db, arp.ts_ns),
@@ -464,7 +464,7 @@ TEST(Writer, every_column_and_the_raw_bytes_round_trip_with_null_rules) {
                 {"inner_seq", null},
                 {"fingerprint", 0},
                 {"journey_id", null},
-                {"hop", null},
+                {"hop", null}, {"frag_offset", 0}, {"icmp_mtu", null},
                 {"raw", std::string("blob:")}},
                "arp");
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM packets WHERE ts_ns = " + std::to_string(arp.ts_ns) +

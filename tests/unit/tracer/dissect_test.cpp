@@ -53,7 +53,7 @@ TEST(DissectEthernet, arp_is_recorded_as_not_ip) {
     const auto frames = read_frames("eth_ipv4.pcap");
     const PacketRecord r = frame_no(frames, 4).record();
     EXPECT_EQ(r.ethertype, 0x0806);
-    EXPECT_EQ(r.flags, packet_flag::k_not_ip);
+    EXPECT_EQ(r.flags, packet_flag::k_not_ip | packet_flag::k_link_fan_out);  // an ARP request goes to ff:ff:…
     EXPECT_EQ(r.ip_version, 0);
     EXPECT_TRUE(r.src.empty());
     EXPECT_EQ(r.fingerprint, 0U);
@@ -140,7 +140,8 @@ TEST(DissectEthernet, tcp_syn_and_data) {
 TEST(DissectEthernet, ipv4_fragments) {
     const auto frames = read_frames("eth_ipv4.pcap");
     const PacketRecord first = frame_no(frames, 26).record();  // MF set, offset 0: the ICMP header is here
-    EXPECT_EQ(first.flags, packet_flag::k_fragment);
+    EXPECT_EQ(first.flags, packet_flag::k_fragment | packet_flag::k_more_fragments);
+    EXPECT_EQ(first.frag_offset, 0U);
     EXPECT_EQ(first.ip_id, 0xcadd);
     EXPECT_EQ(first.ip_len, 1500U);
     EXPECT_EQ(first.icmp_type, 8);
@@ -149,6 +150,7 @@ TEST(DissectEthernet, ipv4_fragments) {
 
     const PacketRecord later = frame_no(frames, 27).record();  // offset 185 * 8: no transport header
     EXPECT_EQ(later.flags, packet_flag::k_fragment);
+    EXPECT_EQ(later.frag_offset, 185U * 8);
     EXPECT_EQ(later.ip_id, 0xcadd);
     EXPECT_EQ(later.ip_len, 548U);
     EXPECT_EQ(later.proto, 1);
@@ -218,7 +220,8 @@ TEST(DissectIpv6, udp_and_tcp) {
 TEST(DissectIpv6, fragment_headers_are_skipped) {
     const auto frames = read_frames("eth_ipv6.pcap");
     const PacketRecord first = frame_no(frames, 21).record();  // offset 0, M=1: ICMPv6 header follows
-    EXPECT_EQ(first.flags, packet_flag::k_fragment);
+    EXPECT_EQ(first.flags, packet_flag::k_fragment | packet_flag::k_more_fragments);
+    EXPECT_EQ(first.frag_offset, 0U);
     EXPECT_EQ(first.proto, 58);  // the upper layer, not 44
     EXPECT_EQ(first.ip_len, 1456U + 40U);
     EXPECT_EQ(first.l4_offset, 14U + 40U + 8U);
@@ -227,6 +230,8 @@ TEST(DissectIpv6, fragment_headers_are_skipped) {
 
     const PacketRecord later = frame_no(frames, 22).record();  // offset 181 * 8
     EXPECT_EQ(later.flags, packet_flag::k_fragment);
+    EXPECT_EQ(later.frag_offset, 181U * 8);
+    EXPECT_EQ(later.ip_id, first.ip_id);  // the fragment header's identification, shared by the datagram
     EXPECT_EQ(later.proto, 58);
     EXPECT_EQ(later.ip_len, 568U + 40U);
     EXPECT_EQ(later.icmp_type, 0);
@@ -236,7 +241,7 @@ TEST(DissectIpv6, fragment_headers_are_skipped) {
 TEST(DissectIpv6, hop_by_hop_header_is_skipped) {
     const auto frames = read_frames("eth_ipv6.pcap");
     const PacketRecord mld = frame_no(frames, 25).record();  // MLDv2 report behind a hop-by-hop header
-    EXPECT_EQ(mld.flags, 0U);
+    EXPECT_EQ(mld.flags, packet_flag::k_link_fan_out);  // to the MLDv2 group 33:33:00:00:00:16
     EXPECT_EQ(mld.proto, 58);
     EXPECT_EQ(mld.ttl, 1);
     EXPECT_EQ(mld.icmp_type, 143);
@@ -254,7 +259,7 @@ TEST(DissectIpv6, hop_by_hop_header_is_skipped) {
 TEST(DissectVlan, single_802_1q_tag) {
     const auto frames = read_frames("vlan.pcap");
     const PacketRecord arp = frame_no(frames, 1).record();
-    EXPECT_EQ(arp.flags, packet_flag::k_vlan | packet_flag::k_not_ip);
+    EXPECT_EQ(arp.flags, packet_flag::k_vlan | packet_flag::k_not_ip | packet_flag::k_link_fan_out);
     EXPECT_EQ(arp.vlan, 100);
     EXPECT_EQ(arp.ethertype, 0x0806);
 

@@ -56,6 +56,8 @@ const std::vector<std::string> k_fields = {
     "icmpv6.echo.sequence_number",
     "ipv6.fraghdr.offset",
     "ipv6.fraghdr.more",
+    "ipv6.fraghdr.ident",
+    "eth.dst.ig",
 };
 
 class Row {
@@ -97,6 +99,9 @@ TEST_P(TsharkCrossCheck, every_frame_matches_tshark) {
         EXPECT_EQ(r.wire_len, t.num("frame.len"));
         EXPECT_EQ(r.cap_len, t.num("frame.cap_len"));
         EXPECT_EQ(f.interface, t.has("frame.interface_id") ? t.num("frame.interface_id") : 0);
+        if (t.has("eth.dst.ig")) {  // the group bit of the destination MAC: broadcast or multicast
+            EXPECT_EQ((r.flags & packet_flag::k_link_fan_out) != 0, t.first("eth.dst.ig") == "1");
+        }
         if (t.has("frame.packet_flags_direction")) {
             EXPECT_EQ(static_cast<unsigned>(r.direction), t.num("frame.packet_flags_direction"));
         }
@@ -126,6 +131,8 @@ TEST_P(TsharkCrossCheck, every_frame_matches_tshark) {
             EXPECT_EQ(r.proto, t.num("ip.proto"));
             const bool fragment = t.first("ip.flags.mf") == "1" || t.num("ip.frag_offset") != 0;
             EXPECT_EQ((r.flags & packet_flag::k_fragment) != 0, fragment);
+            EXPECT_EQ((r.flags & packet_flag::k_more_fragments) != 0, t.first("ip.flags.mf") == "1");
+            EXPECT_EQ(r.frag_offset, t.num("ip.frag_offset") * 8);
             EXPECT_EQ(icmp_error, t.twice("ip.src"));  // tshark shows the quoted header as a second ip layer
             if (icmp_error) {
                 EXPECT_EQ(r.inner_ip_version, 4);
@@ -143,10 +150,12 @@ TEST_P(TsharkCrossCheck, every_frame_matches_tshark) {
             EXPECT_EQ(r.ttl, t.num("ipv6.hlim"));
             EXPECT_EQ(r.ip_len, t.num("ipv6.plen") + 40);
             EXPECT_EQ(r.flow_label, t.num("ipv6.flow"));
-            EXPECT_EQ(r.ip_id, 0);
             const bool fragment = t.first("ipv6.fraghdr.more") == "1" ||
                                   (t.has("ipv6.fraghdr.offset") && t.num("ipv6.fraghdr.offset") != 0);
             EXPECT_EQ((r.flags & packet_flag::k_fragment) != 0, fragment);
+            // A fragment carries the fragment header's identification (low 16 bits) and its offset in bytes.
+            EXPECT_EQ(r.ip_id, fragment ? (t.num("ipv6.fraghdr.ident") & 0xffffU) : 0);
+            EXPECT_EQ(r.frag_offset, fragment ? t.num("ipv6.fraghdr.offset") * 8 : 0);
             EXPECT_EQ(icmp_error, t.twice("ipv6.src"));
             if (icmp_error) {
                 EXPECT_EQ(r.inner_ip_version, 6);
