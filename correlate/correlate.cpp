@@ -15,10 +15,46 @@ bool is_echo(std::uint8_t proto, std::uint8_t type) noexcept {
     return (proto == 1 && (type == 0 || type == 8)) || (proto == 58 && (type == 128 || type == 129));
 }
 
-bool is_fan_out(const IpAddr& dst) noexcept {
-    if (dst.family == 4) return dst.bytes[0] >= 224;  // multicast 224/4, reserved 240/4, broadcast
-    if (dst.family == 6) return dst.bytes[0] == 0xff;
+// Multicast and broadcast are copied to every port: a fan-out, not one packet's path. The link layer says so
+// (a group destination MAC, or a cooked header's broadcast/multicast packet type), which also covers a subnet's
+// directed broadcast (172.17.255.255); the address covers frames whose link layer does not tell.
+bool is_fan_out(const Sighting& s) noexcept {
+    if ((s.flags & packet_flag::k_link_fan_out) != 0) return true;
+    if (s.tuple.dst.family == 4) return s.tuple.dst.bytes[0] >= 224;  // multicast 224/4, reserved 240/4, broadcast
+    if (s.tuple.dst.family == 6) return s.tuple.dst.bytes[0] == 0xff;
     return false;
+}
+
+// IPv6 neighbour discovery and router messages (ICMPv6 133-137) never leave their link: no journey.
+bool is_link_control(const Sighting& s) noexcept {
+    return s.tuple.proto == 58 && s.icmp_type >= 133 && s.icmp_type <= 137;
+}
+
+// The fragments after the first carry no ports: they take their datagram's (the first fragment's at the same
+// point: same source, destination, protocol and IP id), so they belong to its flow.
+void fill_fragment_ports(std::vector<Sighting>& sightings) {
+    struct Key {
+        std::uint32_t point;
+        std::uint8_t proto;
+        IpAddr src;
+        IpAddr dst;
+        std::uint16_t ip_id;
+        bool operator==(const Key&) const = default;
+    };
+    struct KeyHash {
+        std::size_t operator()(const Key& k) const noexcept {
+            return TupleHash{}(Tuple{k.proto, k.src, k.dst, k.ip_id, 0}) ^ (std::size_t{k.point} << 20);
+        }
+    };
+    std::unordered_map<Key, std::pair<std::uint16_t, std::uint16_t>, KeyHash> first;
+    auto key = [](const Sighting& s) { return Key{s.point, s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}; };
+    for (const Sighting& s : sightings)
+        if ((s.flags & packet_flag::k_fragment) != 0 && s.frag_offset == 0)
+            first.insert_or_assign(key(s), std::pair{s.tuple.sport, s.tuple.dport});
+    for (Sighting& s : sightings) {
+        if ((s.flags & packet_flag::k_fragment) == 0 || s.frag_offset == 0) continue;
+        if (const auto it = first.find(key(s)); it != first.end()) std::tie(s.tuple.sport, s.tuple.dport) = it->second;
+    }
 }
 
 class AddressCache {
@@ -40,8 +76,8 @@ std::vector<Sighting> load(store::Database& db) {
     auto q = db.prepare(
         "SELECT id, point_id, ts_ns, fingerprint, flags, proto, src, dst, sport, dport, icmp_type, icmp_code, "
         "icmp_id, inner_proto, inner_src, inner_dst, inner_sport, inner_dport, ttl, tcp_flags, ip_id, "
-        "coalesce(tcp_seq, icmp_seq, 0), coalesce(tcp_ack, 0), payload_len, inner_ip_id, inner_seq "
-        "FROM packets WHERE fingerprint != 0 ORDER BY id");
+        "coalesce(tcp_seq, icmp_seq, 0), coalesce(tcp_ack, 0), payload_len, inner_ip_id, inner_seq, ip_len, "
+        "frag_offset, coalesce(icmp_mtu, 0) FROM packets WHERE fingerprint != 0 ORDER BY id");
     AddressCache addresses;
     while (q.step()) {
         Sighting s;
@@ -78,10 +114,14 @@ std::vector<Sighting> load(store::Database& db) {
         s.seq = static_cast<std::uint32_t>(q.column_int(21));
         s.ack = static_cast<std::uint32_t>(q.column_int(22));
         s.payload_len = static_cast<std::uint32_t>(q.column_int(23));
-        // Multicast and broadcast are copied to every port: a fan-out, not one packet's path. No journeys.
-        if (is_fan_out(s.tuple.dst)) continue;
+        s.ip_len = static_cast<std::uint32_t>(q.column_int(26));
+        s.frag_offset = static_cast<std::uint16_t>(q.column_int(27));
+        s.icmp_mtu = static_cast<std::uint32_t>(q.column_int(28));
+        s.dont_fragment = s.tuple.src.family == 6 || (s.flags & packet_flag::k_dont_fragment) != 0;
+        if (is_fan_out(s) || is_link_control(s)) continue;
         out.push_back(s);
     }
+    fill_fragment_ports(out);
     return out;
 }
 
@@ -129,7 +169,7 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
 
     auto journey = db.prepare(
         "INSERT INTO journeys (id, flow_id, direction, fingerprint, sightings, first_point, last_point, "
-        "first_ts_ns, last_ts_ns, related_id, relation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        "first_ts_ns, last_ts_ns, related_id, relation, ambiguous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     auto packet = db.prepare("UPDATE packets SET journey_id = ?, hop = ? WHERE id = ?");
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
@@ -144,7 +184,8 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
             .bind(6, std::int64_t{first.point})
             .bind(7, std::int64_t{last.point})
             .bind(8, first.ts_ns)
-            .bind(9, last.ts_ns);
+            .bind(9, last.ts_ns)
+            .bind(12, static_cast<std::int64_t>(j < journeys.ambiguous.size() ? journeys.ambiguous[j] : 0));
         if (const JourneyInfo& info = a.journeys[j]; info.relation != Relation::none) {
             journey.bind(10, static_cast<std::int64_t>(info.related + 1)).bind(11, to_string(info.relation));
         } else {
@@ -234,16 +275,54 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
     txn.commit();
 }
 
+// The kernel's own NAT translations, from the conntrack dumps of a live capture: the original tuple becomes the
+// reply tuple reversed. For ICMP echo the id is in sport (the matcher's tuple), and dport is 0.
+std::vector<std::pair<Tuple, Tuple>> kernel_translations(store::Database& db) {
+    std::vector<std::pair<Tuple, Tuple>> out;
+    auto q = db.prepare(
+        "SELECT DISTINCT proto, orig_src, orig_dst, orig_sport, orig_dport, reply_src, reply_dst, reply_sport, "
+        "reply_dport FROM conntrack");
+    AddressCache addresses;
+    while (q.step()) {
+        Tuple original;
+        original.proto = static_cast<std::uint8_t>(q.column_int(0));
+        original.src = addresses.get(q.column_text(1));
+        original.dst = addresses.get(q.column_text(2));
+        original.sport = static_cast<std::uint16_t>(q.column_int(3));
+        Tuple translated;
+        translated.proto = original.proto;
+        translated.src = addresses.get(q.column_text(6));
+        translated.dst = addresses.get(q.column_text(5));
+        if (original.is_icmp()) {
+            translated.sport = static_cast<std::uint16_t>(q.column_int(7));
+        } else {
+            original.dport = static_cast<std::uint16_t>(q.column_int(4));
+            translated.sport = static_cast<std::uint16_t>(q.column_int(8));
+            translated.dport = static_cast<std::uint16_t>(q.column_int(7));
+        }
+        if (original.src.empty() || translated.src.empty() || original == translated) continue;
+        out.emplace_back(original, translated);
+    }
+    return out;
+}
+
 }  // namespace
 
-Summary run(store::Database& db, const MatchOptions& given) {
-    MatchOptions options = given;
+void apply_roles(std::span<const store::Point> points, MatchOptions& options) {
     static const std::unordered_map<std::string, int> k_role_rank{{"container", 0}, {"veth", 1}, {"bridge", 2}, {"uplink", 3}};
-    for (const store::Point& p : db.points()) {
+    constexpr std::uint32_t k_linktype_linux_sll = 113;  // cooked v1: no interface index
+    for (const store::Point& p : points) {
         const auto id = static_cast<std::uint32_t>(p.id);
         if (p.role == "container") options.container_points.insert(id);
         if (const auto it = k_role_rank.find(p.role); it != k_role_rank.end()) options.role_rank[id] = it->second;
+        if (p.link_type == k_linktype_linux_sll) options.merged_points.insert(id);
     }
+}
+
+Summary run(store::Database& db, const MatchOptions& given) {
+    MatchOptions options = given;
+    apply_roles(db.points(), options);
+    options.known_translations = kernel_translations(db);
     // A live capture knows when it stopped: packets that the next point would have seen before then were lost,
     // even when nothing else arrived there afterwards.
     if (auto start = db.meta("capture_start_ns")) options.capture_start_ns = std::stoll(*start);

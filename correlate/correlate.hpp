@@ -20,4 +20,8 @@ struct Summary {
 
 Summary run(store::Database& db, const MatchOptions& options = {});
 
+// What the points' roles tell the matcher: containers, the rank of each role on the path, and the points that
+// merge several interfaces (Linux cooked v1).
+void apply_roles(std::span<const store::Point> points, MatchOptions& options);
+
 }  // namespace hoptrace::correlate

@@ -32,6 +32,10 @@ struct Sighting {
     std::uint32_t payload_len = 0;   // transport payload bytes per the headers
     std::uint32_t inner_seq = 0;     // ICMP errors: the quoted TCP or echo sequence, when has_inner_seq
     std::uint16_t inner_ip_id = 0;   // ICMP errors: the quoted IPv4 identification, when has_inner_ip_id
+    std::uint32_t ip_len = 0;        // IP total length (what a path MTU limits)
+    std::uint16_t frag_offset = 0;   // IP fragment offset in bytes (flags say whether it is a fragment)
+    std::uint32_t icmp_mtu = 0;      // next-hop MTU of frag-needed / packet-too-big, else 0
+    bool dont_fragment = false;      // IPv4 DF (IPv6 never fragments on the way: always true there)
     bool has_inner_seq = false;
     bool has_inner_ip_id = false;
 };

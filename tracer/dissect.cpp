@@ -281,6 +281,9 @@ private:
         if (more_fragments) {
             m_rec.flags |= packet_flag::k_more_fragments;
         }
+        if ((fragment & 0x4000) != 0) {
+            m_rec.flags |= packet_flag::k_dont_fragment;
+        }
         m_rec.frag_offset = static_cast<std::uint16_t>(fragment_offset * 8U);
         if (fragment_offset != 0) {
             return;  // no transport header in a later fragment

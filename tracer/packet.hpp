@@ -55,6 +55,7 @@ inline constexpr std::uint32_t k_vlan = 1U << 5;           // at least one 802.1
 inline constexpr std::uint32_t k_snapped = 1U << 6;        // caplen < wirelen (payload cut by the snap length)
 inline constexpr std::uint32_t k_more_fragments = 1U << 7; // an IP fragment with MF set (more follow)
 inline constexpr std::uint32_t k_link_fan_out = 1U << 8;   // link-layer broadcast or multicast destination
+inline constexpr std::uint32_t k_dont_fragment = 1U << 9;  // IPv4 DF set (IPv6 routers never fragment: not set)
 }  // namespace packet_flag
 
 // One captured frame. `bytes` is a view into the source's buffer: valid only until the source reads the
