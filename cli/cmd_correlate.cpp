@@ -10,23 +10,29 @@ namespace hoptrace::cli {
 int cmd_correlate(const Invocation& inv) {
     std::string db_path;
     double max_gap_ms = 100;
+    std::vector<std::string> role_specs;
     po::options_description options("options");
     options.add_options()
         ("db", po::value(&db_path)->required(), "database written by 'hoptrace import' or 'hoptrace capture'")
         ("max-hop-gap-ms", po::value(&max_gap_ms)->default_value(100),
-         "the longest time one hop may take (ms); sightings further apart are not one journey");
+         "the longest time one hop may take (ms); sightings further apart are not one journey")
+        ("role", po::value(&role_specs)->composing(),
+         "NAME=ROLE: the role of point NAME (container, veth, bridge, uplink, other), replacing the inferred one; "
+         "repeat for several points");
     po::variables_map vm;
     if (!parse(inv, "--db FILE", options, nullptr, vm)) return k_exit_ok;
     if (max_gap_ms <= 0) throw UsageError("--max-hop-gap-ms must be positive");
     store::Database db = open_existing(db_path);
     store_spooled(db, false);
+    apply_given_roles(db, parse_roles(role_specs));
     correlate::MatchOptions match;
     match.max_hop_gap_ns = static_cast<std::int64_t>(max_gap_ms * 1e6);
     const auto s = correlate::run(db, match);
-    std::printf("%llu sightings, %llu journeys, %llu flows, %llu rewrites, %llu losses\n",
+    print_inferred_roles(s);
+    std::printf("%llu sightings, %llu journeys, %llu flows, %llu rewrites, %llu losses, %llu ambiguous journeys\n",
                 static_cast<unsigned long long>(s.sightings), static_cast<unsigned long long>(s.journeys),
                 static_cast<unsigned long long>(s.flows), static_cast<unsigned long long>(s.rewrites),
-                static_cast<unsigned long long>(s.losses));
+                static_cast<unsigned long long>(s.losses), static_cast<unsigned long long>(s.ambiguous));
     return k_exit_ok;
 }
 

@@ -53,6 +53,7 @@ int cmd_import(const Invocation& inv) {
     bool quiet = false;
     double max_gap_ms = 100;
     std::string link_names_ns;
+    std::vector<std::string> role_specs;
     po::options_description options("options");
     options.add_options()
         ("db", po::value(&db_path)->required(), "database file (created if missing; points are added to it)")
@@ -62,6 +63,9 @@ int cmd_import(const Invocation& inv) {
         ("link-names", po::value(&link_names_ns),
          "name the interfaces of Linux cooked v2 captures (tcpdump -i any -y LINUX_SLL2) after the interfaces "
          "of this 'ip netns' namespace, ':' for hoptrace's own (default: NAME/ifINDEX)")
+        ("role", po::value(&role_specs)->composing(),
+         "NAME=ROLE: the role of point NAME (container, veth, bridge, uplink, other); points without one get an "
+         "inferred role, printed on stderr; repeat for several points")
         ("quiet,q", po::bool_switch(&quiet), "no progress or per-file lines on stderr")
         ("file", po::value(&files), "[NAME=]FILE.pcap[ng]: capture files, each becomes a point named NAME "
                                     "(default: the file name without extension)");
@@ -73,6 +77,7 @@ int cmd_import(const Invocation& inv) {
     if (max_gap_ms <= 0) throw UsageError("--max-hop-gap-ms must be positive");
     std::vector<FileSpec> specs;
     for (const auto& f : files) specs.push_back(parse_spec(f));
+    const auto roles = parse_roles(role_specs);
     std::map<std::uint32_t, std::string> link_names;
     if (!link_names_ns.empty()) {
         auto ns = link_names_ns == ":" ? Netns::self() : Netns::by_name(link_names_ns);
@@ -114,15 +119,18 @@ int cmd_import(const Invocation& inv) {
         writer.close();  // everything read is committed, even after an error in a later file
     }
     store_spooled(db, quiet);  // an interrupted capture in the same file: its packets count too
+    apply_given_roles(db, roles);
     db.build_indexes();
     if (!no_correlate) {
         correlate::MatchOptions match;
         match.max_hop_gap_ns = static_cast<std::int64_t>(max_gap_ms * 1e6);
         const auto s = correlate::run(db, match);
+        if (!quiet) print_inferred_roles(s);
         if (!quiet) {
-            std::fprintf(stderr, "correlated %llu sightings into %llu journeys, %llu flows\n",
+            std::fprintf(stderr, "correlated %llu sightings into %llu journeys, %llu flows%s\n",
                          static_cast<unsigned long long>(s.sightings), static_cast<unsigned long long>(s.journeys),
-                         static_cast<unsigned long long>(s.flows));
+                         static_cast<unsigned long long>(s.flows),
+                         s.ambiguous == 0 ? "" : (", " + std::to_string(s.ambiguous) + " journeys ambiguous").c_str());
         }
     }
     return failed ? k_exit_runtime : k_exit_ok;

@@ -33,6 +33,32 @@ store::Database open_existing(const std::string& path) {
     return store::Database::open(path);
 }
 
+std::map<std::string, std::string> parse_roles(const std::vector<std::string>& specs) {
+    std::map<std::string, std::string> roles;
+    for (const std::string& spec : specs) {
+        const auto eq = spec.rfind('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+            throw UsageError("--role '" + spec + "': use NAME=ROLE, ROLE one of container, veth, bridge, uplink, other");
+        roles[spec.substr(0, eq)] = spec.substr(eq + 1);
+    }
+    return roles;
+}
+
+void apply_given_roles(store::Database& db, const std::map<std::string, std::string>& roles) {
+    try {
+        correlate::set_roles(db, roles);
+    } catch (const store::Error& e) {
+        throw UsageError(e.what());
+    }
+}
+
+void print_inferred_roles(const correlate::Summary& summary) {
+    for (std::size_t i = 0; i < summary.inferred.size(); ++i)
+        std::fprintf(stderr, "role: %s = %s (%s); correct it with --role %s=ROLE\n", summary.inferred_names[i].c_str(),
+                     summary.inferred[i].role.c_str(), summary.inferred[i].evidence.c_str(),
+                     summary.inferred_names[i].c_str());
+}
+
 std::uint64_t store_spooled(store::Database& db, bool quiet) {
     const auto spooled = store::spool_size(db);
     if (!spooled.pending && spooled.legacy_frames == 0) return 0;

@@ -3,11 +3,13 @@
 // and returns an exit code; failures are thrown as Fatal (exit 1) or UsageError (exit 2) and turned into
 // one line on stderr by main().
 
+#include "correlate/correlate.hpp"
 #include "store/database.hpp"
 
 #include <boost/program_options.hpp>
 
 #include <stdexcept>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,13 @@ store::Database open_existing(const std::string& path);
 std::uint64_t store_spooled(store::Database& db, bool quiet);
 // The commands that only read (report, export): Fatal saying what to run while frames are still spooled.
 void require_nothing_spooled(const store::Database& db, const std::string& path);
+
+// --role NAME=ROLE options (import, correlate): NAME -> ROLE; UsageError for a malformed one.
+std::map<std::string, std::string> parse_roles(const std::vector<std::string>& specs);
+// Sets them (correlate::set_roles), as a usage error naming the point or role when one is unknown.
+void apply_given_roles(store::Database& db, const std::map<std::string, std::string>& roles);
+// Prints the roles correlate inferred, with their evidence, on stderr (so a user can correct them with --role).
+void print_inferred_roles(const correlate::Summary& summary);
 
 int cmd_import(const Invocation& inv);
 int cmd_correlate(const Invocation& inv);

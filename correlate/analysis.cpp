@@ -78,6 +78,7 @@ void detach_bridges(std::span<const Sighting> sightings, const std::vector<std::
         path.offsets.push_back(static_cast<std::uint32_t>(path.members.size()));
         observed.offsets.push_back(static_cast<std::uint32_t>(observed.members.size()));
     }
+    path.ambiguous = std::move(journeys.ambiguous);
     journeys = std::move(path);
     observers = std::move(observed);
 }

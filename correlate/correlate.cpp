@@ -6,6 +6,7 @@
 #include <array>
 #include <chrono>
 #include <string>
+#include <set>
 #include <unordered_map>
 
 namespace hoptrace::correlate {
@@ -319,21 +320,74 @@ void apply_roles(std::span<const store::Point> points, MatchOptions& options) {
     }
 }
 
+void set_roles(store::Database& db, const std::map<std::string, std::string>& roles) {
+    static const std::set<std::string> k_roles{"container", "veth", "bridge", "uplink", "other"};
+    for (const auto& [name, role] : roles) {
+        if (!k_roles.contains(role))
+            throw store::Error("--role " + name + "=" + role + ": the role is one of container, veth, bridge, uplink, other");
+        auto point = db.find_point(name);
+        if (!point) {
+            std::string known;
+            for (const store::Point& p : db.points()) known += (known.empty() ? "" : ", ") + p.name;
+            throw store::Error(db.path() + ": no point named '" + name + "' (points: " + known + ")");
+        }
+        point->role = role;
+        point->role_evidence = "given (--role)";
+        db.update_point(*point);
+    }
+}
+
+namespace {
+
+// Points whose role nobody stated (imported files) get one inferred from names and traffic; stored with evidence.
+void infer_missing_roles(store::Database& db, std::span<const Sighting> sightings, Summary& summary) {
+    std::vector<store::Point> points = db.points();
+    std::vector<std::uint32_t> ids;
+    std::vector<std::string> names;
+    for (const store::Point& p : points) {
+        ids.push_back(static_cast<std::uint32_t>(p.id));
+        names.push_back(p.ifname.empty() ? p.name : p.name + (p.name.ends_with(p.ifname) ? "" : "/" + p.ifname));
+    }
+    bool needed = false;
+    for (const store::Point& p : points)
+        needed = needed || p.role_evidence.empty() || p.role_evidence.starts_with("inferred");
+    if (!needed) return;
+    const std::vector<RoleGuess> guesses = infer_roles(sightings, ids, names);
+    for (std::size_t i = 0; i < points.size(); ++i) {
+        store::Point& p = points[i];
+        if (!p.role_evidence.empty() && !p.role_evidence.starts_with("inferred")) continue;
+        p.role = guesses[i].role;
+        p.role_evidence = "inferred: " + guesses[i].evidence;
+        db.update_point(p);
+        summary.inferred.push_back(guesses[i]);
+        summary.inferred_names.push_back(p.name);
+    }
+}
+
+}  // namespace
+
 Summary run(store::Database& db, const MatchOptions& given) {
     MatchOptions options = given;
+    Summary summary;
+    std::vector<Sighting> sightings = load(db);
+    infer_missing_roles(db, sightings, summary);
     apply_roles(db.points(), options);
     options.known_translations = kernel_translations(db);
     // A live capture knows when it stopped: packets that the next point would have seen before then were lost,
     // even when nothing else arrived there afterwards.
     if (auto start = db.meta("capture_start_ns")) options.capture_start_ns = std::stoll(*start);
     if (auto stop = db.meta("capture_stop_ns")) options.capture_stop_ns = std::stoll(*stop);
-    const std::vector<Sighting> sightings = load(db);
     Journeys journeys = match(sightings, options);
     const Analysis analysis = analyse(sightings, journeys, options);
     save(db, sightings, journeys, analysis);
     db.build_indexes();
-    return Summary{sightings.size(), journeys.count(), analysis.flows.size(), analysis.rewrites.size(),
-                   analysis.losses.size()};
+    summary.sightings = sightings.size();
+    summary.journeys = journeys.count();
+    summary.flows = analysis.flows.size();
+    summary.rewrites = analysis.rewrites.size();
+    summary.losses = analysis.losses.size();
+    summary.ambiguous = static_cast<std::uint64_t>(std::count(journeys.ambiguous.begin(), journeys.ambiguous.end(), 1));
+    return summary;
 }
 
 }  // namespace hoptrace::correlate

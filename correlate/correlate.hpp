@@ -4,9 +4,13 @@
 // the previous result with an identical one.
 
 #include "correlate/matcher.hpp"
+#include "correlate/roles.hpp"
 #include "store/database.hpp"
 
 #include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
 
 namespace hoptrace::correlate {
 
@@ -16,8 +20,17 @@ struct Summary {
     std::uint64_t flows = 0;
     std::uint64_t rewrites = 0;
     std::uint64_t losses = 0;
+    std::uint64_t ambiguous = 0;         // journeys flagged ambiguous
+    std::vector<RoleGuess> inferred;     // roles inferred for points that had none (names in `inferred_names`)
+    std::vector<std::string> inferred_names;
 };
 
+// Sets the roles a user gave (NAME -> ROLE, ROLE one of container|veth|bridge|uplink|other), evidence "given".
+// Throws store::Error naming an unknown point or role.
+void set_roles(store::Database& db, const std::map<std::string, std::string>& roles);
+
+// Points without a known role (imported files: role_evidence empty or inferred) get an inferred one first
+// (correlate/roles.hpp), stored with its evidence and returned in Summary::inferred.
 Summary run(store::Database& db, const MatchOptions& options = {});
 
 // What the points' roles tell the matcher: containers, the rank of each role on the path, and the points that
