@@ -251,13 +251,15 @@ bool takes_sequence_space(const Sighting& s) noexcept {
 // number unless its super-packet (which starts with the first segment's) was.
 class Relations {
 public:
-    Relations(std::span<const Sighting> sightings, const Journeys& journeys, Analysis& out)
-        : m_sightings(sightings), m_journeys(journeys), m_out(out) {}
+    Relations(std::span<const Sighting> sightings, const Journeys& journeys, Analysis& out, const MatchOptions& options)
+        : m_sightings(sightings), m_journeys(journeys), m_out(out), m_options(options) {}
 
     void run() {
         for (std::uint32_t j = 0; j < m_journeys.count(); ++j) {
             JourneyInfo& info = m_out.journeys[j];
             const Sighting& first = head(j);
+            if (info.relation == Relation::none) link(j, Relation::copy_of, copy_of(j, first));
+            if (info.relation == Relation::none) link_fragments(j, info, first);
             if (info.relation == Relation::none) {
                 if (info.icmp_error) {
                     link(j, Relation::answers, probe_of(info, first));
@@ -277,6 +279,38 @@ public:
     }
 
 private:
+    // At a point that merges interfaces (tcpdump -i any, cooked v1) one packet shows up once per interface it
+    // crossed (its tuple rewritten by NAT between them): a later one with its fingerprint, within the hop gap, is a
+    // copy of the first.
+    std::optional<std::uint32_t> copy_of(std::uint32_t j, const Sighting& s) {
+        if (!m_options.merged_points.contains(s.point)) return std::nullopt;
+        const auto [it, fresh] = m_copies.try_emplace(std::pair{s.point, s.fingerprint}, j);
+        if (fresh) return std::nullopt;
+        if (s.ts_ns - head(it->second).ts_ns > m_options.max_hop_gap_ns) {
+            it->second = j;
+            return std::nullopt;
+        }
+        return it->second;
+    }
+    // Fragments: the first one (offset 0, MF) is the datagram's journey; the later ones are fragments of it (the
+    // same flow, direction and IP id, within the hop gap); a whole datagram with that id, larger than the first
+    // fragment, that turns up within the hop gap is the host's reassembly of them.
+    void link_fragments(std::uint32_t j, const JourneyInfo& info, const Sighting& s) {
+        if (info.icmp_error) return;
+        const FragmentKey k{key(info.flow, info.direction), s.ip_id};
+        const bool fragment = (s.flags & packet_flag::k_fragment) != 0;
+        if (fragment && s.frag_offset == 0) {
+            m_first_fragment.insert_or_assign(k, j);
+            return;
+        }
+        const auto it = m_first_fragment.find(k);
+        if (it == m_first_fragment.end()) return;
+        const Sighting& first = head(it->second);
+        if (s.ts_ns - first.ts_ns > m_options.max_hop_gap_ns) return;
+        if (fragment) link(j, Relation::fragment_of, it->second);
+        else if (s.ip_len > first.ip_len) link(j, Relation::reassembly_of, it->second);
+    }
+
     // How far back a search looks among a flow's journeys: answers follow their probe closely.
     static constexpr std::size_t k_max_search = 4096;
 
@@ -372,9 +406,23 @@ private:
         }
     };
 
+    struct FragmentKey {
+        std::uint64_t flow_direction;
+        std::uint16_t ip_id;
+        bool operator==(const FragmentKey&) const = default;
+    };
+    struct FragmentKeyHash {
+        std::size_t operator()(const FragmentKey& k) const noexcept {
+            return std::hash<std::uint64_t>{}(k.flow_direction * 0x9e3779b97f4a7c15ULL ^ k.ip_id);
+        }
+    };
+
     std::span<const Sighting> m_sightings;
     const Journeys& m_journeys;
     Analysis& m_out;
+    const MatchOptions& m_options;
+    std::map<std::pair<std::uint32_t, std::uint64_t>, std::uint32_t> m_copies;  // (point, fingerprint) -> first
+    std::unordered_map<FragmentKey, std::uint32_t, FragmentKeyHash> m_first_fragment;
     std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> m_sent;  // (flow, direction) -> journeys
     std::unordered_map<DuplicateKey, std::uint32_t, DuplicateKeyHash> m_first;  // non-TCP: first of each fingerprint
     std::unordered_map<std::uint64_t, SentBytes> m_sent_bytes;                  // TCP: sequence ranges sent
@@ -635,53 +683,97 @@ void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& jour
     for (auto& [key, v] : samples) out.hops.push_back(summarise(key, v));
 }
 
-// A journey that ends before the end of its flow's path (in its direction) is lost after its last point —
-// unless the capture at the expected point had not started yet or had already stopped.
+bool inside_network(const IpAddr& a, const std::vector<std::pair<IpAddr, int>>& networks) {
+    for (const auto& [net, prefix] : networks) {
+        if (net.family != a.family) continue;
+        int bits = prefix;
+        bool same = true;
+        for (std::size_t i = 0; i < net.bytes.size() && bits > 0 && same; ++i, bits -= 8) {
+            const auto mask = static_cast<std::uint8_t>(bits >= 8 ? 0xff : 0xff << (8 - bits));
+            same = (net.bytes[i] & mask) == (a.bytes[i] & mask);
+        }
+        if (same) return true;
+    }
+    return false;
+}
+
+// Losses: wherever the path says a packet should appear next and it does not — unless the capture at that point
+// was not running then (a live capture knows its window; for files, the point's first and last packet, or a later
+// packet of the same flow there, prove it was capturing).
+//
+// The path of (flow, direction) is the point sequence of its longest journey, continued by the topology where no
+// journey shows the way: a packet going out to an address that is not inside (a container's, or in a bridge's
+// network) that stops on the bridge was going to the uplink (when there is exactly one), and a reply follows the
+// forward path back. An ICMP error is expected to retrace its probe's path back to the sender.
 void losses(std::span<const Sighting> sightings, const Journeys& journeys, const MatchOptions& options,
             Analysis& out) {
-    // Each point's capture window as its packets show it: a point that started late or stopped early did
-    // not see what passed outside its window, which is not a loss.
     std::unordered_map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> window;  // point -> (first, last)
     for (const Sighting& s : sightings) {
         auto [it, fresh] = window.try_emplace(s.point, s.ts_ns, s.ts_ns);
         if (!fresh) it->second = {std::min(it->second.first, s.ts_ns), std::max(it->second.second, s.ts_ns)};
     }
-    // The path of (flow, direction): the points of its longest journey.
+    auto rank_of = [&](std::uint32_t point) {
+        const auto it = options.role_rank.find(point);
+        return it == options.role_rank.end() ? -1 : it->second;
+    };
+    auto skipped = [&](const JourneyInfo& info) {
+        return info.relation == Relation::copy_of || info.relation == Relation::reassembly_of;
+    };
+    // The latest sighting of each flow at each point: proof that the point was capturing then.
+    std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> flow_seen;  // (flow, point) -> last ts
     std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest;
+    std::set<IpAddr> inside;  // where journeys began inside the host: containers' (and the bridge's) own addresses
     for (std::size_t j = 0; j < journeys.count(); ++j) {
-        if (out.journeys[j].icmp_error) continue;
-        const auto key = std::pair{out.journeys[j].flow, out.journeys[j].direction};
+        const JourneyInfo& info = out.journeys[j];
+        const auto members = journeys.of(j);
+        for (const std::uint32_t m : members) {
+            auto& t = flow_seen[{info.flow, sightings[m].point}];
+            t = std::max(t, sightings[m].ts_ns);
+        }
+        const Sighting& head = sightings[members.front()];
+        if (const int r = rank_of(head.point); r >= 0 && r <= 2) inside.insert(head.tuple.src);
+        if (info.icmp_error || skipped(info)) continue;
+        const auto key = std::pair{info.flow, info.direction};
         auto [it, inserted] = longest.try_emplace(key, j);
-        if (!inserted && journeys.of(j).size() > journeys.of(it->second).size()) it->second = j;
+        if (!inserted && members.size() > journeys.of(it->second).size()) it->second = j;
     }
-    // A flow that never got an answer (no reply, no ICMP error), whose longest path ends on a bridge and whose
-    // destination other traffic reached by the uplink was on its way out: when every packet of it died in the
-    // host (a FORWARD drop), no journey shows the uplink, yet that is where it was expected.
-    std::unordered_set<std::uint32_t> answered;
-    for (const JourneyInfo& info : out.journeys)
-        if (info.direction == FlowDirection::reply || info.icmp_error) answered.insert(info.flow);
-    std::vector<std::uint32_t> uplinks;
+    // The networks behind the bridges: a live capture knows the bridges' addresses; for files, the /24 (IPv4) or
+    // /64 (IPv6) around each address a journey began from inside the host stands in for them.
+    std::vector<std::pair<IpAddr, int>> networks = options.inside_networks;
+    if (networks.empty())
+        for (const IpAddr& a : inside) networks.emplace_back(a, a.family == 4 ? 24 : 64);
+    std::vector<std::uint32_t> by_rank[4];
     for (const auto& [point, rank] : options.role_rank)
-        if (rank == 3) uplinks.push_back(point);
-    // Destinations that other packets were seen leaving by the uplink: traffic to them goes out that way.
-    // Traffic to anything else (a container that was not captured, the host's own bridge address) may end on
-    // the bridge legitimately.
-    std::set<IpAddr> via_uplink;
-    if (uplinks.size() == 1)
-        for (const Sighting& s : sightings)
-            if (s.point == uplinks.front()) via_uplink.insert(s.tuple.dst);
-    auto expected_path = [&](std::uint32_t flow, FlowDirection direction) {
+        if (rank >= 0 && rank <= 3) by_rank[rank].push_back(point);
+    auto points_of = [&](std::size_t j) {
         std::vector<std::uint32_t> path;
-        for (const std::uint32_t m : journeys.of(longest.at({flow, direction}))) path.push_back(sightings[m].point);
-        const auto bridge = options.role_rank.find(path.back());
-        if (direction == FlowDirection::forward && !answered.contains(flow) && uplinks.size() == 1 &&
-            bridge != options.role_rank.end() && bridge->second == 2 &&
-            via_uplink.contains(out.flows[flow].original.dst))
-            path.push_back(uplinks.front());
+        for (const std::uint32_t m : journeys.of(j)) path.push_back(sightings[m].point);
         return path;
     };
-    // What ended a journey early: an ICMP error that answered it, or a continuation as segments (GSO).
-    std::unordered_map<std::uint32_t, LossCause> ended_by;
+    std::map<std::pair<std::uint32_t, FlowDirection>, std::vector<std::uint32_t>> paths;
+    auto expected_path = [&](std::uint32_t flow, FlowDirection direction) -> const std::vector<std::uint32_t>& {
+        const auto key = std::pair{flow, direction};
+        if (auto it = paths.find(key); it != paths.end()) return it->second;
+        std::vector<std::uint32_t> path = points_of(longest.at(key));
+        const Tuple& original = out.flows[flow].original;
+        if (direction == FlowDirection::forward) {
+            // Outward to an outside address: on to the next role while exactly one point has it.
+            const bool outside = !inside.contains(original.dst) && !inside_network(original.dst, networks);
+            for (int r = rank_of(path.back()); outside && r >= 1 && r < 3 && by_rank[r + 1].size() == 1; ++r)
+                path.push_back(by_rank[r + 1].front());
+        } else if (const auto fwd = longest.find({flow, FlowDirection::forward}); fwd != longest.end()) {
+            // A reply retraces the forward path: on from where it stopped along the forward path reversed.
+            std::vector<std::uint32_t> back = points_of(fwd->second);
+            std::reverse(back.begin(), back.end());
+            const auto at = std::find(back.begin(), back.end(), path.back());
+            if (at != back.end())
+                for (auto it = at + 1; it != back.end(); ++it)
+                    if (std::find(path.begin(), path.end(), *it) == path.end()) path.push_back(*it);
+        }
+        return paths.emplace(key, std::move(path)).first->second;
+    };
+    // What ended a journey early: an ICMP error that answered it (and which), or a continuation (GSO segments).
+    std::unordered_map<std::uint32_t, std::pair<LossCause, std::uint32_t>> ended_by;
     std::unordered_set<std::uint32_t> continued;
     for (std::uint32_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
@@ -689,37 +781,57 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         if (info.relation == Relation::answers && info.icmp_error)
             ended_by.try_emplace(info.related, is_time_exceeded(sightings[journeys.of(j).front()])
                                                    ? LossCause::expired
-                                                   : LossCause::rejected);
+                                                   : LossCause::rejected,
+                                 j);
     }
-    std::map<std::pair<std::uint32_t, FlowDirection>, std::vector<std::uint32_t>> paths;
-    std::map<std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t, LossCause>, std::uint64_t> lost;
+    // Whether `expected` was capturing when the journey (first seen at `from`, last at `to`) would have got there.
+    auto was_capturing = [&](std::uint32_t flow, std::uint32_t expected, std::int64_t from, std::int64_t to) {
+        const auto [first_seen, last_seen] = window[expected];
+        const std::int64_t first_ts = options.capture_start_ns != 0 ? std::min(first_seen, options.capture_start_ns)
+                                                                      : first_seen;
+        const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);
+        if (first_ts > from) return false;
+        if (last_ts >= to + options.max_hop_gap_ns) return true;
+        const auto later = flow_seen.find({flow, expected});  // the same flow seen there afterwards
+        return later != flow_seen.end() && later->second > to;
+    };
+    using LossKey = std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t, LossCause>;
+    std::map<LossKey, std::pair<std::uint64_t, std::optional<std::uint32_t>>> lost;  // -> (count, evidence)
     for (std::uint32_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
-        if (info.icmp_error || continued.contains(j)) continue;
-        auto [found, fresh] = paths.try_emplace({info.flow, info.direction});
-        if (fresh) found->second = expected_path(info.flow, info.direction);
-        const std::vector<std::uint32_t>& path = found->second;
+        if (info.icmp_error || skipped(info) || continued.contains(j)) continue;
+        const std::vector<std::uint32_t>& path = expected_path(info.flow, info.direction);
         const auto members = journeys.of(j);
-        if (members.size() >= path.size()) continue;
         const Sighting& last = sightings[members.back()];
-        for (std::size_t i = 0; i + 1 < path.size(); ++i) {
-            if (path[i] != last.point) continue;
-            const std::uint32_t expected = path[i + 1];
-            const auto [first_seen, last_seen] = window[expected];
-            // A live capture knows its window; imported files only show when each point saw something.
-            const std::int64_t first_ts = options.capture_start_ns != 0 ? std::min(first_seen, options.capture_start_ns)
-                                                                          : first_seen;
-            const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);
-            const auto cause = ended_by.find(j);
-            if (first_ts <= sightings[members.front()].ts_ns && last_ts >= last.ts_ns + options.max_hop_gap_ns)
-                ++lost[{info.flow, info.direction, last.point, expected,
-                        cause == ended_by.end() ? LossCause::dropped : cause->second}];
-            break;
-        }
+        const auto at = std::find(path.begin(), path.end(), last.point);
+        if (at == path.end() || at + 1 == path.end()) continue;
+        const std::uint32_t expected = *(at + 1);
+        if (!was_capturing(info.flow, expected, sightings[members.front()].ts_ns, last.ts_ns)) continue;
+        const auto cause = ended_by.find(j);
+        auto& entry = lost[{info.flow, info.direction, last.point, expected,
+                            cause == ended_by.end() ? LossCause::dropped : cause->second.first}];
+        ++entry.first;
+        if (cause != ended_by.end() && !entry.second) entry.second = cause->second.second;
     }
-    for (const auto& [key, n] : lost) {
+    for (const auto& [key, value] : lost) {
         const auto& [flow, dir, after, expected, cause] = key;
-        out.losses.push_back(Loss{flow, dir, after, expected, n, cause});
+        out.losses.push_back(Loss{flow, dir, after, expected, value.first, cause, std::nullopt, value.second});
+    }
+    // ICMP errors on their way back: they retrace the probe's path to its sender.
+    for (std::uint32_t j = 0; j < journeys.count(); ++j) {
+        const JourneyInfo& info = out.journeys[j];
+        if (!info.icmp_error || info.relation != Relation::answers) continue;
+        std::vector<std::uint32_t> back = points_of(info.related);
+        std::reverse(back.begin(), back.end());
+        const auto members = journeys.of(j);
+        const Sighting& first = sightings[members.front()];
+        const Sighting& last = sightings[members.back()];
+        const auto start = std::find(back.begin(), back.end(), first.point);
+        const auto at = std::find(back.begin(), back.end(), last.point);
+        if (start == back.end() || at == back.end() || at < start || at + 1 == back.end()) continue;
+        const std::uint32_t expected = *(at + 1);
+        if (!was_capturing(info.flow, expected, first.ts_ns, last.ts_ns)) continue;
+        out.losses.push_back(Loss{info.flow, info.direction, last.point, expected, 1, LossCause::dropped, j, std::nullopt});
     }
 }
 
@@ -732,6 +844,9 @@ const char* to_string(Relation r) noexcept {
         case Relation::answers: return "answers";
         case Relation::repeats: return "repeats";
         case Relation::segment_of: return "segment-of";
+        case Relation::fragment_of: return "fragment-of";
+        case Relation::reassembly_of: return "reassembly-of";
+        case Relation::copy_of: return "copy-of";
         case Relation::none: break;
     }
     return "";
@@ -766,7 +881,7 @@ Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const 
     }
     count_observers(sightings, out);
     find_segments(sightings, journeys, options, out);
-    Relations(sightings, journeys, out).run();
+    Relations(sightings, journeys, out, options).run();
     rewrites_and_hops(sightings, journeys, out);
     losses(sightings, journeys, options, out);
     return out;

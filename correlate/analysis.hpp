@@ -33,6 +33,9 @@ enum class Relation : std::uint8_t {
     answers,     // an ICMP error to the probe it quotes; an echo reply to its request; a SYN-ACK/RST to its SYN
     repeats,     // a TCP retransmission (same flow, direction and sequence number) or a duplicated packet
     segment_of,  // one of the MTU-sized segments a GSO/TSO super-packet was cut into on its way
+    fragment_of,    // an IP fragment after the first -> the journey of its datagram's first fragment
+    reassembly_of,  // the datagram a host reassembled (br_netfilter, conntrack) -> its first fragment's journey
+    copy_of,        // the same packet again at a point that merges interfaces (tcpdump -i any, cooked v1)
 };
 const char* to_string(Relation r) noexcept;  // "" for none
 
@@ -80,6 +83,11 @@ struct Loss {
     std::uint32_t expected_point = 0;
     std::uint64_t count = 0;
     LossCause cause = LossCause::dropped;
+    // An ICMP error (the journey, an index) that died on its way back to the probe's sender; nullopt for a loss of
+    // the flow's own packets.
+    std::optional<std::uint32_t> icmp_error;
+    // The ICMP error journey that explains a rejected/expired loss (one of them), when any.
+    std::optional<std::uint32_t> evidence;
 };
 
 struct Analysis {

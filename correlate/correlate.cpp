@@ -7,6 +7,7 @@
 #include <chrono>
 #include <string>
 #include <set>
+#include <sstream>
 #include <unordered_map>
 
 namespace hoptrace::correlate {
@@ -251,8 +252,8 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
     }
 
     auto loss = db.prepare(
-        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause) "
-        "VALUES (?, ?, ?, ?, ?, ?)");
+        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause, error_journey, evidence_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     for (const Loss& l : a.losses) {
         loss.bind(1, static_cast<std::int64_t>(l.flow + 1))
             .bind(2, to_string(l.direction))
@@ -260,6 +261,10 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
             .bind(4, std::int64_t{l.expected_point})
             .bind(5, static_cast<std::int64_t>(l.count))
             .bind(6, to_string(l.cause));
+        if (l.icmp_error) loss.bind(7, static_cast<std::int64_t>(*l.icmp_error + 1));
+        else loss.bind_null(7);
+        if (l.evidence) loss.bind(8, static_cast<std::int64_t>(*l.evidence + 1));
+        else loss.bind_null(8);
         loss.run();
         loss.reset();
     }
@@ -317,6 +322,14 @@ void apply_roles(std::span<const store::Point> points, MatchOptions& options) {
         if (p.role == "container") options.container_points.insert(id);
         if (const auto it = k_role_rank.find(p.role); it != k_role_rank.end()) options.role_rank[id] = it->second;
         if (p.link_type == k_linktype_linux_sll) options.merged_points.insert(id);
+        if (p.role != "bridge") continue;
+        std::istringstream words(p.addresses);
+        for (std::string cidr; words >> cidr;) {
+            const auto slash = cidr.find('/');
+            const auto address = IpAddr::parse(cidr.substr(0, slash));
+            if (!address || slash == std::string::npos) continue;
+            options.inside_networks.emplace_back(*address, std::atoi(cidr.c_str() + slash + 1));
+        }
     }
 }
 
@@ -348,14 +361,16 @@ void infer_missing_roles(store::Database& db, std::span<const Sighting> sighting
         ids.push_back(static_cast<std::uint32_t>(p.id));
         names.push_back(p.ifname.empty() ? p.name : p.name + (p.name.ends_with(p.ifname) ? "" : "/" + p.ifname));
     }
-    bool needed = false;
-    for (const store::Point& p : points)
-        needed = needed || p.role_evidence.empty() || p.role_evidence.starts_with("inferred");
-    if (!needed) return;
+    // A role somebody stated (live topology, --role, or an older file that had one) stays; "other" with no
+    // evidence, and earlier inferences, are inferred (again).
+    auto unknown = [](const store::Point& p) {
+        return p.role_evidence.starts_with("inferred") || (p.role_evidence.empty() && p.role == "other");
+    };
+    if (std::none_of(points.begin(), points.end(), unknown)) return;
     const std::vector<RoleGuess> guesses = infer_roles(sightings, ids, names);
     for (std::size_t i = 0; i < points.size(); ++i) {
         store::Point& p = points[i];
-        if (!p.role_evidence.empty() && !p.role_evidence.starts_with("inferred")) continue;
+        if (!unknown(p)) continue;
         p.role = guesses[i].role;
         p.role_evidence = "inferred: " + guesses[i].evidence;
         db.update_point(p);

@@ -60,6 +60,9 @@ struct MatchOptions {
     // Points that hold several interfaces' copies of one packet without saying which (tcpdump -i any in Linux
     // cooked v1): the same packet seen again there is a copy, not a duplicate.
     std::unordered_set<std::uint32_t> merged_points;
+    // Networks behind the bridges (live captures: the bridges' addresses, "172.17.0.1/16"): traffic to them stays
+    // inside the host, so it is not expected at the uplink.
+    std::vector<std::pair<IpAddr, int>> inside_networks;
 };
 
 // Journeys in compressed form: journey j's sightings (indexes into the input span, in time order) are

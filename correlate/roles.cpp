@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <limits>
 #include <map>
+#include <set>
 #include <numeric>
 #include <unordered_map>
 
@@ -43,10 +45,12 @@ private:
     std::vector<std::size_t> m_parent;
 };
 
-std::int64_t median(std::vector<std::int64_t>& v) {
-    if (v.empty()) return -1;
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
-    return v[v.size() / 2];
+// The mean time to the uplink; a point that never saw the uplink's packets is farthest.
+std::int64_t mean(const std::vector<std::int64_t>& v) {
+    if (v.empty()) return std::numeric_limits<std::int64_t>::max();
+    long double sum = 0;
+    for (const std::int64_t x : v) sum += static_cast<long double>(x);
+    return static_cast<std::int64_t>(sum / static_cast<long double>(v.size()));
 }
 
 }  // namespace
@@ -133,19 +137,30 @@ std::vector<RoleGuess> infer_roles(std::span<const Sighting> sightings, std::spa
         if (uplink[r.high_ttl] && !uplink[r.low_ttl]) to_uplink[r.low_ttl].push_back(r.dt);
     }
     std::vector<std::int64_t> distance(n);
-    for (std::size_t i = 0; i < n; ++i) distance[i] = median(to_uplink[i]);
-    std::map<std::size_t, std::vector<std::size_t>> members;  // segment root -> points routed to an uplink
+    for (std::size_t i = 0; i < n; ++i) distance[i] = mean(to_uplink[i]);
+    // Segments with at least one point routed to an uplink, and all their points.
+    std::set<std::size_t> routed_segments;
     for (std::size_t i = 0; i < n; ++i)
-        if (!uplink[i] && distance[i] >= 0 && segment_size[segments.find(i)] >= 2) members[segments.find(i)].push_back(i);
+        if (!uplink[i] && !to_uplink[i].empty() && segment_size[segments.find(i)] >= 2) routed_segments.insert(segments.find(i));
+    std::map<std::size_t, std::vector<std::size_t>> members;  // segment root -> its points
+    for (std::size_t i = 0; i < n; ++i)
+        if (!uplink[i] && routed_segments.contains(segments.find(i))) members[segments.find(i)].push_back(i);
     auto shared = [&](std::size_t a, std::size_t b) {
         const auto it = pairs.find(std::minmax(a, b));
         return it == pairs.end() ? 0 : it->second.same_frames;
     };
     for (auto& [root, list] : members) {
-        std::sort(list.begin(), list.end(), [&](std::size_t a, std::size_t b) { return distance[a] < distance[b]; });
+        std::stable_sort(list.begin(), list.end(), [&](std::size_t a, std::size_t b) { return distance[a] < distance[b]; });
+        // A point named like a bridge is the bridge; otherwise the one nearest in time to the uplink.
+        const auto named = std::find_if(list.begin(), list.end(), [&](std::size_t i) {
+            return role_from_name(names[i]) == "bridge";
+        });
+        if (named != list.end()) std::rotate(list.begin(), named, named + 1);
         const std::size_t bridge = list.front();
         out[bridge].role = "bridge";
-        out[bridge].evidence = "traffic: of the points that share its frames, nearest in time to the uplink";
+        out[bridge].evidence = named != list.end() ? "name '" + base_name(names[bridge]) + "'"
+                                                   : "traffic: of the points that share its frames, nearest in time "
+                                                     "to the uplink";
         std::vector<bool> paired(n, false);
         for (std::size_t k = 1; k < list.size(); ++k) {
             const std::size_t p = list[k];
@@ -161,7 +176,9 @@ std::vector<RoleGuess> infer_roles(std::span<const Sighting> sightings, std::spa
                 continue;
             }
             paired[best] = true;
-            const bool p_farther = distance[p] > distance[best] || (distance[p] == distance[best] && p < best);
+            bool p_farther = distance[p] > distance[best] || (distance[p] == distance[best] && p < best);
+            if (role_from_name(names[p]) == "veth") p_farther = false;
+            if (role_from_name(names[best]) == "veth") p_farther = true;
             const std::size_t container = p_farther ? p : best;
             const std::size_t veth = p_farther ? best : p;
             out[container].role = "container";

@@ -416,7 +416,9 @@ void migrate(sqlite3* db, const std::string& name, int from_version) {
             "ALTER TABLE points ADD COLUMN addresses TEXT NOT NULL DEFAULT '';"
             "ALTER TABLE packets ADD COLUMN frag_offset INTEGER NOT NULL DEFAULT 0;"
             "ALTER TABLE packets ADD COLUMN icmp_mtu INTEGER;"
-            "ALTER TABLE journeys ADD COLUMN ambiguous INTEGER NOT NULL DEFAULT 0;";
+            "ALTER TABLE journeys ADD COLUMN ambiguous INTEGER NOT NULL DEFAULT 0;"
+            "ALTER TABLE losses ADD COLUMN error_journey INTEGER REFERENCES journeys(id);"
+            "ALTER TABLE losses ADD COLUMN evidence_id INTEGER REFERENCES journeys(id);";
     }
     sql += concat("PRAGMA user_version = ", std::to_string(k_schema_version), ";");
     exec_or_fail(db, name, "BEGIN IMMEDIATE", "cannot upgrade the schema");

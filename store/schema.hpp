@@ -130,7 +130,9 @@ CREATE TABLE IF NOT EXISTS losses (
   after_point    INTEGER NOT NULL REFERENCES points(id),
   expected_point INTEGER NOT NULL REFERENCES points(id),
   count          INTEGER NOT NULL,
-  cause          TEXT NOT NULL DEFAULT 'dropped'  -- dropped | expired | rejected (v2)
+  cause          TEXT NOT NULL DEFAULT 'dropped', -- dropped | expired | rejected (v2)
+  error_journey  INTEGER REFERENCES journeys(id), -- set: this loss is of that ICMP error, on its way back (v3)
+  evidence_id    INTEGER REFERENCES journeys(id)  -- an ICMP error journey that explains it (rejected, expired) (v3)
 );
 CREATE TABLE IF NOT EXISTS conntrack (
   id            INTEGER PRIMARY KEY,

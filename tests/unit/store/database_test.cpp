@@ -180,7 +180,9 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
             "ALTER TABLE losses DROP COLUMN cause;"
             "ALTER TABLE points DROP COLUMN role_evidence; ALTER TABLE points DROP COLUMN addresses;"
             "ALTER TABLE packets DROP COLUMN frag_offset; ALTER TABLE packets DROP COLUMN icmp_mtu;"
-            "ALTER TABLE journeys DROP COLUMN ambiguous; PRAGMA user_version = 1;"
+            "ALTER TABLE journeys DROP COLUMN ambiguous;"
+            "ALTER TABLE losses DROP COLUMN error_journey; ALTER TABLE losses DROP COLUMN evidence_id;"
+            "PRAGMA user_version = 1;"
             "INSERT INTO flows VALUES (1, 17, 'a', 'b', 1, 2, 'a', 'b', 1, 2, 3, 1, 0, 0);"
             "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (1, 'forward', 1, 1, 3);");
     }
