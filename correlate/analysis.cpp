@@ -707,11 +707,15 @@ bool inside_network(const IpAddr& a, const std::vector<std::pair<IpAddr, int>>& 
 // forward path back. An ICMP error is expected to retrace its probe's path back to the sender.
 void losses(std::span<const Sighting> sightings, const Journeys& journeys, const MatchOptions& options,
             Analysis& out) {
-    std::unordered_map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> window;  // point -> (first, last)
-    for (const Sighting& s : sightings) {
+    std::unordered_map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> window = options.point_windows;
+    for (const Sighting& s : sightings) {  // point -> (first, last)
         auto [it, fresh] = window.try_emplace(s.point, s.ts_ns, s.ts_ns);
         if (!fresh) it->second = {std::min(it->second.first, s.ts_ns), std::max(it->second.second, s.ts_ns)};
     }
+    // A point that saw nothing at all: it captured while the others did (nothing says otherwise).
+    std::pair<std::int64_t, std::int64_t> all{std::numeric_limits<std::int64_t>::max(), 0};
+    for (const auto& [point, w] : window) all = {std::min(all.first, w.first), std::max(all.second, w.second)};
+    for (const auto& [point, rank] : options.role_rank) window.try_emplace(point, all);
     auto rank_of = [&](std::uint32_t point) {
         const auto it = options.role_rank.find(point);
         return it == options.role_rank.end() ? -1 : it->second;
@@ -786,7 +790,7 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
     }
     // Whether `expected` was capturing when the journey (first seen at `from`, last at `to`) would have got there.
     auto was_capturing = [&](std::uint32_t flow, std::uint32_t expected, std::int64_t from, std::int64_t to) {
-        const auto [first_seen, last_seen] = window[expected];
+        const auto [first_seen, last_seen] = window.try_emplace(expected, all).first->second;
         const std::int64_t first_ts = options.capture_start_ns != 0 ? std::min(first_seen, options.capture_start_ns)
                                                                       : first_seen;
         const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);

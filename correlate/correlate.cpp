@@ -388,6 +388,10 @@ Summary run(store::Database& db, const MatchOptions& given) {
     infer_missing_roles(db, sightings, summary);
     apply_roles(db.points(), options);
     options.known_translations = kernel_translations(db);
+    auto windows = db.prepare("SELECT point_id, min(ts_ns), max(ts_ns) FROM packets GROUP BY point_id");
+    while (windows.step())
+        options.point_windows[static_cast<std::uint32_t>(windows.column_int(0))] = {windows.column_int(1),
+                                                                                    windows.column_int(2)};
     // A live capture knows when it stopped: packets that the next point would have seen before then were lost,
     // even when nothing else arrived there afterwards.
     if (auto start = db.meta("capture_start_ns")) options.capture_start_ns = std::stoll(*start);

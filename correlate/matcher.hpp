@@ -63,6 +63,9 @@ struct MatchOptions {
     // Networks behind the bridges (live captures: the bridges' addresses, "172.17.0.1/16"): traffic to them stays
     // inside the host, so it is not expected at the uplink.
     std::vector<std::pair<IpAddr, int>> inside_networks;
+    // Each point's first and last packet of any kind (ARP too): when an imported point was capturing. A point
+    // missing here is taken to have captured while the others did.
+    std::unordered_map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> point_windows;
 };
 
 // Journeys in compressed form: journey j's sightings (indexes into the input span, in time order) are
