@@ -9,7 +9,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <span>
 #include <string_view>
+#include <vector>
 
 namespace hoptrace {
 namespace {
@@ -48,6 +52,10 @@ IpAddr ip(std::string_view text) {
 // 19|0x0800|10.99.1.2|10.99.2.2|0x194b|66|64|0|0|||||||1820340414|1931930696|0x0018|32|68656c6c6f206f76657220746370|
 // 26|0x0800|10.99.1.2|10.99.2.2|0xcadd|1500|64|1|0|8|31713|1|||||||||
 // 27|0x0800|10.99.1.2|10.99.2.2|0xcadd|548|64|0|185||||||||||||
+// The DF bit and the destination MAC's group bit of the same frames:
+// $T -r eth_ipv4.pcap -Y "frame.number in {4,6,13,16,19,26,27}" -T fields -E separator='|' -e frame.number
+//    -e ip.flags.df -e ip.flags.mf -e eth.dst.ig
+// 4|||1   6|1|0|0   13|1|0|0   16|1|0|0   19|1|0|0   26|0|1|0   27|0|0|0
 
 TEST(DissectEthernet, arp_is_recorded_as_not_ip) {
     const auto frames = read_frames("eth_ipv4.pcap");
@@ -63,7 +71,7 @@ TEST(DissectEthernet, arp_is_recorded_as_not_ip) {
 TEST(DissectEthernet, icmp_echo_request) {
     const auto frames = read_frames("eth_ipv4.pcap");
     const PacketRecord r = frame_no(frames, 6).record();
-    EXPECT_EQ(r.flags, 0U);
+    EXPECT_EQ(r.flags, packet_flag::k_dont_fragment);  // ip.flags.df 1
     EXPECT_EQ(r.ethertype, 0x0800);
     EXPECT_EQ(r.ip_version, 4);
     EXPECT_EQ(r.src, ip("10.99.1.2"));
@@ -89,7 +97,7 @@ TEST(DissectEthernet, udp_datagram) {
     const auto frames = read_frames("eth_ipv4.pcap");
     const OwnedFrame& f = frame_no(frames, 13);
     const PacketRecord r = f.record();
-    EXPECT_EQ(r.flags, 0U);
+    EXPECT_EQ(r.flags, packet_flag::k_dont_fragment);  // ip.flags.df 1
     EXPECT_EQ(r.proto, 17);
     EXPECT_EQ(r.ip_id, 0xa2cd);
     EXPECT_EQ(r.ip_len, 38U);
@@ -107,7 +115,7 @@ TEST(DissectEthernet, udp_datagram) {
     padded.bytes.resize(60, 0);
     padded.wire_len = 60;
     const PacketRecord p = padded.record();
-    EXPECT_EQ(p.flags, 0U);
+    EXPECT_EQ(p.flags, packet_flag::k_dont_fragment);
     EXPECT_EQ(p.payload_len, 10U);
     EXPECT_EQ(p.fingerprint, r.fingerprint);
 }
@@ -115,7 +123,7 @@ TEST(DissectEthernet, udp_datagram) {
 TEST(DissectEthernet, tcp_syn_and_data) {
     const auto frames = read_frames("eth_ipv4.pcap");
     const PacketRecord syn = frame_no(frames, 16).record();
-    EXPECT_EQ(syn.flags, 0U);
+    EXPECT_EQ(syn.flags, packet_flag::k_dont_fragment);  // ip.flags.df 1
     EXPECT_EQ(syn.proto, 6);
     EXPECT_EQ(syn.sport, 6666);
     EXPECT_EQ(syn.dport, 6000);
@@ -127,7 +135,7 @@ TEST(DissectEthernet, tcp_syn_and_data) {
 
     const OwnedFrame& f = frame_no(frames, 19);
     const PacketRecord data = f.record();
-    EXPECT_EQ(data.flags, 0U);
+    EXPECT_EQ(data.flags, packet_flag::k_dont_fragment);  // ip.flags.df 1
     EXPECT_EQ(data.tcp_seq, 1820340414U);
     EXPECT_EQ(data.tcp_ack, 1931930696U);
     EXPECT_EQ(data.tcp_flags, 0x18);  // PSH, ACK
@@ -140,7 +148,7 @@ TEST(DissectEthernet, tcp_syn_and_data) {
 TEST(DissectEthernet, ipv4_fragments) {
     const auto frames = read_frames("eth_ipv4.pcap");
     const PacketRecord first = frame_no(frames, 26).record();  // MF set, offset 0: the ICMP header is here
-    EXPECT_EQ(first.flags, packet_flag::k_fragment | packet_flag::k_more_fragments);
+    EXPECT_EQ(first.flags, packet_flag::k_fragment | packet_flag::k_more_fragments);  // ip.flags.df 0, mf 1
     EXPECT_EQ(first.frag_offset, 0U);
     EXPECT_EQ(first.ip_id, 0xcadd);
     EXPECT_EQ(first.ip_len, 1500U);
@@ -149,7 +157,7 @@ TEST(DissectEthernet, ipv4_fragments) {
     EXPECT_EQ(first.payload_len, 1500U - 20 - 8);
 
     const PacketRecord later = frame_no(frames, 27).record();  // offset 185 * 8: no transport header
-    EXPECT_EQ(later.flags, packet_flag::k_fragment);
+    EXPECT_EQ(later.flags, packet_flag::k_fragment);           // ip.flags.df 0, mf 0
     EXPECT_EQ(later.frag_offset, 185U * 8);
     EXPECT_EQ(later.ip_id, 0xcadd);
     EXPECT_EQ(later.ip_len, 548U);
@@ -174,6 +182,9 @@ TEST(DissectEthernet, ipv4_fragments) {
 // 21|fd99:1::2|fd99:2::2|1456|44|64|0x092d36|128|0x7c01|1|||||||0|1||
 // 22|fd99:1::2|fd99:2::2|568|44|64|0x092d36||||||||||181|0||
 // 25|fe80::fc4b:4dff:fe90:df7b|ff02::16|76|0|1|0x000000|143|||||||||||58|0
+// $T -r eth_ipv6.pcap -Y "frame.number in {3,9,14,21,22,25}" -T fields -E separator='|' -e frame.number
+//    -e ip.flags.df -e ip.flags.mf -e eth.dst.ig
+// 3|||0   9|||0   14|||0   21|||0   22|||0   25|||1      (IPv6 has no DF: k_dont_fragment is never set)
 
 TEST(DissectIpv6, icmpv6_echo) {
     const auto frames = read_frames("eth_ipv6.pcap");
@@ -255,6 +266,9 @@ TEST(DissectIpv6, hop_by_hop_header_is_skipped) {
 // 1|100||0x0806||
 // 3|100||0x0800|10.99.100.2|31832
 // 10|20|300|0x0800|10.99.120.2|31851
+// $T -r vlan.pcap -Y "frame.number in {1,3,10}" -T fields -E separator='|' -e frame.number -e ip.flags.df
+//    -e ip.flags.mf -e eth.dst.ig
+// 1|||1   3|1|0|0   10|1|0|0
 
 TEST(DissectVlan, single_802_1q_tag) {
     const auto frames = read_frames("vlan.pcap");
@@ -264,7 +278,7 @@ TEST(DissectVlan, single_802_1q_tag) {
     EXPECT_EQ(arp.ethertype, 0x0806);
 
     const PacketRecord echo = frame_no(frames, 3).record();
-    EXPECT_EQ(echo.flags, packet_flag::k_vlan);
+    EXPECT_EQ(echo.flags, packet_flag::k_vlan | packet_flag::k_dont_fragment);  // ip.flags.df 1
     EXPECT_EQ(echo.vlan, 100);
     EXPECT_EQ(echo.ethertype, 0x0800);
     EXPECT_EQ(echo.src, ip("10.99.100.2"));
@@ -274,8 +288,8 @@ TEST(DissectVlan, single_802_1q_tag) {
 
 TEST(DissectVlan, double_tag_reports_the_outer_vlan) {
     const auto frames = read_frames("vlan.pcap");
-    const PacketRecord r = frame_no(frames, 10).record();  // 802.1ad 300, then 802.1Q 20
-    EXPECT_EQ(r.flags, packet_flag::k_vlan);
+    const PacketRecord r = frame_no(frames, 10).record();                    // 802.1ad 300, then 802.1Q 20
+    EXPECT_EQ(r.flags, packet_flag::k_vlan | packet_flag::k_dont_fragment);  // ip.flags.df 1
     EXPECT_EQ(r.vlan, 300);
     EXPECT_EQ(r.ethertype, 0x0800);
     EXPECT_EQ(r.src, ip("10.99.120.2"));
@@ -291,7 +305,7 @@ TEST(DissectVlan, same_packet_fingerprints_alike_with_or_without_tags) {
     untagged.wire_len -= 8;
     const PacketRecord a = tagged.record();
     const PacketRecord b = untagged.record();
-    EXPECT_EQ(b.flags, 0U);
+    EXPECT_EQ(b.flags, packet_flag::k_dont_fragment);  // frame 10's IP header, untouched: ip.flags.df 1
     EXPECT_EQ(b.ethertype, 0x0800);
     EXPECT_EQ(a.fingerprint, b.fingerprint);
     EXPECT_EQ(a.icmp_id, b.icmp_id);
@@ -364,6 +378,9 @@ TEST(DissectCooked, direction_from_the_source_wins_over_the_header) {
 // 4|10.99.1.1,10.99.1.2|0x3562,0xcd3c|1,1|64,1||||11,8|0,0|||||32012|
 // 8|||||fd99:2::2,fd99:1::99|58,17|63,63|||1|4|5558|9||
 // 10|||||fd99:1::1,fd99:1::99|58,58|64,1|||3,128|0,0||||0x7d58
+// $T -r icmp_errors.pcap -Y "frame.number in {2,4,8,10}" -T fields -E separator='|' -E occurrence=a
+//    -e frame.number -e ip.flags.df -e ip.flags.mf -e eth.dst.ig
+// 2|0,1|0,0|0   4|0,1|0,0|0   8|||0   10|||0      (the errors have DF clear; only their quotes carry DF)
 
 TEST(DissectIcmpError, port_unreachable_quotes_the_udp_datagram) {
     const auto frames = read_frames("icmp_errors.pcap");
@@ -429,23 +446,230 @@ TEST(DissectIcmpError, icmpv6_port_unreachable_and_time_exceeded) {
     EXPECT_EQ(exceeded.inner_dport, 0x7d58);
 }
 
+// ---- Next-hop MTU, hand-built frames -------------------------------------------------------------------
+// No capture in tests/data holds a frag-needed or packet-too-big (tshark -Y 'icmp.type==3 && icmp.code==4
+// || icmpv6.type==2' finds none in any of them), so the two frames below are built by hand, checksums
+// included. Checked with tshark: each hex string written as a text2pcap dump ("0000 02 00 00 …"), then
+// text2pcap -q v4.txt v4.pcap; tshark -n -r v4.pcap -T fields -E separator='|' -E occurrence=a -e ip.src
+//    -e ip.flags.df -e ip.id -e ip.ttl -e icmp.type -e icmp.code -e icmp.mtu -e icmp.checksum.status
+//    -e ip.checksum.status -e udp.srcport -e udp.dstport -o ip.check_checksum:TRUE
+// 10.99.2.1,10.99.1.2|0,1|0x1234,0xbeef|64,63|3|4|1280|1|1,1|5555|5000
+// text2pcap -q v6.txt v6.pcap; tshark -n -r v6.pcap -T fields -E separator='|' -E occurrence=a -e ipv6.src
+//    -e ipv6.hlim -e icmpv6.type -e icmpv6.code -e icmpv6.mtu -e icmpv6.checksum.status -e udp.srcport
+//    -e udp.dstport
+// fd99:2::1,fd99:1::2|64,63|2|0|1280|1|5557|5001
+
+OwnedFrame frame_of(const std::vector<std::uint8_t>& bytes) {
+    OwnedFrame f;
+    f.bytes = bytes;
+    f.wire_len = static_cast<std::uint32_t>(bytes.size());
+    return f;
+}
+
+// Ethernet, IPv4 10.99.2.1 -> 10.99.1.2, ICMP destination unreachable / fragmentation needed with next-hop
+// MTU 1280, quoting a 1500-byte UDP datagram (DF set) 10.99.1.2:5555 -> 10.99.2.2:5000.
+// clang-format off
+const std::vector<std::uint8_t> k_frag_needed = {
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x08, 0x00,  // Ethernet
+    0x45, 0x00, 0x00, 0x38, 0x12, 0x34, 0x00, 0x00, 0x40, 0x01, 0x50, 0xc9,              // IPv4: len 56, id 0x1234
+    0x0a, 0x63, 0x02, 0x01, 0x0a, 0x63, 0x01, 0x02,                                      //   ttl 64, ICMP
+    0x03, 0x04, 0xc8, 0xf8, 0x00, 0x00, 0x05, 0x00,                                      // ICMP 3/4, MTU 1280
+    0x45, 0x00, 0x05, 0xdc, 0xbe, 0xef, 0x40, 0x00, 0x3f, 0x11, 0x5f, 0x58,              // quoted IPv4: len 1500,
+    0x0a, 0x63, 0x01, 0x02, 0x0a, 0x63, 0x02, 0x02,                                      //   id 0xbeef, DF, ttl 63
+    0x15, 0xb3, 0x13, 0x88, 0x05, 0xc8, 0x00, 0x00,                                      // quoted UDP 5555 -> 5000
+};
+// clang-format on
+
+// Ethernet, IPv6 fd99:2::1 -> fd99:1::2, ICMPv6 packet too big with MTU 1280, quoting a UDP datagram
+// fd99:1::2:5557 -> fd99:2::2:5001 (payload length 1452, hop limit 63).
+// clang-format off
+const std::vector<std::uint8_t> k_packet_too_big = {
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x86, 0xdd,  // Ethernet
+    0x60, 0x00, 0x00, 0x00, 0x00, 0x38, 0x3a, 0x40,                                      // IPv6: plen 56, ICMPv6
+    0xfd, 0x99, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+    0xfd, 0x99, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
+    0x02, 0x00, 0x5c, 0x43, 0x00, 0x00, 0x05, 0x00,                                      // ICMPv6 2/0, MTU 1280
+    0x60, 0x00, 0x00, 0x00, 0x05, 0xac, 0x11, 0x3f,                                      // quoted IPv6: UDP
+    0xfd, 0x99, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
+    0xfd, 0x99, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
+    0x15, 0xb5, 0x13, 0x89, 0x05, 0xac, 0x00, 0x00,                                      // quoted UDP 5557 -> 5001
+};
+// clang-format on
+
+TEST(DissectIcmpMtu, frag_needed_gives_the_next_hop_mtu) {
+    const PacketRecord r = frame_of(k_frag_needed).record();
+    EXPECT_EQ(r.flags, packet_flag::k_icmp_error);  // ip.flags.df 0 (outer), eth.dst 02:… is unicast
+    EXPECT_EQ(r.ip_version, 4);
+    EXPECT_EQ(r.src, ip("10.99.2.1"));
+    EXPECT_EQ(r.dst, ip("10.99.1.2"));
+    EXPECT_EQ(r.ip_len, 56U);
+    EXPECT_EQ(r.icmp_type, 3);
+    EXPECT_EQ(r.icmp_code, 4);
+    EXPECT_EQ(r.icmp_mtu, 1280U);
+    EXPECT_EQ(r.icmp_id, 0);  // bytes 4-7 of an error are not an echo id and sequence
+    EXPECT_EQ(r.icmp_seq, 0);
+    EXPECT_EQ(r.inner_ip_version, 4);
+    EXPECT_EQ(r.inner_proto, 17);
+    EXPECT_EQ(r.inner_src, ip("10.99.1.2"));
+    EXPECT_EQ(r.inner_dst, ip("10.99.2.2"));
+    EXPECT_EQ(r.inner_ip_id, 0xbeef);
+    EXPECT_EQ(r.inner_ttl, 63);
+    EXPECT_EQ(r.inner_sport, 5555);
+    EXPECT_EQ(r.inner_dport, 5000);
+    EXPECT_FALSE(r.has_inner_seq);
+    EXPECT_NE(r.fingerprint, 0U);
+
+    // Another destination-unreachable code has no MTU, whatever bytes 6-7 hold.
+    OwnedFrame port_unreachable = frame_of(k_frag_needed);
+    port_unreachable.bytes[14 + 20 + 1] = 3;
+    const PacketRecord p = port_unreachable.record();
+    EXPECT_EQ(p.icmp_code, 3);
+    EXPECT_EQ(p.icmp_mtu, 0U);
+    EXPECT_EQ(p.inner_sport, 5555);
+}
+
+TEST(DissectIcmpMtu, packet_too_big_gives_the_mtu) {
+    const PacketRecord r = frame_of(k_packet_too_big).record();
+    EXPECT_EQ(r.flags, packet_flag::k_icmp_error);
+    EXPECT_EQ(r.ip_version, 6);
+    EXPECT_EQ(r.src, ip("fd99:2::1"));
+    EXPECT_EQ(r.dst, ip("fd99:1::2"));
+    EXPECT_EQ(r.ip_len, 56U + 40U);
+    EXPECT_EQ(r.icmp_type, 2);
+    EXPECT_EQ(r.icmp_code, 0);
+    EXPECT_EQ(r.icmp_mtu, 1280U);
+    EXPECT_EQ(r.inner_ip_version, 6);
+    EXPECT_EQ(r.inner_proto, 17);
+    EXPECT_EQ(r.inner_src, ip("fd99:1::2"));
+    EXPECT_EQ(r.inner_dst, ip("fd99:2::2"));
+    EXPECT_EQ(r.inner_ttl, 63);
+    EXPECT_EQ(r.inner_sport, 5557);
+    EXPECT_EQ(r.inner_dport, 5001);
+
+    // The ICMPv6 MTU field is 32 bits wide (RFC 4443): 0x00010500 is 66816, not 1280.
+    OwnedFrame big = frame_of(k_packet_too_big);
+    big.bytes[14 + 40 + 5] = 0x01;
+    EXPECT_EQ(big.record().icmp_mtu, 0x00010500U);
+
+    // ICMPv6 destination unreachable (type 1) has no MTU.
+    OwnedFrame unreachable = frame_of(k_packet_too_big);
+    unreachable.bytes[14 + 40] = 1;
+    unreachable.bytes[14 + 40 + 1] = 4;
+    const PacketRecord u = unreachable.record();
+    EXPECT_EQ(u.icmp_type, 1);
+    EXPECT_EQ(u.icmp_mtu, 0U);
+    EXPECT_EQ(u.inner_sport, 5557);
+}
+
+// ---- Fingerprints of fragments -------------------------------------------------------------------------
+
+// The fingerprint as tracer/fingerprint.cpp defines it for a packet that is not a fragment and not an ICMP
+// error: 64-bit FNV-1a over ip_version, proto, ip_id, ip_len, icmp_type, icmp_code, icmp_seq, udp_len,
+// tcp_seq, tcp_ack, tcp_flags (each least significant byte first), then the first payload bytes.
+std::uint64_t reference_fingerprint(const PacketRecord& r, std::span<const std::uint8_t> payload) {
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    const auto add = [&h](std::uint64_t value, std::size_t size) {
+        for (std::size_t i = 0; i < size; ++i) {
+            h ^= static_cast<std::uint8_t>(value >> (8 * i));
+            h *= 0x100000001b3ULL;
+        }
+    };
+    add(r.ip_version, 1);
+    add(r.proto, 1);
+    add(r.ip_id, 2);
+    add(r.ip_len, 4);
+    add(r.icmp_type, 1);
+    add(r.icmp_code, 1);
+    add(r.icmp_seq, 2);
+    add(r.udp_len, 2);
+    add(r.tcp_seq, 4);
+    add(r.tcp_ack, 4);
+    add(r.tcp_flags, 1);
+    for (const std::uint8_t b : payload.first(std::min<std::size_t>(payload.size(), k_fingerprint_payload_bytes))) {
+        add(b, 1);
+    }
+    return h == 0 ? 1 : h;
+}
+
+TEST(DissectFingerprint, later_fragments_of_one_datagram_differ_by_offset) {
+    // eth_ipv4.pcap frame 27: the last fragment (offset 185, MF 0, 548 bytes) of datagram 0xcadd. A copy
+    // with another offset is another fragment of the same datagram with the same length: same id, same
+    // length, no transport header, so only the offset tells the two apart.
+    const auto frames = read_frames("eth_ipv4.pcap");
+    const OwnedFrame& last = frame_no(frames, 27);
+    OwnedFrame middle = last;  // offset 100 (0x0064), MF 0; the checksum is not checked
+    middle.bytes[14 + 6] = 0x00;
+    middle.bytes[14 + 7] = 0x64;
+    const PacketRecord a = last.record();
+    const PacketRecord b = middle.record();
+    EXPECT_EQ(a.flags, packet_flag::k_fragment);
+    EXPECT_EQ(b.flags, packet_flag::k_fragment);
+    EXPECT_EQ(a.frag_offset, 185U * 8);
+    EXPECT_EQ(b.frag_offset, 100U * 8);
+    EXPECT_EQ(a.ip_id, b.ip_id);
+    EXPECT_EQ(a.ip_len, b.ip_len);
+    EXPECT_EQ(b.payload_offset, 0U);
+    EXPECT_NE(a.fingerprint, 0U);
+    EXPECT_NE(b.fingerprint, 0U);
+    EXPECT_NE(a.fingerprint, b.fingerprint);
+
+    // Same offset, MF set: a middle fragment differs from the last one at that offset too.
+    OwnedFrame more = last;
+    more.bytes[14 + 6] |= 0x20;
+    const PacketRecord m = more.record();
+    EXPECT_EQ(m.flags, packet_flag::k_fragment | packet_flag::k_more_fragments);
+    EXPECT_EQ(m.frag_offset, a.frag_offset);
+    EXPECT_NE(m.fingerprint, a.fingerprint);
+}
+
+TEST(DissectFingerprint, whole_packets_keep_the_fingerprint_of_the_definition) {
+    // A whole packet: the fragment offset is not hashed (nor the DF bit), so its fingerprint is the one
+    // computed before fragments were told apart.
+    const auto frames = read_frames("eth_ipv4.pcap");
+    const OwnedFrame& f = frame_no(frames, 13);  // UDP "datagram 1", DF set
+    const PacketRecord r = f.record();
+    ASSERT_EQ(r.flags & packet_flag::k_fragment, 0U);
+    const std::span<const std::uint8_t> payload(f.bytes.data() + r.payload_offset, r.payload_len);
+    EXPECT_EQ(r.fingerprint, reference_fingerprint(r, payload));
+
+    OwnedFrame no_df = f;
+    no_df.bytes[14 + 6] = 0x00;
+    const PacketRecord n = no_df.record();
+    EXPECT_EQ(n.flags & packet_flag::k_dont_fragment, 0U);
+    EXPECT_EQ(n.fingerprint, r.fingerprint);
+
+    // Two records that differ only in frag_offset, k_fragment unset: equal fingerprints.
+    PacketRecord x = r;
+    PacketRecord y = r;
+    y.frag_offset = 1480;
+    EXPECT_EQ(fingerprint(x, f.bytes), fingerprint(y, f.bytes));
+    EXPECT_EQ(fingerprint(y, f.bytes), r.fingerprint);
+    // With k_fragment set, the same difference counts.
+    x.flags |= packet_flag::k_fragment;
+    y.flags |= packet_flag::k_fragment;
+    EXPECT_NE(fingerprint(x, f.bytes), fingerprint(y, f.bytes));
+}
+
 // ---- Snap length ---------------------------------------------------------------------------------------
 // $T -r snapped.pcap -Y "frame.number in {1,5}" -T fields -E separator='|' -e frame.number -e frame.cap_len
 //    -e frame.len -e udp.length -e tcp.len -e tcp.hdr_len
 // 1|96|1042|1008||
 // 5|96|1466||1400|32
+// $T -r snapped.pcap -Y "frame.number in {1,5}" -T fields -E separator='|' -e frame.number -e ip.flags.df
+//    -e ip.flags.mf -e eth.dst.ig
+// 1|1|0|0   5|1|0|0
 
 TEST(DissectSnapped, payload_length_comes_from_the_headers_not_the_capture) {
     const auto frames = read_frames("snapped.pcap");
     const PacketRecord udp = frame_no(frames, 1).record();
-    EXPECT_EQ(udp.flags, packet_flag::k_snapped);
+    EXPECT_EQ(udp.flags, packet_flag::k_snapped | packet_flag::k_dont_fragment);
     EXPECT_EQ(udp.cap_len, 96U);
     EXPECT_EQ(udp.wire_len, 1042U);
     EXPECT_EQ(udp.udp_len, 1008);
     EXPECT_EQ(udp.payload_len, 1000U);
 
     const PacketRecord tcp = frame_no(frames, 5).record();
-    EXPECT_EQ(tcp.flags, packet_flag::k_snapped);
+    EXPECT_EQ(tcp.flags, packet_flag::k_snapped | packet_flag::k_dont_fragment);
     EXPECT_EQ(tcp.payload_offset, 14U + 20U + 32U);
     EXPECT_EQ(tcp.payload_len, 1400U);
     EXPECT_EQ(tcp.ip_len, 1452U);
@@ -470,7 +694,7 @@ TEST(DissectLinkTypes, raw_ipv4_and_ipv6) {
     const PacketRecord eth6 = echo6.record();
     for (const LinkType lt : {LinkType::raw, LinkType::ipv4}) {
         const PacketRecord r = without_ethernet(echo4, lt).record();
-        EXPECT_EQ(r.flags, 0U);
+        EXPECT_EQ(r.flags, packet_flag::k_dont_fragment);  // eth_ipv4.pcap frame 6: ip.flags.df 1
         EXPECT_EQ(r.ethertype, 0x0800);
         EXPECT_EQ(r.src, eth4.src);
         EXPECT_EQ(r.icmp_id, eth4.icmp_id);
@@ -508,6 +732,7 @@ protected:
         ASSERT_GE(m_v4.size(), 19U);
         ASSERT_GE(m_v6.size(), 25U);
     }
+    // All three carry DF (ip.flags.df 1, see the eth_ipv4.pcap block above); the edits below leave it alone.
     OwnedFrame udp4() const { return m_v4[12]; }  // frame 13
     OwnedFrame tcp4() const { return m_v4[18]; }  // frame 19
     OwnedFrame echo4() const { return m_v4[5]; }  // frame 6
@@ -562,7 +787,7 @@ TEST_F(DissectDamaged, ipv4_total_length_zero_is_a_tso_super_packet) {
     f.bytes[16] = 0;
     f.bytes[17] = 0;
     const PacketRecord r = f.record();
-    EXPECT_EQ(r.flags, 0U);
+    EXPECT_EQ(r.flags, packet_flag::k_dont_fragment);
     EXPECT_EQ(r.ip_len, f.wire_len - 14U);
     EXPECT_EQ(r.payload_len, 14U);
 }
@@ -581,7 +806,7 @@ TEST_F(DissectDamaged, tcp_data_offset_below_five_words) {
     OwnedFrame f = tcp4();
     f.bytes[14 + 20 + 12] = 0x40;
     const PacketRecord r = f.record();
-    EXPECT_EQ(r.flags, packet_flag::k_malformed);
+    EXPECT_EQ(r.flags, packet_flag::k_malformed | packet_flag::k_dont_fragment);
     EXPECT_EQ(r.sport, 6666);  // ports, seq, ack and flags come before the data offset
     EXPECT_EQ(r.tcp_seq, 1820340414U);
     EXPECT_EQ(r.tcp_flags, 0x18);
@@ -592,7 +817,7 @@ TEST_F(DissectDamaged, tcp_header_longer_than_the_ip_packet) {
     OwnedFrame f = tcp4();
     f.bytes[14 + 20 + 12] = 0xf0;  // 60 bytes of header in a 46-byte IP payload
     const PacketRecord r = f.record();
-    EXPECT_EQ(r.flags, packet_flag::k_malformed);
+    EXPECT_EQ(r.flags, packet_flag::k_malformed | packet_flag::k_dont_fragment);
 }
 
 TEST_F(DissectDamaged, udp_length_below_eight) {
@@ -600,7 +825,7 @@ TEST_F(DissectDamaged, udp_length_below_eight) {
     f.bytes[14 + 20 + 4] = 0;
     f.bytes[14 + 20 + 5] = 7;
     const PacketRecord r = f.record();
-    EXPECT_EQ(r.flags, packet_flag::k_malformed);
+    EXPECT_EQ(r.flags, packet_flag::k_malformed | packet_flag::k_dont_fragment);
     EXPECT_EQ(r.udp_len, 7);
     EXPECT_EQ(r.sport, 5555);
 }

@@ -30,6 +30,7 @@ const std::vector<std::string> k_fields = {
     "ip.id",
     "ip.len",
     "ip.proto",
+    "ip.flags.df",
     "ip.flags.mf",
     "ip.frag_offset",
     "ipv6.src",
@@ -132,6 +133,8 @@ TEST_P(TsharkCrossCheck, every_frame_matches_tshark) {
             const bool fragment = t.first("ip.flags.mf") == "1" || t.num("ip.frag_offset") != 0;
             EXPECT_EQ((r.flags & packet_flag::k_fragment) != 0, fragment);
             EXPECT_EQ((r.flags & packet_flag::k_more_fragments) != 0, t.first("ip.flags.mf") == "1");
+            // The outer header's DF bit (an ICMP error's quote has its own, the last occurrence).
+            EXPECT_EQ((r.flags & packet_flag::k_dont_fragment) != 0, t.first("ip.flags.df") == "1");
             EXPECT_EQ(r.frag_offset, t.num("ip.frag_offset") * 8);
             EXPECT_EQ(icmp_error, t.twice("ip.src"));  // tshark shows the quoted header as a second ip layer
             if (icmp_error) {
@@ -156,6 +159,7 @@ TEST_P(TsharkCrossCheck, every_frame_matches_tshark) {
             // A fragment carries the fragment header's identification (low 16 bits) and its offset in bytes.
             EXPECT_EQ(r.ip_id, fragment ? (t.num("ipv6.fraghdr.ident") & 0xffffU) : 0);
             EXPECT_EQ(r.frag_offset, fragment ? t.num("ipv6.fraghdr.offset") * 8 : 0);
+            EXPECT_EQ(r.flags & packet_flag::k_dont_fragment, 0U);  // IPv6 has no DF bit
             EXPECT_EQ(icmp_error, t.twice("ipv6.src"));
             if (icmp_error) {
                 EXPECT_EQ(r.inner_ip_version, 6);
