@@ -1,4 +1,5 @@
 #include "correlate/report.hpp"
+#include "correlate/verdicts.hpp"
 
 #include "correlate/analysis.hpp"
 #include "correlate/report_detail.hpp"
@@ -128,8 +129,8 @@ Json build_report(const store::Database& db) {
     std::map<std::int64_t, std::string> point_name;
     Json points = Json::array();
     auto pq = db.prepare(
-        "SELECT id, name, netns, ifname, role, packets, kernel_drops, path_order, source, note FROM points "
-        "ORDER BY path_order IS NULL, path_order, id");
+        "SELECT id, name, netns, ifname, role, packets, kernel_drops, path_order, source, note, role_evidence "
+        "FROM points ORDER BY path_order IS NULL, path_order, id");
     while (pq.step()) {
         Json p;
         point_name[pq.column_int(0)] = pq.column_text(1);
@@ -142,6 +143,7 @@ Json build_report(const store::Database& db) {
         if (!pq.column_is_null(7)) p["path_order"] = pq.column_int(7);
         p["source"] = pq.column_text(8);
         if (!pq.column_text(9).empty()) p["note"] = pq.column_text(9);
+        p["role_evidence"] = pq.column_text(10);
         points.push_back(std::move(p));
     }
     report["points"] = std::move(points);
@@ -202,7 +204,8 @@ Json build_report(const store::Database& db) {
     std::map<std::int64_t, Json> lost;
     auto lq = db.prepare(
         "SELECT l.flow_id, l.after_point, l.expected_point, l.direction, l.count, l.cause, p.kernel_drops "
-        "FROM losses l LEFT JOIN points p ON p.id = l.expected_point ORDER BY l.flow_id, l.id");
+        "FROM losses l LEFT JOIN points p ON p.id = l.expected_point WHERE l.error_journey IS NULL "
+        "ORDER BY l.flow_id, l.id");
     while (lq.step()) {
         Json l;
         l["after"] = name_of(lq.column_int(1));
@@ -256,7 +259,8 @@ Json build_report(const store::Database& db) {
     auto dq = db.prepare(
         "SELECT flow_id, sum(direction = 'forward'), sum(direction = 'reply') FROM journeys WHERE id NOT IN "
         "(SELECT journey_id FROM packets WHERE (flags & 16) != 0 AND journey_id IS NOT NULL) "
-        "AND relation IS NOT 'segment-of' GROUP BY flow_id");
+        "AND (relation IS NULL OR relation NOT IN ('segment-of', 'fragment-of', 'reassembly-of', 'copy-of')) "
+        "GROUP BY flow_id");
     while (dq.step()) per_direction[dq.column_int(0)] = {dq.column_int(1), dq.column_int(2)};
     // flow -> journeys that repeat an earlier one (TCP retransmissions, duplicated packets), per direction.
     std::map<std::int64_t, Json> repeated;
@@ -389,6 +393,7 @@ Json build_report(const store::Database& db) {
     report["icmp_errors"] = std::move(errors);
     report["hop_totals"] = std::move(all_hops);
     report["traceroutes"] = build_traceroutes(db, name_of);
+    add_verdicts(db, report, name_of);
     return report;
 }
 
@@ -898,9 +903,11 @@ std::string render_text(const Json& report) {
             else if (state == "differs")
                 out << "  conntrack DIFFERS: the kernel's entry translates it to " << tuple_text(proto, c["translated"])
                     << "\n";
+            else if (state == "not-reached") out << "  conntrack: never reached the NAT point (no uplink saw it)\n";
             else out << "  conntrack: no entry for this flow\n";
         }
         for (const Json& l : f["lost"]) out << "  " << loss_text(l) << "\n";
+        out << verdict_lines(f);
     }
     if (!report["icmp_errors"].empty()) {
         out << "\nICMP errors\n";
@@ -917,9 +924,17 @@ std::string render_text(const Json& report) {
                 for (std::size_t i = 0; i < e["path"].size(); ++i)
                     out << (i ? " → " : "") << e["path"][i].get<std::string>();
             }
+            if (e.contains("lost"))
+                for (const Json& l : e["lost"])
+                    out << "; LOST after " << l["after"].get<std::string>() << ", never seen at "
+                        << l["expected"].get<std::string>() << " (the host dropped it on its way back)";
             out << "\n";
         }
     }
+    if (report.value("ambiguous_journeys", 0) > 0)
+        out << "\n" << report["ambiguous_journeys"].get<std::int64_t>()
+            << " journeys are AMBIGUOUS: a sighting could have continued another flow's journey just as well "
+               "(journeys.ambiguous = 1; see docs/correlation.md)\n";
     if (report.contains("traceroutes")) out << render_traceroutes(report["traceroutes"]);
     return out.str();
 }
