@@ -48,14 +48,30 @@ void fill_fragment_ports(std::vector<Sighting>& sightings) {
             return TupleHash{}(Tuple{k.proto, k.src, k.dst, k.ip_id, 0}) ^ (std::size_t{k.point} << 20);
         }
     };
-    std::unordered_map<Key, std::pair<std::uint16_t, std::uint16_t>, KeyHash> first;
+    // Several datagrams may share the key (two containers' datagrams with one IP id, masqueraded to one address):
+    // each fragment takes the ports of the latest first fragment before it (ties: the earliest after it).
+    struct First {
+        std::int64_t ts_ns;
+        std::uint16_t sport;
+        std::uint16_t dport;
+    };
+    std::unordered_map<Key, std::vector<First>, KeyHash> first;
     auto key = [](const Sighting& s) { return Key{s.point, s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}; };
     for (const Sighting& s : sightings)
         if ((s.flags & packet_flag::k_fragment) != 0 && s.frag_offset == 0)
-            first.insert_or_assign(key(s), std::pair{s.tuple.sport, s.tuple.dport});
+            first[key(s)].push_back(First{s.ts_ns, s.tuple.sport, s.tuple.dport});
+    for (auto& [k, list] : first)
+        std::sort(list.begin(), list.end(), [](const First& a, const First& b) { return a.ts_ns < b.ts_ns; });
     for (Sighting& s : sightings) {
         if ((s.flags & packet_flag::k_fragment) == 0 || s.frag_offset == 0) continue;
-        if (const auto it = first.find(key(s)); it != first.end()) std::tie(s.tuple.sport, s.tuple.dport) = it->second;
+        const auto it = first.find(key(s));
+        if (it == first.end()) continue;
+        const auto& list = it->second;
+        auto after = std::upper_bound(list.begin(), list.end(), s.ts_ns,
+                                      [](std::int64_t ts, const First& f) { return ts < f.ts_ns; });
+        const First& f = after == list.begin() ? *after : *(after - 1);
+        s.tuple.sport = f.sport;
+        s.tuple.dport = f.dport;
     }
 }
 
@@ -392,6 +408,14 @@ Summary run(store::Database& db, const MatchOptions& given) {
     while (windows.step())
         options.point_windows[static_cast<std::uint32_t>(windows.column_int(0))] = {windows.column_int(1),
                                                                                     windows.column_int(2)};
+    // An imported file was being written from its creation to its last write: that widens what its packets show
+    // (a file copied after the capture is younger than its packets and says nothing).
+    for (const store::Point& p : db.points()) {
+        const auto it = options.point_windows.find(static_cast<std::uint32_t>(p.id));
+        if (it == options.point_windows.end()) continue;
+        if (p.file_born_ns && *p.file_born_ns < it->second.first) it->second.first = *p.file_born_ns;
+        if (p.file_written_ns && *p.file_written_ns > it->second.second) it->second.second = *p.file_written_ns;
+    }
     // A live capture knows when it stopped: packets that the next point would have seen before then were lost,
     // even when nothing else arrived there afterwards.
     if (auto start = db.meta("capture_start_ns")) options.capture_start_ns = std::stoll(*start);

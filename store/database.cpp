@@ -104,7 +104,8 @@ int exec_raw(sqlite3* db, const std::string& sql, std::string& error) {
 }
 
 constexpr const char* k_point_columns =
-    "id, name, netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, note, role_evidence, addresses";
+    "id, name, netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, note, role_evidence, addresses, file_born_ns, "
+    "file_written_ns";
 
 Point read_point(const Statement& stmt) {
     Point point;
@@ -124,6 +125,8 @@ Point read_point(const Statement& stmt) {
     point.note = stmt.column_text(11);
     point.role_evidence = stmt.column_text(12);
     point.addresses = stmt.column_text(13);
+    if (!stmt.column_is_null(14)) point.file_born_ns = stmt.column_int(14);
+    if (!stmt.column_is_null(15)) point.file_written_ns = stmt.column_int(15);
     return point;
 }
 
@@ -145,6 +148,10 @@ void bind_point_fields(Statement& stmt, const Point& point) {
     stmt.bind(10, std::string_view(point.note));
     stmt.bind(12, std::string_view(point.role_evidence));
     stmt.bind(13, std::string_view(point.addresses));
+    if (point.file_born_ns) stmt.bind(14, *point.file_born_ns);
+    else stmt.bind_null(14);
+    if (point.file_written_ns) stmt.bind(15, *point.file_written_ns);
+    else stmt.bind_null(15);
 }
 
 // What an existing file holds, read before we change anything in it (a foreign SQLite file must not be
@@ -414,6 +421,8 @@ void migrate(sqlite3* db, const std::string& name, int from_version) {
         sql +=
             "ALTER TABLE points ADD COLUMN role_evidence TEXT NOT NULL DEFAULT '';"
             "ALTER TABLE points ADD COLUMN addresses TEXT NOT NULL DEFAULT '';"
+            "ALTER TABLE points ADD COLUMN file_born_ns INTEGER;"
+            "ALTER TABLE points ADD COLUMN file_written_ns INTEGER;"
             "ALTER TABLE packets ADD COLUMN frag_offset INTEGER NOT NULL DEFAULT 0;"
             "ALTER TABLE packets ADD COLUMN icmp_mtu INTEGER;"
             "ALTER TABLE journeys ADD COLUMN ambiguous INTEGER NOT NULL DEFAULT 0;"
@@ -481,7 +490,8 @@ std::int64_t Database::add_point(const Point& point) {
     // RETURNING instead of sqlite3_last_insert_rowid(): the writer thread may insert on this connection in between.
     Statement stmt = prepare(
         "INSERT INTO points (netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, "
-        "note, name, role_evidence, addresses) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
+        "note, name, role_evidence, addresses, file_born_ns, file_written_ns) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
         "RETURNING id");
     bind_point_fields(stmt, point);
     stmt.bind(11, std::string_view(point.name));
@@ -536,7 +546,8 @@ std::vector<Point> Database::points() const {
 void Database::update_point(const Point& point) {
     Statement stmt = prepare(
         "UPDATE points SET netns = ?1, ifname = ?2, role = ?3, ifindex = ?4, link_type = ?5, source = ?6, "
-        "packets = ?7, kernel_drops = ?8, path_order = ?9, note = ?10, role_evidence = ?12, addresses = ?13 "
+        "packets = ?7, kernel_drops = ?8, path_order = ?9, note = ?10, role_evidence = ?12, addresses = ?13, "
+        "file_born_ns = ?14, file_written_ns = ?15 "
         "WHERE id = ?11 RETURNING id");
     bind_point_fields(stmt, point);
     stmt.bind(11, point.id);

@@ -46,6 +46,10 @@ struct Point {
     std::string note;
     std::string role_evidence;   // how the role was found ("live topology", "given", "name veth…", "traffic: …")
     std::string addresses;       // the interface's addresses ("172.17.0.1/16 fd00:17::1/64"), live captures
+    // An imported file's creation (statx btime) and last write (mtime): the capture that wrote it ran from no later
+    // than the first to no earlier than the second. Unknown for live points (meta has the capture window).
+    std::optional<std::int64_t> file_born_ns;
+    std::optional<std::int64_t> file_written_ns;
 };
 
 class Statement {

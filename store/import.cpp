@@ -1,9 +1,31 @@
 #include "store/import.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <tuple>
+
 #include "tracer/capture_file.hpp"
 #include "tracer/dissect.hpp"
 
 namespace hoptrace::store {
+namespace {
+
+// When the file was created and last written (statx), in ns since the epoch; nullopt where the filesystem does not
+// say. A capture tool creates its file when it starts and writes it until it stops: the times bound the window.
+std::pair<std::optional<std::int64_t>, std::optional<std::int64_t>> file_times(const std::string& path) {
+    struct statx st {};
+    if (statx(AT_FDCWD, path.c_str(), 0, STATX_BTIME | STATX_MTIME, &st) != 0) return {};
+    auto ns = [](const struct statx_timestamp& t) { return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; };
+    std::optional<std::int64_t> born;
+    if ((st.stx_mask & STATX_BTIME) != 0) born = ns(st.stx_btime);
+    std::optional<std::int64_t> written;
+    if ((st.stx_mask & STATX_MTIME) != 0) written = ns(st.stx_mtime);
+    return {born, written};
+}
+
+}  // namespace
+
 
 ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
                          const std::function<void(std::uint64_t)>& progress) {
@@ -49,6 +71,7 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
         }
         p.link_type = static_cast<std::uint32_t>(iface.link_type);
         p.source = spec.path;
+        std::tie(p.file_born_ns, p.file_written_ns) = file_times(spec.path);
         if (db.find_point(p.name)) {
             result.error = spec.path + ": a point named '" + p.name + "' is already in " + db.path() +
                            "; name this file's point with NAME=" + spec.path;

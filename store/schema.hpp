@@ -25,7 +25,9 @@ CREATE TABLE IF NOT EXISTS points (
   path_order    INTEGER,                         -- position on the path, set by correlate (0 = innermost)
   note          TEXT NOT NULL DEFAULT '',
   role_evidence TEXT NOT NULL DEFAULT '',        -- how the role was found: live topology, given, name, traffic (v3)
-  addresses     TEXT NOT NULL DEFAULT ''         -- the interface's addresses, "172.17.0.1/16 fd00:17::1/64" (live, v3)
+  addresses     TEXT NOT NULL DEFAULT '',        -- the interface's addresses, "172.17.0.1/16 fd00:17::1/64" (live, v3)
+  file_born_ns  INTEGER,                         -- imported file: created (statx btime), when the capture began at the latest (v3)
+  file_written_ns INTEGER                        -- imported file: last written (mtime), when the capture ended at the earliest (v3)
 );
 CREATE TABLE IF NOT EXISTS packets (
   id             INTEGER PRIMARY KEY,

@@ -179,6 +179,7 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
             "ALTER TABLE journeys DROP COLUMN related_id; ALTER TABLE journeys DROP COLUMN relation;"
             "ALTER TABLE losses DROP COLUMN cause;"
             "ALTER TABLE points DROP COLUMN role_evidence; ALTER TABLE points DROP COLUMN addresses;"
+            "ALTER TABLE points DROP COLUMN file_born_ns; ALTER TABLE points DROP COLUMN file_written_ns;"
             "ALTER TABLE packets DROP COLUMN frag_offset; ALTER TABLE packets DROP COLUMN icmp_mtu;"
             "ALTER TABLE journeys DROP COLUMN ambiguous;"
             "ALTER TABLE losses DROP COLUMN error_journey; ALTER TABLE losses DROP COLUMN evidence_id;"
