@@ -275,6 +275,16 @@ TEST(CaptureFilePcap, seconds_from_2038_on_are_unsigned) {
     EXPECT_EQ(frames[2].ts_ns, 4294967295LL * 1'000'000'000 + 999'999'000);
 }
 
+// pcapng_1_1.pcapng (make_edge_cases.py): a section header of version 1.1.
+// tshark -r pcapng_1_1.pcapng: "(pcapng: unknown SHB version 1.1)"; tcpdump: "unsupported pcapng savefile version 1.1"
+TEST(CaptureFilePcapng, version_1_1_is_refused_like_libpcap_and_tshark) {
+    const std::string path = data_path("pcapng_1_1.pcapng");
+    const auto f = CaptureFile::open(path);
+    ASSERT_FALSE(f);
+    EXPECT_TRUE(contains(f.error(), path + ": unsupported pcapng version 1.1")) << f.error();
+    EXPECT_EQ(f.error().find('\n'), std::string::npos) << f.error();
+}
+
 // ---- Bad files -----------------------------------------------------------------------------------------
 
 class CaptureFileErrors : public testing::Test {
