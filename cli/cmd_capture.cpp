@@ -8,6 +8,7 @@
 // still kept (as packets, or still spooled for `hoptrace correlate` to store).
 
 #include "cli/command.hpp"
+#include "cli/numeric_option.hpp"
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
 #include "correlate/correlate.hpp"
@@ -122,7 +123,7 @@ struct CaptureArgs {
     int snaplen = 262144;
     int buffer_mb = 64;
     double duration_s = 0;
-    std::uint64_t count = 0;
+    std::int64_t count = 0;  // signed, so that "--count -1" is refused as -1 (and not as 2^64 - 1)
     double grace_s = 1.0;
     bool quiet = false;
     bool no_correlate = false;
@@ -192,7 +193,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     options.filter = a.filter;
     options.snaplen = a.snaplen;
     options.buffer_bytes = a.buffer_mb << 20;
-    options.count = a.count;
+    options.count = static_cast<std::uint64_t>(a.count);
     LiveCapture capture(
         live, options, [&spool](std::uint32_t point, const Frame& frame) { spool.append(point, frame); },
         [&spool](std::uint32_t point, bool final) {
@@ -231,7 +232,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         const double t = elapsed();
         if (g_signals.load() > 0) stop_reason = "signal";
         else if (a.duration_s > 0 && t >= a.duration_s) stop_reason = "duration";
-        else if (a.count > 0 && capture.total_packets() >= a.count) stop_reason = "count";  // set by the capture
+        else if (a.count > 0 && capture.total_packets() >= options.count) stop_reason = "count";  // set by the capture
         else if (capture.all_ended()) stop_reason = "every point ended";
         if (child > 0 && !child_done_at) {
             if (::waitpid(child, &child_status, WNOHANG) == child) child_done_at = t;
@@ -348,9 +349,11 @@ int capture_command(const Invocation& inv, bool trace) {
     const std::string synopsis = std::string(trace ? "" : "--db FILE ") +
                                  "(--netns NAME | --pid PID | --container NAME)… [options] [-- CMD ARGS…]";
     if (!parse(own, synopsis, options, nullptr, vm)) return k_exit_ok;
-    if (a.snaplen <= 0 || a.snaplen > 262144) throw UsageError("--snaplen must be between 1 and 262144");
-    if (a.buffer_mb <= 0 || a.buffer_mb > 2047) throw UsageError("--buffer-mb must be between 1 and 2047");
-    if (a.duration_s < 0 || a.grace_s < 0) throw UsageError("--duration and --grace cannot be negative");
+    check_range(vm, "snaplen", 1, 262144, "bytes");
+    check_range(vm, "buffer-mb", 1, 2047, "MiB");  // buffer_bytes is an int
+    check_range(vm, "duration", 0.001, 366.0 * 86400, "seconds");
+    check_range(vm, "count", std::int64_t{1}, std::int64_t{1'000'000'000'000}, "packets");
+    check_range(vm, "grace", 0.0, 3600.0, "seconds");
     std::filesystem::path temp;
     if (trace && a.db_path.empty()) {
         temp = std::filesystem::temp_directory_path() /
