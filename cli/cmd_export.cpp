@@ -33,7 +33,7 @@ int cmd_export(const Invocation& inv) {
     }
     if (output.empty()) throw UsageError("-o needs a file name");
 
-    store::Database db = open_existing(db_path);
+    store::Database db = open_to_read(db_path);
     require_nothing_spooled(db, db_path);
     std::error_code ec;
     if (std::filesystem::equivalent(output, db_path, ec)) {

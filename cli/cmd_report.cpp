@@ -43,7 +43,7 @@ int cmd_report(const Invocation& inv) {
         filter = std::move(*parsed);
     }
 
-    store::Database db = open_existing(db_path);
+    store::Database db = open_to_read(db_path);
     require_nothing_spooled(db, db_path);
     if (db.points().empty()) throw Fatal(db_path + ": the database holds no points; import or capture first");
     if (!db.meta("correlated_ns"))

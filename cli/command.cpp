@@ -25,12 +25,25 @@ bool parse(const Invocation& inv, const std::string& synopsis, po::options_descr
     return true;
 }
 
-store::Database open_existing(const std::string& path) {
+namespace {
+
+void require_exists(const std::string& path) {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) {
         throw Fatal(path + ": no such database; create one with 'hoptrace import --db " + path + " FILE…'");
     }
+}
+
+}  // namespace
+
+store::Database open_existing(const std::string& path) {
+    require_exists(path);
     return store::Database::open(path);
+}
+
+store::Database open_to_read(const std::string& path) {
+    require_exists(path);
+    return store::Database::open_read_only(path);
 }
 
 std::uint64_t store_spooled(store::Database& db, bool quiet) {
