@@ -13,6 +13,7 @@
 #include "cli/targets.hpp"
 #include "correlate/correlate.hpp"
 #include "correlate/report.hpp"
+#include "store/private_file.hpp"
 #include "store/spool.hpp"
 #include "store/writer.hpp"
 #include "tracer/conntrack.hpp"
@@ -20,6 +21,7 @@
 #include "version.hpp"
 
 #include <signal.h>
+#include <stdlib.h>  // mkdtemp
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -136,8 +138,10 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     if (!a.command.empty()) check_runnable(a.command[0]);
     Resolved r = resolve_targets(a.targets, true);
 
-    std::error_code ec;
-    const bool fresh = !std::filesystem::exists(a.db_path, ec);
+    // Created mode 0600 (its -wal and -shm then are too), never through a dangling symbolic link.
+    const auto created = store::create_private_file(a.db_path);
+    if (!created) throw Fatal(created.error());
+    const bool fresh = *created;
     if (!fresh) {
         auto existing = store::Database::open(a.db_path);
         if (!existing.points().empty())
@@ -145,16 +149,19 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     }
     // Until every point captures, a failure leaves no trace: a database file this run created is removed
     // (declared before `db`, so it runs after the database is closed).
+    // The spool only once this run has created it: a file of that name it refused is somebody else's.
     struct DiscardUnlessStarted {
         std::string path;
         bool fresh;
         bool started = false;
+        std::string spool;
         ~DiscardUnlessStarted() {
             if (started || !fresh) return;
             std::error_code ignored;
-            for (const char* suffix : {"", "-wal", "-shm", "-spool"}) std::filesystem::remove(path + suffix, ignored);
+            for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ignored);
+            if (!spool.empty()) std::filesystem::remove(spool, ignored);
         }
-    } discard{a.db_path, fresh};
+    } discard{a.db_path, fresh, false, {}};
     store::Database db = store::Database::open(a.db_path);
     db.set_meta("created_by", std::string("hoptrace ") + k_version);
     db.set_meta("hoptrace_version", k_version);
@@ -188,6 +195,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     // wait until the capture has stopped.
     std::optional<store::SpoolFile> spool_file;
     spool_file.emplace(db);
+    discard.spool = spool_file->path();
     store::Spool spool(*spool_file, point_ids);
     LiveOptions options;
     options.filter = a.filter;
@@ -356,14 +364,20 @@ int capture_command(const Invocation& inv, bool trace) {
     check_range(vm, "grace", 0.0, 3600.0, "seconds");
     std::filesystem::path temp;
     if (trace && a.db_path.empty()) {
-        temp = std::filesystem::temp_directory_path() /
-               ("hoptrace-trace-" + std::to_string(::getpid()) + "-" + std::to_string(now_ns()) + ".db");
+        // In a directory of its own (mkdtemp: a new name, mode 0700), where nobody else can plant a file or a link.
+        std::string dir = (std::filesystem::temp_directory_path() / "hoptrace-trace-XXXXXX").string();
+        if (::mkdtemp(dir.data()) == nullptr) {
+            const int error = errno;
+            throw Fatal(dir + ": cannot create a temporary directory: " + std::strerror(error));
+        }
+        temp = std::filesystem::path(dir) / "trace.db";
         a.db_path = temp.string();
     }
     // A temporary database goes away once the report is printed; an interrupted trace keeps it.
     auto remove_temp = [&] {
         std::error_code ec;
         for (const char* suffix : {"", "-wal", "-shm", "-spool"}) std::filesystem::remove(temp.string() + suffix, ec);
+        std::filesystem::remove(temp.parent_path(), ec);  // only if empty
     };
     int rc = k_exit_runtime;
     bool captured = false;

@@ -83,7 +83,7 @@ int cmd_import(const Invocation& inv) {
         for (const auto& l : *links) link_names[l.ifindex] = l.ifname;
     }
 
-    store::Database db = store::Database::open(db_path);
+    store::Database db = open_to_write(db_path);
     if (!db.meta("created_by")) db.set_meta("created_by", std::string("hoptrace ") + k_version);
     db.set_meta("hoptrace_version", k_version);
     db.set_meta("host", host_name());

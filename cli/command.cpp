@@ -1,8 +1,11 @@
 #include "cli/command.hpp"
 
 #include "cli/status_line.hpp"
+#include "store/private_file.hpp"
 #include "store/spool.hpp"
 #include "store/writer.hpp"
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -44,6 +47,18 @@ store::Database open_existing(const std::string& path) {
 store::Database open_to_read(const std::string& path) {
     require_exists(path);
     return store::Database::open_read_only(path);
+}
+
+store::Database open_to_write(const std::string& path, bool* created) {
+    const auto made = store::create_private_file(path);
+    if (!made) throw Fatal(made.error());
+    if (created != nullptr) *created = *made;
+    try {
+        return store::Database::open(path);
+    } catch (...) {
+        if (*made) ::unlink(path.c_str());  // the empty file this call made, nothing else
+        throw;
+    }
 }
 
 std::uint64_t store_spooled(store::Database& db, bool quiet) {
