@@ -8,10 +8,12 @@
 // still kept (as packets, or still spooled for `hoptrace correlate` to store).
 
 #include "cli/command.hpp"
+#include "cli/numeric_option.hpp"
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
 #include "correlate/correlate.hpp"
 #include "correlate/report.hpp"
+#include "store/private_file.hpp"
 #include "store/spool.hpp"
 #include "store/writer.hpp"
 #include "tracer/conntrack.hpp"
@@ -19,6 +21,7 @@
 #include "version.hpp"
 
 #include <signal.h>
+#include <stdlib.h>  // mkdtemp
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,7 +125,7 @@ struct CaptureArgs {
     int snaplen = 262144;
     int buffer_mb = 64;
     double duration_s = 0;
-    std::uint64_t count = 0;
+    std::int64_t count = 0;  // signed, so that "--count -1" is refused as -1 (and not as 2^64 - 1)
     double grace_s = 1.0;
     bool quiet = false;
     bool no_correlate = false;
@@ -135,8 +138,10 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     if (!a.command.empty()) check_runnable(a.command[0]);
     Resolved r = resolve_targets(a.targets, true);
 
-    std::error_code ec;
-    const bool fresh = !std::filesystem::exists(a.db_path, ec);
+    // Created mode 0600 (its -wal and -shm then are too), never through a dangling symbolic link.
+    const auto created = store::create_private_file(a.db_path);
+    if (!created) throw Fatal(created.error());
+    const bool fresh = *created;
     if (!fresh) {
         auto existing = store::Database::open(a.db_path);
         if (!existing.points().empty())
@@ -144,16 +149,19 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     }
     // Until every point captures, a failure leaves no trace: a database file this run created is removed
     // (declared before `db`, so it runs after the database is closed).
+    // The spool only once this run has created it: a file of that name it refused is somebody else's.
     struct DiscardUnlessStarted {
         std::string path;
         bool fresh;
         bool started = false;
+        std::string spool;
         ~DiscardUnlessStarted() {
             if (started || !fresh) return;
             std::error_code ignored;
-            for (const char* suffix : {"", "-wal", "-shm", "-spool"}) std::filesystem::remove(path + suffix, ignored);
+            for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ignored);
+            if (!spool.empty()) std::filesystem::remove(spool, ignored);
         }
-    } discard{a.db_path, fresh};
+    } discard{a.db_path, fresh, false, {}};
     store::Database db = store::Database::open(a.db_path);
     db.set_meta("created_by", std::string("hoptrace ") + k_version);
     db.set_meta("hoptrace_version", k_version);
@@ -189,12 +197,13 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     // wait until the capture has stopped.
     std::optional<store::SpoolFile> spool_file;
     spool_file.emplace(db);
+    discard.spool = spool_file->path();
     store::Spool spool(*spool_file, point_ids);
     LiveOptions options;
     options.filter = a.filter;
     options.snaplen = a.snaplen;
     options.buffer_bytes = a.buffer_mb << 20;
-    options.count = a.count;
+    options.count = static_cast<std::uint64_t>(a.count);
     LiveCapture capture(
         live, options, [&spool](std::uint32_t point, const Frame& frame) { spool.append(point, frame); },
         [&spool](std::uint32_t point, bool final) {
@@ -233,7 +242,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         const double t = elapsed();
         if (g_signals.load() > 0) stop_reason = "signal";
         else if (a.duration_s > 0 && t >= a.duration_s) stop_reason = "duration";
-        else if (a.count > 0 && capture.total_packets() >= a.count) stop_reason = "count";  // set by the capture
+        else if (a.count > 0 && capture.total_packets() >= options.count) stop_reason = "count";  // set by the capture
         else if (capture.all_ended()) stop_reason = "every point ended";
         if (child > 0 && !child_done_at) {
             if (::waitpid(child, &child_status, WNOHANG) == child) child_done_at = t;
@@ -350,19 +359,27 @@ int capture_command(const Invocation& inv, bool trace) {
     const std::string synopsis = std::string(trace ? "" : "--db FILE ") +
                                  "(--netns NAME | --pid PID | --container NAME)… [options] [-- CMD ARGS…]";
     if (!parse(own, synopsis, options, nullptr, vm)) return k_exit_ok;
-    if (a.snaplen <= 0 || a.snaplen > 262144) throw UsageError("--snaplen must be between 1 and 262144");
-    if (a.buffer_mb <= 0 || a.buffer_mb > 2047) throw UsageError("--buffer-mb must be between 1 and 2047");
-    if (a.duration_s < 0 || a.grace_s < 0) throw UsageError("--duration and --grace cannot be negative");
+    check_range(vm, "snaplen", 1, 262144, "bytes");
+    check_range(vm, "buffer-mb", 1, 2047, "MiB");  // buffer_bytes is an int
+    check_range(vm, "duration", 0.001, 366.0 * 86400, "seconds");
+    check_range(vm, "count", std::int64_t{1}, std::int64_t{1'000'000'000'000}, "packets");
+    check_range(vm, "grace", 0.0, 3600.0, "seconds");
     std::filesystem::path temp;
     if (trace && a.db_path.empty()) {
-        temp = std::filesystem::temp_directory_path() /
-               ("hoptrace-trace-" + std::to_string(::getpid()) + "-" + std::to_string(now_ns()) + ".db");
+        // In a directory of its own (mkdtemp: a new name, mode 0700), where nobody else can plant a file or a link.
+        std::string dir = (std::filesystem::temp_directory_path() / "hoptrace-trace-XXXXXX").string();
+        if (::mkdtemp(dir.data()) == nullptr) {
+            const int error = errno;
+            throw Fatal(dir + ": cannot create a temporary directory: " + std::strerror(error));
+        }
+        temp = std::filesystem::path(dir) / "trace.db";
         a.db_path = temp.string();
     }
     // A temporary database goes away once the report is printed; an interrupted trace keeps it.
     auto remove_temp = [&] {
         std::error_code ec;
         for (const char* suffix : {"", "-wal", "-shm", "-spool"}) std::filesystem::remove(temp.string() + suffix, ec);
+        std::filesystem::remove(temp.parent_path(), ec);  // only if empty
     };
     int rc = k_exit_runtime;
     bool captured = false;

@@ -1,6 +1,7 @@
 // hoptrace correlate --db FILE: (re)builds journeys, flows, rewrites, hop statistics and losses.
 
 #include "cli/command.hpp"
+#include "cli/numeric_option.hpp"
 #include "correlate/correlate.hpp"
 
 #include <cstdio>
@@ -21,7 +22,7 @@ int cmd_correlate(const Invocation& inv) {
          "repeat for several points");
     po::variables_map vm;
     if (!parse(inv, "--db FILE", options, nullptr, vm)) return k_exit_ok;
-    if (max_gap_ms <= 0) throw UsageError("--max-hop-gap-ms must be positive");
+    check_max_hop_gap(vm);
     store::Database db = open_existing(db_path);
     store_spooled(db, false);
     apply_given_roles(db, parse_roles(role_specs));

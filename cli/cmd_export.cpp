@@ -2,6 +2,7 @@
 // per point, each packet commented with its journey, hop, latency and rewrite.
 
 #include "cli/command.hpp"
+#include "cli/output_file.hpp"
 #include "correlate/export.hpp"
 #include "version.hpp"
 
@@ -17,7 +18,7 @@ int cmd_export(const Invocation& inv) {
     po::options_description options("options");
     options.add_options()
         ("db", po::value(&db_path)->required(), "database written by 'hoptrace import' or 'hoptrace capture'")
-        ("output,o", po::value(&output)->required(), "the pcapng file to write (replaced if it exists)")
+        ("output,o", po::value(&output)->required(), "the pcapng file to write (replaced once complete if it exists)")
         ("flow", po::value(&flow_expr),
          "only the packets of these flows: terms 'proto icmp|icmpv6|udp|tcp', 'host ADDR', 'port N', "
          "'flow ID', separated by spaces or commas; all must match");
@@ -33,7 +34,7 @@ int cmd_export(const Invocation& inv) {
     }
     if (output.empty()) throw UsageError("-o needs a file name");
 
-    store::Database db = open_existing(db_path);
+    store::Database db = open_to_read(db_path);
     require_nothing_spooled(db, db_path);
     std::error_code ec;
     if (std::filesystem::equivalent(output, db_path, ec)) {
@@ -43,8 +44,12 @@ int cmd_export(const Invocation& inv) {
     if (!db.meta("correlated_ns"))
         throw Fatal(db_path + ": not correlated yet; run 'hoptrace correlate --db " + db_path + "'");
 
-    const auto summary = correlate::export_pcapng(db, output, opts);
-    if (!summary) throw Fatal(summary.error());
+    // Written beside the target and renamed onto it once complete (or straight into a device, FIFO or link). The
+    // pcapng writer opens the file by name: it gets the very file opened here, as /proc/self/fd/N.
+    OutputFile file(output);
+    const auto summary = correlate::export_pcapng(db, file.fd_path(), opts);
+    if (!summary) throw Fatal(file.own_name(summary.error()));
+    file.commit();
     std::cout << output << ": " << summary->packets << " packets on " << summary->interfaces << " interfaces";
     if (opts.flows) std::cout << ", " << summary->flows_selected << " of " << summary->flows << " flows";
     std::cout << "\n";

@@ -3,6 +3,7 @@
 // for Linux cooked v2 `tcpdump -i any` captures), then correlates unless told not to.
 
 #include "cli/command.hpp"
+#include "cli/numeric_option.hpp"
 #include "correlate/correlate.hpp"
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
@@ -74,7 +75,7 @@ int cmd_import(const Invocation& inv) {
     po::variables_map vm;
     if (!parse(inv, "--db FILE [NAME=]FILE.pcap[ng]…", options, &positional, vm)) return k_exit_ok;
     if (files.empty()) throw UsageError("no capture file given");
-    if (max_gap_ms <= 0) throw UsageError("--max-hop-gap-ms must be positive");
+    check_max_hop_gap(vm);
     std::vector<FileSpec> specs;
     for (const auto& f : files) specs.push_back(parse_spec(f));
     const auto roles = parse_roles(role_specs);
@@ -87,7 +88,7 @@ int cmd_import(const Invocation& inv) {
         for (const auto& l : *links) link_names[l.ifindex] = l.ifname;
     }
 
-    store::Database db = store::Database::open(db_path);
+    store::Database db = open_to_write(db_path);
     if (!db.meta("created_by")) db.set_meta("created_by", std::string("hoptrace ") + k_version);
     db.set_meta("hoptrace_version", k_version);
     db.set_meta("host", host_name());

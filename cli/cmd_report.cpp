@@ -1,6 +1,7 @@
 // hoptrace report --db FILE [--format text|json|csv|html] [-o FILE] [--flow EXPR]
 
 #include "cli/command.hpp"
+#include "cli/output_file.hpp"
 #include "correlate/flow_filter.hpp"
 #include "correlate/html_report.hpp"
 #include "correlate/report.hpp"
@@ -10,7 +11,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <optional>
 
@@ -43,24 +43,25 @@ int cmd_report(const Invocation& inv) {
         filter = std::move(*parsed);
     }
 
-    store::Database db = open_existing(db_path);
+    store::Database db = open_to_read(db_path);
     require_nothing_spooled(db, db_path);
     if (db.points().empty()) throw Fatal(db_path + ": the database holds no points; import or capture first");
     if (!db.meta("correlated_ns"))
         throw Fatal(db_path + ": not correlated yet; run 'hoptrace correlate --db " + db_path + "'");
 
-    std::ofstream file;
     if (std::error_code ec; !output.empty() && std::filesystem::equivalent(output, db_path, ec))
         throw UsageError("-o " + output + " is the database itself; write the report to another file");
+    std::optional<OutputFile> file;  // -o: written beside the target, renamed onto it once complete
+    std::optional<FdStream> file_stream;
     if (!output.empty()) {
-        file.open(output, std::ios::binary | std::ios::trunc);
-        if (!file) throw Fatal(output + ": cannot write the report: " + std::strerror(errno));
+        file.emplace(output);
+        file_stream.emplace(file->fd());
     }
     // --flow: the ids of the selected flows.
     const auto selected = filter ? correlate::select_flows(db, *filter) : std::unordered_set<std::int64_t>{};
     auto keep = [&](std::int64_t flow) { return !filter || selected.contains(flow); };
 
-    std::ostream& out = output.empty() ? std::cout : file;
+    std::ostream& out = file_stream ? static_cast<std::ostream&>(*file_stream) : std::cout;
     if (format == "csv") {
         correlate::write_csv(db, out, keep);
     } else {
@@ -74,14 +75,11 @@ int cmd_report(const Invocation& inv) {
         else out << correlate::render_text(model);
     }
     out.flush();
-    if (!out) {
-        const std::string where = output.empty() ? "stdout" : output;
-        if (!output.empty()) {
-            file.close();
-            std::error_code ec;
-            std::filesystem::remove(output, ec);
-        }
-        throw Fatal(where + ": write failed: " + std::strerror(errno));
+    if (file_stream) {
+        if (!*file_stream) throw Fatal(output + ": write failed: " + std::strerror(file_stream->error()));
+        file->commit();
+    } else if (!out) {
+        throw Fatal(std::string("stdout: write failed: ") + std::strerror(errno));
     }
     return k_exit_ok;
 }

@@ -1,8 +1,11 @@
 #include "cli/command.hpp"
 
 #include "cli/status_line.hpp"
+#include "store/private_file.hpp"
 #include "store/spool.hpp"
 #include "store/writer.hpp"
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -25,11 +28,19 @@ bool parse(const Invocation& inv, const std::string& synopsis, po::options_descr
     return true;
 }
 
-store::Database open_existing(const std::string& path) {
+namespace {
+
+void require_exists(const std::string& path) {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) {
         throw Fatal(path + ": no such database; create one with 'hoptrace import --db " + path + " FILE…'");
     }
+}
+
+}  // namespace
+
+store::Database open_existing(const std::string& path) {
+    require_exists(path);
     return store::Database::open(path);
 }
 
@@ -57,6 +68,23 @@ void print_inferred_roles(const correlate::Summary& summary) {
         std::fprintf(stderr, "role: %s = %s (%s); correct it with --role %s=ROLE\n", summary.inferred_names[i].c_str(),
                      summary.inferred[i].role.c_str(), summary.inferred[i].evidence.c_str(),
                      summary.inferred_names[i].c_str());
+}
+
+store::Database open_to_read(const std::string& path) {
+    require_exists(path);
+    return store::Database::open_read_only(path);
+}
+
+store::Database open_to_write(const std::string& path, bool* created) {
+    const auto made = store::create_private_file(path);
+    if (!made) throw Fatal(made.error());
+    if (created != nullptr) *created = *made;
+    try {
+        return store::Database::open(path);
+    } catch (...) {
+        if (*made) ::unlink(path.c_str());  // the empty file this call made, nothing else
+        throw;
+    }
 }
 
 std::uint64_t store_spooled(store::Database& db, bool quiet) {

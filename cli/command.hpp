@@ -43,8 +43,14 @@ struct Invocation {
 bool parse(const Invocation& inv, const std::string& synopsis, po::options_description& options,
            const po::positional_options_description* positional, po::variables_map& vm);
 
-// Opens an existing database; Fatal naming the file when it does not exist (reading commands never create one).
+// Opens an existing database to change it (correlate); Fatal naming the file when it does not exist.
 store::Database open_existing(const std::string& path);
+// Opens an existing database read-only, for the commands that only read (report, export): never creates, upgrades
+// or changes a file; Fatal naming it when it does not exist or is not a hoptrace database (an empty file included).
+store::Database open_to_read(const std::string& path);
+// Opens the database of a command that stores packets (import, capture), creating it mode 0600 when it does not
+// exist (store/private_file.hpp); a dangling symbolic link is refused. `created` says whether this run created it.
+store::Database open_to_write(const std::string& path, bool* created = nullptr);
 
 // A capture that was killed before it stored its spool leaves frames in its spool file (FILE-spool). The commands
 // that write (correlate, import) store them as packets first, saying so on stderr unless quiet; returns how many.

@@ -37,6 +37,8 @@ std::string netns_label(const Resolved& r, std::size_t index) { return r.namespa
 Resolved resolve_targets(const TargetOptions& options, bool require_target) {
     if (require_target && !options.has_target() && options.points.empty())
         throw UsageError("say what to trace: --netns NAME, --pid PID, --container NAME, or --point NS:IF");
+    for (const auto& c : options.containers)  // before anything runs: a bad name is a usage error
+        if (!is_container_name(c)) throw UsageError(container_name_error(c));
     Resolved r;
     r.namespaces.push_back(must(options.host_netns.empty() ? Netns::self() : Netns::by_name(options.host_netns)));
 

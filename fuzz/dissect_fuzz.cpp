@@ -1,10 +1,12 @@
-// libFuzzer target for dissect(). Input: byte 0 picks the link type, byte 1 the direction (low 2 bits)
-// and how many bytes longer than captured the frame was on the wire (the rest), then the frame.
+// libFuzzer target for dissect(). Input: byte 0 picks the link type, byte 1 the direction (low 2 bits) and, in
+// its upper 6 bits as a two's complement number from -32 to 31, how many bytes longer than captured the frame was
+// on the wire (negative: shorter, which a corrupt file says; tcpdump's aoe-oobr-1.pcap), then the frame.
 // Beyond ASan/UBSan, it checks the invariants every PacketRecord must keep.
 
 #include "tracer/dissect.hpp"
 #include "tracer/fingerprint.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -38,13 +40,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     hoptrace::Frame frame;
     frame.link_type = k_link_types[data[0] % 8];
     frame.direction = static_cast<hoptrace::Direction>((data[1] & 3) == 3 ? 0 : data[1] & 3);
-    frame.wire_len = static_cast<std::uint32_t>(input.size() + (data[1] >> 2));
+    const int wire_delta = static_cast<int>(data[1] >> 2) - ((data[1] & 0x80) != 0 ? 64 : 0);
+    const auto wire_len = static_cast<std::int64_t>(input.size()) + wire_delta;
+    frame.wire_len = static_cast<std::uint32_t>(wire_len < 0 ? 0 : wire_len);
     frame.ts_ns = 42;
     frame.bytes = input;
 
     const hoptrace::PacketRecord r = hoptrace::dissect(frame);
     check(r.cap_len == input.size());
-    check(r.wire_len == frame.wire_len);
+    check(r.wire_len == std::max<std::uint32_t>(frame.wire_len, r.cap_len));  // never shorter than captured
     check(r.ts_ns == 42);
     check((r.fingerprint == 0) == (r.ip_version == 0));
     check(r.fingerprint == hoptrace::fingerprint(r, input));

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes a seed corpus for dissect_fuzz: every frame of the classic pcap files in a directory, as
-dissect_fuzz reads its input (byte 0: link type index, byte 1: direction/extra wire length, then the frame).
+dissect_fuzz reads its input (byte 0: link type index; byte 1: direction in the low 2 bits, wire length minus
+captured length in the upper 6 as a two's complement number from -32 to 31; then the frame). A record whose wire
+length is shorter than its captured length (tcpdump's aoe-oobr-1.pcap) is a seed too: a negative difference.
 
 usage: make_dissect_corpus.py tests/data/tracer CORPUS_DIR
 """
@@ -32,8 +34,8 @@ for name in sorted(os.listdir(src)):
         frame = data[off + 16:off + 16 + caplen]
         if len(frame) < caplen:
             break
-        extra = min(wirelen - caplen, 63)
-        seed = bytes([LINK_INDEX[linktype], extra << 2 | 3]) + frame
+        extra = max(-32, min(wirelen - caplen, 31))
+        seed = bytes([LINK_INDEX[linktype], (extra & 0x3f) << 2 | 3]) + frame
         with open(os.path.join(dst, hashlib.sha1(seed).hexdigest()), 'wb') as out:
             out.write(seed)
         count += 1

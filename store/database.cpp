@@ -631,4 +631,42 @@ void Transaction::commit() {
     sqlite3_mutex_leave(sqlite3_db_mutex(m_db.handle()));
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Read-only access (report, export): apart from Database::open, so that nothing here creates or changes a file.
+
+Database Database::open_read_only(const std::string& path) {
+    const std::string& name = path;
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr);
+    SqlitePtr db(raw);
+    if (rc != SQLITE_OK) {
+        fail(name, "cannot open database", db != nullptr ? sqlite3_errmsg(db.get()) : sqlite3_errstr(rc));
+    }
+    if (sqlite3_extended_result_codes(db.get(), 1) != SQLITE_OK) {
+        fail(name, "cannot enable extended result codes", sqlite3_errmsg(db.get()));
+    }
+    if (sqlite3_busy_timeout(db.get(), 10'000) != SQLITE_OK) {
+        fail(name, "cannot set busy timeout", sqlite3_errmsg(db.get()));
+    }
+    const FileState state = read_file_state(db.get(), name);
+    if (state.tables == 0 && state.user_version == 0) {
+        throw Error(name + ": not a hoptrace database (it holds no tables); create one with 'hoptrace import' or "
+                           "'hoptrace capture'");
+    }
+    if (!state.has_points || state.user_version == 0) {
+        throw Error(name + ": not a hoptrace database");
+    }
+    if (state.user_version > k_schema_version) {
+        throw Error(name + ": schema version " + std::to_string(state.user_version) + " is newer than this hoptrace (" +
+                    std::to_string(k_schema_version) + "); upgrade hoptrace");
+    }
+    if (state.user_version < k_schema_version) {
+        throw Error(name + ": written by an older hoptrace (schema version " + std::to_string(state.user_version) +
+                    "); upgrade it once with 'hoptrace correlate --db " + name + "'");
+    }
+    exec_or_fail(db.get(), name, "PRAGMA query_only = ON; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536;",
+                 "cannot configure database");
+    return {std::move(db), path};
+}
+
 }  // namespace hoptrace::store

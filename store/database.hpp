@@ -91,6 +91,11 @@ public:
     // cannot be opened, is not an SQLite database, or has a schema version newer than this build knows.
     static Database open(const std::string& path);
     static Database open_memory();  // for tests
+    // Opens an existing hoptrace database for the commands that only read it (report, export): SQLITE_OPEN_READONLY,
+    // so the file is never created, upgraded or changed (for a WAL file SQLite may leave FILE-wal and FILE-shm beside
+    // it, as any reader does). Throws Error naming `path` when it cannot be opened or read, is not a hoptrace
+    // database (an empty file included), or has a schema version other than this build's.
+    static Database open_read_only(const std::string& path);
 
     Database(Database&&) noexcept = default;
     Database& operator=(Database&&) noexcept = default;

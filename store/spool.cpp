@@ -1,5 +1,6 @@
 #include "store/spool.hpp"
 
+#include "store/private_file.hpp"
 #include "tracer/dissect.hpp"
 
 #include <fcntl.h>
@@ -215,11 +216,14 @@ SpoolFile::SpoolFile(Database& db) : m_path(db.path() + "-spool") {
     if (db.meta(k_meta_spool_file)) {
         throw Error(db.path() + ": already has a pending capture spool; store it first ('hoptrace correlate')");
     }
-    // No O_TRUNC before the lock: the file of that name may be one another process is storing right now.
-    m_fd = UniqueFd(::open(m_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
-    if (!m_fd) {
-        throw Error(m_path + ": cannot create the capture spool: " + errno_text(errno));
+    // Created O_EXCL|O_NOFOLLOW, mode 0600: a symbolic link planted under this name must not make a capture (as
+    // root) truncate the file it points to. No O_TRUNC before the lock: a file of that name left behind may be one
+    // another process is storing right now.
+    auto fd = open_private_for_writing(m_path);
+    if (!fd) {
+        throw Error(fd.error() + " (the capture spool)");
     }
+    m_fd = std::move(*fd);
     if (::flock(m_fd.get(), LOCK_EX | LOCK_NB) != 0) {
         throw Error(m_path + ": another hoptrace is using this spool file: " + errno_text(errno));
     }

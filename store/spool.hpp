@@ -46,9 +46,11 @@ struct SpoolLimits {
     std::chrono::milliseconds chunk_age{1000};
 };
 
-// The spool file of a capture, written by a thread of its own. Creating it truncates any file of that name (one a
-// database of the same name left behind: this database does not name it), locks it (flock) against an ingest by
-// another process while the capture runs, and records it in the database's `meta` before any chunk is written.
+// The spool file of a capture, written by a thread of its own. Creating it (mode 0600, O_EXCL|O_NOFOLLOW) truncates
+// a file of that name only when it is a regular file of ours (one a database of the same name left behind: this
+// database does not name it), and refuses a symbolic link or anything else (store/private_file.hpp); it locks the
+// file (flock) against an ingest by another process while the capture runs, and records it in the database's `meta`
+// before any chunk is written.
 class SpoolFile {
 public:
     static constexpr std::size_t k_max_pending_chunks = 16;

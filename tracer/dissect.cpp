@@ -577,7 +577,9 @@ PacketRecord dissect(const Frame& frame) noexcept {
     record.ts_ns = frame.ts_ns;
     record.cap_len = static_cast<std::uint32_t>(
         std::min<std::size_t>(frame.bytes.size(), std::numeric_limits<std::uint32_t>::max()));
-    record.wire_len = frame.wire_len;
+    // A frame is never shorter on the wire than captured; a file that says so (tcpdump's aoe-oobr-1.pcap) is
+    // taken at its captured length, like m_wire below.
+    record.wire_len = std::max(frame.wire_len, record.cap_len);
     record.direction = frame.direction;
 
     Dissector(frame, record).run(frame.link_type);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <charconv>
@@ -106,6 +107,18 @@ std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv) {
     return result;
 }
 
+bool is_container_name(std::string_view name) noexcept {
+    if (!name.empty() && name.front() == '/') name.remove_prefix(1);
+    auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
+    if (name.empty() || !alnum(name.front())) return false;
+    return std::all_of(name.begin(), name.end(), [&](char c) { return alnum(c) || c == '_' || c == '.' || c == '-'; });
+}
+
+std::string container_name_error(const std::string& name) {
+    return "--container '" + name + "': not a container name or id (letters, digits, '_', '.' and '-', starting "
+           "with a letter or digit)";
+}
+
 namespace {
 
 bool on_path(const std::string& program) {
@@ -123,9 +136,11 @@ bool on_path(const std::string& program) {
 }
 
 tl::expected<pid_t, std::string> container_pid(const std::string& container) {
+    if (!is_container_name(container)) return tl::unexpected(container_name_error(container));
     for (const char* engine : {"docker", "podman"}) {
         if (!on_path(engine)) continue;
-        auto r = run_program({engine, "inspect", "-f", "{{.State.Pid}}", container});
+        // "--": whatever the name looks like, it is an argument, never an option of docker's.
+        auto r = run_program({engine, "inspect", "-f", "{{.State.Pid}}", "--", container});
         if (!r || r->status != 0) {
             return tl::unexpected("--container " + container + ": " + engine +
                                   " does not know this container (or its daemon is not running)");

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -118,7 +119,14 @@ struct Target {
 };
 
 // Resolves a target to its namespace. Containers are asked of the Docker CLI
-// (`docker inspect -f '{{.State.Pid}}'`), or podman when that is what is installed.
+// (`docker inspect -f '{{.State.Pid}}' -- NAME`), or podman when that is what is installed; a NAME that is not a
+// valid container name or id is refused before either is run.
 tl::expected<Netns, std::string> resolve(const Target& target);
+
+// Whether `name` can be a Docker/podman container name or id: [a-zA-Z0-9][a-zA-Z0-9_.-]*, optionally after one '/'
+// (as `docker inspect` prints names). Anything else (an empty name, "--format=…", spaces) is never passed on.
+bool is_container_name(std::string_view name) noexcept;
+// The one line for a name is_container_name() refuses: "--container '--format=x': not a container name or id (…)".
+std::string container_name_error(const std::string& name);
 
 }  // namespace hoptrace

@@ -76,9 +76,13 @@ tl::expected<bool, std::string> PcapFile::next(FileFrame& out) {
     const int rc = pcap_next_ex(m_pcap.get(), &header, &data);
     if (rc == 1) {
         ++m_frames;
-        // With nanosecond precision requested, libpcap scales microsecond files and tv_usec holds ns.
+        // With nanosecond precision requested, libpcap scales microsecond files and tv_usec holds ns. A classic
+        // pcap record's seconds are an unsigned 32-bit field (until 2106), which libpcap reads as a signed one and
+        // sign-extends into tv_sec: from 2038-01-19 03:14:08 UTC on, a time would come out as one between 1901 and
+        // 1970 (and a negative ts_ns, which no export can write). Its low 32 bits are the field.
+        const auto seconds = static_cast<std::uint32_t>(header->ts.tv_sec);
         out.frame.ts_ns =
-            static_cast<std::int64_t>(header->ts.tv_sec) * k_ns_per_s + static_cast<std::int64_t>(header->ts.tv_usec);
+            static_cast<std::int64_t>(seconds) * k_ns_per_s + static_cast<std::int64_t>(header->ts.tv_usec);
         out.frame.wire_len = header->len;
         out.frame.link_type = m_link_type;
         out.frame.direction = Direction::unknown;

@@ -222,9 +222,11 @@ tl::expected<void, std::string> PcapngFile::section_header() {
     const wire::Bytes block(m_block);
     const std::uint16_t major = wire::u16(block, 12, m_big_endian);
     const std::uint16_t minor = wire::u16(block, 14, m_big_endian);
-    if (major != 1) {
-        return tl::unexpected(
-            error("unsupported pcapng version " + std::to_string(major) + "." + std::to_string(minor)));
+    // Only 1.0: a 1.1 (or 1.2) section may lay out its blocks differently, and libpcap and Wireshark refuse it too.
+    if (major != 1 || minor != 0) {
+        return tl::unexpected(m_path + ": unsupported pcapng version " + std::to_string(major) + "." +
+                              std::to_string(minor) + " in the section header at offset " + std::to_string(m_offset) +
+                              "; hoptrace reads version 1.0, as libpcap and Wireshark do");
     }
     // Interface ids in packet blocks count from 0 again in each section.
     m_section_first_interface = m_interfaces.size();

@@ -267,6 +267,77 @@ TEST(Database, file_the_user_cannot_write_gets_a_clear_error) {
     EXPECT_EQ(open_error_without_privileges(path), expected);
 }
 
+// ---- Read-only: report and export ----------------------------------------------------------------------------
+
+std::string read_only_error(const std::string& path) {
+    try {
+        Database::open_read_only(path);
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "(no error)";
+}
+
+TEST(DatabaseReadOnly, reads_a_database_and_cannot_change_it) {
+    const TempDir dir;
+    const std::string path = dir.file("capture.db");
+    {
+        Database db = Database::open(path);
+        db.add_point(make_point("c1"));
+        db.set_meta("correlated_ns", "1");
+    }
+    Database db = Database::open_read_only(path);
+    ASSERT_EQ(db.points().size(), 1U);
+    EXPECT_EQ(db.meta("correlated_ns"), "1");
+    EXPECT_THROW(db.set_meta("k", "v"), Error);
+    EXPECT_THROW(db.add_point(make_point("c2")), Error);
+    EXPECT_EQ(RawConnection(path).text("SELECT count(*) FROM points"), "1");
+    EXPECT_EQ(RawConnection(path).text("SELECT count(*) FROM meta WHERE key = 'k'"), "0");
+}
+
+TEST(DatabaseReadOnly, an_empty_file_is_refused_and_stays_empty) {
+    const TempDir dir;
+    const std::string path = dir.file("empty.db");
+    std::ofstream(path).close();
+    const std::string error = read_only_error(path);
+    EXPECT_EQ(error.rfind(path + ": not a hoptrace database", 0), 0U) << error;
+    EXPECT_EQ(error.find('\n'), std::string::npos) << error;
+    EXPECT_EQ(fs::file_size(path), 0U);
+    EXPECT_FALSE(fs::exists(path + "-wal"));
+    EXPECT_EQ(RawConnection(path).text("SELECT count(*) FROM sqlite_schema"), "0");
+}
+
+TEST(DatabaseReadOnly, a_missing_file_is_not_created) {
+    const TempDir dir;
+    const std::string path = dir.file("missing.db");
+    const std::string error = read_only_error(path);
+    EXPECT_EQ(error.rfind(path + ": cannot open database", 0), 0U) << error;
+    EXPECT_FALSE(fs::exists(path));
+}
+
+TEST(DatabaseReadOnly, foreign_and_newer_and_older_files_are_refused_unchanged) {
+    const TempDir dir;
+    const std::string foreign = dir.file("other.db");
+    RawConnection(foreign).exec("CREATE TABLE contacts (name TEXT)");
+    EXPECT_EQ(read_only_error(foreign), foreign + ": not a hoptrace database");
+
+    const std::string text = dir.file("notes.txt");
+    std::ofstream(text) << std::string(8192, 'x');
+    EXPECT_EQ(read_only_error(text), text + ": not a hoptrace database (file is not a database)");
+
+    const std::string newer = dir.file("newer.db");
+    Database::open(newer);
+    RawConnection(newer).exec("PRAGMA user_version = " + std::to_string(k_schema_version + 1));
+    EXPECT_NE(read_only_error(newer).find("is newer than this hoptrace"), std::string::npos);
+
+    const std::string older = dir.file("older.db");
+    Database::open(older);
+    RawConnection(older).exec("PRAGMA user_version = 1");
+    EXPECT_EQ(read_only_error(older), older + ": written by an older hoptrace (schema version 1); upgrade it once "
+                                              "with 'hoptrace correlate --db " + older + "'");
+    EXPECT_EQ(RawConnection(older).text("PRAGMA user_version"), "1");
+}
+
 TEST(Database, open_accepts_memory_like_open_memory) {
     const Database db = Database::open(":memory:");
     EXPECT_EQ(scalar(db, "PRAGMA user_version"), k_schema_version);

@@ -15,6 +15,7 @@
 #include "temp_dir.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -933,6 +934,52 @@ TEST(Spool, a_different_link_type_starts_a_new_chunk) {
     ASSERT_EQ(chunks.size(), 2U);
     EXPECT_EQ(bytes_in_file[chunks[0].offset + 8], 1);    // LINKTYPE_ETHERNET
     EXPECT_EQ(bytes_in_file[chunks[1].offset + 8], 101);  // LINKTYPE_RAW
+}
+
+}  // namespace
+}  // namespace hoptrace::store
+
+namespace hoptrace::store {
+namespace {
+
+// Issue #13: a symbolic link planted as FILE-spool made a capture (as root: any file) truncate and overwrite the
+// file it points to. The capture now refuses it, and neither the target nor the database's meta change.
+TEST(SpoolFile, a_planted_symlink_is_refused_and_its_target_left_alone) {
+    const Spooled s;
+    const std::string victim = s.dir.file("victim.txt");
+    std::ofstream(victim) << "the host's precious file";
+    fs::create_symlink(victim, s.spool);
+    Database db = Database::open(s.path);
+    try {
+        SpoolFile file(db);
+        ADD_FAILURE() << "a spool through a symbolic link was created";
+    } catch (const Error& e) {
+        const std::string message = e.what();
+        EXPECT_EQ(message.rfind(s.spool + ": ", 0), 0U) << message;
+        EXPECT_NE(message.find("a symbolic link"), std::string::npos) << message;
+        EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    }
+    std::ifstream in(victim);
+    std::string text;
+    std::getline(in, text);
+    EXPECT_EQ(text, "the host's precious file");
+    EXPECT_TRUE(fs::is_symlink(s.spool));
+    EXPECT_FALSE(db.meta(k_meta_spool_file).has_value());
+}
+
+TEST(SpoolFile, is_created_mode_0600) {
+    const mode_t old_mask = ::umask(022);
+    const Spooled s;
+    Database db = Database::open(s.path);
+    {
+        SpoolFile file(db);
+        struct stat st {};
+        ASSERT_EQ(::lstat(s.spool.c_str(), &st), 0);
+        EXPECT_TRUE(S_ISREG(st.st_mode));
+        EXPECT_EQ(st.st_mode & 07777, 0600U);
+        file.close();
+    }
+    ::umask(old_mask);
 }
 
 }  // namespace

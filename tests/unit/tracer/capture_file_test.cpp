@@ -263,6 +263,28 @@ TEST(CaptureFilePcapng, simple_packet_block_is_refused) {
     EXPECT_TRUE(contains(*r.error, "after 1 packets")) << *r.error;
 }
 
+// time_2038.pcap (make_edge_cases.py): the seconds field of a classic pcap record is unsigned 32-bit, so
+// 2^31 s is 2038-01-19 03:14:08 UTC, not 1901. The values are the script's; tshark agrees:
+// tshark -r time_2038.pcap -T fields -e frame.time_epoch
+//   2147483648.000001000  2147483649.000002000  4294967295.999999000
+TEST(CaptureFilePcap, seconds_from_2038_on_are_unsigned) {
+    const auto frames = read_frames("time_2038.pcap");
+    ASSERT_EQ(frames.size(), 3U);
+    EXPECT_EQ(frames[0].ts_ns, 2147483648LL * 1'000'000'000 + 1'000);
+    EXPECT_EQ(frames[1].ts_ns, 2147483649LL * 1'000'000'000 + 2'000);
+    EXPECT_EQ(frames[2].ts_ns, 4294967295LL * 1'000'000'000 + 999'999'000);
+}
+
+// pcapng_1_1.pcapng (make_edge_cases.py): a section header of version 1.1.
+// tshark -r pcapng_1_1.pcapng: "(pcapng: unknown SHB version 1.1)"; tcpdump: "unsupported pcapng savefile version 1.1"
+TEST(CaptureFilePcapng, version_1_1_is_refused_like_libpcap_and_tshark) {
+    const std::string path = data_path("pcapng_1_1.pcapng");
+    const auto f = CaptureFile::open(path);
+    ASSERT_FALSE(f);
+    EXPECT_TRUE(contains(f.error(), path + ": unsupported pcapng version 1.1")) << f.error();
+    EXPECT_EQ(f.error().find('\n'), std::string::npos) << f.error();
+}
+
 // ---- Bad files -----------------------------------------------------------------------------------------
 
 class CaptureFileErrors : public testing::Test {

@@ -675,6 +675,32 @@ TEST(DissectSnapped, payload_length_comes_from_the_headers_not_the_capture) {
     EXPECT_EQ(tcp.ip_len, 1452U);
 }
 
+// wire_shorter.pcap (make_edge_cases.py): frame 6 of eth_ipv4.pcap whose record says 88 bytes on the wire but
+// holds 98 (as tcpdump's aoe-oobr-1.pcap does). tshark -r wire_shorter.pcap -T fields -e frame.len -e frame.cap_len
+//   88 98    98 98
+// The record keeps every captured byte and is taken at its captured length: never shorter on the wire than
+// captured, not snapped, and dissected like frame 6 itself.
+TEST(DissectSnapped, wire_length_shorter_than_captured_is_the_captured_length) {
+    const auto frames = read_frames("wire_shorter.pcap");
+    ASSERT_EQ(frames.size(), 2U);
+    ASSERT_EQ(frames[0].wire_len, 88U);  // what the file says
+    ASSERT_EQ(frames[0].bytes.size(), 98U);
+    const PacketRecord r = frames[0].record();
+    EXPECT_EQ(r.cap_len, 98U);
+    EXPECT_EQ(r.wire_len, 98U);
+    EXPECT_EQ(r.flags, 0U);
+    EXPECT_EQ(r.icmp_id, 31699);
+    EXPECT_EQ(r.payload_len, 56U);
+    const auto original = read_frames("eth_ipv4.pcap");
+    const PacketRecord same = frame_no(original, 6).record();
+    EXPECT_EQ(r.fingerprint, same.fingerprint);
+
+    // Down to a wire length of 0, however short it claims to be.
+    OwnedFrame zero = frames[0];
+    zero.wire_len = 0;
+    EXPECT_EQ(zero.record().wire_len, 98U);
+}
+
 // ---- Other link types, built from real frames ----------------------------------------------------------
 
 OwnedFrame without_ethernet(const OwnedFrame& f, LinkType link_type) {
