@@ -652,6 +652,26 @@ void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& jour
     // A super-packet cut into segments crossed the hop between its last point and theirs once: one sample, up to
     // its first segment (the next ones only add the time to send the segments before them), and its rewrites.
     std::unordered_set<std::uint32_t> segmented;
+    // The path of (flow, direction): its longest journey. A step that skips points of that path (fragments that
+    // went round a bridge which saw their datagram reassembled) is no hop; its rewrite happened on the last hop.
+    std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest;
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const JourneyInfo& info = out.journeys[j];
+        if (info.icmp_error) continue;
+        auto [it, fresh] = longest.try_emplace({info.flow, info.direction}, j);
+        if (!fresh && journeys.of(j).size() > journeys.of(it->second).size()) it->second = j;
+    }
+    auto skipped_to = [&](const JourneyInfo& info, std::uint32_t a, std::uint32_t b) -> std::optional<std::uint32_t> {
+        const auto path = journeys.of(longest.at({info.flow, info.direction}));
+        std::size_t pa = path.size();
+        std::size_t pb = path.size();
+        for (std::size_t i = 0; i < path.size(); ++i) {
+            if (sightings[path[i]].point == a) pa = i;
+            if (sightings[path[i]].point == b) pb = i;
+        }
+        if (pa == path.size() || pb == path.size() || pb <= pa + 1) return std::nullopt;
+        return sightings[path[pb - 1]].point;  // the point just before b
+    };
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         const JourneyInfo& info = out.journeys[j];
@@ -661,8 +681,12 @@ void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& jour
             const Sighting& a = sightings[i == 0 ? journeys.of(info.related).back() : members[i - 1]];
             const Sighting& b = sightings[members[i]];
             const std::int64_t dt = b.ts_ns - a.ts_ns;
-            samples[HopKey{info.flow, info.direction, a.point, b.point}].push_back(dt);
-            samples[HopKey{-1, info.direction, a.point, b.point}].push_back(dt);
+            const std::optional<std::uint32_t> before_b = skipped_to(info, a.point, b.point);
+            if (!before_b) {
+                samples[HopKey{info.flow, info.direction, a.point, b.point}].push_back(dt);
+                samples[HopKey{-1, info.direction, a.point, b.point}].push_back(dt);
+            }
+            const std::uint32_t from_point = before_b.value_or(a.point);
             const unsigned changed = changed_fields(a.tuple, b.tuple);
             for (unsigned bit : {field::k_src, field::k_dst, field::k_sport, field::k_dport}) {
                 if ((changed & bit) == 0) continue;
@@ -671,7 +695,7 @@ void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& jour
                     if (addr) return (bit == field::k_src ? t.src : t.dst).to_string();
                     return std::to_string(bit == field::k_sport ? t.sport : t.dport);
                 };
-                ++rewrites[RewriteKey{info.flow, info.direction, bit, value(a.tuple), value(b.tuple), a.point,
+                ++rewrites[RewriteKey{info.flow, info.direction, bit, value(a.tuple), value(b.tuple), from_point,
                                       b.point}];
             }
         }
@@ -788,19 +812,28 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
                                                    : LossCause::rejected,
                                  j);
     }
-    // Whether `expected` was capturing when the journey (first seen at `from`, last at `to`) would have got there.
+    // Whether `expected` was capturing when the journey (first seen at `from`, last at `to`) would have got there:
+    // 2 it was (the live capture's window, or its own packets, or a later packet of the flow there), 1 only the
+    // other imported files were (their packets span the time: files imported together are taken to have been
+    // captured together, and the report says so), 0 it was not.
+    const bool live = options.capture_start_ns != 0;
     auto was_capturing = [&](std::uint32_t flow, std::uint32_t expected, std::int64_t from, std::int64_t to) {
         const auto [first_seen, last_seen] = window.try_emplace(expected, all).first->second;
-        const std::int64_t first_ts = options.capture_start_ns != 0 ? std::min(first_seen, options.capture_start_ns)
-                                                                      : first_seen;
+        const std::int64_t first_ts = live ? std::min(first_seen, options.capture_start_ns) : first_seen;
         const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);
-        if (first_ts > from) return false;
-        if (last_ts >= to + options.max_hop_gap_ns) return true;
         const auto later = flow_seen.find({flow, expected});  // the same flow seen there afterwards
-        return later != flow_seen.end() && later->second > to;
+        const bool ends_after = last_ts >= to + options.max_hop_gap_ns || (later != flow_seen.end() && later->second > to);
+        if (first_ts <= from && ends_after) return 2;
+        if (!live && all.first <= from && all.second >= to + options.max_hop_gap_ns) return 1;
+        return 0;
     };
     using LossKey = std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t, LossCause>;
-    std::map<LossKey, std::pair<std::uint64_t, std::optional<std::uint32_t>>> lost;  // -> (count, evidence)
+    struct Lost {
+        std::uint64_t count = 0;
+        std::uint64_t outside_window = 0;
+        std::optional<std::uint32_t> evidence;
+    };
+    std::map<LossKey, Lost> lost;
     for (std::uint32_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
         if (info.icmp_error || skipped(info) || continued.contains(j)) continue;
@@ -810,16 +843,19 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         const auto at = std::find(path.begin(), path.end(), last.point);
         if (at == path.end() || at + 1 == path.end()) continue;
         const std::uint32_t expected = *(at + 1);
-        if (!was_capturing(info.flow, expected, sightings[members.front()].ts_ns, last.ts_ns)) continue;
+        const int capturing = was_capturing(info.flow, expected, sightings[members.front()].ts_ns, last.ts_ns);
+        if (capturing == 0) continue;
         const auto cause = ended_by.find(j);
-        auto& entry = lost[{info.flow, info.direction, last.point, expected,
+        Lost& entry = lost[{info.flow, info.direction, last.point, expected,
                             cause == ended_by.end() ? LossCause::dropped : cause->second.first}];
-        ++entry.first;
-        if (cause != ended_by.end() && !entry.second) entry.second = cause->second.second;
+        ++entry.count;
+        if (capturing == 1) ++entry.outside_window;
+        if (cause != ended_by.end() && !entry.evidence) entry.evidence = cause->second.second;
     }
     for (const auto& [key, value] : lost) {
         const auto& [flow, dir, after, expected, cause] = key;
-        out.losses.push_back(Loss{flow, dir, after, expected, value.first, cause, std::nullopt, value.second});
+        out.losses.push_back(
+            Loss{flow, dir, after, expected, value.count, cause, std::nullopt, value.evidence, value.outside_window});
     }
     // ICMP errors on their way back: they retrace the probe's path to its sender.
     for (std::uint32_t j = 0; j < journeys.count(); ++j) {
@@ -834,8 +870,10 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         const auto at = std::find(back.begin(), back.end(), last.point);
         if (start == back.end() || at == back.end() || at < start || at + 1 == back.end()) continue;
         const std::uint32_t expected = *(at + 1);
-        if (!was_capturing(info.flow, expected, first.ts_ns, last.ts_ns)) continue;
-        out.losses.push_back(Loss{info.flow, info.direction, last.point, expected, 1, LossCause::dropped, j, std::nullopt});
+        const int capturing = was_capturing(info.flow, expected, first.ts_ns, last.ts_ns);
+        if (capturing == 0) continue;
+        out.losses.push_back(Loss{info.flow, info.direction, last.point, expected, 1, LossCause::dropped, j,
+                                  std::nullopt, capturing == 1 ? 1U : 0U});
     }
 }
 

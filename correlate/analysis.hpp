@@ -88,6 +88,9 @@ struct Loss {
     std::optional<std::uint32_t> icmp_error;
     // The ICMP error journey that explains a rejected/expired loss (one of them), when any.
     std::optional<std::uint32_t> evidence;
+    // Of `count`, the packets lost while nothing shows the expected point was capturing (imported files: before its
+    // first packet or after its last, while the other files were capturing).
+    std::uint64_t outside_window = 0;
 };
 
 struct Analysis {

@@ -69,9 +69,15 @@ void fill_fragment_ports(std::vector<Sighting>& sightings) {
         const auto& list = it->second;
         auto after = std::upper_bound(list.begin(), list.end(), s.ts_ns,
                                       [](std::int64_t ts, const First& f) { return ts < f.ts_ns; });
-        const First& f = after == list.begin() ? *after : *(after - 1);
-        s.tuple.sport = f.sport;
-        s.tuple.dport = f.dport;
+        const auto chosen = after == list.begin() ? after : after - 1;
+        s.tuple.sport = chosen->sport;
+        s.tuple.dport = chosen->dport;
+        // Another datagram's first fragment as near (within the hop gap of this one): which it belongs to is a guess.
+        constexpr std::int64_t k_near_ns = 100'000'000;
+        for (auto other = list.begin(); other != list.end(); ++other)
+            if (other != chosen && std::abs(other->ts_ns - s.ts_ns) <= k_near_ns &&
+                (other->sport != chosen->sport || other->dport != chosen->dport))
+                s.uncertain = true;
     }
 }
 
@@ -268,8 +274,8 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
     }
 
     auto loss = db.prepare(
-        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause, error_journey, evidence_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause, error_journey, evidence_id, "
+        "outside_window) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
     for (const Loss& l : a.losses) {
         loss.bind(1, static_cast<std::int64_t>(l.flow + 1))
             .bind(2, to_string(l.direction))
@@ -281,6 +287,7 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
         else loss.bind_null(7);
         if (l.evidence) loss.bind(8, static_cast<std::int64_t>(*l.evidence + 1));
         else loss.bind_null(8);
+        loss.bind(9, static_cast<std::int64_t>(l.outside_window));
         loss.run();
         loss.reset();
     }

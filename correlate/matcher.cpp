@@ -377,8 +377,11 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 }
                 entries.resize(kept);
             };
+            // A point that merges interfaces (cooked v1) holds one packet several times: its sightings are journeys
+            // of their own (copies of each other), never steps of another.
+            const bool merged = options.merged_points.contains(x.point);
             const auto rev = reverse.find(x.tuple);
-            index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider);
+            if (!merged) index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider);
             if (best != k_none) {
                 // Rivals of the same origin as each other collapse to one; of another origin than the winner,
                 // they make the choice undecidable.
@@ -397,7 +400,7 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 if (ambiguous)
                     for (const std::uint32_t r : rivals) best = std::min(best, r);
                 OpenJourney& j = open[best];
-                if (ambiguous) flagged[j.id] = 1;
+                if (ambiguous || x.uncertain) flagged[j.id] = 1;
                 const Sighting& last = sightings[j.last];
                 if (x.ts_ns > last.ts_ns || x.ttl <= last.ttl) j.last = s;
                 j.points.push_back(x.point);
@@ -410,7 +413,7 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             }
             const auto id = static_cast<std::uint32_t>(first_of.size());
             first_of.push_back(s);
-            flagged.push_back(0);
+            flagged.push_back(x.uncertain ? 1 : 0);
             journey_of[s] = id;
             OpenJourney j;
             j.id = id;
@@ -420,7 +423,7 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
             open.push_back(std::move(j));
             version.push_back(0);
-            index.file(x.tuple, x.point, static_cast<std::uint32_t>(open.size() - 1), 0);
+            if (!merged) index.file(x.tuple, x.point, static_cast<std::uint32_t>(open.size() - 1), 0);
         }
     });
 

@@ -203,7 +203,8 @@ Json build_report(const store::Database& db) {
     }
     std::map<std::int64_t, Json> lost;
     auto lq = db.prepare(
-        "SELECT l.flow_id, l.after_point, l.expected_point, l.direction, l.count, l.cause, p.kernel_drops "
+        "SELECT l.flow_id, l.after_point, l.expected_point, l.direction, l.count, l.cause, p.kernel_drops, "
+        "l.outside_window "
         "FROM losses l LEFT JOIN points p ON p.id = l.expected_point WHERE l.error_journey IS NULL "
         "ORDER BY l.flow_id, l.id");
     while (lq.step()) {
@@ -215,6 +216,8 @@ Json build_report(const store::Database& db) {
         l["cause"] = lq.column_text(5);
         // Evidence: kernel drops at the point that should have seen them (the capture's, not the network's).
         l["kernel_drops_at_expected"] = lq.column_int(6);
+        // Imported files: how many of them were lost while only the other files show capturing.
+        if (lq.column_int(7) > 0) l["outside_window"] = lq.column_int(7);
         auto& list = lost[lq.column_int(0)];
         if (list.is_null()) list = Json::array();
         list.push_back(std::move(l));
@@ -644,6 +647,9 @@ std::string loss_text(const Json& l) {
     const std::int64_t drops = l.value("kernel_drops_at_expected", std::int64_t{0});
     text += drops == 0 ? " (no capture drops at " + expected + ": the network dropped them)"
                        : " (" + std::to_string(drops) + " capture drops at " + expected + " might explain it)";
+    if (const std::int64_t outside = l.value("outside_window", std::int64_t{0}); outside > 0)
+        text += "; " + std::to_string(outside) + " of them while " + expected +
+                "'s file shows no packet yet (or any more): it is taken to have captured along with the other files";
     return text;
 }
 

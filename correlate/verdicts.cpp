@@ -79,6 +79,11 @@ void add_verdicts(const store::Database& db, Json& report, const std::function<s
     std::map<std::int64_t, std::int64_t> copies;
     std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> fragments;  // flow -> (datagrams, fragments)
     std::int64_t ambiguous_total = 0;
+    std::map<std::int64_t, std::int64_t> interfaces;  // flow -> on how many interfaces its packets were seen at most
+    auto cq = db.prepare(
+        "SELECT j.flow_id, max(n) FROM (SELECT related_id, count(*) + 1 AS n FROM journeys WHERE relation = 'copy-of' "
+        "GROUP BY related_id) c JOIN journeys j ON j.id = c.related_id GROUP BY j.flow_id");
+    while (cq.step()) interfaces[cq.column_int(0)] = cq.column_int(1);
     auto jq = db.prepare(
         "SELECT flow_id, sum(ambiguous), sum(relation IS 'copy-of'), sum(relation IS 'fragment-of'), "
         "count(DISTINCT CASE WHEN relation IS 'fragment-of' THEN related_id END) FROM journeys GROUP BY flow_id");
@@ -149,6 +154,7 @@ void add_verdicts(const store::Database& db, Json& report, const std::function<s
         const std::int64_t id = f["id"].get<std::int64_t>();
         f["ambiguous"] = ambiguous[id];
         f["copies"] = copies[id];
+        if (const auto it = interfaces.find(id); it != interfaces.end()) f["copies_interfaces"] = it->second;
         if (const auto it = fragments.find(id); it != fragments.end())
             f["fragments"] = {{"datagrams", it->second.first}, {"fragments", it->second.second}};
         if (const auto ev = evidence.find(id); ev != evidence.end()) {
@@ -160,8 +166,7 @@ void add_verdicts(const store::Database& db, Json& report, const std::function<s
         }
         if (const auto end = path_end.find(id); end != path_end.end())
             if (auto p = path_mtu(end->second, df_journeys[id], error_of_probe, name_of)) f["pmtu"] = std::move(*p);
-        if (f.contains("conntrack") && !reached_uplink.contains(id) && f["conntrack"]["state"] != "agrees")
-            f["conntrack"]["state"] = "not-reached";
+        if (f.contains("conntrack") && !reached_uplink.contains(id)) f["conntrack"]["state"] = "not-reached";
     }
     for (Json& e : report["icmp_errors"]) {
         const auto it = error_losses.find(e["journey"].get<std::int64_t>());
@@ -177,10 +182,13 @@ std::string verdict_lines(const Json& flow) {
         out += "  AMBIGUOUS: " + std::to_string(flow["ambiguous"].get<std::int64_t>()) +
                " journeys of this flow could not be told apart from another flow's (same packet, same time, nothing "
                "to decide by): their path and rewrite are the likeliest, not proven\n";
-    if (flow.value("copies", 0) > 0)
+    if (flow.contains("copies_interfaces"))
+        out += "  its packets were seen on " + std::to_string(flow["copies_interfaces"].get<std::int64_t>()) +
+               " interfaces of one point (tcpdump -i any without interface names): copies, not duplicates\n";
+    else if (flow.value("copies", 0) > 0)
         out += "  " + std::to_string(flow["copies"].get<std::int64_t>()) +
-               " copies: the same packets seen on several interfaces of one point (tcpdump -i any without interface "
-               "names), not duplicates\n";
+               " copies of packets of other flows, seen on several interfaces of one point (tcpdump -i any without "
+               "interface names), not duplicates\n";
     if (flow.contains("fragments"))
         out += "  fragmented: " + std::to_string(flow["fragments"]["fragments"].get<std::int64_t>()) + " fragments of " +
                std::to_string(flow["fragments"]["datagrams"].get<std::int64_t>()) + " datagrams\n";

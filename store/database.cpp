@@ -427,7 +427,8 @@ void migrate(sqlite3* db, const std::string& name, int from_version) {
             "ALTER TABLE packets ADD COLUMN icmp_mtu INTEGER;"
             "ALTER TABLE journeys ADD COLUMN ambiguous INTEGER NOT NULL DEFAULT 0;"
             "ALTER TABLE losses ADD COLUMN error_journey INTEGER REFERENCES journeys(id);"
-            "ALTER TABLE losses ADD COLUMN evidence_id INTEGER REFERENCES journeys(id);";
+            "ALTER TABLE losses ADD COLUMN evidence_id INTEGER REFERENCES journeys(id);"
+            "ALTER TABLE losses ADD COLUMN outside_window INTEGER NOT NULL DEFAULT 0;";
     }
     sql += concat("PRAGMA user_version = ", std::to_string(k_schema_version), ";");
     exec_or_fail(db, name, "BEGIN IMMEDIATE", "cannot upgrade the schema");

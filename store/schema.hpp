@@ -134,7 +134,8 @@ CREATE TABLE IF NOT EXISTS losses (
   count          INTEGER NOT NULL,
   cause          TEXT NOT NULL DEFAULT 'dropped', -- dropped | expired | rejected (v2)
   error_journey  INTEGER REFERENCES journeys(id), -- set: this loss is of that ICMP error, on its way back (v3)
-  evidence_id    INTEGER REFERENCES journeys(id)  -- an ICMP error journey that explains it (rejected, expired) (v3)
+  evidence_id    INTEGER REFERENCES journeys(id), -- an ICMP error journey that explains it (rejected, expired) (v3)
+  outside_window INTEGER NOT NULL DEFAULT 0       -- of count: lost while only the other files show capturing (v3)
 );
 CREATE TABLE IF NOT EXISTS conntrack (
   id            INTEGER PRIMARY KEY,

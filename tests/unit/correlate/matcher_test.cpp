@@ -290,9 +290,9 @@ TEST(Matcher, result_does_not_depend_on_input_order) {
     EXPECT_EQ(journeys_as_ids(shuffled), expected);
 }
 
-TEST(Analysis, packets_before_a_point_started_capturing_are_not_lost) {
+TEST(Analysis, packets_before_a_point_showed_it_was_capturing_are_lost_outside_its_window) {
     Builder b;
-    // Ten packets cross c1 eth0 → uplink, but the uplink capture started after the fourth.
+    // Ten packets cross c1 eth0 → uplink, but the uplink's file shows nothing before the fifth.
     for (int n = 0; n < 10; ++n) {
         const std::int64_t t = n * 10'000'000LL;
         const auto fp = static_cast<std::uint64_t>(100 + n);
@@ -300,9 +300,21 @@ TEST(Analysis, packets_before_a_point_started_capturing_are_not_lost) {
         if (n >= 4) b.add(4, t + 30'000, fp, k_c1_nat);
     }
     b.add(4, 500'000'000, 999, udp("1.1.1.1", 1, "2.2.2.2", 2));  // the uplink keeps capturing after
+    b.add(1, 600'000'000, 998, udp("172.17.0.2", 9, "172.17.0.9", 9));  // and so does c1 eth0
+    // Imported files: nothing says when the uplink's capture began. The four are lost (the path says they went on),
+    // and marked as lost while only the other file shows capturing.
     Journeys j = match(b.sightings);
     const Analysis a = analyse(b.sightings, j);
-    EXPECT_TRUE(a.losses.empty()) << a.losses.size() << " loss rows, first count " << a.losses.front().count;
+    ASSERT_EQ(a.losses.size(), 1U);
+    EXPECT_EQ(a.losses[0].count, 4U);
+    EXPECT_EQ(a.losses[0].outside_window, 4U);
+    // A live capture knows its window: the uplink started after the fourth, so they were not lost.
+    MatchOptions live;
+    live.capture_start_ns = 35'000'000;
+    live.capture_stop_ns = 700'000'000;
+    Journeys k = match(b.sightings, live);
+    const Analysis l = analyse(b.sightings, k, live);
+    EXPECT_TRUE(l.losses.empty()) << l.losses.size() << " loss rows";
 }
 
 TEST(Analysis, a_translated_tuple_reused_after_the_flow_went_idle_is_a_new_flow) {

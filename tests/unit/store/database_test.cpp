@@ -183,6 +183,7 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
             "ALTER TABLE packets DROP COLUMN frag_offset; ALTER TABLE packets DROP COLUMN icmp_mtu;"
             "ALTER TABLE journeys DROP COLUMN ambiguous;"
             "ALTER TABLE losses DROP COLUMN error_journey; ALTER TABLE losses DROP COLUMN evidence_id;"
+            "ALTER TABLE losses DROP COLUMN outside_window;"
             "PRAGMA user_version = 1;"
             "INSERT INTO flows VALUES (1, 17, 'a', 'b', 1, 2, 'a', 'b', 1, 2, 3, 1, 0, 0);"
             "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (1, 'forward', 1, 1, 3);");
