@@ -282,14 +282,16 @@ private:
     // At a point that merges interfaces (tcpdump -i any, cooked v1) one packet shows up once per interface it
     // crossed (its tuple rewritten by NAT between them): a later one with its fingerprint, within the hop gap, is a
     // copy of the first.
+    // The first journey of a fingerprint (at any point) is the packet; a journey of a merged point with that
+    // fingerprint within the hop gap is a copy of it.
     std::optional<std::uint32_t> copy_of(std::uint32_t j, const Sighting& s) {
-        if (!m_options.merged_points.contains(s.point)) return std::nullopt;
-        const auto [it, fresh] = m_copies.try_emplace(std::pair{s.point, s.fingerprint}, j);
+        const auto [it, fresh] = m_copies.try_emplace(s.fingerprint, j);
         if (fresh) return std::nullopt;
         if (s.ts_ns - head(it->second).ts_ns > m_options.max_hop_gap_ns) {
             it->second = j;
             return std::nullopt;
         }
+        if (!m_options.merged_points.contains(s.point)) return std::nullopt;
         return it->second;
     }
     // Fragments: the first one (offset 0, MF) is the datagram's journey; the later ones are fragments of it (the
@@ -421,7 +423,7 @@ private:
     const Journeys& m_journeys;
     Analysis& m_out;
     const MatchOptions& m_options;
-    std::map<std::pair<std::uint32_t, std::uint64_t>, std::uint32_t> m_copies;  // (point, fingerprint) -> first
+    std::unordered_map<std::uint64_t, std::uint32_t> m_copies;  // fingerprint -> its first journey (recent)
     std::unordered_map<FragmentKey, std::uint32_t, FragmentKeyHash> m_first_fragment;
     std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> m_sent;  // (flow, direction) -> journeys
     std::unordered_map<DuplicateKey, std::uint32_t, DuplicateKeyHash> m_first;  // non-TCP: first of each fingerprint
@@ -750,6 +752,10 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
     // The latest sighting of each flow at each point: proof that the point was capturing then.
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> flow_seen;  // (flow, point) -> last ts
     std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest;
+    // Fragments may go round a point that sees only their reassembled datagram (br_netfilter at docker0): they
+    // follow the path of the flow's longest fragment journey, when one went further than a single point.
+    std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest_fragment;
+    auto is_fragment = [&](std::size_t j) { return (sightings[journeys.of(j).front()].flags & packet_flag::k_fragment) != 0; };
     std::set<IpAddr> inside;  // where journeys began inside the host: containers' (and the bridge's) own addresses
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
@@ -764,6 +770,10 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         const auto key = std::pair{info.flow, info.direction};
         auto [it, inserted] = longest.try_emplace(key, j);
         if (!inserted && members.size() > journeys.of(it->second).size()) it->second = j;
+        if (is_fragment(j) && members.size() >= 2) {
+            auto [f, fresh] = longest_fragment.try_emplace(key, j);
+            if (!fresh && members.size() > journeys.of(f->second).size()) f->second = j;
+        }
     }
     // The networks behind the bridges: a live capture knows the bridges' addresses; for files, the /24 (IPv4) or
     // /64 (IPv6) around each address a journey began from inside the host stands in for them.
@@ -824,7 +834,7 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         const auto later = flow_seen.find({flow, expected});  // the same flow seen there afterwards
         const bool ends_after = last_ts >= to + options.max_hop_gap_ns || (later != flow_seen.end() && later->second > to);
         if (first_ts <= from && ends_after) return 2;
-        if (!live && all.first <= from && all.second >= to + options.max_hop_gap_ns) return 1;
+        if (!live && all.first <= from && all.second >= to) return 1;
         return 0;
     };
     using LossKey = std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t, LossCause>;
@@ -837,7 +847,12 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
     for (std::uint32_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
         if (info.icmp_error || skipped(info) || continued.contains(j)) continue;
-        const std::vector<std::uint32_t>& path = expected_path(info.flow, info.direction);
+        std::vector<std::uint32_t> fragment_path;
+        if (is_fragment(j))
+            if (const auto f = longest_fragment.find({info.flow, info.direction}); f != longest_fragment.end())
+                fragment_path = points_of(f->second);
+        const std::vector<std::uint32_t>& path =
+            fragment_path.size() >= 2 ? fragment_path : expected_path(info.flow, info.direction);
         const auto members = journeys.of(j);
         const Sighting& last = sightings[members.back()];
         const auto at = std::find(path.begin(), path.end(), last.point);

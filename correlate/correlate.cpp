@@ -72,8 +72,9 @@ void fill_fragment_ports(std::vector<Sighting>& sightings) {
         const auto chosen = after == list.begin() ? after : after - 1;
         s.tuple.sport = chosen->sport;
         s.tuple.dport = chosen->dport;
-        // Another datagram's first fragment as near (within the hop gap of this one): which it belongs to is a guess.
-        constexpr std::int64_t k_near_ns = 100'000'000;
+        // Another datagram's first fragment as near (a host sends a datagram's fragments back to back, within
+        // microseconds; two datagrams interleave only when they are that close): which it belongs to is a guess.
+        constexpr std::int64_t k_near_ns = 1'000'000;
         for (auto other = list.begin(); other != list.end(); ++other)
             if (other != chosen && std::abs(other->ts_ns - s.ts_ns) <= k_near_ns &&
                 (other->sport != chosen->sport || other->dport != chosen->dport))

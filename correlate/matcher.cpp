@@ -293,15 +293,28 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
     // Phase 1: learn NAT translations from the kernel's own entries and from groups that can only be one journey.
     Translations translations;
     for (const auto& [from, to] : options.known_translations) translations.add(from, to);
+    // The longest hop each pair of points showed in those groups: what a hop between them can take.
+    std::unordered_map<std::uint64_t, std::int64_t> longest_hop;
+    auto pair_key = [](std::uint32_t a, std::uint32_t b) { return (std::uint64_t{a} << 32) | b; };
     for_each_group(sightings, order, [&](std::size_t begin, std::size_t end) {
         const std::span<const std::uint32_t> group(order.data() + begin, end - begin);
         if (!unambiguous(sightings, group, options)) return;
         for (std::size_t i = 1; i < group.size(); ++i) {
-            const Tuple& a = sightings[group[i - 1]].tuple;
-            const Tuple& b = sightings[group[i]].tuple;
-            if (a != b) translations.add(a, b);
+            const Sighting& a = sightings[group[i - 1]];
+            const Sighting& b = sightings[group[i]];
+            auto& longest = longest_hop[pair_key(a.point, b.point)];
+            longest = std::max(longest, b.ts_ns - a.ts_ns);
+            if (a.tuple != b.tuple) translations.add(a.tuple, b.tuple);
         }
     });
+    // Among equally good journeys of different origins, one whose step would take far longer than any hop between
+    // those points did (ten times the longest, and over a millisecond) is not this packet's: time decides then.
+    auto plausible_hop = [&](const Sighting& last, const Sighting& x) {
+        const auto it = longest_hop.find(pair_key(last.point, x.point));
+        if (it == longest_hop.end()) return true;
+        constexpr std::int64_t k_slack_ns = 1'000'000;
+        return x.ts_ns - last.ts_ns <= std::max(10 * it->second, k_slack_ns);
+    };
     // Phase 2: assignment inside each group, in time order.
     std::vector<std::uint32_t> journey_of(sightings.size(), k_none);
     std::vector<std::uint32_t> first_of;     // journey id -> its first sighting
@@ -385,6 +398,19 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             if (best != k_none) {
                 // Rivals of the same origin as each other collapse to one; of another origin than the winner,
                 // they make the choice undecidable.
+                if (!rivals.empty()) {
+                    std::vector<std::uint32_t> all = rivals;
+                    all.push_back(best);
+                    std::vector<std::uint32_t> timely;
+                    for (const std::uint32_t c : all)
+                        if (plausible_hop(sightings[open[c].last], x)) timely.push_back(c);
+                    if (!timely.empty() && timely.size() < all.size()) {
+                        best = *std::min_element(timely.begin(), timely.end());
+                        rivals.clear();
+                        for (const std::uint32_t c : timely)
+                            if (c != best) rivals.push_back(c);
+                    }
+                }
                 const Sighting& b = sightings[open[best].last];
                 bool ambiguous = false;
                 for (const std::uint32_t r : rivals) {
