@@ -323,7 +323,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
     std::vector<std::uint32_t> version;
     OpenIndex index;
     std::unordered_map<Tuple, std::vector<Tuple>, TupleHash> reverse;  // per group: target -> learned sources
-    for_each_group(sightings, order, [&](std::size_t begin, std::size_t end) {
+    std::vector<std::uint8_t> dead;  // journey id -> replaced by a second pass over its group
+    auto assign_group = [&](std::size_t begin, std::size_t end) {
         open.clear();
         version.clear();
         index.clear();
@@ -390,11 +391,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 }
                 entries.resize(kept);
             };
-            // A point that merges interfaces (cooked v1) holds one packet several times: its sightings are journeys
-            // of their own (copies of each other), never steps of another.
-            const bool merged = options.merged_points.contains(x.point);
             const auto rev = reverse.find(x.tuple);
-            if (!merged) index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider);
+            index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider);
             if (best != k_none) {
                 // Rivals of the same origin as each other collapse to one; of another origin than the winner,
                 // they make the choice undecidable.
@@ -449,13 +447,52 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
             open.push_back(std::move(j));
             version.push_back(0);
-            if (!merged) index.file(x.tuple, x.point, static_cast<std::uint32_t>(open.size() - 1), 0);
+            index.file(x.tuple, x.point, static_cast<std::uint32_t>(open.size() - 1), 0);
         }
+    };
+    // Groups that left journeys undecided: [begin, end) of `order`, and the first journey id they made.
+    struct Undecided {
+        std::size_t begin;
+        std::size_t end;
+        std::uint32_t first_id;
+    };
+    std::vector<Undecided> undecided;
+    for_each_group(sightings, order, [&](std::size_t begin, std::size_t end) {
+        const auto first_id = static_cast<std::uint32_t>(first_of.size());
+        assign_group(begin, end);
+        if (std::any_of(flagged.begin() + first_id, flagged.end(), [](std::uint8_t f) { return f != 0; }))
+            undecided.push_back({begin, end, first_id});
     });
+    // Flow state: what the decided journeys rewrote is a translation too (a reply de-NATed to one container says
+    // whose the masqueraded tuple was). Groups left undecided are assigned again with it.
+    if (!undecided.empty()) {
+        dead.assign(first_of.size(), 0);
+        std::vector<std::uint32_t> last_of(first_of.size(), k_none);
+        bool learned = false;
+        for (const std::uint32_t s : order) {
+            const std::uint32_t j = journey_of[s];
+            if (flagged[j] == 0 && last_of[j] != k_none) {
+                const Tuple& from = sightings[last_of[j]].tuple;
+                // Only where nothing was known: a learned translation is never overruled by a derived one.
+                if (from != sightings[s].tuple && translations.targets(from) == nullptr) {
+                    translations.add(from, sightings[s].tuple);
+                    learned = true;
+                }
+            }
+            last_of[j] = s;
+        }
+        for (const Undecided& u : learned ? undecided : std::vector<Undecided>{}) {
+            for (std::size_t k = u.begin; k < u.end; ++k) dead[journey_of[order[k]]] = 1;
+            assign_group(u.begin, u.end);
+        }
+        dead.resize(first_of.size(), 0);
+    }
 
     // Number journeys by first time, then fingerprint, then packet id: independent of the input order.
-    std::vector<std::uint32_t> by_time(first_of.size());
-    std::iota(by_time.begin(), by_time.end(), 0U);
+    std::vector<std::uint32_t> by_time;
+    by_time.reserve(first_of.size());
+    for (std::uint32_t j = 0; j < first_of.size(); ++j)
+        if (dead.empty() || dead[j] == 0) by_time.push_back(j);
     std::sort(by_time.begin(), by_time.end(), [&](std::uint32_t a, std::uint32_t b) {
         const Sighting& x = sightings[first_of[a]];
         const Sighting& y = sightings[first_of[b]];
@@ -463,13 +500,13 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
         if (x.fingerprint != y.fingerprint) return x.fingerprint < y.fingerprint;
         return x.packet_id < y.packet_id;
     });
-    std::vector<std::uint32_t> renumber(first_of.size());
+    std::vector<std::uint32_t> renumber(first_of.size(), k_none);
     for (std::uint32_t n = 0; n < by_time.size(); ++n) renumber[by_time[n]] = n;
 
     Journeys result;
-    result.offsets.assign(first_of.size() + 1, 0);
-    result.ambiguous.assign(first_of.size(), 0);
-    for (std::uint32_t j = 0; j < first_of.size(); ++j) result.ambiguous[renumber[j]] = flagged[j];
+    result.offsets.assign(by_time.size() + 1, 0);
+    result.ambiguous.assign(by_time.size(), 0);
+    for (std::uint32_t n = 0; n < by_time.size(); ++n) result.ambiguous[n] = flagged[by_time[n]];
     for (const std::uint32_t s : order) ++result.offsets[renumber[journey_of[s]] + 1];
     std::partial_sum(result.offsets.begin(), result.offsets.end(), result.offsets.begin());
     result.members.resize(order.size());

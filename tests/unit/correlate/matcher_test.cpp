@@ -202,6 +202,24 @@ TEST(Matcher, what_nothing_decides_is_flagged_and_never_merged_across_containers
         EXPECT_FALSE(points.contains(1) && points.contains(5)) << "journey " << k << " merges two containers";
         EXPECT_EQ(j.ambiguous[k], 1) << "journey " << k;
     }
+    // The replies decide it too (flow state): the server's answer to port 2001 came back to c1. Then the requests are
+    // assigned again with that translation, and nothing is left undecided.
+    Builder replied = b;
+    const Tuple to_2001 = udp("198.51.100.10", 7000, "192.168.43.116", 2001);
+    const Tuple to_2000 = udp("198.51.100.10", 7000, "192.168.43.116", 2000);
+    replied.add(4, 1'000'000, 10, to_2001), replied.add(3, 1'030'000, 10, udp("198.51.100.10", 7000, "172.17.0.2", 41000));
+    replied.add(4, 1'500'000, 11, to_2000), replied.add(3, 1'530'000, 11, udp("198.51.100.10", 7000, "172.17.0.3", 41000));
+    const Journeys r = match(replied.sightings, lab_roles());
+    EXPECT_EQ(std::count(r.ambiguous.begin(), r.ambiguous.end(), 1), 0);
+    for (std::size_t n = 0; n < r.count(); ++n) {
+        const auto points = points_of(replied.sightings, r, n);
+        EXPECT_FALSE(points.contains(1) && points.contains(5));
+        const Sighting& head = replied.sightings[r.of(n).front()];
+        if (head.point != 1) continue;  // c1's request: masqueraded to port 2001, as its reply shows
+        std::set<std::uint16_t> ports;
+        for (auto i : r.of(n)) ports.insert(replied.sightings[i].tuple.sport);
+        EXPECT_EQ(ports, (std::set<std::uint16_t>{41000, 2001}));
+    }
     // The kernel's own conntrack entries decide it: c2 got port 2000.
     MatchOptions told = lab_roles();
     told.known_translations = {{c2, udp("192.168.43.116", 2000, "198.51.100.10", 7000)},
