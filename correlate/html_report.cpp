@@ -951,7 +951,11 @@ void Page::flow_table() {
         if (f["translated"] == f["original"]) m_out.append("<span class=\"badge b-none\">unchanged</span>");
         else m_out.append(tuple_html(proto, f["translated"], &f["original"], text_limit()));
         m_out.append("</td><td class=\"n\">").append(num(int_of(f, "forward_journeys"))).append(" / ")
-            .append(num(int_of(f, "reply_journeys"))).append("</td><td class=\"n\">").append(num(int_of(f, "packets")))
+            .append(num(int_of(f, "reply_journeys")));
+        if (const std::int64_t ambiguous = int_of(f, "ambiguous"); ambiguous > 0)
+            m_out.append(" <span class=\"badge b-bad\" title=\"journeys that could have been another flow's: not "
+                         "decided by the evidence\">").append(num(ambiguous)).append(" ambiguous</span>");
+        m_out.append("</td><td class=\"n\">").append(num(int_of(f, "packets")))
             .append("</td><td class=\"n").append(lost ? " bad" : "").append("\">").append(num(lost))
             .append("</td><td class=\"n").append(errors ? " bad" : "").append("\">").append(num(errors))
             .append("</td><td>");
@@ -965,6 +969,23 @@ void Page::flow_table() {
             .append("</td></tr>\n");
     }
     m_out.append("</tbody></table>\n");
+    std::int64_t ambiguous = 0;
+    for (const Json* fp : m_flows) ambiguous += int_of(*fp, "ambiguous");
+    if (ambiguous > 0)
+        m_out.append("<p class=\"note bad\">").append(num(ambiguous))
+            .append(" journeys are ambiguous: one of their sightings could have continued another flow's journey just "
+                    "as well, and nothing (conntrack, a learned translation, the TTL, the path, the time) decided it. "
+                    "Their paths and rewrites are the likeliest, not proven.</p>\n");
+    for (const Json* fp : m_listed) {
+        if (!fp->contains("pmtu")) continue;
+        const Json& p = (*fp)["pmtu"];
+        m_out.append("<p class=\"note\">Flow ").append(num(int_of(*fp, "id"))).append(": ")
+            .append(num(int_of(p, "lost_min_size"))).append("-byte DF packets did not get through after ")
+            .append(e(str_of(p, "after"))).append(", packets up to ").append(num(int_of(p, "passed_max_size")))
+            .append(" bytes pass; frag-needed: ").append(e(str_of(p, "frag_needed")))
+            .append(p["mtu"].is_number() ? " (MTU " + num(p["mtu"].get<std::int64_t>()) + ")" : std::string())
+            .append(".</p>\n");
+    }
     if (m_listed.size() < m_flows.size())
         m_out.append("<p class=\"note\">")
             .append(num(static_cast<std::int64_t>(m_flows.size() - m_listed.size())))
