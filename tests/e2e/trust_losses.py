@@ -228,7 +228,13 @@ class Captures:
         return {r: c.dropped for r, c in zip(ROLES, self.caps) if c.dropped}
 
     def micro(self) -> dict[str, Path]:
-        return {r: to_microseconds(p, p.with_name(p.stem + "-us.pcap")) for r, p in self.files.items()}
+        """The files cut to microseconds (checked: same packets, each stamp its ns stamp truncated)."""
+        out = {r: to_microseconds(p, p.with_name(p.stem + "-us.pcap")) for r, p in self.files.items()}
+        for r, path in out.items():
+            us, ns = read_pcap(path), self.pkts[r]
+            if len(us) != len(ns) or any(a.ts_ns != b.ts_ns // 1000 * 1000 for a, b in zip(us, ns)):
+                raise AssertionError(f"{path.name}: the µs copy does not match its ns file")
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,6 +621,13 @@ def case9b(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
             return f"{len(errs)} frag-needed lost after {v.name('uplink')}, expected at {v.name('bridge')}, {total} in all"
         checks(f"{tag} {v.label}: the router's frag-needed is lost in the host (icmp_errors[].lost after the uplink)",
                lost_in_host)
+
+        def not_in_host(v=v, report=report) -> str:
+            f = one_flow(report, udp_to(dport), f"udp/{dport}")
+            inside = [x for x in f["lost"] if x.get("after") != v.name("uplink")]
+            expect(not inside, f"the datagrams crossed all four points (tcpdump), yet lost {inside}")
+            return f"no loss inside the host; lost {[(x.get('after'), x.get('cause'), x.get('count')) for x in f['lost']]}"
+        checks(f"{tag} {v.label}: the datagrams, seen at every point, are not lost inside the host", not_in_host)
 
 
 # --------------------------------------------------------------------------------------------
