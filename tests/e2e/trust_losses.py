@@ -50,7 +50,7 @@ from typing import Callable, Sequence
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
-from live_common import (Checks, expect, guarded, query, run, run_lab_test, short,  # noqa: E402
+from live_common import (Checks, expect, guarded, run, run_lab_test, short,  # noqa: E402
                          udp_sink, PACED_UDP_SENDER)
 
 ROLES = ("container", "veth", "bridge", "uplink")

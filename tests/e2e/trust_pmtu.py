@@ -43,8 +43,8 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
 from live_common import Checks, expect, guarded, netns_left, query, short, workdir  # noqa: E402
-from trust_losses import (ROLES, Captures, Pkt, Points, Variant, df_sender, no_ratelimit, one_flow,  # noqa: E402
-                          read_pcap, report_text, rule_packets, trace, udp_to, variants, count)
+from trust_losses import (ROLES, Captures, Pkt, Points, df_sender, no_ratelimit, one_flow,  # noqa: E402
+                          read_pcap, report_text, rule_packets, trace, udp_to, variants)
 
 SIZES = [1000, 1280, 1500, 1280, 1500, 1000, 1500, 1280]
 LOW_MTU = 1280
