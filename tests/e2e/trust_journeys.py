@@ -69,11 +69,13 @@ ROLE_OF = {"c1-eth0": "container", "c1-veth": "veth", "c2-eth0": "container", "c
 # (family, sport), kept open so echoes can be read). Prints {"sent": n, "echoes": {sport: [hex…]}}.
 SENDER = r"""
 import json, socket, struct, sys, time, select
-spec = json.loads(sys.argv[1])
+spec = json.load(open(sys.argv[1][1:])) if sys.argv[1].startswith("@") else json.loads(sys.argv[1])
 socks = {}
-def sock(v6, sport, bcast=False, nodf=False):
-    k = (v6, sport)
+def sock(v6, sport, bcast=False, nodf=False, ns=""):
+    k = (ns, v6, sport)
     if k not in socks:
+        if ns:
+            enter(ns)
         s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if bcast:
@@ -84,16 +86,18 @@ def sock(v6, sport, bcast=False, nodf=False):
         socks[k] = s
     return socks[k]
 raws = {}
+def enter(ns):
+    import ctypes, os
+    fd = os.open(ns, os.O_RDONLY)
+    if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
+        raise OSError(ctypes.get_errno(), "setns " + ns)
+    os.close(fd)
 def raw_sock(ns):
     # a raw socket in network namespace ns (a /run/netns path; "" = this one): socket() binds it to
     # the namespace the thread is in, so one process can send from both containers microseconds apart
     if ns not in raws:
         if ns:
-            import ctypes, os
-            fd = os.open(ns, os.O_RDONLY)
-            if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:
-                raise OSError(ctypes.get_errno(), "setns " + ns)
-            os.close(fd)
+            enter(ns)
         r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         r.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
         raws[ns] = r
@@ -123,6 +127,9 @@ def multi(rs):
 for s in spec["sends"]:  # sockets first, outside the timed loop
     for r in ([s["raw4"]] if "raw4" in s else s.get("multi", [])):
         raw_sock(r.get("ns", ""))
+    if "udp" in s:
+        u = s["udp"]
+        sock(u.get("v6", False), u["sport"], u.get("bcast", False), u.get("nodf", False), u.get("ns", ""))
 t0 = spec.get("start") or time.time()
 sent = 0
 for s in spec["sends"]:
@@ -137,7 +144,7 @@ for s in spec["sends"]:
         multi(s["multi"])
     else:
         u = s["udp"]
-        k = sock(u.get("v6", False), u["sport"], u.get("bcast", False), u.get("nodf", False))
+        k = sock(u.get("v6", False), u["sport"], u.get("bcast", False), u.get("nodf", False), u.get("ns", ""))
         k.sendto(bytes.fromhex(u["payload"]), (u["dst"], u["dport"]))
     sent += 1
 echoes = {}
@@ -147,7 +154,8 @@ while socks and time.time() < deadline:
     for s in r:
         data = s.recv(65535)
         port = s.getsockname()[1]
-        echoes.setdefault(str(port), []).append(data.hex())
+        ns = [k[0] for k, v in socks.items() if v is s][0]
+        echoes.setdefault(str(port) if not ns else ns + ":" + str(port), []).append(data.hex())
 print(json.dumps({"sent": sent, "echoes": echoes}))
 """
 
@@ -203,7 +211,9 @@ class Server:
 
 
 def sender_cmd(lab: lablib.Lab, container: str, spec: dict, out: Path) -> str:
-    return (shlex.join(["ip", "netns", "exec", lab.ns[container], sys.executable, "-c", SENDER, json.dumps(spec)])
+    f = out.with_suffix(".json")
+    f.write_text(json.dumps(spec))
+    return (shlex.join(["ip", "netns", "exec", lab.ns[container], sys.executable, "-c", SENDER, "@" + str(f)])
             + f" > {shlex.quote(str(out))}")
 
 
@@ -273,7 +283,8 @@ def run_case(ctx: Ctx, name: str, c1_spec: dict | None, c2_spec: dict | None, ex
                 cmds.append(sender_cmd(lab, c, spec, tmp / f"{c}.out") + " &")
         if both_spec is not None:  # one sender in the host's own namespace, sockets in both containers
             both_spec["start"] = t_start
-            cmds.append(shlex.join([sys.executable, "-c", SENDER, json.dumps(both_spec)])
+            (tmp / "both.json").write_text(json.dumps(both_spec))
+            cmds.append(shlex.join([sys.executable, "-c", SENDER, "@" + str(tmp / "both.json")])
                         + f" > {shlex.quote(str(tmp / 'both.out'))} &")
         cmds += [f"{x} &" for x in extra_sh]
         traffic = "\n".join(cmds + ["wait"])

@@ -852,8 +852,8 @@ def _relations(journeys: list[Journey], window: int) -> None:
         wants = None
         if s.is_frag and s.frag_off > 0:
             wants = "fragment-of"
-        elif not s.is_frag and s.ver == 4 and j.owner is not None:
-            # a whole datagram whose fragments were seen: a reassembly
+        elif not s.is_frag and s.ver == 4 and j.owner is not None and s.ip_len > 1500:
+            # a whole datagram larger than the links' MTU whose fragments were seen: the host reassembled it
             if firsts.get(_datagram_key(j)):
                 wants = "reassembly-of"
         if not wants:
