@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 ROLES = ("container", "veth", "bridge", "uplink", "other")
-DEFAULT_WINDOW_NS = 10_000_000  # 10 ms: the longest one hop may take in the lab
+DEFAULT_WINDOW_NS = 100_000_000  # 100 ms: the longest one hop may take in the lab (a loaded 2-core CI machine has shown 14 ms)
 ENUM_BUDGET = 200_000  # DFS nodes per component before it is declared undecidable as a whole
 
 
@@ -1077,8 +1077,8 @@ def selftest() -> int:
         fails += 1
     # 3: FIFO: c1 sends the same datagram twice, 1 ms apart, one lost after docker0: the first seen at the
     # uplink 60 µs after the second was on docker0 -> only the second can be lost? No: both are possible
-    # (each hop <= window), so the loss is undecidable; 30 ms apart it is decided.
-    for gap, und in ((1_000_000, True), (30_000_000, False)):
+    # (each hop <= window), so the loss is undecidable; 300 ms apart (beyond the 100 ms window) it is decided.
+    for gap, und in ((1_000_000, True), (300_000_000, False)):
         pkt = _ip4("172.17.0.2", srv, 7, 64, _udp(41000, 7000, d))
         out = _ip4("192.168.43.116", srv, 7, 63, _udp(41000, 7000, d))
         caps3 = {"c1-eth0": frames([(T, pkt), (T + gap, pkt)]), "c1-veth": frames([(T + 1, pkt), (T + gap + 1, pkt)]),
