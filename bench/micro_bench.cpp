@@ -97,6 +97,19 @@ hoptrace::correlate::Sighting to_sighting(const hoptrace::PacketRecord& r, std::
         s.inner.sport = r.inner_sport;
         s.inner.dport = s.inner.is_icmp() ? 0 : r.inner_dport;
     }
+    // The fields the matcher and the analysis read beyond the tuple, as correlate.cpp's load() fills them. The
+    // TTL matters most: the matcher takes a rewrite only on a step where the TTL drops (a routed step), so
+    // sightings left at TTL 0 would split every masqueraded packet into two journeys at the uplink.
+    s.ttl = r.ttl;
+    s.tcp_flags = r.tcp_flags;
+    s.ip_id = r.ip_id;
+    s.seq = r.proto == 6 ? r.tcp_seq : r.icmp_seq;
+    s.ack = r.proto == 6 ? r.tcp_ack : 0;
+    s.payload_len = r.payload_len;
+    s.ip_len = r.ip_len;
+    s.frag_offset = r.frag_offset;
+    s.icmp_mtu = r.icmp_mtu;
+    s.dont_fragment = s.tuple.src.family == 6 || (r.flags & hoptrace::packet_flag::k_dont_fragment) != 0;
     return s;
 }
 
