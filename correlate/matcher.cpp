@@ -180,11 +180,19 @@ public:
         std::uint32_t version;   // the journey's version when it was filed
     };
 
+    // Groups are mostly a handful of sightings; after a flood's group grew a map's bucket array, clear() would
+    // sweep it for every later group: such a map is replaced instead.
     void clear() {
-        m_exact.clear();
-        m_source_kept.clear();
-        m_destination_kept.clear();
+        reset(m_exact);
+        reset(m_source_kept);
+        reset(m_destination_kept);
         m_points.clear();
+    }
+    template <typename Map>
+    static void reset(Map& map) {
+        constexpr std::size_t k_small = 64;
+        if (map.bucket_count() > k_small) map = Map{};
+        else map.clear();
     }
     void file(const Tuple& t, std::uint32_t point, std::uint32_t open, std::uint32_t version) {
         m_exact[PointTuple{t, point}].push_back({open, version});
@@ -373,7 +381,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
         open.clear();
         version.clear();
         index.clear();
-        reverse.clear();
+        if (reverse.bucket_count() > 64) reverse = {};
+        else reverse.clear();
         for (std::size_t k = begin; k < end; ++k) {
             const Tuple& t = sightings[order[k]].tuple;
             if (const auto* targets = translations.targets(t))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import os
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -120,6 +121,23 @@ def rule_count(lab: lablib.Lab, ns: str, chain: str, needle: str) -> int:
     raise AssertionError(f"no DROP rule with {needle} in {chain}")
 
 
+def kernel_drops(lab: lablib.Lab) -> int:
+    """What the host's kernel dropped on its own, outside any iptables rule: conntrack's insert_failed and drop
+    counters (two containers' identical pings clashing in the NAT table) and the neighbour cache's
+    unresolved_discards (packets queued behind an unanswered ARP)."""
+    n = 0
+    ct = lab.run("host", "conntrack", "-S", check=False).stdout
+    for key in ("insert_failed", "drop"):
+        n += sum(int(v) for v in re.findall(rf"\b{key}=(\d+)", ct))
+    arp = lab.run("host", "cat", "/proc/net/stat/arp_cache", check=False).stdout.splitlines()
+    if len(arp) >= 2:
+        head = arp[0].split()
+        if "unresolved_discards" in head:
+            col = head.index("unresolved_discards")
+            n += sum(int(line.split()[col], 16) for line in arp[1:] if len(line.split()) > col)
+    return n
+
+
 def run_random(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path, seed: int) -> None:
     rng = random.Random(seed)
     ctx = tj.Ctx(checks, hoptrace, lab, tmp)
@@ -134,10 +152,12 @@ def run_random(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path, seed:
                             f"sleep 1.3; ping -n -q -c {n_pings} -i 0.02 -e {PING_IDENT} -W 1 {lab.ip['server']}"])
              + " > /dev/null" for c in ("c1", "c2")]
     spec = {"sends": sends, "recv_s": 1.0}
+    kernel_before = kernel_drops(lab)
     cr = tj.run_case(ctx, "random", None, None, extra_sh=pings, echo=ECHO_PORTS, sink=SINK_PORTS, both_spec=spec)
     if cr is None:
         return
     fwd_dropped = rule_count(lab, "host", "FORWARD", f"dpt:{drops['forward_dport']}")
+    kernel_dropped = kernel_drops(lab) - kernel_before
     rep_dropped = rule_count(lab, "host", "FORWARD", f"spt:{drops['reply_sport']}")
     ports = set(ECHO_PORTS + SINK_PORTS)
 
@@ -182,8 +202,14 @@ def run_random(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path, seed:
             problems.append(f"reference: {lr} reply losses from port {drops['reply_sport']}, iptables dropped {rep_dropped}")
         other = {k: n for k, n in lost.items() if not ((k[1] == "forward" and k[0][4] == drops["forward_dport"])
                                                        or (k[1] == "reply" and k[0][4] == drops["reply_sport"]))}
-        if other:
-            problems.append(f"reference: losses no rule explains: {list(other.items())[:3]}")
+        # The kernel drops a few packets on its own (a NAT clash of two identical pings, a packet queued behind an
+        # unanswered ARP): its counters explain that many.
+        if sum(other.values()) > kernel_dropped:
+            problems.append(f"reference: losses no rule explains: {list(other.items())[:3]} (the kernel's own drop "
+                            f"counters moved by {kernel_dropped})")
+        elif other:
+            print(f"reference: {sum(other.values())} losses explained by the kernel's own drop counters "
+                  f"(+{kernel_dropped}): {list(other.items())[:3]}", flush=True)
         return problems
     tj.validate_reference(ctx, cr, rel, {}, None, complete=False, extra=truth)
     checks("random: the drops happened", lambda: expect(
