@@ -186,7 +186,9 @@ public:
         reset(m_exact);
         reset(m_source_kept);
         reset(m_destination_kept);
+        reset(m_address_only);
         m_points.clear();
+        m_point_ttls.clear();
     }
     template <typename Map>
     static void reset(Map& map) {
@@ -194,24 +196,42 @@ public:
         if (map.bucket_count() > k_small) map = Map{};
         else map.clear();
     }
-    void file(const Tuple& t, std::uint32_t point, std::uint32_t open, std::uint32_t version) {
+    void file(const Tuple& t, std::uint32_t point, std::uint8_t ttl, std::uint32_t open, std::uint32_t version) {
         m_exact[PointTuple{t, point}].push_back({open, version});
-        m_destination_kept[destination_key(t)].push_back({open, version});
-        m_source_kept[source_key(t)].push_back({open, version});
+        m_destination_kept[PointTuple{destination_key(t), point | (std::uint32_t{ttl} << 24)}].push_back({open, version});
+        m_source_kept[PointTuple{source_key(t), point | (std::uint32_t{ttl} << 24)}].push_back({open, version});
+        const std::pair<std::uint32_t, std::uint8_t> at{point, ttl};
+        if (std::find(m_point_ttls.begin(), m_point_ttls.end(), at) == m_point_ttls.end()) m_point_ttls.push_back(at);
+        m_address_only[address_key(t, true)].push_back({open, version});
+        m_address_only[address_key(t, false)].push_back({open, version});
         if (std::find(m_points.begin(), m_points.end(), point) == m_points.end()) m_points.push_back(point);
     }
-    // Calls fn(entries, queue) for each list that can hold a journey `x` may continue. A queue holds journeys of
-    // one origin (last seen at one point with one tuple) in the order they got there: its first fit is the one.
-    template <typename Fn>
-    void candidates(const Tuple& x, const std::vector<Tuple>* sources, Fn&& fn) {
+    // Calls fn(entries, queue) for each list that can hold a journey `x` may continue, most specific first. A queue
+    // holds journeys of one origin (last seen at one point with one tuple) in the order they got there: its first
+    // fit is the one. The lists of journeys one port rewrite away (every journey to one destination, in a flood)
+    // are looked at only while `wider()` says a candidate there could still be as good as the best so far.
+    // `rewrite_from(point, ttl)` says whether a journey last seen there with that TTL can be one rewrite away.
+    template <typename Fn, typename Wider, typename RewriteFrom>
+    void candidates(const Tuple& x, const std::vector<Tuple>* sources, Fn&& fn, Wider&& wider,
+                    RewriteFrom&& rewrite_from) {
         for (const std::uint32_t point : m_points) {
             if (auto it = m_exact.find(PointTuple{x, point}); it != m_exact.end()) fn(it->second, true);
             if (sources != nullptr)
                 for (const Tuple& s : *sources)
                     if (auto it = m_exact.find(PointTuple{s, point}); it != m_exact.end() && s != x) fn(it->second, true);
         }
-        if (auto it = m_destination_kept.find(destination_key(x)); it != m_destination_kept.end()) fn(it->second, false);
-        if (auto it = m_source_kept.find(source_key(x)); it != m_source_kept.end()) fn(it->second, false);
+        for (const bool source_side : {true, false})
+            if (auto it = m_address_only.find(address_key(x, source_side)); it != m_address_only.end()) fn(it->second, false);
+        if (!wider()) return;
+        // Kept by (last point, last TTL): a flood's journeys wait at points and TTLs a rewrite cannot come from.
+        for (const auto& [point, ttl] : m_point_ttls) {
+            if (!rewrite_from(point, ttl)) continue;
+            const std::uint32_t at = point | (std::uint32_t{ttl} << 24);
+            if (auto it = m_destination_kept.find(PointTuple{destination_key(x), at}); it != m_destination_kept.end())
+                fn(it->second, false);
+            if (auto it = m_source_kept.find(PointTuple{source_key(x), at}); it != m_source_kept.end())
+                fn(it->second, false);
+        }
     }
 
 private:
@@ -232,6 +252,13 @@ private:
         k.sport = 0;
         return k;
     }
+    // The tuple with one address blanked: journeys one address rewrite away (masquerade keeping the port).
+    static Tuple address_key(const Tuple& t, bool source_side) {
+        Tuple k = t;
+        (source_side ? k.src : k.dst) = {};
+        k.proto = static_cast<std::uint8_t>(k.proto ^ (source_side ? 0x40U : 0x20U));
+        return k;
+    }
     static Tuple source_key(const Tuple& t) {
         Tuple k = t;
         k.dst = {};
@@ -241,8 +268,10 @@ private:
     }
     std::unordered_map<PointTuple, std::vector<Entry>, PointTupleHash> m_exact;
     std::vector<std::uint32_t> m_points;  // points with filed journeys (a handful)
-    std::unordered_map<Tuple, std::vector<Entry>, TupleHash> m_destination_kept;
-    std::unordered_map<Tuple, std::vector<Entry>, TupleHash> m_source_kept;
+    std::unordered_map<PointTuple, std::vector<Entry>, PointTupleHash> m_destination_kept;  // point | ttl << 24
+    std::unordered_map<PointTuple, std::vector<Entry>, PointTupleHash> m_source_kept;
+    std::unordered_map<Tuple, std::vector<Entry>, TupleHash> m_address_only;
+    std::vector<std::pair<std::uint32_t, std::uint8_t>> m_point_ttls;  // (point, TTL) of filed journeys
 };
 
 // [begin, end) ranges of `order` that share a fingerprint.
@@ -453,7 +482,16 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 for (std::uint32_t o = 0; o < open.size(); ++o) all.push_back({o, version[o]});
                 consider(all, false);
             } else {
-                index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider);
+                // A port-rewriting step scores at most 1 * 2 + 1: past a better candidate, no need to look there.
+                constexpr int k_best_port_rewrite = 3;
+                // A rewrite needs a routed step: the TTL drops (sightings of equal time come higher TTL first), and
+                // never between points of one L2 segment.
+                auto rewrite_from = [&](std::uint32_t point, std::uint8_t ttl) {
+                    const Link link = link_between(rank_of(options, point), x_rank);
+                    return ttl >= x.ttl && link != Link::l2 && link != Link::containers;
+                };
+                index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider,
+                                 [&] { return best_score <= k_best_port_rewrite; }, rewrite_from);
             }
             if (best != k_none) {
                 // Rivals of the same origin as each other collapse to one; of another origin than the winner,
@@ -495,7 +533,7 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
                 journey_of[s] = j.id;
                 ++version[best];
-                index.file(sightings[j.last].tuple, sightings[j.last].point, best, version[best]);
+                index.file(sightings[j.last].tuple, sightings[j.last].point, sightings[j.last].ttl, best, version[best]);
                 continue;
             }
             const auto id = static_cast<std::uint32_t>(first_of.size());
@@ -510,7 +548,7 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
             open.push_back(std::move(j));
             version.push_back(0);
-            index.file(x.tuple, x.point, static_cast<std::uint32_t>(open.size() - 1), 0);
+            index.file(x.tuple, x.point, x.ttl, static_cast<std::uint32_t>(open.size() - 1), 0);
         }
     };
     // Groups that left journeys undecided: [begin, end) of `order`, and the first journey id they made.
