@@ -12,6 +12,7 @@
 #include <ostream>
 #include <map>
 #include <sstream>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -400,11 +401,19 @@ Json build_report(const store::Database& db) {
     return report;
 }
 
-std::string render_json(const Json& report) { return report.dump(2) + "\n"; }
+// Names are stored as given (a pcapng if_name or a --point name may hold any bytes); the JSON is always valid UTF-8:
+// an invalid byte becomes U+FFFD.
+std::string render_json(const Json& report) {
+    return report.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+}
 
 namespace {
 
-std::string csv_field(const std::string& v) {
+// RFC 4180 quoting; a cell a spreadsheet would take for a formula (starting with = + - @, tab or CR) gets a leading
+// apostrophe first (OWASP's rule against CSV injection).
+std::string csv_field(const std::string& value) {
+    std::string v = value;
+    if (!v.empty() && std::string_view("=+-@\t\r").find(v.front()) != std::string_view::npos) v.insert(0, 1, '\'');
     if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
     std::string out = "\"";
     for (char c : v) {
@@ -822,7 +831,39 @@ std::string narrate(const Json& flow, const Json& points) {
     return text;
 }
 
-std::string render_text(const Json& report) {
+namespace {
+
+// Captured names go to a terminal: control characters in them (ESC could retitle or reprogram it, a newline would
+// split a table row) are shown escaped, \x1b, \n. Every string of the model is data; the layout is the renderer's.
+std::string printable(const std::string& s) {
+    std::string out;
+    for (const char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u >= 0x20 && u != 0x7f) {
+            out += c;
+            continue;
+        }
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", u);
+        out += u == '\n' ? "\\n" : u == '\t' ? "\\t" : buf;
+    }
+    return out;
+}
+
+void make_printable(Json& j) {
+    if (j.is_string()) {
+        j = printable(j.get<std::string>());
+    } else if (j.is_structured()) {
+        for (auto& item : j) make_printable(item);
+    }
+}
+
+}  // namespace
+
+std::string render_text(const Json& given) {
+    Json escaped = given;
+    make_printable(escaped);
+    const Json& report = escaped;
     std::ostringstream out;
     const Json& points = report["points"];
     const Json& flows = report["flows"];

@@ -331,5 +331,37 @@ TEST(ReportCsv, one_row_per_hop_sample_with_its_latency) {
     EXPECT_EQ(rows, 120U);  // 40 journeys of 4 sightings: 3 hops each
 }
 
+// Hostile point names (a pcapng if_name or a --point name holds any bytes): the JSON stays valid UTF-8, the text
+// report shows control characters escaped, and a CSV cell a spreadsheet would run as a formula is neutralised.
+TEST(ReportSafety, hostile_point_names_reach_no_terminal_spreadsheet_or_json_parser_raw) {
+    auto db = store::Database::open_memory();
+    import(db, k_per_interface);
+    correlate::run(db);
+    const std::string evil = "ev\x1b]0;owned\x07il\nrow\xff";
+    const std::string formula = "=HYPERLINK(\"http://x\")";
+    {
+        const auto points = db.points();
+        auto rename = db.prepare("UPDATE points SET name = ?1 WHERE id = ?2");
+        rename.bind(1, evil).bind(2, points[0].id);
+        rename.run();
+        rename.reset();
+        rename.bind(1, formula).bind(2, points[1].id);
+        rename.run();
+    }
+    const auto report = correlate::build_report(db);
+    const std::string json = correlate::render_json(report);
+    EXPECT_EQ(json.find('\xff'), std::string::npos);
+    EXPECT_NE(json.find("\xef\xbf\xbd"), std::string::npos);  // U+FFFD in place of the invalid byte
+    EXPECT_TRUE(nlohmann::json::accept(json));
+    const std::string text = correlate::render_text(report);
+    EXPECT_EQ(text.find('\x1b'), std::string::npos);
+    EXPECT_EQ(text.find('\x07'), std::string::npos);
+    EXPECT_NE(text.find("ev\\x1b]0;owned\\x07il\\nrow"), std::string::npos) << text.substr(0, 600);
+    std::ostringstream csv;
+    correlate::write_csv(db, csv);
+    EXPECT_EQ(csv.str().find(",\"=HYPERLINK"), std::string::npos);
+    EXPECT_NE(csv.str().find(",\"'=HYPERLINK(\"\"http://x\"\")\""), std::string::npos);
+}
+
 }  // namespace
 }  // namespace hoptrace
