@@ -11,14 +11,11 @@
 #include "cli/numeric_option.hpp"
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
+#include "capture/session.hpp"
 #include "correlate/correlate.hpp"
 #include "correlate/report.hpp"
-#include "store/private_file.hpp"
-#include "store/spool.hpp"
-#include "store/writer.hpp"
-#include "tracer/conntrack.hpp"
-#include "tracer/live_capture.hpp"
-#include "version.hpp"
+#include "tracer/errno_text.hpp"
+#include "tracer/privileges.hpp"
 
 #include <signal.h>
 #include <stdlib.h>  // mkdtemp
@@ -62,16 +59,11 @@ private:
     struct sigaction m_old_term {};
 };
 
-std::int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 // The command must exist before anything is captured: a typo is a usage problem, not an empty capture.
 void check_runnable(const std::string& program) {
     auto runnable = [](const std::string& path) { return ::access(path.c_str(), X_OK) == 0; };
     if (program.find('/') != std::string::npos) {
-        if (!runnable(program)) throw Fatal("'" + program + "': " + std::strerror(errno) + "; nothing was captured");
+        if (!runnable(program)) throw Fatal("'" + program + "': " + errno_text(errno) + "; nothing was captured");
         return;
     }
     const char* path = std::getenv("PATH");
@@ -85,37 +77,28 @@ void check_runnable(const std::string& program) {
     throw Fatal("'" + program + "': command not found; nothing was captured");
 }
 
-pid_t spawn(const std::vector<std::string>& argv) {
+// The command runs as `who` when given (the user who ran sudo, or --user), never with hoptrace's capabilities then.
+pid_t spawn(const std::vector<std::string>& argv, const std::optional<RunAs>& who) {
     const pid_t child = ::fork();
-    if (child < 0) throw Fatal(std::string("cannot start '") + argv[0] + "': " + std::strerror(errno));
+    if (child < 0) throw Fatal(std::string("cannot start '") + argv[0] + "': " + errno_text(errno));
     if (child == 0) {
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        if (who) {
+            if (const int error = become(*who); error != 0) {
+                std::fprintf(stderr, "hoptrace: cannot run '%s' as %s: %s\n", argv[0].c_str(), who->name.c_str(),
+                             errno_text(error).c_str());
+                ::_exit(126);
+            }
+        }
         std::vector<char*> args;
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
         ::execvp(args[0], args.data());
-        std::fprintf(stderr, "hoptrace: cannot run '%s': %s\n", args[0], std::strerror(errno));
+        std::fprintf(stderr, "hoptrace: cannot run '%s': %s\n", args[0], errno_text(errno).c_str());
         ::_exit(127);
     }
     return child;
-}
-
-void store_conntrack(store::Database& db, const std::vector<ConntrackEntry>& entries, const char* event) {
-    auto st = db.prepare(
-        "INSERT INTO conntrack (ts_ns, event, proto, orig_src, orig_dst, orig_sport, orig_dport, reply_src, "
-        "reply_dst, reply_sport, reply_dport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    const std::int64_t ts = now_ns();
-    store::Transaction txn(db);
-    for (const auto& e : entries) {
-        st.bind(1, ts).bind(2, event).bind(3, std::int64_t{e.proto});
-        st.bind(4, e.orig_src).bind(5, e.orig_dst).bind(6, std::int64_t{e.orig_sport}).bind(7, std::int64_t{e.orig_dport});
-        st.bind(8, e.reply_src).bind(9, e.reply_dst).bind(10, std::int64_t{e.reply_sport});
-        st.bind(11, std::int64_t{e.reply_dport});
-        st.run();
-        st.reset();
-    }
-    txn.commit();
 }
 
 struct CaptureArgs {
@@ -129,112 +112,34 @@ struct CaptureArgs {
     double grace_s = 1.0;
     bool quiet = false;
     bool no_correlate = false;
+    std::string user;
     std::vector<std::string> command;
 };
 
-// `captured` turns true once packets may be in the database (from then on it is never thrown away).
-int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& captured) {
-    if (::geteuid() != 0) throw Fatal("capturing needs root (network namespaces, packet sockets); run it with sudo");
-    if (!a.command.empty()) check_runnable(a.command[0]);
-    Resolved r = resolve_targets(a.targets, true);
-
-    // Created mode 0600 (its -wal and -shm then are too), never through a dangling symbolic link.
-    const auto created = store::create_private_file(a.db_path);
-    if (!created) throw Fatal(created.error());
-    const bool fresh = *created;
-    if (!fresh) {
-        auto existing = store::Database::open(a.db_path);
-        if (!existing.points().empty())
-            throw Fatal(a.db_path + ": already holds a capture; give a new --db file (nothing was changed)");
-    }
-    // Until every point captures, a failure leaves no trace: a database file this run created is removed
-    // (declared before `db`, so it runs after the database is closed).
-    // The spool only once this run has created it: a file of that name it refused is somebody else's.
-    struct DiscardUnlessStarted {
-        std::string path;
-        bool fresh;
-        bool started = false;
-        std::string spool;
-        ~DiscardUnlessStarted() {
-            if (started || !fresh) return;
-            std::error_code ignored;
-            for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ignored);
-            if (!spool.empty()) std::filesystem::remove(spool, ignored);
-        }
-    } discard{a.db_path, fresh, false, {}};
-    store::Database db = store::Database::open(a.db_path);
-    db.set_meta("created_by", std::string("hoptrace ") + k_version);
-    db.set_meta("hoptrace_version", k_version);
-    db.set_meta("command_line", inv.command_line);
-    db.set_meta("capture_start_ns", std::to_string(now_ns()));
-    if (r.topology.masquerade) db.set_meta("masquerade", "yes");
-
-    std::vector<LivePoint> live;
+std::vector<capture::SessionPoint> session_points(const Resolved& r) {
+    std::vector<capture::SessionPoint> points;
     for (const auto& p : r.topology.points) {
-        store::Point sp;
-        sp.name = p.name;
-        sp.netns = netns_label(r, p.netns);
-        sp.ifname = p.link.ifname;
-        sp.role = to_string(p.role);
-        sp.role_evidence = "live topology";
-        for (const auto& address : p.link.addresses) sp.addresses += (sp.addresses.empty() ? "" : " ") + address;
-        sp.ifindex = p.link.ifindex;
-        sp.source = "live";
-        sp.link_type = static_cast<std::uint32_t>(LinkType::ethernet);
-        const auto id = static_cast<std::uint32_t>(db.add_point(sp));
-        live.push_back({id, p.name, r.namespaces[p.netns].get(), p.link.ifname});
+        capture::SessionPoint sp;
+        sp.point.name = p.name;
+        sp.point.netns = netns_label(r, p.netns);
+        sp.point.ifname = p.link.ifname;
+        sp.point.role = to_string(p.role);
+        sp.point.role_evidence = "live topology";
+        for (const auto& address : p.link.addresses)
+            sp.point.addresses += (sp.point.addresses.empty() ? "" : " ") + address;
+        sp.point.ifindex = p.link.ifindex;
+        sp.ns = r.namespaces[p.netns].get();
+        points.push_back(std::move(sp));
     }
+    return points;
+}
 
-    const Netns& host = *r.namespaces[0];
-    if (auto ct = conntrack_dump(host)) store_conntrack(db, *ct, "dump-start");
-    else if (!a.quiet) std::fprintf(stderr, "hoptrace: note: %s (the report will not compare with conntrack)\n", ct.error().c_str());
-
-    std::vector<std::uint32_t> point_ids;
-    point_ids.reserve(live.size());
-    for (const auto& p : live) point_ids.push_back(p.point_id);
-    // While capturing, each point's thread only copies its frames into a chunk of its own; the spool file's thread
-    // appends full chunks to FILE-spool (the database names it from here on). Dissecting and the row per packet
-    // wait until the capture has stopped.
-    std::optional<store::SpoolFile> spool_file;
-    spool_file.emplace(db);
-    discard.spool = spool_file->path();
-    store::Spool spool(*spool_file, point_ids);
-    LiveOptions options;
-    options.filter = a.filter;
-    options.snaplen = a.snaplen;
-    options.buffer_bytes = a.buffer_mb << 20;
-    options.count = static_cast<std::uint64_t>(a.count);
-    LiveCapture capture(
-        live, options, [&spool](std::uint32_t point, const Frame& frame) { spool.append(point, frame); },
-        [&spool](std::uint32_t point, bool final) {
-            if (final) spool.flush(point);
-            else spool.tick(point);
-        });
-
-    std::optional<SignalGuard> signals;  // only while capturing: Ctrl-C during correlation just stops it
-    signals.emplace();
-    g_signals = 0;
-    if (auto started = capture.start(); !started) {
-        const std::string spool_path = spool_file->path();
-        spool_file.reset();
-        std::error_code ignored;
-        std::filesystem::remove(spool_path, ignored);
-        if (!fresh) db.exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");
-        throw Fatal(started.error());
-    }
-    discard.started = true;
-    captured = true;
-    if (!a.quiet) {
-        std::string names;
-        for (const auto& p : live) names += (names.empty() ? "" : ", ") + p.name;
-        std::fprintf(stderr, "capturing on %s\n", names.c_str());
-    }
-
+// Waits for a stop: a signal, --duration, --count, every point ended, the disk filled, or CMD done (+ grace).
+std::string wait_for_stop(const CaptureArgs& a, capture::Session& session, pid_t child, int& child_status) {
     const auto t0 = std::chrono::steady_clock::now();
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
-    pid_t child = a.command.empty() ? -1 : spawn(a.command);
-    int child_status = 0;
     std::optional<double> child_done_at;
+    const LiveCapture& capture = session.capture();
     StatusLine status(a.quiet, std::chrono::milliseconds(500));
     std::string stop_reason;
     while (stop_reason.empty()) {
@@ -242,8 +147,8 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         const double t = elapsed();
         if (g_signals.load() > 0) stop_reason = "signal";
         else if (a.duration_s > 0 && t >= a.duration_s) stop_reason = "duration";
-        else if (a.count > 0 && capture.total_packets() >= options.count) stop_reason = "count";  // set by the capture
-        else if (capture.all_ended()) stop_reason = "every point ended";
+        else if (a.count > 0 && capture.total_packets() >= static_cast<std::uint64_t>(a.count)) stop_reason = "count";
+        else if (auto itself = session.stopped_by_itself()) stop_reason = *itself;
         if (child > 0 && !child_done_at) {
             if (::waitpid(child, &child_status, WNOHANG) == child) child_done_at = t;
         }
@@ -259,57 +164,88 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
         });
     }
     status.clear();
-    capture.stop();
-    capture.join();
     if (child > 0 && !child_done_at) {
         ::kill(child, SIGTERM);
         ::waitpid(child, &child_status, 0);
     }
-    spool_file->close();  // everything delivered is in the spool file before anything else happens
-    spool_file.reset();
+    return stop_reason;
+}
+
+// `captured` turns true once packets may be in the database (from then on it is never thrown away).
+int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& captured) {
+    if (::geteuid() != 0) throw Fatal("capturing needs root (network namespaces, packet sockets); run it with sudo");
+    if (!a.command.empty()) check_runnable(a.command[0]);
+    const auto who = command_user(a.user);
+    if (!who) throw UsageError(who.error());
+    Resolved r = resolve_targets(a.targets, true);
+
+    capture::SessionOptions options;
+    options.live.filter = a.filter;
+    options.live.snaplen = a.snaplen;
+    options.live.buffer_bytes = a.buffer_mb << 20;
+    options.live.count = static_cast<std::uint64_t>(a.count);
+    options.live.drop_capabilities = true;
+    options.command_line = inv.command_line;
+    options.masquerade = r.topology.masquerade;
+    capture::Session session(a.db_path, session_points(r), *r.namespaces[0], options);
+    auto print_notes = [&, printed = std::size_t{0}]() mutable {
+        for (; printed < session.notes().size(); ++printed)
+            if (!a.quiet) std::fprintf(stderr, "hoptrace: note: %s\n", session.notes()[printed].c_str());
+    };
+    print_notes();
+
+    std::optional<SignalGuard> signals;  // only while capturing: Ctrl-C during correlation just stops it
+    signals.emplace();
+    g_signals = 0;
+    if (auto started = session.start(); !started) throw Fatal(started.error());
+    captured = true;
+    if (!a.quiet) {
+        std::string names;
+        for (const auto& p : session.capture().points()) names += (names.empty() ? "" : ", ") + p.name;
+        std::fprintf(stderr, "capturing on %s\n", names.c_str());
+    }
+    const pid_t child = a.command.empty() ? -1 : spawn(a.command, *who);
+    // From here the main thread only dumps conntrack, signals the command (another user's process) and works on
+    // files; the points' threads already hold nothing (tracer/privileges.hpp).
+    static_cast<void>(keep_only({Capability::net_admin, Capability::kill, Capability::dac_override}));
+    int child_status = 0;
+    const std::string stop_reason = session.stop(wait_for_stop(a, session, child, child_status));
+    print_notes();
+    // Stored, dissected, correlated and reported with no capability but the one that reaches the files.
+    static_cast<void>(keep_only({Capability::dac_override}));
 
     // The spool becomes packets rows: dissect + one row per sighting, now that the traffic is no longer competing.
     // A second Ctrl-C stops after the current chunk; the rest stays spooled for `hoptrace correlate`.
-    const std::uint64_t captured_total = capture.total_packets();
+    const std::uint64_t captured_total = session.capture().total_packets();
+    if (stop_reason == capture::k_stop_disk_full)
+        std::fprintf(stderr, "hoptrace: the disk is full: capturing stopped after %llu packets; storing them\n",
+                     static_cast<unsigned long long>(captured_total));
     StatusLine storing(a.quiet, std::chrono::milliseconds(250));
-    store::Writer writer(db);
-    const auto ingested = store::ingest_spool(db, writer, [&](std::uint64_t frames) {
-        storing.update([&] {
-            return "storing " + std::to_string(frames) + " of " + std::to_string(captured_total) + " packets…";
+    store::SpoolIngest ingested;
+    try {
+        ingested = session.store([&](std::uint64_t frames) {
+            storing.update([&] {
+                return "storing " + std::to_string(frames) + " of " + std::to_string(captured_total) + " packets…";
+            });
+            return g_signals.load() < 2;
         });
-        return g_signals.load() < 2;
-    });
+    } catch (const store::Error& e) {
+        storing.clear();
+        throw Fatal(store_failure(session.db(), e));
+    }
     storing.clear();
-    writer.close();
     if (!ingested.torn.empty()) std::fprintf(stderr, "hoptrace: %s\n", ingested.torn.c_str());
     if (ingested.stopped && !a.quiet) {
-        const auto left = store::spool_size(db);
+        const auto left = store::spool_size(session.db());
         std::fprintf(stderr, "hoptrace: %llu packets are still spooled (%s)\n",
                      static_cast<unsigned long long>(left.frames), left.path.c_str());
     }
-
-    const auto stats = capture.stats();
-    for (std::size_t i = 0; i < live.size(); ++i) {
-        auto p = db.find_point(live[i].name);
-        if (!p) continue;
-        p->kernel_drops = stats[i].kernel_drops + stats[i].interface_drops;
-        p->link_type = static_cast<std::uint32_t>(stats[i].link_type);  // a tun device is raw IP, not Ethernet
-        p->note = stats[i].note;
-        db.update_point(*p);
-        if (!a.quiet) {
-            std::fprintf(stderr, "  %-20s %8llu packets, %llu dropped by the kernel%s%s\n", live[i].name.c_str(),
-                         static_cast<unsigned long long>(p->packets),
-                         static_cast<unsigned long long>(p->kernel_drops), stats[i].note.empty() ? "" : "; ",
-                         stats[i].note.c_str());
-        }
+    if (!a.quiet) {
+        for (const auto& p : session.results())
+            std::fprintf(stderr, "  %-20s %8llu packets, %llu dropped by the kernel%s%s\n", p.name.c_str(),
+                         static_cast<unsigned long long>(p.packets), static_cast<unsigned long long>(p.kernel_drops),
+                         p.note.empty() ? "" : "; ", p.note.c_str());
     }
-    // The window the points really captured (analysis relies on it: a packet in flight at the stop is no loss).
-    const auto [window_start, window_stop] = capture.window();
-    db.set_meta("capture_start_ns", std::to_string(window_start));
-    db.set_meta("capture_stop_ns", std::to_string(window_stop));
-    db.set_meta("stop_reason", stop_reason);
-    if (auto ct = conntrack_dump(host)) store_conntrack(db, *ct, "dump-end");
-    db.build_indexes();
     if (child > 0 && !a.quiet) {
         if (WIFEXITED(child_status) && WEXITSTATUS(child_status) != 0)
             std::fprintf(stderr, "hoptrace: note: '%s' exited with status %d\n", a.command[0].c_str(), WEXITSTATUS(child_status));
@@ -321,8 +257,12 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     }
     if (a.no_correlate && !trace) return k_exit_ok;
     signals.reset();  // the capture is safe on disk: from here Ctrl-C simply ends hoptrace
-    correlate::run(db);
-    if (trace) std::cout << correlate::render_text(correlate::build_report(db));
+    try {
+        correlate::run(session.db());
+    } catch (const store::Error& e) {
+        throw Fatal(store_failure(session.db(), e));
+    }
+    if (trace) std::cout << correlate::render_text(correlate::build_report(session.db()));
     return k_exit_ok;
 }
 
@@ -353,6 +293,8 @@ int capture_command(const Invocation& inv, bool trace) {
         ("duration", po::value(&a.duration_s), "stop after this many seconds")
         ("count", po::value(&a.count), "stop once this many packets were captured (all points together)")
         ("grace", po::value(&a.grace_s)->default_value(1.0), "seconds to keep capturing after CMD exits (replies)")
+        ("user", po::value(&a.user), "run CMD as this user (name or uid; default: the user who ran sudo, else as "
+                                     "hoptrace runs)")
         ("quiet,q", po::bool_switch(&a.quiet), "no status line or summary on stderr");
     if (!trace) options.add_options()("no-correlate", po::bool_switch(&a.no_correlate), "only capture");
     po::variables_map vm;
@@ -370,7 +312,7 @@ int capture_command(const Invocation& inv, bool trace) {
         std::string dir = (std::filesystem::temp_directory_path() / "hoptrace-trace-XXXXXX").string();
         if (::mkdtemp(dir.data()) == nullptr) {
             const int error = errno;
-            throw Fatal(dir + ": cannot create a temporary directory: " + std::strerror(error));
+            throw Fatal(dir + ": cannot create a temporary directory: " + errno_text(error));
         }
         temp = std::filesystem::path(dir) / "trace.db";
         a.db_path = temp.string();

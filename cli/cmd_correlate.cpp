@@ -23,8 +23,9 @@ int cmd_correlate(const Invocation& inv) {
     po::variables_map vm;
     if (!parse(inv, "--db FILE", options, nullptr, vm)) return k_exit_ok;
     check_max_hop_gap(vm);
-    store::Database db = open_existing(db_path);
+    auto [lock, db] = open_existing(db_path);
     store_spooled(db, false);
+    warn_incomplete_points(db);
     apply_given_roles(db, parse_roles(role_specs));
     correlate::MatchOptions match;
     match.max_hop_gap_ns = static_cast<std::int64_t>(max_gap_ms * 1e6);

@@ -36,6 +36,7 @@ int cmd_export(const Invocation& inv) {
 
     store::Database db = open_to_read(db_path);
     require_nothing_spooled(db, db_path);
+    warn_incomplete_points(db);
     std::error_code ec;
     if (std::filesystem::equivalent(output, db_path, ec)) {
         throw UsageError(std::string("-o ").append(output).append(" is the database itself"));

@@ -52,6 +52,7 @@ int cmd_import(const Invocation& inv) {
     std::vector<std::string> files;
     bool no_correlate = false;
     bool quiet = false;
+    bool replace = false;
     double max_gap_ms = 100;
     std::string link_names_ns;
     std::vector<std::string> role_specs;
@@ -67,6 +68,8 @@ int cmd_import(const Invocation& inv) {
         ("role", po::value(&role_specs)->composing(),
          "NAME=ROLE: the role of point NAME (container, veth, bridge, uplink, other); points without one get an "
          "inferred role, printed on stderr; repeat for several points")
+        ("replace", po::bool_switch(&replace), "replace points of the same name already in the database (their packets "
+                                               "too), e.g. one an interrupted import cut short")
         ("quiet,q", po::bool_switch(&quiet), "no progress or per-file lines on stderr")
         ("file", po::value(&files), "[NAME=]FILE.pcap[ng]: capture files, each becomes a point named NAME "
                                     "(default: the file name without extension)");
@@ -88,7 +91,7 @@ int cmd_import(const Invocation& inv) {
         for (const auto& l : *links) link_names[l.ifindex] = l.ifname;
     }
 
-    store::Database db = open_to_write(db_path);
+    auto [lock, db] = open_to_write(db_path);
     if (!db.meta("created_by")) db.set_meta("created_by", std::string("hoptrace ") + k_version);
     db.set_meta("hoptrace_version", k_version);
     db.set_meta("host", host_name());
@@ -99,6 +102,10 @@ int cmd_import(const Invocation& inv) {
     {
         store::Writer writer(db);
         for (const FileSpec& spec : specs) {
+            if (replace) {
+                for (const auto& name : store::remove_points(db, spec.name))
+                    if (!quiet) std::fprintf(stderr, "replacing point %s\n", name.c_str());
+            }
             const auto result = store::import_file(db, writer, {spec.name, spec.path, link_names},
                                                    [&](std::uint64_t n) {
                                                        progress.update([&] {

@@ -45,6 +45,7 @@ int cmd_report(const Invocation& inv) {
 
     store::Database db = open_to_read(db_path);
     require_nothing_spooled(db, db_path);
+    warn_incomplete_points(db);
     if (db.points().empty()) throw Fatal(db_path + ": the database holds no points; import or capture first");
     if (!db.meta("correlated_ns"))
         throw Fatal(db_path + ": not correlated yet; run 'hoptrace correlate --db " + db_path + "'");

@@ -1,9 +1,9 @@
 #include "cli/command.hpp"
 
 #include "cli/status_line.hpp"
+#include "capture/session.hpp"
 #include "store/private_file.hpp"
 #include "store/spool.hpp"
-#include "store/writer.hpp"
 
 #include <unistd.h>
 
@@ -39,9 +39,14 @@ void require_exists(const std::string& path) {
 
 }  // namespace
 
-store::Database open_existing(const std::string& path) {
+WritableDatabase open_existing(const std::string& path) {
     require_exists(path);
-    return store::Database::open(path);
+    WritableDatabase out;
+    auto lock = store::WriterLock::acquire(path);
+    if (!lock) throw Fatal(lock.error());
+    out.lock = std::move(*lock);
+    out.db = store::Database::open(path);
+    return out;
 }
 
 std::map<std::string, std::string> parse_roles(const std::vector<std::string>& specs) {
@@ -75,16 +80,21 @@ store::Database open_to_read(const std::string& path) {
     return store::Database::open_read_only(path);
 }
 
-store::Database open_to_write(const std::string& path, bool* created) {
+WritableDatabase open_to_write(const std::string& path, bool* created) {
     const auto made = store::create_private_file(path);
     if (!made) throw Fatal(made.error());
     if (created != nullptr) *created = *made;
+    WritableDatabase out;
     try {
-        return store::Database::open(path);
+        auto lock = store::WriterLock::acquire(path);  // before anything is written: a running capture holds it
+        if (!lock) throw Fatal(lock.error());
+        out.lock = std::move(*lock);
+        out.db = store::Database::open(path);
     } catch (...) {
         if (*made) ::unlink(path.c_str());  // the empty file this call made, nothing else
         throw;
     }
+    return out;
 }
 
 std::uint64_t store_spooled(store::Database& db, bool quiet) {
@@ -95,17 +105,32 @@ std::uint64_t store_spooled(store::Database& db, bool quiet) {
                      "them now\n", db.path().c_str(), static_cast<unsigned long long>(spooled.frames));
     }
     StatusLine status(quiet);
-    store::Writer writer(db);
-    const auto stored = store::ingest_spool(db, writer, [&](std::uint64_t frames) {
-        status.update([&] {
-            return "storing " + std::to_string(frames) + " of " + std::to_string(spooled.frames) + " packets…";
+    store::SpoolIngest stored;
+    try {
+        stored = capture::store_leftover_spool(db, [&](std::uint64_t frames) {
+            status.update([&] {
+                return "storing " + std::to_string(frames) + " of " + std::to_string(spooled.frames) + " packets…";
+            });
+            return true;
         });
-        return true;
-    });
+    } catch (const store::Error& e) {
+        status.clear();
+        throw Fatal(store_failure(db, e));
+    }
     status.clear();
-    writer.close();
     if (!stored.torn.empty()) std::fprintf(stderr, "hoptrace: %s\n", stored.torn.c_str());
     return stored.frames;
+}
+
+std::string store_failure(const store::Database& db, const store::Error& error) {
+    if (!error.disk_full()) return error.what();
+    std::string line = db.path() + ": the disk is full (" + error.what() + "); what was stored is kept";
+    try {
+        if (const auto left = store::spool_size(db); left.pending)
+            line += ", " + std::to_string(left.frames) + " captured packets wait in " + left.path;
+    } catch (const store::Error&) {  // NOLINT(bugprone-empty-catch): the disk-full line matters more
+    }
+    return line + ": free some space and run 'hoptrace correlate --db " + db.path() + "'";
 }
 
 void require_nothing_spooled(const store::Database& db, const std::string& path) {
@@ -118,6 +143,20 @@ void require_nothing_spooled(const store::Database& db, const std::string& path)
                     "capture_chunks table of a development build of hoptrace (7824020), which this build does not " +
                     "read; store them with that build ('hoptrace correlate --db " + path + "') first");
     }
+}
+
+std::size_t warn_incomplete_points(const store::Database& db) {
+    std::size_t count = 0;
+    for (const auto& p : db.points()) {
+        if (p.complete) continue;
+        ++count;
+        std::fprintf(stderr,
+                     "hoptrace: warning: point %s is incomplete: the import of %s was interrupted after %llu packets, "
+                     "so journeys seem to end there; import it again with 'hoptrace import --replace --db %s %s=%s'\n",
+                     p.name.c_str(), p.source.c_str(), static_cast<unsigned long long>(p.packets), db.path().c_str(),
+                     p.name.c_str(), p.source.c_str());
+    }
+    return count;
 }
 
 }  // namespace hoptrace::cli

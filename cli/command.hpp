@@ -5,6 +5,7 @@
 
 #include "correlate/correlate.hpp"
 #include "store/database.hpp"
+#include "store/lock.hpp"
 
 #include <boost/program_options.hpp>
 
@@ -43,20 +44,35 @@ struct Invocation {
 bool parse(const Invocation& inv, const std::string& synopsis, po::options_description& options,
            const po::positional_options_description* positional, po::variables_map& vm);
 
-// Opens an existing database to change it (correlate); Fatal naming the file when it does not exist.
-store::Database open_existing(const std::string& path);
+// A database opened to be written, with the writer lock that keeps other writers out (store/lock.hpp): `lock` is
+// declared first, so it is released after the database is closed.
+struct WritableDatabase {
+    store::WriterLock lock;
+    store::Database db;
+};
+
+// Opens an existing database to change it (correlate); Fatal naming the file when it does not exist or another
+// hoptrace writes it.
+WritableDatabase open_existing(const std::string& path);
 // Opens an existing database read-only, for the commands that only read (report, export): never creates, upgrades
 // or changes a file; Fatal naming it when it does not exist or is not a hoptrace database (an empty file included).
 store::Database open_to_read(const std::string& path);
 // Opens the database of a command that stores packets (import, capture), creating it mode 0600 when it does not
-// exist (store/private_file.hpp); a dangling symbolic link is refused. `created` says whether this run created it.
-store::Database open_to_write(const std::string& path, bool* created = nullptr);
+// exist (store/private_file.hpp); a dangling symbolic link is refused, and so is a database another hoptrace (a
+// running capture) writes, before anything is written. `created` says whether this run created it.
+WritableDatabase open_to_write(const std::string& path, bool* created = nullptr);
 
 // A capture that was killed before it stored its spool leaves frames in its spool file (FILE-spool). The commands
 // that write (correlate, import) store them as packets first, saying so on stderr unless quiet; returns how many.
 std::uint64_t store_spooled(store::Database& db, bool quiet);
+// The line for a store failure: for a full disk, what was kept, what still waits, and what to run once there is room.
+std::string store_failure(const store::Database& db, const store::Error& error);
 // The commands that only read (report, export): Fatal saying what to run while frames are still spooled.
 void require_nothing_spooled(const store::Database& db, const std::string& path);
+
+// Says on stderr which points an interrupted import cut short (points.complete = 0), and how to import them again.
+// Returns how many.
+std::size_t warn_incomplete_points(const store::Database& db);
 
 // --role NAME=ROLE options (import, correlate): NAME -> ROLE; UsageError for a malformed one.
 std::map<std::string, std::string> parse_roles(const std::vector<std::string>& specs);

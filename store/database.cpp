@@ -71,7 +71,7 @@ std::string one_line(std::string_view text) {
     return out;
 }
 
-[[noreturn]] void fail(std::string_view name, std::string_view what, std::string_view sqlite_message) {
+[[noreturn]] void fail(std::string_view name, std::string_view what, std::string_view sqlite_message, int rc = 0) {
     std::string message(name);
     message += ": ";
     message += what;
@@ -79,7 +79,7 @@ std::string one_line(std::string_view text) {
         message += ": ";
         message += sqlite_message;
     }
-    throw Error(one_line(message));
+    throw Error(one_line(message), (rc & 0xff) == SQLITE_FULL);
 }
 
 void check_bind(sqlite3_stmt* stmt, int rc, int index) {
@@ -105,7 +105,7 @@ int exec_raw(sqlite3* db, const std::string& sql, std::string& error) {
 
 constexpr const char* k_point_columns =
     "id, name, netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, note, role_evidence, addresses, file_born_ns, "
-    "file_written_ns";
+    "file_written_ns, complete";
 
 Point read_point(const Statement& stmt) {
     Point point;
@@ -127,6 +127,7 @@ Point read_point(const Statement& stmt) {
     point.addresses = stmt.column_text(13);
     if (!stmt.column_is_null(14)) point.file_born_ns = stmt.column_int(14);
     if (!stmt.column_is_null(15)) point.file_written_ns = stmt.column_int(15);
+    point.complete = stmt.column_int(16) != 0;
     return point;
 }
 
@@ -152,6 +153,7 @@ void bind_point_fields(Statement& stmt, const Point& point) {
     else stmt.bind_null(14);
     if (point.file_written_ns) stmt.bind(15, *point.file_written_ns);
     else stmt.bind_null(15);
+    stmt.bind(16, std::int64_t{point.complete ? 1 : 0});
 }
 
 // What an existing file holds, read before we change anything in it (a foreign SQLite file must not be
@@ -255,7 +257,7 @@ bool Statement::step() {
     // Leave the statement reusable: a failed step must be reset before the next one.
     const int reset_rc = sqlite3_reset(m_stmt.get());
     static_cast<void>(reset_rc);  // repeats the step's error code, which we report below
-    fail(connection_name(m_db), concat("'", one_line(sqlite3_sql(m_stmt.get())), "' failed"), message);
+    fail(connection_name(m_db), concat("'", one_line(sqlite3_sql(m_stmt.get())), "' failed"), message, rc);
 }
 
 void Statement::run() {
@@ -358,8 +360,8 @@ FileState read_file_state(sqlite3* db, const std::string& name) {
 
 void exec_or_fail(sqlite3* db, const std::string& name, const std::string& sql, std::string_view what) {
     std::string error;
-    if (exec_raw(db, sql, error) != SQLITE_OK) {
-        fail(name, what, error);
+    if (const int rc = exec_raw(db, sql, error); rc != SQLITE_OK) {
+        fail(name, what, error, rc);
     }
 }
 
@@ -430,6 +432,9 @@ void migrate(sqlite3* db, const std::string& name, int from_version) {
             "ALTER TABLE losses ADD COLUMN evidence_id INTEGER REFERENCES journeys(id);"
             "ALTER TABLE losses ADD COLUMN outside_window INTEGER NOT NULL DEFAULT 0;";
     }
+    if (from_version < 4) {
+        sql += "ALTER TABLE points ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;";
+    }
     sql += concat("PRAGMA user_version = ", std::to_string(k_schema_version), ";");
     exec_or_fail(db, name, "BEGIN IMMEDIATE", "cannot upgrade the schema");
     std::string error;
@@ -491,8 +496,8 @@ std::int64_t Database::add_point(const Point& point) {
     // RETURNING instead of sqlite3_last_insert_rowid(): the writer thread may insert on this connection in between.
     Statement stmt = prepare(
         "INSERT INTO points (netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, "
-        "note, name, role_evidence, addresses, file_born_ns, file_written_ns) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
+        "note, name, role_evidence, addresses, file_born_ns, file_written_ns, complete) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) "
         "RETURNING id");
     bind_point_fields(stmt, point);
     stmt.bind(11, std::string_view(point.name));
@@ -548,7 +553,7 @@ void Database::update_point(const Point& point) {
     Statement stmt = prepare(
         "UPDATE points SET netns = ?1, ifname = ?2, role = ?3, ifindex = ?4, link_type = ?5, source = ?6, "
         "packets = ?7, kernel_drops = ?8, path_order = ?9, note = ?10, role_evidence = ?12, addresses = ?13, "
-        "file_born_ns = ?14, file_written_ns = ?15 "
+        "file_born_ns = ?14, file_written_ns = ?15, complete = ?16 "
         "WHERE id = ?11 RETURNING id");
     bind_point_fields(stmt, point);
     stmt.bind(11, point.id);

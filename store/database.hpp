@@ -18,7 +18,13 @@ namespace hoptrace::store {
 
 class Error : public std::runtime_error {
 public:
-    using std::runtime_error::runtime_error;
+    explicit Error(const std::string& message, bool disk_full = false)
+        : std::runtime_error(message), m_disk_full(disk_full) {}
+    // SQLite said SQLITE_FULL (or a write failed with ENOSPC/EDQUOT): the file system has no room left.
+    [[nodiscard]] bool disk_full() const noexcept { return m_disk_full; }
+
+private:
+    bool m_disk_full = false;
 };
 
 struct SqliteCloser {
@@ -50,6 +56,9 @@ struct Point {
     // than the first to no earlier than the second. Unknown for live points (meta has the capture window).
     std::optional<std::int64_t> file_born_ns;
     std::optional<std::int64_t> file_written_ns;
+    // False while an import is reading the point's file, true once it read it to its end (or to the damage that
+    // ended it, which the import reported): a point left false was cut short (the import was killed).
+    bool complete = true;
 };
 
 class Statement {
@@ -97,6 +106,7 @@ public:
     // database (an empty file included), or has a schema version other than this build's.
     static Database open_read_only(const std::string& path);
 
+    Database() = default;  // no connection (handle() == nullptr): a placeholder to move a database into
     Database(Database&&) noexcept = default;
     Database& operator=(Database&&) noexcept = default;
     ~Database() = default;

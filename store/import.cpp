@@ -71,10 +71,15 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
         }
         p.link_type = static_cast<std::uint32_t>(iface.link_type);
         p.source = spec.path;
+        p.complete = false;  // until the file is read to its end
         std::tie(p.file_born_ns, p.file_written_ns) = file_times(spec.path);
-        if (db.find_point(p.name)) {
+        if (const auto existing = db.find_point(p.name)) {
             result.error = spec.path + ": a point named '" + p.name + "' is already in " + db.path() +
-                           "; name this file's point with NAME=" + spec.path;
+                           (existing->complete ? "; name this file's point with NAME=" + spec.path +
+                                                     ", or replace it with --replace"
+                                               : ", cut short by an import that was interrupted after " +
+                                                     std::to_string(existing->packets) +
+                                                     " packets; import the file again with --replace");
             return std::nullopt;
         }
         const auto id = static_cast<std::uint32_t>(db.add_point(p));
@@ -114,6 +119,14 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
         rename.run();
         have = want;
     }
+    // Every row of the file is committed: only now are its points complete (a kill before this leaves them not).
+    writer.flush();
+    auto mark = db.prepare("UPDATE points SET complete = 1 WHERE id = ?");
+    for (const auto& [key, id] : point_of) {
+        mark.bind(1, std::int64_t{id});
+        mark.run();
+        mark.reset();
+    }
     // The drops a pcapng writer recorded per interface are the point's kernel drops: the evidence that says
     // whether a packet missing there was lost by the network or by the capture. An interface split into
     // several points (tcpdump -i any, by ifindex) keeps its count to itself: it cannot be divided.
@@ -128,6 +141,30 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
         set_drops.reset();
     }
     return result;
+}
+
+std::vector<std::string> remove_points(Database& db, const std::string& name) {
+    std::vector<std::string> removed;
+    Transaction txn(db);
+    auto find = db.prepare("SELECT id, name FROM points WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'");
+    find.bind(1, name);
+    std::vector<std::int64_t> ids;
+    while (find.step()) {
+        ids.push_back(find.column_int(0));
+        removed.push_back(find.column_text(1));
+    }
+    auto rows = db.prepare("DELETE FROM packets WHERE point_id = ?");
+    auto point = db.prepare("DELETE FROM points WHERE id = ?");
+    for (const std::int64_t id : ids) {
+        rows.bind(1, id);
+        rows.run();
+        rows.reset();
+        point.bind(1, id);
+        point.run();
+        point.reset();
+    }
+    txn.commit();
+    return removed;
 }
 
 }  // namespace hoptrace::store

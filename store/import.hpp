@@ -28,9 +28,15 @@ struct ImportResult {
     std::optional<std::string> error;  // one line naming the file; frames read before it are kept
 };
 
-// Reads `spec.path` frame by frame into `writer`. `progress` (may be empty) is called now and then with the
+// Reads `spec.path` frame by frame into `writer`. Its points are stored not `complete` until every row is committed
+// at the end (an import killed before leaves them so, and `report` says so). `progress` (may be empty) is called now and then with the
 // frame count. Never throws for problems with the file; store errors propagate.
 ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
                          const std::function<void(std::uint64_t frames)>& progress = {});
+
+// --replace: removes the point `name`, and the points `name/…` of a file of several interfaces, with their packets
+// (in one transaction). Journeys and everything correlate derived are stale afterwards: correlate again. Returns the
+// names removed.
+std::vector<std::string> remove_points(Database& db, const std::string& name);
 
 }  // namespace hoptrace::store

@@ -4,7 +4,7 @@
 
 namespace hoptrace::store {
 
-inline constexpr int k_schema_version = 3;
+inline constexpr int k_schema_version = 4;
 
 inline constexpr const char* k_schema_sql = R"sql(
 CREATE TABLE IF NOT EXISTS meta (
@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS points (
   role_evidence TEXT NOT NULL DEFAULT '',        -- how the role was found: live topology, given, name, traffic (v3)
   addresses     TEXT NOT NULL DEFAULT '',        -- the interface's addresses, "172.17.0.1/16 fd00:17::1/64" (live, v3)
   file_born_ns  INTEGER,                         -- imported file: created (statx btime), when the capture began at the latest (v3)
-  file_written_ns INTEGER                        -- imported file: last written (mtime), when the capture ended at the earliest (v3)
+  file_written_ns INTEGER,                       -- imported file: last written (mtime), when the capture ended at the earliest (v3)
+  complete      INTEGER NOT NULL DEFAULT 1       -- 0 while an import reads the point's file: a killed import leaves 0 (v4)
 );
 CREATE TABLE IF NOT EXISTS packets (
   id             INTEGER PRIMARY KEY,

@@ -2,10 +2,13 @@
 
 #include "store/private_file.hpp"
 #include "tracer/dissect.hpp"
+#include "tracer/errno_text.hpp"
+#include "tracer/privileges.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -25,7 +28,22 @@ namespace {
 // Buffers of written chunks kept for reuse: about one per capture point is what a capture needs.
 constexpr std::size_t k_max_spare_buffers = 8;
 
-std::string errno_text(int error) { return std::strerror(error); }
+bool is_disk_full(int error) { return error == ENOSPC || error == EDQUOT; }
+
+// A sixteenth of the file system, at most 64 MiB: the room a capture leaves for the database and for storing it.
+std::uint64_t reserve_for(int fd) {
+    struct statvfs fs {};
+    if (::fstatvfs(fd, &fs) != 0) return 0;
+    const std::uint64_t size = std::uint64_t{fs.f_blocks} * fs.f_frsize;
+    return std::min(size / 16, std::uint64_t{64} << 20);
+}
+
+// Bytes an unprivileged writer may still use on the file system (what df shows as available).
+std::optional<std::uint64_t> available_bytes(int fd) {
+    struct statvfs fs {};
+    if (::fstatvfs(fd, &fs) != 0) return std::nullopt;
+    return std::uint64_t{fs.f_bavail} * fs.f_frsize;
+}
 
 // The spool file a database names, in the database's own directory (so a database moved together with its spool
 // still finds it); nullopt when it names none.
@@ -79,11 +97,18 @@ std::size_t read_at(int fd, const std::string& path, std::span<std::uint8_t> byt
 struct OpenedSpool {
     UniqueFd fd;
     std::uint64_t size = 0;
+    bool writable = false;  // opened for writing too: stored chunks can be freed (punched out)
 };
 
 OpenedSpool open_spool(const std::string& path, bool lock) {
     OpenedSpool out;
-    out.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (lock) {
+        out.fd = UniqueFd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+        out.writable = static_cast<bool>(out.fd);
+    }
+    if (!out.fd) {
+        out.fd = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    }
     if (!out.fd) {
         throw Error(path + ": cannot open the capture spool the database names: " + errno_text(errno) +
                     (errno == ENOENT ? " (its packets are lost; to use the database without them: DELETE FROM meta "
@@ -193,7 +218,8 @@ void write_all(int fd, const std::string& path, std::span<iovec> parts) {
             continue;
         }
         if (n < 0) {
-            throw Error(path + ": cannot write the capture spool: " + errno_text(errno));
+            const int error = errno;
+            throw Error(path + ": cannot write the capture spool: " + errno_text(error), is_disk_full(error));
         }
         auto written = static_cast<std::size_t>(n);
         while (!parts.empty() && written >= parts.front().iov_len) {
@@ -230,6 +256,7 @@ SpoolFile::SpoolFile(Database& db) : m_path(db.path() + "-spool") {
     if (::ftruncate(m_fd.get(), 0) != 0) {
         throw Error(m_path + ": cannot truncate the capture spool: " + errno_text(errno));
     }
+    m_reserve = reserve_for(m_fd.get());
     {
         Transaction txn(db);
         db.set_meta(k_meta_spool_file, std::filesystem::path(m_path).filename().string());
@@ -288,12 +315,18 @@ std::uint64_t SpoolFile::bytes_written() const noexcept {
     return m_bytes;
 }
 
+bool SpoolFile::disk_full() const noexcept {
+    const std::lock_guard lock(m_mutex);
+    return m_disk_full;
+}
+
 std::size_t SpoolFile::peak_pending_chunks() const noexcept {
     const std::lock_guard lock(m_mutex);
     return m_peak_pending;
 }
 
 void SpoolFile::run() noexcept {
+    drop_all_capabilities();  // it only appends to a file already open
     for (;;) {
         SpoolChunk chunk;
         {
@@ -307,6 +340,17 @@ void SpoolFile::run() noexcept {
         }
         try {
             write_chunk(chunk);
+        } catch (const Error& e) {
+            const std::lock_guard lock(m_mutex);
+            if (e.disk_full()) {
+                // A chunk either is in the file whole or not at all: cut a partly written one off again.
+                static_cast<void>(::ftruncate(m_fd.get(), static_cast<off_t>(m_bytes)));
+                m_disk_full = true;
+            }
+            m_error = std::current_exception();
+            m_pending.clear();
+            m_cv_space.notify_all();
+            return;
         } catch (...) {
             const std::lock_guard lock(m_mutex);
             m_error = std::current_exception();
@@ -329,6 +373,12 @@ void SpoolFile::write_chunk(const SpoolChunk& chunk) {
     std::array<std::uint8_t, k_chunk_header> header{};
     std::array<std::uint8_t, k_chunk_trailer> trailer{};
     encode_chunk_frame(chunk, header, trailer);
+    const std::uint64_t size = k_chunk_header + chunk.data.size() + k_chunk_trailer;
+    if (const auto available = available_bytes(m_fd.get()); available && *available < size + m_reserve) {
+        throw Error(m_path + ": the disk is full (" + std::to_string(*available >> 20) + " MiB left, " +
+                        std::to_string(m_reserve >> 20) + " MiB kept for storing the capture): capturing stopped",
+                    true);
+    }
     std::array<iovec, 3> parts{{
         {header.data(), header.size()},
         {const_cast<std::uint8_t*>(chunk.data.data()), chunk.data.size()},  // NOLINT: writev does not write it
@@ -429,6 +479,7 @@ SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(
     }
     const OpenedSpool file = open_spool(*path, true);
     std::uint64_t offset = stored_bytes(db);
+    std::uint64_t punched = offset;  // the bytes before it are stored (and freed where the file system can)
     std::vector<std::uint8_t> data;
     for (;;) {
         const FileChunk chunk = read_chunk(file, *path, offset, &data);
@@ -474,6 +525,15 @@ SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(
         }
         writer.add_rows(std::move(rows), offset, chunk.next);
         offset = chunk.next;
+        if (file.writable && offset - punched >= k_punch_bytes) {
+            // The rows are committed and, after the checkpoint, in the database file: their spool bytes are never
+            // read again. Freeing them keeps a capture that filled the disk storable.
+            writer.flush();
+            db.exec("PRAGMA wal_checkpoint(PASSIVE)");
+            static_cast<void>(::fallocate(file.fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                          static_cast<off_t>(punched), static_cast<off_t>(offset - punched)));
+            punched = offset;
+        }
         ++result.chunks;
         result.frames += chunk.header.frames;
         if (progress && !progress(result.frames)) {

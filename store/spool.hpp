@@ -72,6 +72,13 @@ public:
 
     [[nodiscard]] const std::string& path() const noexcept { return m_path; }
     [[nodiscard]] std::uint64_t bytes_written() const noexcept;
+    // The file system filled: a chunk was not written because the free space fell below the reserve (or a write
+    // failed with ENOSPC/EDQUOT, and the file was cut back to its last whole chunk). The spool then takes no more
+    // chunks (append throws Error with disk_full()); what it holds stays whole and storable.
+    [[nodiscard]] bool disk_full() const noexcept;
+    // The free space a capture leaves on the spool's file system, for the database, its WAL and storing the spool:
+    // a sixteenth of the file system, at most 64 MiB.
+    [[nodiscard]] std::uint64_t reserve_bytes() const noexcept { return m_reserve; }
     // The most chunks that ever waited for the thread at once (never above k_max_pending_chunks).
     [[nodiscard]] std::size_t peak_pending_chunks() const noexcept;
 
@@ -88,6 +95,8 @@ private:
     std::vector<std::vector<std::uint8_t>> m_spare_buffers;
     std::uint64_t m_bytes = 0;
     std::size_t m_peak_pending = 0;
+    std::uint64_t m_reserve = 0;
+    bool m_disk_full = false;
     bool m_stop = false;
     bool m_closed = false;
     std::exception_ptr m_error;
@@ -149,9 +158,12 @@ struct SpoolIngest {
 // checkpoint, so the rows are on disk) and then the file. A file that ends inside its last chunk (a capture killed
 // while writing it) is stored up to that chunk and `torn` says how many frames of which point were lost.
 // `progress` (may be empty) is called after each chunk with the frames so far; returning false stops there.
+// Every k_punch_bytes the chunks already stored are checkpointed into the database and their bytes freed in the file
+// (fallocate PUNCH_HOLE, where the file system can): storing a spool then needs room for little more than the rows.
 // Waits until what it handed over is committed. Throws Error when the file is missing, locked by a running
 // capture, damaged before its end (naming the byte, and how to skip the chunk), or when the database holds
 // chunks of the old capture_chunks table. Returns at once when the database names no spool.
+inline constexpr std::uint64_t k_punch_bytes = std::uint64_t{32} << 20;
 SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(std::uint64_t frames)>& progress = {});
 
 }  // namespace hoptrace::store

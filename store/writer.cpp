@@ -1,6 +1,7 @@
 #include "store/writer.hpp"
 
 #include "store/schema.hpp"
+#include "tracer/privileges.hpp"
 
 #include <algorithm>
 #include <array>
@@ -441,6 +442,7 @@ std::size_t Writer::peak_pending_batches() const noexcept {
 }
 
 void Writer::run() noexcept {
+    drop_all_capabilities();  // it only writes rows to a database already open
     for (;;) {
         Batch batch;
         {

@@ -27,13 +27,9 @@ std::string address(nl_addr* a) {
     return buf.data();
 }
 
-tl::expected<std::vector<ConntrackEntry>, std::string> dump_here() {
-    std::unique_ptr<nl_sock, NlSocketFree> sock(nl_socket_alloc());
-    if (!sock) return tl::unexpected(std::string("conntrack: out of memory"));
-    if (int err = nfnl_connect(sock.get()); err < 0)
-        return tl::unexpected(std::string("conntrack: cannot open a netfilter netlink socket: ") + nl_geterror(err));
+tl::expected<std::vector<ConntrackEntry>, std::string> dump_on(nl_sock* sock) {
     nl_cache* raw = nullptr;
-    if (int err = nfnl_ct_alloc_cache(sock.get(), &raw); err < 0)
+    if (int err = nfnl_ct_alloc_cache(sock, &raw); err < 0)
         return tl::unexpected(std::string("conntrack: cannot dump the table: ") + nl_geterror(err));
     std::unique_ptr<nl_cache, NlCacheFree> cache(raw);
     std::vector<ConntrackEntry> out;
@@ -62,10 +58,46 @@ tl::expected<std::vector<ConntrackEntry>, std::string> dump_here() {
 
 }  // namespace
 
-tl::expected<std::vector<ConntrackEntry>, std::string> conntrack_dump(const Netns& ns) {
-    auto result = run_in(ns, [] { return dump_here(); });
-    if (!result && !ns.name().empty()) return tl::unexpected(ns.name() + ": " + result.error());
+tl::expected<ConntrackSocket, std::string> ConntrackSocket::open(const Netns& ns) {
+    const std::string label = ns.name().empty() ? "" : ns.name() + ": ";
+    auto opened = run_in(ns, []() -> tl::expected<nl_sock*, std::string> {
+        std::unique_ptr<nl_sock, NlSocketFree> sock(nl_socket_alloc());
+        if (!sock) return tl::unexpected(std::string("conntrack: out of memory"));
+        if (int err = nfnl_connect(sock.get()); err < 0)
+            return tl::unexpected(std::string("conntrack: cannot open a netfilter netlink socket: ") +
+                                  nl_geterror(err));
+        return sock.release();
+    });
+    if (!opened) return tl::unexpected(label + opened.error());
+    return ConntrackSocket(*opened, label);
+}
+
+ConntrackSocket::ConntrackSocket(ConntrackSocket&& other) noexcept
+    : m_sock(std::exchange(other.m_sock, nullptr)), m_label(std::move(other.m_label)) {}
+
+ConntrackSocket& ConntrackSocket::operator=(ConntrackSocket&& other) noexcept {
+    if (this != &other) {
+        if (m_sock != nullptr) nl_socket_free(m_sock);
+        m_sock = std::exchange(other.m_sock, nullptr);
+        m_label = std::move(other.m_label);
+    }
+    return *this;
+}
+
+ConntrackSocket::~ConntrackSocket() {
+    if (m_sock != nullptr) nl_socket_free(m_sock);
+}
+
+tl::expected<std::vector<ConntrackEntry>, std::string> ConntrackSocket::dump() const {
+    auto result = dump_on(m_sock);
+    if (!result) return tl::unexpected(m_label + result.error());
     return result;
+}
+
+tl::expected<std::vector<ConntrackEntry>, std::string> conntrack_dump(const Netns& ns) {
+    auto socket = ConntrackSocket::open(ns);
+    if (!socket) return tl::unexpected(socket.error());
+    return socket->dump();
 }
 
 }  // namespace hoptrace

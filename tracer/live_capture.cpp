@@ -1,5 +1,7 @@
 #include "tracer/live_capture.hpp"
 
+#include "tracer/privileges.hpp"
+
 #include <poll.h>
 
 #include <array>
@@ -246,6 +248,8 @@ void LiveCapture::run_point(std::size_t index) noexcept {
         std::lock_guard lock(m_mutex);
         st.handle.store(h.get());
     }
+    // Reading the open handle needs no privilege: from here the thread that sees the traffic has none.
+    if (m_options.drop_capabilities) drop_all_capabilities();
     ready("");
 
     Context ctx{this, &m_sink, p.point_id, *link, nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,

@@ -40,6 +40,7 @@ struct LiveOptions {
     int snaplen = 262144;
     int buffer_bytes = 64 << 20;           // kernel ring per point: large enough for bursts
     std::uint64_t count = 0;               // stop once this many packets were captured (0 = no limit)
+    bool drop_capabilities = false;        // each point's thread drops every capability once its handle is open
 };
 
 struct LiveStats {

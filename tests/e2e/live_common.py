@@ -72,10 +72,10 @@ class Background:
     printed "capturing on …" on stderr (every point's socket is open), so traffic sent afterwards
     is inside its window. ``wait()`` returns (rc, stdout, stderr)."""
 
-    def __init__(self, hoptrace: Path, *args, timeout: float = 20):
+    def __init__(self, hoptrace: Path, *args, timeout: float = 20, env: dict | None = None):
         self.argv = [str(hoptrace), *map(str, args)]
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, env=env)
         self._stderr = bytearray()
         self._stdout = bytearray()
         self._out_thread = threading.Thread(target=self._pump_fd, args=(self.proc.stdout.fileno(), self._stdout),

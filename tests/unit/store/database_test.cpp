@@ -184,6 +184,7 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
             "ALTER TABLE journeys DROP COLUMN ambiguous;"
             "ALTER TABLE losses DROP COLUMN error_journey; ALTER TABLE losses DROP COLUMN evidence_id;"
             "ALTER TABLE losses DROP COLUMN outside_window;"
+            "ALTER TABLE points DROP COLUMN complete;"
             "PRAGMA user_version = 1;"
             "INSERT INTO flows VALUES (1, 17, 'a', 'b', 1, 2, 'a', 'b', 1, 2, 3, 1, 0, 0);"
             "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (1, 'forward', 1, 1, 3);");
@@ -197,6 +198,7 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('packets') WHERE name IN ('frag_offset', 'icmp_mtu')"), 2);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('journeys') WHERE name = 'ambiguous'"), 1);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE role_evidence = '' AND addresses = ''"), 1);
+    EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE complete = 1"), 1);  // an old point was read to its end
     // Opening it again is a no-op.
     EXPECT_EQ(scalar(Database::open(path), "PRAGMA user_version"), k_schema_version);
 }

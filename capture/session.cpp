@@ -1,0 +1,236 @@
+#include "capture/session.hpp"
+
+#include "store/private_file.hpp"
+#include "store/writer.hpp"
+#include "tracer/conntrack.hpp"
+#include "version.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <stdexcept>
+
+namespace hoptrace::capture {
+namespace {
+
+std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// The database file, created 0600 (its -wal and -shm then are too), never through a dangling symbolic link.
+bool create_database_file(const std::string& path) {
+    const auto created = store::create_private_file(path);
+    if (!created) throw std::runtime_error(created.error());
+    return *created;
+}
+
+store::WriterLock lock_database_file(const std::string& path) {
+    auto lock = store::WriterLock::acquire(path);
+    if (!lock) throw std::runtime_error(lock.error());
+    return std::move(*lock);
+}
+
+store::Database open_for_capture(const std::string& path, bool created) {
+    store::Database db = store::Database::open(path);
+    if (!created && !db.points().empty())
+        throw std::runtime_error(path + ": already holds a capture; give a new --db file (nothing was changed)");
+    return db;
+}
+
+}  // namespace
+
+Session::Session(const std::string& db_path, std::vector<SessionPoint> points, const Netns& host,
+                 SessionOptions options)
+    : m_path(db_path),
+      m_created(create_database_file(db_path)),
+      m_host(host),
+      m_options(std::move(options)) {
+    try {
+        m_lock = lock_database_file(db_path);
+        m_db = open_for_capture(db_path, m_created);
+        m_db.set_meta("created_by", std::string("hoptrace ") + k_version);
+        m_db.set_meta("hoptrace_version", k_version);
+        m_db.set_meta("command_line", m_options.command_line);
+        m_db.set_meta("capture_start_ns", std::to_string(now_ns()));
+        if (m_options.masquerade) m_db.set_meta("masquerade", "yes");
+        for (auto& p : points) {
+            p.point.source = "live";
+            p.point.link_type = static_cast<std::uint32_t>(LinkType::ethernet);
+            const auto id = static_cast<std::uint32_t>(m_db.add_point(p.point));
+            m_live.push_back({id, p.point.name, p.ns, p.point.ifname});
+        }
+        store_conntrack("dump-start");
+    } catch (...) {
+        discard();  // the database is as it was (a claimed one must not be emptied while another writer has it)
+        throw;
+    }
+}
+
+Session::~Session() {
+    if (!m_started) discard();
+}
+
+void Session::discard() noexcept {
+    // Until every point captures, a failure leaves no trace: a database this session created is removed, one it was
+    // given is emptied again; the spool only once this session created it (a file of that name it refused is
+    // somebody else's).
+    try {
+        m_capture.reset();
+        m_spool.reset();
+        std::string spool_path;
+        if (m_spool_file) {
+            spool_path = m_spool_file->path();
+            m_spool_file.reset();
+        }
+        std::error_code ignored;
+        if (!spool_path.empty()) std::filesystem::remove(spool_path, ignored);
+        if (m_created) {
+            m_db = store::Database();
+            for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(m_path + suffix, ignored);
+        } else if (m_db.handle() != nullptr && m_lock.held()) {
+            m_db.exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");
+        }
+    } catch (...) {  // NOLINT(bugprone-empty-catch): best effort; the start error is what the user needs to see
+    }
+}
+
+void Session::store_conntrack(const char* event) {
+    if (!m_conntrack) {
+        if (m_conntrack_failed) return;  // said once
+        // Opened once, in the host namespace, while hoptrace may still enter it: the end-of-capture dump then
+        // needs no more than CAP_NET_ADMIN.
+        auto opened = ConntrackSocket::open(m_host);
+        if (!opened) {
+            m_conntrack_failed = true;
+            m_notes.push_back(opened.error() + " (the report will not compare with conntrack)");
+            return;
+        }
+        m_conntrack.emplace(std::move(*opened));
+    }
+    auto entries = m_conntrack->dump();
+    if (!entries) {
+        m_notes.push_back(entries.error() + " (the report will not compare with conntrack)");
+        return;
+    }
+    auto st = m_db.prepare(
+        "INSERT INTO conntrack (ts_ns, event, proto, orig_src, orig_dst, orig_sport, orig_dport, reply_src, "
+        "reply_dst, reply_sport, reply_dport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    const std::int64_t ts = now_ns();
+    store::Transaction txn(m_db);
+    for (const auto& e : *entries) {
+        st.bind(1, ts).bind(2, event).bind(3, std::int64_t{e.proto});
+        st.bind(4, e.orig_src).bind(5, e.orig_dst).bind(6, std::int64_t{e.orig_sport}).bind(7, std::int64_t{e.orig_dport});
+        st.bind(8, e.reply_src).bind(9, e.reply_dst).bind(10, std::int64_t{e.reply_sport});
+        st.bind(11, std::int64_t{e.reply_dport});
+        st.run();
+        st.reset();
+    }
+    txn.commit();
+}
+
+tl::expected<void, std::string> Session::start() {
+    std::vector<std::uint32_t> point_ids;
+    point_ids.reserve(m_live.size());
+    for (const auto& p : m_live) point_ids.push_back(p.point_id);
+    // While capturing, each point's thread only copies its frames into a chunk of its own; the spool file's thread
+    // appends full chunks to FILE-spool (the database names it from here on). Dissecting and the row per packet
+    // wait until the capture has stopped.
+    m_spool_file.emplace(m_db);
+    m_spool = std::make_unique<store::Spool>(*m_spool_file, point_ids, m_options.spool);
+    store::Spool& spool = *m_spool;
+    m_capture = std::make_unique<LiveCapture>(
+        m_live, m_options.live, [&spool](std::uint32_t point, const Frame& frame) { spool.append(point, frame); },
+        [&spool](std::uint32_t point, bool final) {
+            if (final) spool.flush(point);
+            else spool.tick(point);
+        });
+    if (auto started = m_capture->start(); !started) {
+        discard();
+        return tl::unexpected(started.error());
+    }
+    m_started = true;
+    return {};
+}
+
+std::optional<std::string> Session::stopped_by_itself() const {
+    if (m_spool_file && m_spool_file->disk_full()) return std::string(k_stop_disk_full);
+    if (m_capture && m_capture->all_ended()) return std::string("every point ended");
+    return std::nullopt;
+}
+
+std::string Session::stop(const std::string& reason) {
+    if (m_stopped || !m_started) return reason;
+    m_stopped = true;
+    m_capture->stop();
+    // A failed spool write (the disk filled) stopped every point; what the file holds is whole chunks.
+    try {
+        m_capture->join();
+    } catch (const std::exception& e) {
+        m_failure = e.what();
+    }
+    try {
+        m_spool_file->close();  // everything delivered is in the spool file before anything else happens
+    } catch (const std::exception& e) {
+        if (!m_failure) m_failure = e.what();
+    }
+    const bool disk_full = m_spool_file->disk_full();
+    m_spool_file.reset();
+    m_spool.reset();
+    std::string stored_reason = disk_full ? std::string(k_stop_disk_full) : reason;
+    if (m_failure && !disk_full) stored_reason = *m_failure;
+    // The window the points really captured (analysis relies on it: a packet in flight at the stop is no loss).
+    // Small writes: the spool keeps room for them (and for storing it) when the disk fills.
+    const auto [window_start, window_stop] = m_capture->window();
+    {
+        store::Transaction txn(m_db);
+        m_db.set_meta("capture_start_ns", std::to_string(window_start));
+        m_db.set_meta("capture_stop_ns", std::to_string(window_stop));
+        m_db.set_meta("stop_reason", stored_reason);
+        txn.commit();
+    }
+    store_conntrack("dump-end");
+    return stored_reason;
+}
+
+store::SpoolIngest Session::store(const std::function<bool(std::uint64_t)>& progress) {
+    store::SpoolIngest ingested;
+    std::optional<std::string> failed;
+    try {
+        ingested = store_leftover_spool(m_db, progress);
+    } catch (const store::Error& e) {
+        failed = e.what();  // the point statistics are still worth keeping; then the error goes on
+    }
+    const auto stats = m_capture->stats();
+    for (std::size_t i = 0; i < m_live.size(); ++i) {
+        auto p = m_db.find_point(m_live[i].name);
+        if (!p) continue;
+        p->kernel_drops = stats[i].kernel_drops + stats[i].interface_drops;
+        p->link_type = static_cast<std::uint32_t>(stats[i].link_type);  // a tun device is raw IP, not Ethernet
+        p->note = stats[i].note;
+        m_db.update_point(*p);
+    }
+    if (failed) throw store::Error(*failed);
+    m_db.build_indexes();
+    return ingested;
+}
+
+std::vector<PointResult> Session::results() const {
+    std::vector<PointResult> out;
+    for (const auto& live : m_live) {
+        const auto p = m_db.find_point(live.name);
+        if (!p) continue;
+        out.push_back({p->name, p->packets, p->kernel_drops, p->note});
+    }
+    return out;
+}
+
+store::SpoolIngest store_leftover_spool(store::Database& db, const std::function<bool(std::uint64_t)>& progress) {
+    const auto spooled = store::spool_size(db);
+    if (!spooled.pending && spooled.legacy_frames == 0) return {};
+    store::Writer writer(db);
+    auto stored = store::ingest_spool(db, writer, progress);
+    writer.close();
+    return stored;
+}
+
+}  // namespace hoptrace::capture
