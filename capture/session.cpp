@@ -5,6 +5,7 @@
 #include "tracer/conntrack.hpp"
 #include "version.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <stdexcept>
@@ -174,13 +175,17 @@ std::string Session::stop(const std::string& reason) {
         if (!m_failure) m_failure = e.what();
     }
     const bool disk_full = m_spool_file->disk_full();
+    const auto lost_from = m_spool_file->lost_from();
     m_spool_file.reset();
     m_spool.reset();
     std::string stored_reason = disk_full ? std::string(k_stop_disk_full) : reason;
     if (m_failure && !disk_full) stored_reason = *m_failure;
     // The window the points really captured (analysis relies on it: a packet in flight at the stop is no loss).
     // Small writes: the spool keeps room for them (and for storing it) when the disk fills.
-    const auto [window_start, window_stop] = m_capture->window();
+    auto [window_start, window_stop] = m_capture->window();
+    // The spool lost what came after a failed write: the window ends before the first frame it lost, so that no
+    // point's missing frames look like packets lost on the way.
+    if (lost_from) window_stop = std::min(window_stop, *lost_from - 1);
     {
         store::Transaction txn(m_db);
         m_db.set_meta("capture_start_ns", std::to_string(window_start));
@@ -194,22 +199,26 @@ std::string Session::stop(const std::string& reason) {
 
 store::SpoolIngest Session::store(const std::function<bool(std::uint64_t)>& progress) {
     store::SpoolIngest ingested;
-    std::optional<std::string> failed;
+    std::exception_ptr failed;
     try {
         ingested = store_leftover_spool(m_db, progress);
-    } catch (const store::Error& e) {
-        failed = e.what();  // the point statistics are still worth keeping; then the error goes on
+    } catch (const store::Error&) {
+        failed = std::current_exception();  // the point statistics are still worth keeping; then the error goes on
     }
     const auto stats = m_capture->stats();
-    for (std::size_t i = 0; i < m_live.size(); ++i) {
-        auto p = m_db.find_point(m_live[i].name);
-        if (!p) continue;
-        p->kernel_drops = stats[i].kernel_drops + stats[i].interface_drops;
-        p->link_type = static_cast<std::uint32_t>(stats[i].link_type);  // a tun device is raw IP, not Ethernet
-        p->note = stats[i].note;
-        m_db.update_point(*p);
+    try {
+        for (std::size_t i = 0; i < m_live.size(); ++i) {
+            auto p = m_db.find_point(m_live[i].name);
+            if (!p) continue;
+            p->kernel_drops = stats[i].kernel_drops + stats[i].interface_drops;
+            p->link_type = static_cast<std::uint32_t>(stats[i].link_type);  // a tun device is raw IP, not Ethernet
+            p->note = stats[i].note;
+            m_db.update_point(*p);
+        }
+    } catch (const store::Error&) {
+        if (!failed) throw;  // the first failure (a full disk) is the one to tell
     }
-    if (failed) throw store::Error(*failed);
+    if (failed) std::rethrow_exception(failed);
     m_db.build_indexes();
     return ingested;
 }

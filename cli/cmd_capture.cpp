@@ -218,8 +218,8 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     // A second Ctrl-C stops after the current chunk; the rest stays spooled for `hoptrace correlate`.
     const std::uint64_t captured_total = session.capture().total_packets();
     if (stop_reason == capture::k_stop_disk_full)
-        std::fprintf(stderr, "hoptrace: the disk is full: capturing stopped after %llu packets; storing them\n",
-                     static_cast<unsigned long long>(captured_total));
+        std::fprintf(stderr, "hoptrace: the disk is full: capturing stopped (what was captured until then is kept, "
+                     "with room left to store and correlate it)\n");
     StatusLine storing(a.quiet, std::chrono::milliseconds(250));
     store::SpoolIngest ingested;
     try {

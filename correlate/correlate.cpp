@@ -166,14 +166,71 @@ void append_observers(std::span<const Sighting> sightings, const Analysis& a,
             assignments.push_back({sightings[o].packet_id, static_cast<std::int64_t>(j + 1), -1});
 }
 
+// Rows of `packets` changed per transaction: the WAL (and the room it takes) stays a few MiB, however large the
+// capture; a checkpoint can run between two transactions.
+// (Each row holds its frame: 1024 rows of full-size frames are a few MiB of pages.)
+constexpr std::size_t k_packet_rows_per_transaction = 1024;
+
+// Clears the last correlation, and then sets every packet's journey and hop, in transactions of
+// k_packet_rows_per_transaction rows. Until save() ends, meta holds no correlated_ns: a correlate killed in between
+// leaves a database that report calls "not correlated yet".
+void save_assignments(store::Database& db, std::span<const Sighting> sightings, const Journeys& journeys,
+                      const Analysis& a) {
+    {
+        store::Transaction txn(db);
+        db.exec(
+            "DELETE FROM meta WHERE key = 'correlated_ns';"
+            "DELETE FROM losses; DELETE FROM hops; DELETE FROM nat_rewrites; DELETE FROM journeys; DELETE FROM flows;"
+            // Rebuilt by build_indexes once the journeys are written: cheaper than a million index updates.
+            "DROP INDEX IF EXISTS packets_journey;"
+            "UPDATE points SET path_order = NULL;");
+        txn.commit();
+    }
+    std::int64_t max_id = 0;
+    {
+        auto last = db.prepare("SELECT coalesce(max(id), 0) FROM packets");
+        if (last.step()) max_id = last.column_int(0);
+    }
+    auto clear = db.prepare(
+        "UPDATE packets SET journey_id = NULL, hop = NULL WHERE id >= ? AND id < ? AND journey_id IS NOT NULL");
+    for (std::int64_t from = 0; from <= max_id; from += static_cast<std::int64_t>(k_packet_rows_per_transaction)) {
+        store::Transaction txn(db);
+        clear.bind(1, from).bind(2, from + static_cast<std::int64_t>(k_packet_rows_per_transaction));
+        clear.run();
+        clear.reset();
+        txn.commit();
+    }
+    // Rows are updated in rowid order: the packets table holds the raw frames, and visiting it in journey
+    // order would touch its pages at random.
+    std::vector<std::array<std::int64_t, 3>> assignments;  // packet id, journey id, hop (-1: an observer, NULL)
+    assignments.reserve(journeys.members.size() + a.observers.members.size());
+    for (std::size_t j = 0; j < journeys.count(); ++j) {
+        const auto members = journeys.of(j);
+        for (std::size_t hop = 0; hop < members.size(); ++hop)
+            assignments.push_back({sightings[members[hop]].packet_id, static_cast<std::int64_t>(j + 1),
+                                   static_cast<std::int64_t>(hop)});
+    }
+    append_observers(sightings, a, assignments);
+    std::sort(assignments.begin(), assignments.end());
+    auto packet = db.prepare("UPDATE packets SET journey_id = ?, hop = ? WHERE id = ?");
+    for (std::size_t start = 0; start < assignments.size(); start += k_packet_rows_per_transaction) {
+        const std::size_t end = std::min(assignments.size(), start + k_packet_rows_per_transaction);
+        store::Transaction txn(db);
+        for (std::size_t i = start; i < end; ++i) {
+            const auto& [packet_id, journey_id, hop] = assignments[i];
+            packet.bind(1, journey_id).bind(3, packet_id);
+            if (hop < 0) packet.bind_null(2);
+            else packet.bind(2, hop);
+            packet.run();
+            packet.reset();
+        }
+        txn.commit();
+    }
+}
+
 void save(store::Database& db, std::span<const Sighting> sightings, const Journeys& journeys, const Analysis& a) {
+    save_assignments(db, sightings, journeys, a);
     store::Transaction txn(db);
-    db.exec(
-        "DELETE FROM losses; DELETE FROM hops; DELETE FROM nat_rewrites; DELETE FROM journeys; DELETE FROM flows;"
-        // Rebuilt by build_indexes once the journeys are written: cheaper than a million index updates.
-        "DROP INDEX IF EXISTS packets_journey;"
-        "UPDATE packets SET journey_id = NULL, hop = NULL WHERE journey_id IS NOT NULL;"
-        "UPDATE points SET path_order = NULL;");
 
     auto flow = db.prepare(
         "INSERT INTO flows (id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, "
@@ -195,7 +252,6 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
     auto journey = db.prepare(
         "INSERT INTO journeys (id, flow_id, direction, fingerprint, sightings, first_point, last_point, "
         "first_ts_ns, last_ts_ns, related_id, relation, ambiguous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    auto packet = db.prepare("UPDATE packets SET journey_id = ?, hop = ? WHERE id = ?");
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         const Sighting& first = sightings[members.front()];
@@ -219,26 +275,6 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
         journey.run();
         journey.reset();
     }
-    // Rows are updated in rowid order: the packets table holds the raw frames, and visiting it in journey
-    // order would touch its pages at random.
-    std::vector<std::array<std::int64_t, 3>> assignments;  // packet id, journey id, hop (-1: an observer, NULL)
-    assignments.reserve(journeys.members.size() + a.observers.members.size());
-    for (std::size_t j = 0; j < journeys.count(); ++j) {
-        const auto members = journeys.of(j);
-        for (std::size_t hop = 0; hop < members.size(); ++hop)
-            assignments.push_back({sightings[members[hop]].packet_id, static_cast<std::int64_t>(j + 1),
-                                   static_cast<std::int64_t>(hop)});
-    }
-    append_observers(sightings, a, assignments);
-    std::sort(assignments.begin(), assignments.end());
-    for (const auto& [packet_id, journey_id, hop] : assignments) {
-        packet.bind(1, journey_id).bind(3, packet_id);
-        if (hop < 0) packet.bind_null(2);
-        else packet.bind(2, hop);
-        packet.run();
-        packet.reset();
-    }
-
     auto rewrite = db.prepare(
         "INSERT INTO nat_rewrites (flow_id, direction, field, from_value, to_value, from_point, to_point, packets) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");

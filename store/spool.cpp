@@ -18,6 +18,7 @@
 #include <charconv>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -30,12 +31,12 @@ constexpr std::size_t k_max_spare_buffers = 8;
 
 bool is_disk_full(int error) { return error == ENOSPC || error == EDQUOT; }
 
-// A sixteenth of the file system, at most 64 MiB: the room a capture leaves for the database and for storing it.
-std::uint64_t reserve_for(int fd) {
+// An eighth of the file system, at most 8 MiB: room for the database's small writes (meta, conntrack, WAL).
+std::uint64_t headroom_for(int fd) {
     struct statvfs fs {};
     if (::fstatvfs(fd, &fs) != 0) return 0;
     const std::uint64_t size = std::uint64_t{fs.f_blocks} * fs.f_frsize;
-    return std::min(size / 16, std::uint64_t{64} << 20);
+    return std::min(size / 8, std::uint64_t{8} << 20);
 }
 
 // Bytes an unprivileged writer may still use on the file system (what df shows as available).
@@ -256,7 +257,7 @@ SpoolFile::SpoolFile(Database& db) : m_path(db.path() + "-spool") {
     if (::ftruncate(m_fd.get(), 0) != 0) {
         throw Error(m_path + ": cannot truncate the capture spool: " + errno_text(errno));
     }
-    m_reserve = reserve_for(m_fd.get());
+    m_headroom = headroom_for(m_fd.get());
     {
         Transaction txn(db);
         db.set_meta(k_meta_spool_file, std::filesystem::path(m_path).filename().string());
@@ -277,6 +278,7 @@ std::vector<std::uint8_t> SpoolFile::append(SpoolChunk chunk) {
     std::unique_lock lock(m_mutex);
     m_cv_space.wait(lock, [this] { return m_pending.size() < k_max_pending_chunks || m_error != nullptr; });
     if (m_error != nullptr) {
+        note_lost(chunk);
         std::rethrow_exception(m_error);
     }
     if (m_closed) {
@@ -315,6 +317,21 @@ std::uint64_t SpoolFile::bytes_written() const noexcept {
     return m_bytes;
 }
 
+void SpoolFile::note_lost(const SpoolChunk& chunk) {
+    if (chunk.frames == 0) return;
+    m_lost_from = m_lost_from ? std::min(*m_lost_from, chunk.first_ts_ns) : chunk.first_ts_ns;
+}
+
+std::optional<std::int64_t> SpoolFile::lost_from() const noexcept {
+    const std::lock_guard lock(m_mutex);
+    return m_lost_from;
+}
+
+std::uint64_t SpoolFile::reserve_bytes() const noexcept {
+    const std::lock_guard lock(m_mutex);
+    return m_headroom + m_frames * k_reserve_per_frame + m_bytes / k_reserve_fraction;
+}
+
 bool SpoolFile::disk_full() const noexcept {
     const std::lock_guard lock(m_mutex);
     return m_disk_full;
@@ -348,6 +365,7 @@ void SpoolFile::run() noexcept {
                 m_disk_full = true;
             }
             m_error = std::current_exception();
+            for (const SpoolChunk& lost : m_pending) note_lost(lost);  // the failed chunk is the first of them
             m_pending.clear();
             m_cv_space.notify_all();
             return;
@@ -361,6 +379,7 @@ void SpoolFile::run() noexcept {
         const std::lock_guard lock(m_mutex);
         m_pending.pop_front();
         m_bytes += k_chunk_header + chunk.data.size() + k_chunk_trailer;
+        m_frames += chunk.frames;
         if (m_spare_buffers.size() < k_max_spare_buffers) {
             chunk.data.clear();  // keeps the capacity
             m_spare_buffers.push_back(std::move(chunk.data));
@@ -374,9 +393,11 @@ void SpoolFile::write_chunk(const SpoolChunk& chunk) {
     std::array<std::uint8_t, k_chunk_trailer> trailer{};
     encode_chunk_frame(chunk, header, trailer);
     const std::uint64_t size = k_chunk_header + chunk.data.size() + k_chunk_trailer;
-    if (const auto available = available_bytes(m_fd.get()); available && *available < size + m_reserve) {
+    const std::uint64_t reserve = reserve_bytes();
+    if (const auto available = available_bytes(m_fd.get()); available && *available < size + reserve) {
         throw Error(m_path + ": the disk is full (" + std::to_string(*available >> 20) + " MiB left, " +
-                        std::to_string(m_reserve >> 20) + " MiB kept for storing the capture): capturing stopped",
+                        std::to_string(reserve >> 20) + " MiB kept for storing and correlating the capture): "
+                        "capturing stopped",
                     true);
     }
     std::array<iovec, 3> parts{{
@@ -525,7 +546,9 @@ SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(
         }
         writer.add_rows(std::move(rows), offset, chunk.next);
         offset = chunk.next;
-        if (file.writable && offset - punched >= k_punch_bytes) {
+        // Every k_punch_bytes, or every chunk once the disk is nearly full (a capture that filled it).
+        const bool tight = file.writable && available_bytes(file.fd.get()).value_or(std::numeric_limits<std::uint64_t>::max()) < 2 * k_punch_bytes;
+        if (file.writable && (offset - punched >= k_punch_bytes || tight)) {
             // The rows are committed and, after the checkpoint, in the database file: their spool bytes are never
             // read again. Freeing them keeps a capture that filled the disk storable.
             writer.flush();

@@ -76,15 +76,27 @@ public:
     // failed with ENOSPC/EDQUOT, and the file was cut back to its last whole chunk). The spool then takes no more
     // chunks (append throws Error with disk_full()); what it holds stays whole and storable.
     [[nodiscard]] bool disk_full() const noexcept;
-    // The free space a capture leaves on the spool's file system, for the database, its WAL and storing the spool:
-    // a sixteenth of the file system, at most 64 MiB.
-    [[nodiscard]] std::uint64_t reserve_bytes() const noexcept { return m_reserve; }
+    // After a failed write: the earliest frame of a chunk that was handed over but never written (those chunks are
+    // lost; every point's frames before it are in the file). nullopt while nothing was lost.
+    [[nodiscard]] std::optional<std::int64_t> lost_from() const noexcept;
+    // The free space a capture leaves on the spool's file system so that what it spooled can still be stored and
+    // correlated where it is: a headroom for the database's small writes (an eighth of the file system, at most
+    // 8 MiB), plus what the rows cost beyond the spool's bytes, the spool's bytes themselves being freed as they are
+    // stored (ingest_spool): k_reserve_per_frame per frame (a row's columns and indexes, its journey) and a
+    // k_reserve_fraction-th of the bytes (the slack of pages that hold one or two frames: 37 MB of database for
+    // 26 MB of 1442-byte frames, measured on a tmpfs that the capture filled).
+    static constexpr std::uint64_t k_reserve_per_frame = 256;
+    static constexpr std::uint64_t k_reserve_fraction = 2;
+    [[nodiscard]] std::uint64_t reserve_bytes() const noexcept;
     // The most chunks that ever waited for the thread at once (never above k_max_pending_chunks).
     [[nodiscard]] std::size_t peak_pending_chunks() const noexcept;
 
 private:
     void run() noexcept;
     void write_chunk(const SpoolChunk& chunk);
+    void note_lost(const SpoolChunk& chunk);  // with m_mutex held
+
+    std::optional<std::int64_t> m_lost_from;
 
     std::string m_path;
     UniqueFd m_fd;
@@ -95,7 +107,8 @@ private:
     std::vector<std::vector<std::uint8_t>> m_spare_buffers;
     std::uint64_t m_bytes = 0;
     std::size_t m_peak_pending = 0;
-    std::uint64_t m_reserve = 0;
+    std::uint64_t m_headroom = 0;
+    std::uint64_t m_frames = 0;
     bool m_disk_full = false;
     bool m_stop = false;
     bool m_closed = false;
