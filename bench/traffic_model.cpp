@@ -1,4 +1,5 @@
 #include "bench/traffic_model.hpp"
+#include "tracer/handles.hpp"
 
 #include <pcap/pcap.h>
 
@@ -381,12 +382,6 @@ void TrafficModel::build_frame(std::uint32_t packet, CapturePoint point, std::ve
 }
 
 namespace {
-struct PcapCloser {
-    void operator()(pcap_t* p) const noexcept { pcap_close(p); }
-};
-struct DumperCloser {
-    void operator()(pcap_dumper_t* d) const noexcept { pcap_dump_close(d); }
-};
 }  // namespace
 
 ModelCounts write_captures(const std::filesystem::path& dir, const ModelOptions& options) {
@@ -395,10 +390,10 @@ ModelCounts write_captures(const std::filesystem::path& dir, const ModelOptions&
     std::vector<std::uint8_t> frame;
     for (const CapturePoint point : k_points) {
         const std::filesystem::path path = dir / file_name(point);
-        const std::unique_ptr<pcap_t, PcapCloser> dead(
+        const PcapPtr dead(
             pcap_open_dead_with_tstamp_precision(DLT_EN10MB, 65535, PCAP_TSTAMP_PRECISION_NANO));
         if (!dead) throw std::runtime_error("pcap_open_dead failed");
-        std::unique_ptr<pcap_dumper_t, DumperCloser> dumper(pcap_dump_open(dead.get(), path.c_str()));
+        PcapDumperPtr dumper(pcap_dump_open(dead.get(), path.c_str()));
         if (!dumper) throw std::runtime_error(path.string() + ": " + pcap_geterr(dead.get()));
         for (const PointSighting& s : model.sightings_at(point)) {
             model.build_frame(s.packet, point, frame);

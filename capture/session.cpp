@@ -185,7 +185,10 @@ std::string Session::stop(const std::string& reason) {
     auto [window_start, window_stop] = m_capture->window();
     // The spool lost what came after a failed write: the window ends before the first frame it lost, so that no
     // point's missing frames look like packets lost on the way.
-    if (lost_from) window_stop = std::min(window_stop, *lost_from - 1);
+    if (lost_from) {
+        window_stop = std::min(window_stop, *lost_from - 1);
+        m_window_cut = window_stop;
+    }
     {
         store::Transaction txn(m_db);
         m_db.set_meta("capture_start_ns", std::to_string(window_start));
@@ -204,6 +207,20 @@ store::SpoolIngest Session::store(const std::function<bool(std::uint64_t)>& prog
         ingested = store_leftover_spool(m_db, progress);
     } catch (const store::Error&) {
         failed = std::current_exception();  // the point statistics are still worth keeping; then the error goes on
+    }
+    if (m_window_cut && !failed && !ingested.stopped) {
+        // Chunks of other points the spool had written before it failed may hold frames from after the window's
+        // new end: they would be packets only some points saw. Nothing timestamped after the window is kept.
+        try {
+            store::Transaction txn(m_db);
+            auto late = m_db.prepare("DELETE FROM packets WHERE ts_ns > ?");
+            late.bind(1, *m_window_cut);
+            late.run();
+            m_db.exec("UPDATE points SET packets = (SELECT count(*) FROM packets WHERE point_id = points.id)");
+            txn.commit();
+        } catch (const store::Error&) {
+            failed = std::current_exception();
+        }
     }
     const auto stats = m_capture->stats();
     try {

@@ -103,6 +103,7 @@ private:
     std::unique_ptr<LiveCapture> m_capture;
     bool m_started = false;
     bool m_stopped = false;
+    std::optional<std::int64_t> m_window_cut;  // the window's end moved before what the spool lost (disk full)
     std::optional<std::string> m_failure;  // why the capture stopped itself (the spool's error), once known
     std::vector<std::string> m_notes;
 };

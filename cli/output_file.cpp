@@ -1,4 +1,5 @@
 #include "cli/output_file.hpp"
+#include "tracer/errno_text.hpp"
 
 #include "cli/command.hpp"
 
@@ -15,7 +16,6 @@ namespace hoptrace::cli {
 
 namespace {
 
-std::string errno_text(int error) { return std::strerror(error); }
 
 // Replaces every occurrence of `from` in `text` by `to`.
 void replace_all(std::string& text, const std::string& from, const std::string& to) {

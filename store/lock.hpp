@@ -8,7 +8,7 @@
 // when it closes *any* descriptor of the file: so a WriterLock must stay open until the Database on that file is
 // closed (declare it before the Database).
 
-#include "tracer/netns.hpp"  // UniqueFd
+#include "tracer/handles.hpp"
 
 #include <tl/expected.hpp>
 

@@ -1,4 +1,5 @@
 #include "store/private_file.hpp"
+#include "tracer/errno_text.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,7 +14,6 @@ namespace {
 
 constexpr mode_t k_private_mode = S_IRUSR | S_IWUSR;  // 0600
 
-std::string errno_text(int error) { return std::strerror(error); }
 
 }  // namespace
 

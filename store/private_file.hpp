@@ -5,7 +5,7 @@
 // truncate the file it points to. SQLite gives FILE-wal and FILE-shm the mode of FILE, so creating FILE 0600
 // before SQLite opens it is enough for those two.
 
-#include "tracer/netns.hpp"  // UniqueFd
+#include "tracer/handles.hpp"
 
 #include <tl/expected.hpp>
 

@@ -11,7 +11,7 @@
 #include "store/chunk.hpp"
 #include "store/database.hpp"
 #include "store/writer.hpp"
-#include "tracer/netns.hpp"
+#include "tracer/handles.hpp"
 #include "tracer/packet.hpp"
 
 #include <chrono>

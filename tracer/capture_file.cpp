@@ -1,4 +1,5 @@
 #include "tracer/capture_file.hpp"
+#include "tracer/errno_text.hpp"
 
 #include "tracer/capture_source.hpp"
 #include "tracer/pcap_file.hpp"
@@ -29,7 +30,6 @@ std::string unsupported_link_type(std::uint32_t linktype) {
     return "unsupported link type " + std::to_string(linktype) + " (supported: Ethernet, Linux cooked v1/v2, raw IP)";
 }
 
-std::string errno_message() { return std::generic_category().message(errno); }
 
 namespace {
 
@@ -56,11 +56,11 @@ constexpr std::uint32_t k_pcapng_magic = 0x0a0d0d0a;  // the section header bloc
 tl::expected<std::unique_ptr<CaptureFile>, std::string> CaptureFile::open(const std::string& path) {
     FilePtr file(std::fopen(path.c_str(), "rb"));
     if (!file) {
-        return tl::unexpected(path + ": " + errno_message());
+        return tl::unexpected(path + ": " + errno_text(errno));
     }
     struct stat st {};
     if (fstat(fileno(file.get()), &st) != 0) {
-        return tl::unexpected(path + ": " + errno_message());
+        return tl::unexpected(path + ": " + errno_text(errno));
     }
     if (S_ISDIR(st.st_mode)) {
         return tl::unexpected(path + ": " + std::generic_category().message(EISDIR));
@@ -70,7 +70,7 @@ tl::expected<std::unique_ptr<CaptureFile>, std::string> CaptureFile::open(const 
     std::array<unsigned char, 4> head{};
     const std::size_t got = std::fread(head.data(), 1, head.size(), file.get());
     if (got < head.size() && std::ferror(file.get()) != 0) {
-        return tl::unexpected(path + ": " + errno_message());
+        return tl::unexpected(path + ": " + errno_text(errno));
     }
     if (got == 0) {
         return tl::unexpected(path + ": empty file");

@@ -1,5 +1,7 @@
 #include "tracer/conntrack.hpp"
 
+#include "tracer/handles.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netlink/netfilter/ct.h>
@@ -12,12 +14,6 @@
 namespace hoptrace {
 namespace {
 
-struct NlSocketFree {
-    void operator()(nl_sock* s) const noexcept { nl_socket_free(s); }
-};
-struct NlCacheFree {
-    void operator()(nl_cache* c) const noexcept { nl_cache_free(c); }
-};
 
 std::string address(nl_addr* a) {
     if (a == nullptr) return "";
@@ -31,7 +27,7 @@ tl::expected<std::vector<ConntrackEntry>, std::string> dump_on(nl_sock* sock) {
     nl_cache* raw = nullptr;
     if (int err = nfnl_ct_alloc_cache(sock, &raw); err < 0)
         return tl::unexpected(std::string("conntrack: cannot dump the table: ") + nl_geterror(err));
-    std::unique_ptr<nl_cache, NlCacheFree> cache(raw);
+    NlCachePtr cache(raw);
     std::vector<ConntrackEntry> out;
     for (nl_object* o = nl_cache_get_first(cache.get()); o != nullptr; o = nl_cache_get_next(o)) {
         auto* ct = reinterpret_cast<nfnl_ct*>(o);
@@ -61,7 +57,7 @@ tl::expected<std::vector<ConntrackEntry>, std::string> dump_on(nl_sock* sock) {
 tl::expected<ConntrackSocket, std::string> ConntrackSocket::open(const Netns& ns) {
     const std::string label = ns.name().empty() ? "" : ns.name() + ": ";
     auto opened = run_in(ns, []() -> tl::expected<nl_sock*, std::string> {
-        std::unique_ptr<nl_sock, NlSocketFree> sock(nl_socket_alloc());
+        NlSocketPtr sock(nl_socket_alloc());
         if (!sock) return tl::unexpected(std::string("conntrack: out of memory"));
         if (int err = nfnl_connect(sock.get()); err < 0)
             return tl::unexpected(std::string("conntrack: cannot open a netfilter netlink socket: ") +

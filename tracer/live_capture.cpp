@@ -255,14 +255,18 @@ void LiveCapture::run_point(std::size_t index) noexcept {
     Context ctx{this, &m_sink, p.point_id, *link, nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,
                 &st.packets, &m_total, h.get(), nullptr};
     auto* user = reinterpret_cast<u_char*>(&ctx);
+    bool ended_early = false;
     while (!m_stop.load() && !ctx.error) {
         pollfd ready_fd{fd, POLLIN, 0};
         if (fd >= 0) static_cast<void>(::poll(&ready_fd, 1, k_timeout_ms));  // a retired block, or the timeout
         const int n = pcap_dispatch(h.get(), -1, on_packet, user);
         if (n == PCAP_ERROR) {  // the interface went away (container stopped) or the socket broke
             std::lock_guard lock(m_mutex);
-            st.note = std::string("capture ended early: ") + pcap_geterr(h.get());
-            st.ended = true;
+            std::string why = pcap_geterr(h.get());  // libpcap's sentence: "The interface disappeared"
+            if (!why.empty() && why[0] >= 'A' && why[0] <= 'Z' && (why.size() < 2 || why[1] < 'A' || why[1] > 'Z'))
+                why[0] = static_cast<char>(why[0] - 'A' + 'a');
+            st.note = "capture ended early: " + why;
+            ended_early = true;
             break;
         }
         run_tick(ctx, m_tick, false);
@@ -272,15 +276,18 @@ void LiveCapture::run_point(std::size_t index) noexcept {
     }
     // Drain what the kernel already captured. With TPACKET_V3 the kernel hands over a partly filled block
     // only when the block timeout (the pcap timeout) expires, so keep reading without blocking for a little
-    // longer than that timeout.
-    if (!st.ended.load() && pcap_setnonblock(h.get(), 1, errbuf.data()) == 0) {
+    // longer than that timeout. Also after the interface disappeared: the frames it captured until then wait in
+    // the ring's last block, which the kernel's block timer still retires (libpcap reads a retired block before it
+    // looks at the socket's error again).
+    if (!ctx.error && pcap_setnonblock(h.get(), 1, errbuf.data()) == 0) {
         const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3 * k_timeout_ms);
         while (std::chrono::steady_clock::now() < until) {
             const int n = pcap_dispatch(h.get(), -1, on_packet, user);
-            if (n == PCAP_ERROR) break;
-            if (n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            if (n == PCAP_ERROR && !ended_early) break;
+            if (n <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
     }
+    if (ended_early) st.ended = true;
     run_tick(ctx, m_tick, true);  // this point delivers nothing more
     pcap_stat ps{};
     std::lock_guard lock(m_mutex);

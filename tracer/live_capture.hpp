@@ -3,6 +3,7 @@
 // setns() and opens a libpcap handle there (the socket stays in that namespace). Nanosecond timestamps from
 // the kernel's one realtime clock, so times are comparable across namespaces.
 
+#include "tracer/handles.hpp"
 #include "tracer/netns.hpp"
 #include "tracer/packet.hpp"
 
@@ -22,11 +23,6 @@
 #include <vector>
 
 namespace hoptrace {
-
-struct PcapClose {
-    void operator()(pcap_t* p) const noexcept { pcap_close(p); }
-};
-using PcapPtr = std::unique_ptr<pcap_t, PcapClose>;
 
 struct LivePoint {
     std::uint32_t point_id = 0;

@@ -1,4 +1,5 @@
 #include "tracer/netns.hpp"
+#include "tracer/errno_text.hpp"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -23,10 +24,10 @@ tl::expected<Netns, std::string> Netns::open_path(const std::string& path, const
         if (err == ENOENT) return tl::unexpected(label + ": no such network namespace (" + path + " does not exist)");
         if (err == EACCES || err == EPERM)
             return tl::unexpected(label + ": permission denied opening " + path + "; run hoptrace as root");
-        return tl::unexpected(label + ": cannot open " + path + ": " + std::strerror(err));
+        return tl::unexpected(label + ": cannot open " + path + ": " + errno_text(err));
     }
     struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) return tl::unexpected(label + ": cannot stat " + path + ": " + std::strerror(errno));
+    if (::fstat(fd.get(), &st) != 0) return tl::unexpected(label + ": cannot stat " + path + ": " + errno_text(errno));
     return Netns(std::move(fd), std::move(name), st.st_ino);
 }
 
@@ -48,7 +49,7 @@ tl::expected<Netns, std::string> Netns::self() { return open_path("/proc/thread-
 
 tl::expected<Netns, std::string> Netns::duplicate() const {
     UniqueFd fd(::fcntl(m_fd.get(), F_DUPFD_CLOEXEC, 0));
-    if (!fd) return tl::unexpected(std::string("cannot duplicate a namespace handle: ") + std::strerror(errno));
+    if (!fd) return tl::unexpected(std::string("cannot duplicate a namespace handle: ") + errno_text(errno));
     return Netns(std::move(fd), m_name, m_inode);
 }
 
@@ -57,7 +58,7 @@ tl::expected<void, std::string> Netns::enter() const {
         const int err = errno;
         const std::string what = m_name.empty() ? "hoptrace's own namespace" : "namespace " + m_name;
         if (err == EPERM) return tl::unexpected("cannot enter " + what + ": permission denied; run hoptrace as root");
-        return tl::unexpected("cannot enter " + what + ": " + std::strerror(err));
+        return tl::unexpected("cannot enter " + what + ": " + errno_text(err));
     }
     return {};
 }

@@ -3,6 +3,8 @@
 // name them, and running code inside one. setns() changes only the calling thread's namespace, so work in
 // another namespace runs on a thread of its own; sockets opened there stay in that namespace for good.
 
+#include "tracer/handles.hpp"
+
 #include <tl/expected.hpp>
 
 #include <sys/types.h>
@@ -20,32 +22,6 @@
 #include <vector>
 
 namespace hoptrace {
-
-class UniqueFd {
-public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) noexcept : m_fd(fd) {}
-    UniqueFd(UniqueFd&& o) noexcept : m_fd(std::exchange(o.m_fd, -1)) {}
-    UniqueFd& operator=(UniqueFd&& o) noexcept {
-        if (this != &o) {
-            reset();
-            m_fd = std::exchange(o.m_fd, -1);
-        }
-        return *this;
-    }
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    ~UniqueFd() { reset(); }
-    void reset() noexcept {
-        if (m_fd >= 0) ::close(m_fd);
-        m_fd = -1;
-    }
-    [[nodiscard]] int get() const noexcept { return m_fd; }
-    explicit operator bool() const noexcept { return m_fd >= 0; }
-
-private:
-    int m_fd = -1;
-};
 
 class Netns {
 public:

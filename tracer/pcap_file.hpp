@@ -2,6 +2,7 @@
 // Private to tracer/: classic pcap files, read through libpcap.
 
 #include "tracer/capture_file.hpp"
+#include "tracer/handles.hpp"
 
 #include <pcap/pcap.h>
 
@@ -11,11 +12,6 @@
 #include <vector>
 
 namespace hoptrace {
-
-struct PcapCloser {
-    void operator()(pcap_t* p) const noexcept { pcap_close(p); }
-};
-using PcapPtr = std::unique_ptr<pcap_t, PcapCloser>;
 
 class PcapFile final : public CaptureFile {
 public:

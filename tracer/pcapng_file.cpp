@@ -1,4 +1,5 @@
 #include "tracer/pcapng_file.hpp"
+#include "tracer/errno_text.hpp"
 
 #include "tracer/wire.hpp"
 
@@ -136,7 +137,7 @@ tl::expected<PcapngFile::Got, std::string> PcapngFile::read_block() {
     std::uint8_t head[12] = {};
     std::size_t got = std::fread(head, 1, 8, m_file.get());
     if (got < 8 && std::ferror(m_file.get()) != 0) {
-        return tl::unexpected(error("read error" + at() + ": " + errno_message()));
+        return tl::unexpected(error("read error" + at() + ": " + errno_text(errno)));
     }
     if (got == 0) {
         return Got::end_of_file;
@@ -180,7 +181,7 @@ tl::expected<PcapngFile::Got, std::string> PcapngFile::read_block() {
     const std::size_t rest = length - head_len;
     if (std::fread(m_block.data() + head_len, 1, rest, m_file.get()) != rest) {
         if (std::ferror(m_file.get()) != 0) {
-            return tl::unexpected(error("read error" + at() + ": " + errno_message()));
+            return tl::unexpected(error("read error" + at() + ": " + errno_text(errno)));
         }
         return tl::unexpected(error("truncated block" + at() + " (length " + std::to_string(length) + ")"));
     }

@@ -18,22 +18,6 @@
 namespace hoptrace {
 namespace {
 
-struct NlSocketFree {
-    void operator()(nl_sock* s) const noexcept { nl_socket_free(s); }
-};
-struct NlCacheFree {
-    void operator()(nl_cache* c) const noexcept { nl_cache_free(c); }
-};
-struct NlAddrPut {
-    void operator()(nl_addr* a) const noexcept { nl_addr_put(a); }
-};
-struct NlMsgFree {
-    void operator()(nl_msg* m) const noexcept { nlmsg_free(m); }
-};
-using NlSocketPtr = std::unique_ptr<nl_sock, NlSocketFree>;
-using NlCachePtr = std::unique_ptr<nl_cache, NlCacheFree>;
-using NlAddrPtr = std::unique_ptr<nl_addr, NlAddrPut>;
-using NlMsgPtr = std::unique_ptr<nl_msg, NlMsgFree>;
 
 std::string nl_error(const char* what, int err) { return std::string(what) + ": " + nl_geterror(err); }
 
