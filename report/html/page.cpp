@@ -1,7 +1,7 @@
-#include "correlate/html_report.hpp"
+#include "report/html/page.hpp"
 
-#include "correlate/report.hpp"
-#include "correlate/report_detail.hpp"
+#include "report/report.hpp"
+#include "report/report_detail.hpp"
 
 #include <algorithm>
 #include <cinttypes>
@@ -14,7 +14,7 @@
 #include <set>
 #include <vector>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 using Json = nlohmann::ordered_json;
@@ -1832,4 +1832,4 @@ std::string render_html(const Json& report, const store::Database& db, const Htm
     return Page(report, db, options).render();
 }
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

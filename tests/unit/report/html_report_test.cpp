@@ -2,8 +2,8 @@
 // of external URLs, and bounded in size whatever the size of the capture.
 
 #include "correlate/correlate.hpp"
-#include "correlate/html_report.hpp"
-#include "correlate/report.hpp"
+#include "report/html/page.hpp"
+#include "report/report.hpp"
 #include "store/import.hpp"
 
 #include <gtest/gtest.h>
@@ -60,28 +60,28 @@ std::string without_script(const std::string& html) {
 }
 
 TEST(HtmlEscape, escapes_markup_and_both_quotes) {
-    EXPECT_EQ(correlate::html_escape(R"(<a href="x" title='y'>&amp;</a>)"),
+    EXPECT_EQ(report::html_escape(R"(<a href="x" title='y'>&amp;</a>)"),
               "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;");
-    EXPECT_EQ(correlate::html_escape("c1:eth0 → 172.17.0.2 · 12.4 µs"), "c1:eth0 → 172.17.0.2 · 12.4 µs");
+    EXPECT_EQ(report::html_escape("c1:eth0 → 172.17.0.2 · 12.4 µs"), "c1:eth0 → 172.17.0.2 · 12.4 µs");
 }
 
 TEST(HtmlEscape, replaces_invalid_utf8_and_control_characters) {
     const std::string fffd = "\xEF\xBF\xBD";
-    EXPECT_EQ(correlate::html_escape("a\tb\nc"), "a\tb\nc");
-    EXPECT_EQ(correlate::html_escape(std::string("x\0y", 3)), "x" + fffd + "y");
-    EXPECT_EQ(correlate::html_escape("\x1b[31m"), fffd + "[31m");
-    EXPECT_EQ(correlate::html_escape("\xFF"), fffd);
-    EXPECT_EQ(correlate::html_escape("\xC0\xBC"), fffd + fffd);              // overlong '<'
-    EXPECT_EQ(correlate::html_escape("\xED\xA0\x80"), fffd + fffd + fffd);   // a surrogate
-    EXPECT_EQ(correlate::html_escape("\xE2\x82"), fffd + fffd);             // cut short
-    EXPECT_EQ(correlate::html_escape("\xF0\x9F\x93\xA6"), "\xF0\x9F\x93\xA6");  // U+1F4E6
+    EXPECT_EQ(report::html_escape("a\tb\nc"), "a\tb\nc");
+    EXPECT_EQ(report::html_escape(std::string("x\0y", 3)), "x" + fffd + "y");
+    EXPECT_EQ(report::html_escape("\x1b[31m"), fffd + "[31m");
+    EXPECT_EQ(report::html_escape("\xFF"), fffd);
+    EXPECT_EQ(report::html_escape("\xC0\xBC"), fffd + fffd);              // overlong '<'
+    EXPECT_EQ(report::html_escape("\xED\xA0\x80"), fffd + fffd + fffd);   // a surrogate
+    EXPECT_EQ(report::html_escape("\xE2\x82"), fffd + fffd);             // cut short
+    EXPECT_EQ(report::html_escape("\xF0\x9F\x93\xA6"), "\xF0\x9F\x93\xA6");  // U+1F4E6
 }
 
 TEST(HtmlReportLab, draws_the_path_a_ladder_per_flow_and_a_histogram_per_hop) {
     const std::vector<std::string> names{"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"};
     auto db = lab_db(names);
-    const Json model = correlate::build_report(db);
-    const std::string html = correlate::render_html(model, db);
+    const Json model = report::build_report(db);
+    const std::string html = report::render_html(model, db);
 
     EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0U);
     EXPECT_EQ(count(html, "<svg class=\"pathdiagram\""), 1U);
@@ -100,9 +100,9 @@ TEST(HtmlReportLab, draws_the_path_a_ladder_per_flow_and_a_histogram_per_hop) {
         EXPECT_NE(html.find("<mark>" + f["translated"]["src"].get<std::string>() + "</mark>"), std::string::npos);
         for (const Json& h : f["hops"]) {
             // p50 and p99 of every hop, as the text report prints them.
-            EXPECT_NE(html.find("p50 " + correlate::format_duration(h["p50_ns"].get<std::int64_t>())),
+            EXPECT_NE(html.find("p50 " + report::format_duration(h["p50_ns"].get<std::int64_t>())),
                       std::string::npos);
-            EXPECT_NE(html.find("p99 " + correlate::format_duration(h["p99_ns"].get<std::int64_t>())),
+            EXPECT_NE(html.find("p99 " + report::format_duration(h["p99_ns"].get<std::int64_t>())),
                       std::string::npos);
         }
     }
@@ -113,7 +113,7 @@ TEST(HtmlReportLab, draws_the_path_a_ladder_per_flow_and_a_histogram_per_hop) {
 
 TEST(HtmlReportLab, is_self_contained) {
     auto db = lab_db({"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"});
-    const std::string html = correlate::render_html(correlate::build_report(db), db);
+    const std::string html = report::render_html(report::build_report(db), db);
     EXPECT_EQ(html.find("://"), std::string::npos);
     EXPECT_EQ(count(html, "http"), count(html, "http-equiv"));  // the Content-Security-Policy's <meta http-equiv>
     EXPECT_EQ(html.find("url("), std::string::npos);
@@ -139,13 +139,13 @@ TEST(HtmlReportLab, hostile_point_names_end_up_only_as_text) {
         "up\xFFlink\x1b[0m",
     };
     auto db = lab_db(names);
-    const Json model = correlate::build_report(db);
-    const std::string html = correlate::render_html(model, db);
+    const Json model = report::build_report(db);
+    const std::string html = report::render_html(model, db);
 
     for (const auto& name : names) {
         SCOPED_TRACE(name);
         EXPECT_EQ(html.find(name), std::string::npos);                              // never raw
-        EXPECT_NE(html.find(correlate::html_escape(name)), std::string::npos);  // always escaped, in full somewhere
+        EXPECT_NE(html.find(report::html_escape(name)), std::string::npos);  // always escaped, in full somewhere
     }
     EXPECT_EQ(count(html, "<script"), 1U);
     EXPECT_EQ(html.find("<img"), std::string::npos);
@@ -163,13 +163,13 @@ TEST(HtmlReportLab, hostile_point_names_end_up_only_as_text) {
 
 TEST(HtmlReportLab, options_bound_flows_journeys_and_rows) {
     auto db = lab_db({"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"});
-    const Json model = correlate::build_report(db);
-    correlate::HtmlOptions options;
+    const Json model = report::build_report(db);
+    report::HtmlOptions options;
     options.max_flows_drawn = 1;
     options.max_journeys_per_ladder = 3;
     options.max_table_rows = 2;
     options.max_histograms = 2;
-    const std::string html = correlate::render_html(model, db, options);
+    const std::string html = report::render_html(model, db, options);
     EXPECT_EQ(count(html, "<svg class=\"ladder\""), 1U);
     EXPECT_EQ(count(html, "<g class=\"j fwd\">") + count(html, "<g class=\"j rep\">"), 3U);
     EXPECT_NE(html.find("Drawn: 3 of 10 journeys"), std::string::npos);
@@ -187,7 +187,7 @@ TEST(HtmlReportLab, options_bound_flows_journeys_and_rows) {
 
 TEST(HtmlReportLab, histograms_sample_only_the_flows_of_the_model) {
     auto db = lab_db({"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"});
-    Json model = correlate::build_report(db);
+    Json model = report::build_report(db);
     // As a --flow filter would leave it: c1's ping only (its 5 forward journeys cross c1-eth0 → c1-veth, and so do
     // the 5 of c1's UDP flow, which the histograms must not count).
     Json kept = Json::array();
@@ -195,7 +195,7 @@ TEST(HtmlReportLab, histograms_sample_only_the_flows_of_the_model) {
         if (f["proto"] == "icmp" && f["original"]["src"] == "172.17.0.2") kept.push_back(f);
     ASSERT_EQ(kept.size(), 1U);
     model["flows"] = kept;
-    const std::string html = correlate::render_html(model, db);
+    const std::string html = report::render_html(model, db);
     EXPECT_NE(html.find("Hop latency, the flows shown"), std::string::npos);
     const auto at = html.find("<h4>forward · c1-eth0 → c1-veth</h4>");
     ASSERT_NE(at, std::string::npos);
@@ -233,10 +233,10 @@ TEST(HtmlReportSize, is_bounded_by_the_options_not_by_the_capture) {
         VALUES (NULL, 'forward', 1, 2, 62999, 5000, 5000, 5000, 5000, 5000);
     )sql");
     db.build_indexes();
-    const Json model = correlate::build_report(db);
+    const Json model = report::build_report(db);
     ASSERT_EQ(model["flows"].size(), 3000U);
-    const correlate::HtmlOptions options;
-    const std::string html = correlate::render_html(model, db, options);
+    const report::HtmlOptions options;
+    const std::string html = report::render_html(model, db, options);
     RecordProperty("html_bytes", std::to_string(html.size()));
     EXPECT_LT(html.size(), 2U * 1024 * 1024) << "the page should stay well under its documented bound";
     EXPECT_EQ(count(html, "<svg class=\"ladder\""), options.max_flows_drawn);

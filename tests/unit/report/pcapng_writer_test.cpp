@@ -2,7 +2,7 @@
 // written from the pcapng specification (pcapng_check.hpp), our own reader (tracer::CaptureFile, which
 // `hoptrace import` uses), and Wireshark's tshark/capinfos when installed. Failures leave no partial file.
 
-#include "correlate/pcapng_writer.hpp"
+#include "report/pcapng_writer.hpp"
 
 #include "pcapng_check.hpp"
 #include "tracer/capture_file.hpp"
@@ -17,7 +17,7 @@
 #include <filesystem>
 #include <sstream>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 using test::TempDir;
@@ -287,4 +287,4 @@ TEST(PcapngWriter, a_write_failing_half_way_removes_the_partial_file) {
 }
 
 }  // namespace
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

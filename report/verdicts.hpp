@@ -13,7 +13,7 @@
 #include <functional>
 #include <string>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 
 // Adds, to a report built by build_report: "ambiguous_journeys"; per flow "ambiguous", "copies", "fragments"
 // (when any), "pmtu" (when DF packets above a size died while smaller ones passed), an "evidence" object on lost
@@ -26,4 +26,4 @@ void add_verdicts(const store::Database& db, nlohmann::ordered_json& report,
 // The text report's lines for those keys of one flow ("" when there is nothing to say), each indented by two.
 std::string verdict_lines(const nlohmann::ordered_json& flow);
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

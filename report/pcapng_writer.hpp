@@ -21,7 +21,7 @@
 #include <string_view>
 #include <vector>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 
 struct PcapngSection {
     std::string application;  // shb_userappl, e.g. "hoptrace 0.1.0"
@@ -98,4 +98,4 @@ private:
     std::optional<std::string> m_error;  // the first failure, returned by every later call
 };
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

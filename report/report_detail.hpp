@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace hoptrace::correlate::report_detail {
+namespace hoptrace::report::report_detail {
 
 std::string proto_name(std::int64_t proto);
 bool is_icmp(std::int64_t proto);
@@ -20,4 +20,4 @@ std::string table(const std::vector<std::vector<std::string>>& rows, const std::
 // What an ICMP error means, in words ("time exceeded", "port unreachable" …); family_proto 1 or 58.
 std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::int64_t code);
 
-}  // namespace hoptrace::correlate::report_detail
+}  // namespace hoptrace::report::report_detail

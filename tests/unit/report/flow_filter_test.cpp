@@ -2,11 +2,11 @@
 // README, "What NAT did"): c1 and c2 masqueraded to 192.168.43.116, c2's ICMP id 7777 -> 57410 and UDP
 // source port 40000 -> 64389.
 
-#include "correlate/flow_filter.hpp"
+#include "report/flow_filter.hpp"
 
 #include <gtest/gtest.h>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 FlowRow flow(std::int64_t id, std::uint8_t proto, std::string src, std::uint16_t sport, std::uint16_t dport,
@@ -125,4 +125,4 @@ TEST(FlowFilter, errors_name_the_bad_term) {
 }
 
 }  // namespace
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

@@ -4,7 +4,7 @@
 // database's bytes and its timestamp to the nanosecond, in time order, and a comment naming its journey and
 // hop. The NAT rewrites the comments name are checked against the kernel's own record (conntrack.txt).
 
-#include "correlate/export.hpp"
+#include "report/export.hpp"
 #include "correlate/correlate.hpp"
 #include "store/import.hpp"
 
@@ -20,7 +20,7 @@
 #include <set>
 #include <sstream>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 using test::TempDir;
@@ -443,4 +443,4 @@ TEST(ExportC2c, a_bridge_that_switched_a_frame_is_commented_as_its_observer) {
 }
 
 }  // namespace
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

@@ -1,7 +1,7 @@
-#include "correlate/traceroute.hpp"
+#include "report/traceroute.hpp"
 
-#include "correlate/report.hpp"
-#include "correlate/report_detail.hpp"
+#include "report/report.hpp"
+#include "report/report_detail.hpp"
 
 #include <algorithm>
 #include <map>
@@ -9,7 +9,7 @@
 #include <tuple>
 #include <vector>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 using Json = nlohmann::ordered_json;
@@ -274,4 +274,4 @@ std::string render_traceroutes(const Json& traceroutes) {
     return out;
 }
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

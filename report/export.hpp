@@ -9,7 +9,7 @@
 // Reads the store only (the packets' stored fields, never their bytes). Streams: memory does not grow with
 // the number of packets.
 
-#include "correlate/flow_filter.hpp"
+#include "report/flow_filter.hpp"
 #include "store/database.hpp"
 
 #include <tl/expected.hpp>
@@ -18,7 +18,7 @@
 #include <optional>
 #include <string>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 
 struct ExportOptions {
     std::string application;          // the section's shb_userappl, e.g. "hoptrace 0.1.0"
@@ -37,4 +37,4 @@ struct ExportSummary {
 tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db, const std::string& path,
                                                        const ExportOptions& options);
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

@@ -1,4 +1,4 @@
-#include "correlate/verdicts.hpp"
+#include "report/verdicts.hpp"
 
 #include "tracer/packet.hpp"
 
@@ -9,7 +9,7 @@
 #include <set>
 #include <vector>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 using Json = nlohmann::ordered_json;
@@ -215,4 +215,4 @@ std::string verdict_lines(const Json& flow) {
     return out;
 }
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

@@ -1,7 +1,7 @@
-#include "correlate/export.hpp"
+#include "report/export.hpp"
 
-#include "correlate/pcapng_writer.hpp"
-#include "correlate/report.hpp"
+#include "report/pcapng_writer.hpp"
+#include "report/report.hpp"
 #include "tracer/packet.hpp"
 
 #include <algorithm>
@@ -13,7 +13,7 @@
 #include <unordered_set>
 #include <vector>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 // The largest snap length hoptrace capture and tcpdump use: an interface whose frames were never cut says this.
@@ -320,4 +320,4 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
     return summary;
 }
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

@@ -14,7 +14,7 @@
 #include <string>
 #include <string_view>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 
 struct HtmlOptions {
     std::size_t max_flows_drawn = 20;            // flows with a ladder diagram and hop box plots
@@ -38,4 +38,4 @@ std::string render_html(const nlohmann::ordered_json& report, const store::Datab
 // and control characters other than tab and newline become U+FFFD.
 std::string html_escape(std::string_view text);
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

@@ -1,9 +1,9 @@
-#include "correlate/report.hpp"
-#include "correlate/verdicts.hpp"
+#include "report/report.hpp"
+#include "report/verdicts.hpp"
 
 #include "correlate/analysis.hpp"
-#include "correlate/report_detail.hpp"
-#include "correlate/traceroute.hpp"
+#include "report/report_detail.hpp"
+#include "report/traceroute.hpp"
 
 #include <algorithm>
 #include <cinttypes>
@@ -16,7 +16,7 @@
 #include <tuple>
 #include <vector>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 
 using Json = nlohmann::ordered_json;
 
@@ -466,7 +466,7 @@ Json hop_totals(const store::Database& db, const std::function<bool(std::int64_t
         const auto& [direction, order, from, to] = key;
         totals.push_back({{"from", names[from]}, {"to", names[to]}, {"direction", direction},
                           {"count", static_cast<std::int64_t>(v.size())}, {"min_ns", v.front()},
-                          {"p50_ns", percentile(v, 50)}, {"p90_ns", percentile(v, 90)}, {"p99_ns", percentile(v, 99)},
+                          {"p50_ns", correlate::percentile(v, 50)}, {"p90_ns", correlate::percentile(v, 90)}, {"p99_ns", correlate::percentile(v, 99)},
                           {"max_ns", v.back()}});
     }
     return totals;
@@ -986,4 +986,4 @@ std::string render_text(const Json& given) {
     return out.str();
 }
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

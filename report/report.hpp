@@ -11,7 +11,7 @@
 #include <ostream>
 #include <string>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 
 inline constexpr const char* k_report_schema = "hoptrace-report/1";
 
@@ -40,4 +40,4 @@ std::string narrate(const nlohmann::ordered_json& flow, const nlohmann::ordered_
 // "850 ns", "12.4 µs", "3.20 ms", "1.500 s".
 std::string format_duration(std::int64_t ns);
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

@@ -1,4 +1,4 @@
-#include "correlate/pcapng_writer.hpp"
+#include "report/pcapng_writer.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include <system_error>
 #include <utility>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 constexpr std::uint32_t k_section_header = 0x0A0D0D0A;
@@ -254,4 +254,4 @@ tl::expected<void, std::string> PcapngWriter::fail(const std::string& what) {
     return tl::unexpected(*m_error);
 }
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

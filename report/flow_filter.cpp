@@ -1,4 +1,4 @@
-#include "correlate/flow_filter.hpp"
+#include "report/flow_filter.hpp"
 
 #include "tracer/packet.hpp"
 
@@ -10,7 +10,7 @@
 #include <optional>
 #include <utility>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 namespace {
 
 constexpr std::string_view k_terms = "terms: proto NAME, host ADDR, port N, flow ID";
@@ -198,4 +198,4 @@ std::unordered_set<std::int64_t> select_flows(const store::Database& db, const F
     return out;
 }
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

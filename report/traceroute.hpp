@@ -12,7 +12,7 @@
 #include <functional>
 #include <string>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 
 // The "traceroutes" key of the report: one entry per (protocol, source, destination) whose probes were answered
 // by at least one ICMP time exceeded. `name_of` turns a point id into its name.
@@ -22,4 +22,4 @@ nlohmann::ordered_json build_traceroutes(const store::Database& db,
 // The text report's section for them ("" when there are none).
 std::string render_traceroutes(const nlohmann::ordered_json& traceroutes);
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report

@@ -19,7 +19,7 @@
 #include <unordered_set>
 #include <vector>
 
-namespace hoptrace::correlate {
+namespace hoptrace::report {
 
 // One flow as the filter sees it: the columns of the `flows` table. Addresses are text as the store writes
 // them; ports are TCP/UDP ports, and for ICMP/ICMPv6 `*_sport` is the echo id and `*_dport` 0.
@@ -62,4 +62,4 @@ private:
 std::unordered_set<std::int64_t> select_flows(const store::Database& db, const FlowFilter& filter,
                                               std::uint64_t* total = nullptr);
 
-}  // namespace hoptrace::correlate
+}  // namespace hoptrace::report
