@@ -12,7 +12,8 @@
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
 #include "correlate/correlate.hpp"
-#include "report/report.hpp"
+#include "report/model.hpp"
+#include "report/text.hpp"
 #include "store/private_file.hpp"
 #include "store/spool.hpp"
 #include "store/writer.hpp"
@@ -322,7 +323,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     if (a.no_correlate && !trace) return k_exit_ok;
     signals.reset();  // the capture is safe on disk: from here Ctrl-C simply ends hoptrace
     correlate::run(db);
-    if (trace) std::cout << report::render_text(report::build_report(db));
+    if (trace) std::cout << report::render_text(report::load_report(db));
     return k_exit_ok;
 }
 

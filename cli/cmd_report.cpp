@@ -2,11 +2,11 @@
 
 #include "cli/command.hpp"
 #include "cli/output_file.hpp"
-#include "report/flow_filter.hpp"
+#include "report/csv.hpp"
 #include "report/html/page.hpp"
-#include "report/report.hpp"
-
-#include <unordered_set>
+#include "report/json.hpp"
+#include "report/model.hpp"
+#include "report/text.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -57,21 +57,15 @@ int cmd_report(const Invocation& inv) {
         file.emplace(output);
         file_stream.emplace(file->fd());
     }
-    // --flow: the ids of the selected flows.
-    const auto selected = filter ? report::select_flows(db, *filter) : std::unordered_set<std::int64_t>{};
-    auto keep = [&](std::int64_t flow) { return !filter || selected.contains(flow); };
-
     std::ostream& out = file_stream ? static_cast<std::ostream&>(*file_stream) : std::cout;
     if (format == "csv") {
-        report::write_csv(db, out, keep);
+        report::write_csv(db, out, filter);
     } else {
-        auto model = report::build_report(db);
-        if (filter) {
-            report::keep_flows(model, db, keep);
-            model["flow_filter"] = filter->to_string();
-        }
+        report::Selection selection{filter, std::nullopt};
+        if (format == "html") selection.html = report::HtmlOptions{};
+        const report::ReportModel model = report::load_report(db, selection);
         if (format == "json") out << report::render_json(model);
-        else if (format == "html") out << report::render_html(model, db);
+        else if (format == "html") out << report::render_html(model);
         else out << report::render_text(model);
     }
     out.flush();

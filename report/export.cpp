@@ -1,7 +1,8 @@
 #include "report/export.hpp"
 
 #include "report/pcapng_writer.hpp"
-#include "report/report.hpp"
+#include "report/format.hpp"
+#include "report/model.hpp"
 #include "tracer/packet.hpp"
 
 #include <algorithm>
@@ -18,50 +19,6 @@ namespace {
 
 // The largest snap length hoptrace capture and tcpdump use: an interface whose frames were never cut says this.
 constexpr std::uint32_t k_default_snaplen = 262144;
-
-// One point's packets in time order (ties: by id), with what the comment needs: the journey, and the
-// journey's previous sighting (hop - 1) and its observers (hop NULL: not counted among its hops) through the
-// packets_journey index. One such stream per point,
-// merged by time, instead of one ORDER BY over all packets: each stream walks the packets_point_ts index
-// in order, so nothing is sorted and memory stays flat however many packets there are.
-constexpr const char* k_point_packets_sql =
-    "SELECT p.id, p.ts_ns, p.wire_len, p.direction, p.flags, p.ethertype, p.ip_version, p.proto, p.src, p.dst, "
-    "p.sport, p.dport, p.fingerprint, p.journey_id, p.hop, j.flow_id, j.direction, "
-    "j.sightings - (SELECT count(*) FROM packets o WHERE o.journey_id = p.journey_id AND o.hop IS NULL), "
-    "q.point_id, q.ts_ns, q.src, q.dst, q.sport, q.dport, p.raw "
-    "FROM packets p "
-    "LEFT JOIN journeys j ON j.id = p.journey_id "
-    "LEFT JOIN packets q ON q.journey_id = p.journey_id AND q.hop = p.hop - 1 "
-    "WHERE p.point_id = ?1 "
-    "ORDER BY p.ts_ns, p.id";
-
-enum Col : int {
-    c_id,
-    c_ts,
-    c_wire_len,
-    c_direction,
-    c_flags,
-    c_ethertype,
-    c_ip_version,
-    c_proto,
-    c_src,
-    c_dst,
-    c_sport,
-    c_dport,
-    c_fingerprint,
-    c_journey,
-    c_hop,
-    c_flow,
-    c_journey_direction,
-    c_hops,  // the journey's sightings on its path: observers (hop NULL) are not among them
-    c_prev_point,
-    c_prev_ts,
-    c_prev_src,
-    c_prev_dst,
-    c_prev_sport,
-    c_prev_dport,
-    c_raw,
-};
 
 struct Interface {
     std::int64_t point_id = 0;
@@ -107,8 +64,6 @@ std::string ethertype_name(std::int64_t ethertype) {
     return buf;
 }
 
-bool is_icmp(std::int64_t proto) { return proto == 1 || proto == 58; }
-
 // Correlation gives multicast and broadcast no journey (docs/correlation.md): the same test on the stored text.
 bool is_fan_out(const std::string& dst) {
     const auto a = IpAddr::parse(dst);
@@ -118,15 +73,14 @@ bool is_fan_out(const std::string& dst) {
 }
 
 // Why a packet is in no journey, from its stored fields.
-void append_unmatched(std::string& out, const store::Statement& q) {
+void append_unmatched(std::string& out, const StoredPacket& p) {
     out.append("not matched (");
-    const auto flags = static_cast<std::uint32_t>(q.column_int(c_flags));
-    if ((flags & packet_flag::k_not_ip) != 0) {
-        out.append("not IP: ").append(ethertype_name(q.column_int(c_ethertype)));
-    } else if (q.column_int(c_ip_version) == 0 || q.column_int(c_fingerprint) == 0) {
-        out.append((flags & packet_flag::k_truncated) != 0 ? "truncated before the IP header"
-                                                           : "no readable IP header");
-    } else if (is_fan_out(q.column_text(c_dst))) {
+    if ((p.flags & packet_flag::k_not_ip) != 0) {
+        out.append("not IP: ").append(ethertype_name(p.ethertype));
+    } else if (p.ip_version == 0 || p.fingerprint == 0) {
+        out.append((p.flags & packet_flag::k_truncated) != 0 ? "truncated before the IP header"
+                                                             : "no readable IP header");
+    } else if (is_fan_out(p.dst)) {
         out.append("multicast or broadcast: copied to every port, not one packet's path");
     } else {
         out.append("not correlated: stored after the last 'hoptrace correlate'");
@@ -136,50 +90,50 @@ void append_unmatched(std::string& out, const store::Statement& q) {
 
 // "; rewrote src 172.17.0.2 → 192.168.43.116, id 7777 → 57410": how this sighting's tuple differs from the
 // journey's previous one. ICMP echo carries its id in sport (and again in dport): compared once, as "id".
-void append_rewrites(std::string& out, const store::Statement& q) {
+void append_rewrites(std::string& out, const StoredPacket& p) {
     bool first = true;
     auto changed = [&](const char* field, const std::string& from, const std::string& to) {
         if (from == to) return;
         out.append(first ? "; rewrote " : ", ").append(field).append(" ").append(from).append(" → ").append(to);
         first = false;
     };
-    changed("src", q.column_text(c_prev_src), q.column_text(c_src));
-    changed("dst", q.column_text(c_prev_dst), q.column_text(c_dst));
-    const bool icmp = is_icmp(q.column_int(c_proto));
-    changed(icmp ? "id" : "sport", std::to_string(q.column_int(c_prev_sport)), std::to_string(q.column_int(c_sport)));
-    if (!icmp) changed("dport", std::to_string(q.column_int(c_prev_dport)), std::to_string(q.column_int(c_dport)));
+    changed("src", p.prev_src, p.src);
+    changed("dst", p.prev_dst, p.dst);
+    const bool icmp = is_icmp(p.proto);
+    changed(icmp ? "id" : "sport", std::to_string(p.prev_sport), std::to_string(p.sport));
+    if (!icmp) changed("dport", std::to_string(p.prev_dport), std::to_string(p.dport));
 }
 
-void build_comment(std::string& out, const store::Statement& q, const std::string& here,
+void build_comment(std::string& out, const StoredPacket& p, const std::string& here,
                    const std::map<std::int64_t, std::string>& point_names) {
     out.clear();
-    if (q.column_is_null(c_journey) || q.column_is_null(c_flow)) {
-        append_unmatched(out, q);
+    if (!p.journey || !p.flow) {
+        append_unmatched(out, p);
         return;
     }
-    out.append("journey ").append(std::to_string(q.column_int(c_journey)));
-    out.append(" (flow ").append(std::to_string(q.column_int(c_flow))).append(", ");
-    out.append(q.column_text(c_journey_direction)).append(")");
-    if (q.column_is_null(c_hop)) {  // an observer: the bridge saw the frame it switched between two ports
+    out.append("journey ").append(std::to_string(*p.journey));
+    out.append(" (flow ").append(std::to_string(*p.flow)).append(", ");
+    out.append(p.journey_direction).append(")");
+    if (!p.hop) {  // an observer: the bridge saw the frame it switched between two ports
         out.append(": observed at ").append(here);
         out.append(", which switched it between two of its ports (bridge-local, not a hop)");
         return;
     }
-    const std::int64_t hop = q.column_int(c_hop) + 1;
+    const std::int64_t hop = *p.hop + 1;
     out.append(", hop ").append(std::to_string(hop));
-    out.append(" of ").append(std::to_string(q.column_int(c_hops))).append(": ");
+    out.append(" of ").append(std::to_string(p.journey_hops)).append(": ");
     if (hop == 1) {
         out.append("first seen at ").append(here);
         return;
     }
-    if (q.column_is_null(c_prev_point)) {  // the previous hop is not in the store: say where we are, no more
+    if (!p.prev_point) {  // the previous hop is not in the store: say where we are, no more
         out.append("at ").append(here);
         return;
     }
-    const auto prev = point_names.find(q.column_int(c_prev_point));
+    const auto prev = point_names.find(*p.prev_point);
     out.append(prev == point_names.end() ? std::string("?") : prev->second).append(" → ").append(here);
-    out.append(" after ").append(format_duration(q.column_int(c_ts) - q.column_int(c_prev_ts)));
-    append_rewrites(out, q);
+    out.append(" after ").append(format_duration(p.ts_ns - p.prev_ts_ns));
+    append_rewrites(out, p);
 }
 
 Direction direction_of(const std::string& text) {
@@ -201,12 +155,9 @@ std::string section_comment(const store::Database& db, const ExportOptions& opti
 // largest length seen among them; otherwise nothing was cut and the default (or a larger frame) stands.
 std::map<std::int64_t, std::uint32_t> snaplens(const store::Database& db) {
     std::map<std::int64_t, std::uint32_t> out;
-    auto q = db.prepare(
-        "SELECT point_id, max(cap_len), max(CASE WHEN flags & 64 THEN cap_len END) FROM packets GROUP BY point_id");
-    while (q.step()) {
-        const std::int64_t largest =
-            q.column_is_null(2) ? std::max<std::int64_t>(q.column_int(1), k_default_snaplen) : q.column_int(2);
-        out[q.column_int(0)] = static_cast<std::uint32_t>(std::min<std::int64_t>(largest, 0xFFFFFFFF));
+    for (const auto& [point, lengths] : captured_lengths(db)) {
+        const std::int64_t largest = lengths.largest_snapped.value_or(std::max<std::int64_t>(lengths.largest, k_default_snaplen));
+        out[point] = static_cast<std::uint32_t>(std::min<std::int64_t>(largest, 0xFFFFFFFF));
     }
     return out;
 }
@@ -238,8 +189,7 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
         flows = select_flows(db, *options.flows, &summary.flows);
         summary.flows_selected = flows.size();
     } else {
-        auto q = db.prepare("SELECT count(*) FROM flows");
-        if (q.step()) summary.flows = summary.flows_selected = static_cast<std::uint64_t>(q.column_int(0));
+        summary.flows = summary.flows_selected = count_flows(db);
     }
 
     const auto snap = snaplens(db);
@@ -275,16 +225,17 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
     }
     summary.interfaces = writer->interfaces();
 
-    std::vector<store::Statement> streams;
+    // One stream per point, merged by time, instead of one ORDER BY over all packets: each stream walks the
+    // packets_point_ts index in order, so nothing is sorted and memory stays flat however many packets there are.
+    std::vector<PointPackets> streams;
     streams.reserve(interfaces.size());
     std::priority_queue<Head, std::vector<Head>, Later> heads;
     auto advance = [&](std::size_t s) {
-        store::Statement& q = streams[s];
-        if (q.step()) heads.push({q.column_int(c_ts), static_cast<std::uint32_t>(s), q.column_int(c_id)});
+        if (streams[s].next())
+            heads.push({streams[s].packet().ts_ns, static_cast<std::uint32_t>(s), streams[s].packet().id});
     };
     for (std::size_t s = 0; s < interfaces.size(); ++s) {
-        streams.push_back(db.prepare(k_point_packets_sql));
-        streams.back().bind(1, interfaces[s].point_id);
+        streams.emplace_back(db, interfaces[s].point_id);
         advance(s);
     }
 
@@ -293,17 +244,17 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
     while (!heads.empty()) {
         const std::size_t s = heads.top().interface;
         heads.pop();
-        const store::Statement& q = streams[s];
-        last_ts = std::max(last_ts, q.column_int(c_ts));
-        const bool wanted = !options.flows || (!q.column_is_null(c_flow) && flows.contains(q.column_int(c_flow)));
+        const StoredPacket& p = streams[s].packet();
+        last_ts = std::max(last_ts, p.ts_ns);
+        const bool wanted = !options.flows || (p.flow && flows.contains(*p.flow));
         if (wanted) {
-            build_comment(comment, q, interfaces[s].name, point_names);
+            build_comment(comment, p, interfaces[s].name, point_names);
             PcapngPacket packet;
             packet.interface = static_cast<std::uint32_t>(s);
-            packet.ts_ns = q.column_int(c_ts);
-            packet.wire_len = static_cast<std::uint32_t>(q.column_int(c_wire_len));
-            packet.direction = direction_of(q.column_text(c_direction));
-            packet.bytes = q.column_blob(c_raw);
+            packet.ts_ns = p.ts_ns;
+            packet.wire_len = static_cast<std::uint32_t>(p.wire_len);
+            packet.direction = direction_of(p.direction);
+            packet.bytes = p.raw;
             packet.comment = comment;
             if (auto ok = writer->write(packet); !ok) return tl::unexpected(ok.error());
         }

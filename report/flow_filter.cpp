@@ -174,28 +174,4 @@ std::string FlowFilter::to_string() const {
     return out;
 }
 
-std::unordered_set<std::int64_t> select_flows(const store::Database& db, const FlowFilter& filter,
-                                              std::uint64_t* total) {
-    std::unordered_set<std::int64_t> out;
-    auto q = db.prepare(
-        "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, trans_dport "
-        "FROM flows");
-    while (q.step()) {
-        FlowRow f;
-        f.id = q.column_int(0);
-        f.proto = static_cast<std::uint8_t>(q.column_int(1));
-        f.orig_src = q.column_text(2);
-        f.orig_dst = q.column_text(3);
-        f.orig_sport = static_cast<std::uint16_t>(q.column_int(4));
-        f.orig_dport = static_cast<std::uint16_t>(q.column_int(5));
-        f.trans_src = q.column_text(6);
-        f.trans_dst = q.column_text(7);
-        f.trans_sport = static_cast<std::uint16_t>(q.column_int(8));
-        f.trans_dport = static_cast<std::uint16_t>(q.column_int(9));
-        if (total != nullptr) ++*total;
-        if (filter.matches(f)) out.insert(f.id);
-    }
-    return out;
-}
-
 }  // namespace hoptrace::report

@@ -7,16 +7,13 @@
 //   port N       the original or translated source or destination port is N; for ICMP echo: the echo id
 //   flow ID      the flow with flows.id = ID
 // "proto udp, port 5353" and "udp port 5353" are the same filter. Matching reads only a flow's tuples
-// (flows table or report), never packets.
-
-#include "store/database.hpp"
+// (the flows table, read by report::select_flows in model.hpp), never packets.
 
 #include <tl/expected.hpp>
 
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <vector>
 
 namespace hoptrace::report {
@@ -57,9 +54,5 @@ private:
 
     std::vector<Term> m_terms;
 };
-
-// The ids of the flows in `db` that `filter` selects; `total` (if given) is increased by the number of flows read.
-std::unordered_set<std::int64_t> select_flows(const store::Database& db, const FlowFilter& filter,
-                                              std::uint64_t* total = nullptr);
 
 }  // namespace hoptrace::report

@@ -2,8 +2,8 @@
 // of external URLs, and bounded in size whatever the size of the capture.
 
 #include "correlate/correlate.hpp"
-#include "report/html/page.hpp"
-#include "report/report.hpp"
+#include "report/format.hpp"
+#include "report_support.hpp"
 #include "store/import.hpp"
 
 #include <gtest/gtest.h>
@@ -80,8 +80,8 @@ TEST(HtmlEscape, replaces_invalid_utf8_and_control_characters) {
 TEST(HtmlReportLab, draws_the_path_a_ladder_per_flow_and_a_histogram_per_hop) {
     const std::vector<std::string> names{"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"};
     auto db = lab_db(names);
-    const Json model = report::build_report(db);
-    const std::string html = report::render_html(model, db);
+    const Json model = test::report_json(db);
+    const std::string html = test::html_page(db);
 
     EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0U);
     EXPECT_EQ(count(html, "<svg class=\"pathdiagram\""), 1U);
@@ -113,7 +113,7 @@ TEST(HtmlReportLab, draws_the_path_a_ladder_per_flow_and_a_histogram_per_hop) {
 
 TEST(HtmlReportLab, is_self_contained) {
     auto db = lab_db({"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"});
-    const std::string html = report::render_html(report::build_report(db), db);
+    const std::string html = test::html_page(db);
     EXPECT_EQ(html.find("://"), std::string::npos);
     EXPECT_EQ(count(html, "http"), count(html, "http-equiv"));  // the Content-Security-Policy's <meta http-equiv>
     EXPECT_EQ(html.find("url("), std::string::npos);
@@ -139,8 +139,8 @@ TEST(HtmlReportLab, hostile_point_names_end_up_only_as_text) {
         "up\xFFlink\x1b[0m",
     };
     auto db = lab_db(names);
-    const Json model = report::build_report(db);
-    const std::string html = report::render_html(model, db);
+    const Json model = test::report_json(db);
+    const std::string html = test::html_page(db);
 
     for (const auto& name : names) {
         SCOPED_TRACE(name);
@@ -163,13 +163,12 @@ TEST(HtmlReportLab, hostile_point_names_end_up_only_as_text) {
 
 TEST(HtmlReportLab, options_bound_flows_journeys_and_rows) {
     auto db = lab_db({"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"});
-    const Json model = report::build_report(db);
     report::HtmlOptions options;
     options.max_flows_drawn = 1;
     options.max_journeys_per_ladder = 3;
     options.max_table_rows = 2;
     options.max_histograms = 2;
-    const std::string html = report::render_html(model, db, options);
+    const std::string html = test::html_page(db, options);
     EXPECT_EQ(count(html, "<svg class=\"ladder\""), 1U);
     EXPECT_EQ(count(html, "<g class=\"j fwd\">") + count(html, "<g class=\"j rep\">"), 3U);
     EXPECT_NE(html.find("Drawn: 3 of 10 journeys"), std::string::npos);
@@ -187,21 +186,19 @@ TEST(HtmlReportLab, options_bound_flows_journeys_and_rows) {
 
 TEST(HtmlReportLab, histograms_sample_only_the_flows_of_the_model) {
     auto db = lab_db({"c1-eth0", "c1-veth", "c2-eth0", "c2-veth", "docker0", "uplink"});
-    Json model = report::build_report(db);
-    // As a --flow filter would leave it: c1's ping only (its 5 forward journeys cross c1-eth0 → c1-veth, and so do
-    // the 5 of c1's UDP flow, which the histograms must not count).
-    Json kept = Json::array();
-    for (const Json& f : model["flows"])
-        if (f["proto"] == "icmp" && f["original"]["src"] == "172.17.0.2") kept.push_back(f);
-    ASSERT_EQ(kept.size(), 1U);
-    model["flows"] = kept;
-    const std::string html = report::render_html(model, db);
+    // --flow: c1's ping only. Its 5 forward journeys cross c1-eth0 → c1-veth, and so do the 5 of c1's UDP flow, which
+    // the histogram must not count: its bars count 5 hop times, and so do the recomputed totals.
+    const std::string html = test::html_page(db, {}, report::FlowFilter::parse("proto icmp host 172.17.0.2").value());
     EXPECT_NE(html.find("Hop latency, the flows shown"), std::string::npos);
     const auto at = html.find("<h4>forward · c1-eth0 → c1-veth</h4>");
     ASSERT_NE(at, std::string::npos);
     const auto note = html.find("<p class=\"note\">", at);
-    EXPECT_NE(html.substr(note, 120).find("n 10 "), std::string::npos) << html.substr(note, 120);
-    EXPECT_NE(html.substr(note, 160).find("histogram of 5 sampled"), std::string::npos) << html.substr(note, 160);
+    EXPECT_NE(html.substr(note, 120).find("n 5 "), std::string::npos) << html.substr(note, 120);
+    const std::regex bar(R"(<rect class="bar [a-z]+"[^>]*><title>([0-9]+)</title>)");
+    const std::string svg = html.substr(at, note - at);
+    std::int64_t bars = 0;
+    for (std::sregex_iterator it(svg.begin(), svg.end(), bar), end; it != end; ++it) bars += std::stoll((*it)[1]);
+    EXPECT_EQ(bars, 5);
 }
 
 // A capture far larger than the page: 3000 flows, one of them with 60000 journeys. The page stays small.
@@ -233,10 +230,9 @@ TEST(HtmlReportSize, is_bounded_by_the_options_not_by_the_capture) {
         VALUES (NULL, 'forward', 1, 2, 62999, 5000, 5000, 5000, 5000, 5000);
     )sql");
     db.build_indexes();
-    const Json model = report::build_report(db);
-    ASSERT_EQ(model["flows"].size(), 3000U);
+    ASSERT_EQ(test::report_json(db)["flows"].size(), 3000U);
     const report::HtmlOptions options;
-    const std::string html = report::render_html(model, db, options);
+    const std::string html = test::html_page(db, options);
     RecordProperty("html_bytes", std::to_string(html.size()));
     EXPECT_LT(html.size(), 2U * 1024 * 1024) << "the page should stay well under its documented bound";
     EXPECT_EQ(count(html, "<svg class=\"ladder\""), options.max_flows_drawn);
