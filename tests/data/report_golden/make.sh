@@ -18,6 +18,7 @@ mkdir -p "$work/bin" "$work/run"
 ln -s "$binary" "$work/bin/hoptrace"
 export PATH="$work/bin:$PATH" TZ=UTC LC_ALL=C
 cp -r "$data/lab" "$data/c2c" "$data/gso" "$data/tracer" "$work/run/"
+cp "$data/live/lab-trace.db" "$work/run/live.db"
 cd "$work/run"
 
 # render NAME FLOW-EXPR: NAME.db is imported; every format, with and without --flow, and the export.
@@ -63,6 +64,9 @@ import c2c "${c2c[@]}" && render c2c "flow 1"
 mapfile -t gso < <(specs gso c1-eth0 c1-veth docker0 uplink)
 import gso "${gso[@]}" && render gso "proto tcp"
 import nat inside=tracer/nat_inside.pcap outside=tracer/nat_outside.pcap && render nat "flow 1"
+
+# A live capture (tests/data/live: conntrack, a traceroute through the NAT, ICMP errors), as it was stored.
+render live "proto udp, host 172.17.0.2"
 
 # Every capture of tests/data/tracer that imports (also the truncated ones, which keep what they read), alone.
 for file in tracer/*.pcap tracer/*.pcapng; do
