@@ -34,8 +34,8 @@ void write_csv(const store::Database& db, std::ostream& out, const std::optional
     for_each_hop_sample(db, [&](const HopSample& s) {
         if (flows && !selected.contains(s.flow)) return;
         out << s.flow << ',' << proto_name(s.proto) << ',' << correlate::to_string(s.direction) << ',' << s.journey
-            << ',' << names[s.from_point] << ',' << names[s.to_point] << ',' << s.from_ts_ns << ',' << s.to_ts_ns
-            << ',' << (s.to_ts_ns - s.from_ts_ns) << '\n';
+            << ',' << names[s.from_point] << ',' << names[s.to_point] << ',' << s.from_ts_ns << ',' << s.to_ts_ns << ','
+            << (s.to_ts_ns - s.from_ts_ns) << '\n';
     });
 }
 

@@ -1,8 +1,8 @@
 #include "report/export.hpp"
 
-#include "report/pcapng_writer.hpp"
 #include "report/format.hpp"
 #include "report/model.hpp"
+#include "report/pcapng_writer.hpp"
 #include "tracer/packet.hpp"
 
 #include <algorithm>
@@ -156,7 +156,8 @@ std::string section_comment(const store::Database& db, const ExportOptions& opti
 std::map<std::int64_t, std::uint32_t> snaplens(const store::Database& db) {
     std::map<std::int64_t, std::uint32_t> out;
     for (const auto& [point, lengths] : captured_lengths(db)) {
-        const std::int64_t largest = lengths.largest_snapped.value_or(std::max<std::int64_t>(lengths.largest, k_default_snaplen));
+        const std::int64_t largest =
+            lengths.largest_snapped.value_or(std::max<std::int64_t>(lengths.largest, k_default_snaplen));
         out[point] = static_cast<std::uint32_t>(std::min<std::int64_t>(largest, 0xFFFFFFFF));
     }
     return out;

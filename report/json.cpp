@@ -145,7 +145,9 @@ Json flow_json(const Flow& f) {
     j["hops"] = array_of(f.hops, hop_json);
     j["lost"] = array_of(f.lost, loss_json);
     j["observers"] = array_of(f.observers, [](const Observer& o) {
-        return Json{{"point", o.point}, {"direction", correlate::to_string(o.direction)}, {"count", o.count},
+        return Json{{"point", o.point},
+                    {"direction", correlate::to_string(o.direction)},
+                    {"count", o.count},
                     {"between", strings(o.between)}};
     });
     j["segmentation"] = array_of(f.segmentation, segmentation_json);

@@ -101,8 +101,9 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
         "SELECT flow_id, field, from_value, to_value, from_point, to_point, direction, packets FROM nat_rewrites "
         "ORDER BY flow_id, direction, from_point, to_point, field, id");
     while (rq.step()) {
-        Rewrite r{rq.column_text(1), rq.column_text(2), rq.column_text(3), name_of(rq.column_int(4)),
-                  name_of(rq.column_int(5)), direction_of(rq.column_text(6)), rq.column_int(7)};
+        Rewrite r{rq.column_text(1),         rq.column_text(2),         rq.column_text(3),
+                  name_of(rq.column_int(4)), name_of(rq.column_int(5)), direction_of(rq.column_text(6)),
+                  rq.column_int(7)};
         if (r.numeric()) {  // ports and ids are numbers
             r.from = std::to_string(std::stoll(r.from));
             r.to = std::to_string(std::stoll(r.to));
@@ -117,8 +118,10 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
         "CASE WHEN h.direction = ?1 THEN -f.path_order ELSE f.path_order END, h.to_point");
     hq.bind(1, name(FlowDirection::reply));
     while (hq.step()) {
-        if (hq.column_is_null(0)) c.all_hops.push_back(hop_of(hq, 1, name_of));
-        else c.hops[hq.column_int(0)].push_back(hop_of(hq, 1, name_of));
+        if (hq.column_is_null(0))
+            c.all_hops.push_back(hop_of(hq, 1, name_of));
+        else
+            c.hops[hq.column_int(0)].push_back(hop_of(hq, 1, name_of));
     }
     auto lq = db.prepare(
         "SELECT l.flow_id, l.after_point, l.expected_point, l.direction, l.count, l.cause, p.kernel_drops, "
@@ -126,10 +129,9 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
         "FROM losses l LEFT JOIN points p ON p.id = l.expected_point WHERE l.error_journey IS NULL "
         "ORDER BY l.flow_id, l.id");
     while (lq.step()) {
-        c.lost[lq.column_int(0)].push_back({name_of(lq.column_int(1)), name_of(lq.column_int(2)),
-                                            direction_of(lq.column_text(3)), lq.column_int(4),
-                                            cause_of(lq.column_text(5)), lq.column_int(6),
-                                            std::max<std::int64_t>(lq.column_int(7), 0), std::nullopt});
+        c.lost[lq.column_int(0)].push_back(
+            {name_of(lq.column_int(1)), name_of(lq.column_int(2)), direction_of(lq.column_text(3)), lq.column_int(4),
+             cause_of(lq.column_text(5)), lq.column_int(6), std::max<std::int64_t>(lq.column_int(7), 0), std::nullopt});
     }
 }
 
@@ -145,8 +147,8 @@ void load_paths_and_observers(const store::Database& db, const Names& name_of, F
     sq.bind(1, name(Relation::segment_of));
     while (sq.step()) {
         c.segmentation[sq.column_int(0)].push_back({name_of(sq.column_int(1)), name_of(sq.column_int(2)),
-                                                    direction_of(sq.column_text(3)), sq.column_int(4),
-                                                    sq.column_int(5), sq.column_int(6), sq.column_int(7)});
+                                                    direction_of(sq.column_text(3)), sq.column_int(4), sq.column_int(5),
+                                                    sq.column_int(6), sq.column_int(7)});
     }
     // Each flow's path: the points of its longest forward journey (else its longest journey).
     auto pq = db.prepare(
@@ -314,8 +316,9 @@ std::vector<TraceSighting> trace_sightings(store::Statement& q, std::int64_t jou
     q.bind(1, journey);
     std::vector<TraceSighting> out;
     while (q.step()) {
-        TraceSighting s{q.column_int(0), q.column_int(1), q.column_text(2), q.column_int(3), q.column_int(4),
-                        q.column_int(5), q.column_int(6), (q.column_int(7) & k_icmp_error_bit) != 0, std::nullopt};
+        TraceSighting s{q.column_int(0), q.column_int(1), q.column_text(2), q.column_int(3),
+                        q.column_int(4), q.column_int(5), q.column_int(6),  (q.column_int(7) & k_icmp_error_bit) != 0,
+                        std::nullopt};
         if (s.icmp_error && !q.column_is_null(8)) {
             const std::int64_t inner = q.column_int(8);
             s.quoted = QuotedTuple{
@@ -386,7 +389,8 @@ void load_journey_kinds(const store::Database& db, VerdictInputs& in) {
         in.ambiguous[jq.column_int(0)] = jq.column_int(1);
         in.ambiguous_total += jq.column_int(1);
         in.copies[jq.column_int(0)] = jq.column_int(2);
-        if (jq.column_int(3) > 0) in.fragments[jq.column_int(0)] = {jq.column_int(4), jq.column_int(3) + jq.column_int(4)};
+        if (jq.column_int(3) > 0)
+            in.fragments[jq.column_int(0)] = {jq.column_int(4), jq.column_int(3) + jq.column_int(4)};
     }
     // Flows that reached an uplink (the NAT point).
     auto uq = db.prepare(
@@ -405,7 +409,8 @@ void load_journey_kinds(const store::Database& db, VerdictInputs& in) {
 void load_error_verdicts(const store::Database& db, const Names& name_of, VerdictInputs& in) {
     std::set<std::int64_t> lost_errors;
     auto elq = db.prepare(
-        "SELECT error_journey, after_point, expected_point, count FROM losses WHERE error_journey IS NOT NULL ORDER BY id");
+        "SELECT error_journey, after_point, expected_point, count FROM losses WHERE error_journey IS NOT NULL ORDER BY "
+        "id");
     while (elq.step()) {
         lost_errors.insert(elq.column_int(0));
         in.error_losses[elq.column_int(0)].push_back(
@@ -417,8 +422,10 @@ void load_error_verdicts(const store::Database& db, const Names& name_of, Verdic
         "WHERE (p.flags & ?1) != 0 ORDER BY e.id");
     eq.bind(1, k_icmp_error_bit);
     while (eq.step()) {
-        ErrorInfo e{eq.column_int(0), eq.column_is_null(1) ? 0 : eq.column_int(1), eq.column_int(2), eq.column_int(3),
-                    eq.column_int(4), eq.column_text(5), name_of(eq.column_int(6)), false};
+        ErrorInfo e{eq.column_int(0),          eq.column_is_null(1) ? 0 : eq.column_int(1),
+                    eq.column_int(2),          eq.column_int(3),
+                    eq.column_int(4),          eq.column_text(5),
+                    name_of(eq.column_int(6)), false};
         e.lost = lost_errors.contains(e.journey);
         in.errors[e.journey] = e;
         if (e.probe != 0) in.error_of_probe.try_emplace(e.probe, e);
@@ -503,7 +510,8 @@ Ladder sample_ladder(const store::Database& db, const ReportModel& m, const Html
         "AND id NOT IN (SELECT related_id FROM journeys WHERE flow_id = ?1 AND relation = ?5) "
         "ORDER BY first_ts_ns, id LIMIT ?4");
     for (const Loss& l : flow.lost) {
-        const auto point = std::find_if(m.points.begin(), m.points.end(), [&](const Point& p) { return p.name == l.after; });
+        const auto point =
+            std::find_if(m.points.begin(), m.points.end(), [&](const Point& p) { return p.name == l.after; });
         if (point == m.points.end()) continue;
         lq.reset();
         lq.bind(1, flow.id).bind(2, name(l.direction)).bind(3, point->id).bind(4, std::int64_t{3});
@@ -584,15 +592,16 @@ void sample_histograms(const store::Database& db, const ReportModel& m, const Na
     flow_ids += "]";
     const auto cap = static_cast<std::int64_t>(std::max<std::size_t>(h.options.max_histogram_journeys, 1));
     h.histogram_step = std::max<std::int64_t>(1, (journeys + cap - 1) / cap);
-    auto q = db.prepare(std::string(
-        "SELECT j.direction, a.point_id, b.point_id, b.ts_ns - a.ts_ns FROM journeys j "
-        "JOIN packets a ON a.journey_id = j.id JOIN packets b ON b.journey_id = j.id AND b.hop = a.hop + 1 "
-        "WHERE j.id % ?1 = 0 AND (a.flags & ?4) = 0 ") +
+    auto q = db.prepare(
+        std::string("SELECT j.direction, a.point_id, b.point_id, b.ts_ns - a.ts_ns FROM journeys j "
+                    "JOIN packets a ON a.journey_id = j.id JOIN packets b ON b.journey_id = j.id AND b.hop = a.hop + 1 "
+                    "WHERE j.id % ?1 = 0 AND (a.flags & ?4) = 0 ") +
         (h.subset ? "AND j.flow_id IN (SELECT value FROM json_each(?3)) " : "") + "LIMIT ?2");
     q.bind(1, h.histogram_step).bind(2, cap * static_cast<std::int64_t>(m.points.size() + 1)).bind(4, k_icmp_error_bit);
     if (h.subset) q.bind(3, flow_ids);
     while (q.step()) {
-        const auto it = index.find({direction_of(q.column_text(0)), name_of(q.column_int(1)), name_of(q.column_int(2))});
+        const auto it =
+            index.find({direction_of(q.column_text(0)), name_of(q.column_int(1)), name_of(q.column_int(2))});
         if (it == index.end()) continue;
         h.histogram[it->second].push_back(q.column_int(3));
         ++h.histogram_sampled;
@@ -638,19 +647,26 @@ Tuple make_tuple(std::int64_t proto, std::string src, std::string dst, std::int6
 
 const char* to_string(ConntrackState s) noexcept {
     switch (s) {
-        case ConntrackState::agrees: return "agrees";
-        case ConntrackState::differs: return "differs";
-        case ConntrackState::not_reached: return "not-reached";
-        case ConntrackState::not_found: break;
+        case ConntrackState::agrees:
+            return "agrees";
+        case ConntrackState::differs:
+            return "differs";
+        case ConntrackState::not_reached:
+            return "not-reached";
+        case ConntrackState::not_found:
+            break;
     }
     return "not found";
 }
 
 const char* to_string(FragNeeded f) noexcept {
     switch (f) {
-        case FragNeeded::returned: return "returned";
-        case FragNeeded::dropped_in_host: return "dropped-in-host";
-        case FragNeeded::none: break;
+        case FragNeeded::returned:
+            return "returned";
+        case FragNeeded::dropped_in_host:
+            return "dropped-in-host";
+        case FragNeeded::none:
+            break;
     }
     return "none";
 }
@@ -661,8 +677,9 @@ std::vector<Point> load_points(const store::Database& db) {
         "SELECT id, name, netns, ifname, role, packets, kernel_drops, path_order, source, note, role_evidence "
         "FROM points ORDER BY path_order IS NULL, path_order, id");
     while (q.step()) {
-        Point p{q.column_int(0), q.column_text(1), q.column_text(2), q.column_text(3), role_of(q.column_text(4)),
-                q.column_int(5), q.column_int(6), std::nullopt, q.column_text(8), q.column_text(9), q.column_text(10)};
+        Point p{q.column_int(0),           q.column_text(1), q.column_text(2), q.column_text(3),
+                role_of(q.column_text(4)), q.column_int(5),  q.column_int(6),  std::nullopt,
+                q.column_text(8),          q.column_text(9), q.column_text(10)};
         if (!q.column_is_null(7)) p.path_order = q.column_int(7);
         points.push_back(std::move(p));
     }

@@ -166,7 +166,7 @@ struct Flow {
     Tuple original;
     Tuple translated;
     std::vector<Rewrite> rewrites;
-    std::int64_t packets = 0;   // sightings
+    std::int64_t packets = 0;  // sightings
     std::int64_t journeys = 0;
     std::int64_t forward_journeys = 0;  // the flow's own packets: no ICMP errors, segments, fragments or copies
     std::int64_t reply_journeys = 0;
@@ -312,7 +312,7 @@ struct LadderJourney {
     std::int64_t id = 0;
     bool reply = false;
     bool icmp_error = false;
-    std::optional<std::size_t> error;  // its ReportModel::icmp_errors entry, among the first max_table_rows
+    std::optional<std::size_t> error;       // its ReportModel::icmp_errors entry, among the first max_table_rows
     std::vector<LadderSighting> sightings;  // in hop order; never empty
 };
 
@@ -323,10 +323,10 @@ struct Ladder {
 
 struct HtmlSamples {
     HtmlOptions options;
-    std::set<std::int64_t> drawn;  // flow ids drawn in full: troubled flows first, then the busiest
+    std::set<std::int64_t> drawn;     // flow ids drawn in full: troubled flows first, then the busiest
     std::vector<std::size_t> listed;  // indexes into flows, in the model's order: the flows the tables list
     std::map<std::int64_t, std::vector<std::size_t>> errors_of_flow;  // among the first max_table_rows errors
-    std::map<std::int64_t, Ladder> ladders;  // flow id -> its sampled journeys (drawn flows)
+    std::map<std::int64_t, Ladder> ladders;                           // flow id -> its sampled journeys (drawn flows)
     // Hop times of every step-th journey, per hop_totals entry (the first max_histograms), of the model's flows.
     std::vector<std::vector<std::int64_t>> histogram;
     std::int64_t histogram_step = 1;
@@ -398,7 +398,7 @@ struct StoredPacket {
     std::int64_t id = 0;
     std::int64_t ts_ns = 0;
     std::int64_t wire_len = 0;
-    std::string direction;  // capture direction: "in", "out", ""
+    std::string direction;    // capture direction: "in", "out", ""
     std::uint32_t flags = 0;  // tracer packet_flag bits
     std::int64_t ethertype = 0;
     std::int64_t ip_version = 0;

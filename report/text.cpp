@@ -231,7 +231,8 @@ std::string loss_text(const Loss& l) {
     const std::string n = std::to_string(l.count);
     const std::string dir = name(l.direction);
     if (l.cause == LossCause::expired)
-        return "EXPIRED: " + n + " " + dir + " packet(s) after " + l.after + " (TTL ran out: answered by time exceeded)";
+        return "EXPIRED: " + n + " " + dir + " packet(s) after " + l.after +
+               " (TTL ran out: answered by time exceeded)";
     if (l.cause == LossCause::rejected)
         return "REJECTED: " + n + " " + dir + " packet(s) after " + l.after + ", answered by an ICMP error";
     std::string text = "LOST: " + n + " " + dir + " packet(s) after " + l.after + ", never seen at " + l.expected;
@@ -260,7 +261,8 @@ std::string repeats_text(const Flow& flow, bool tcp) {
     const std::string what = tcp ? (fwd + rep == 1 ? " segment was " : " segments were ")
                                  : (fwd + rep == 1 ? " packet was " : " packets were ");
     return " " + std::to_string(fwd + rep) + what + (tcp ? "retransmitted" : "duplicated") + " (" +
-           std::to_string(fwd) + " forward, " + std::to_string(rep) + " reply), each its own journey tied to the one it "
+           std::to_string(fwd) + " forward, " + std::to_string(rep) +
+           " reply), each its own journey tied to the one it "
            "repeats.";
 }
 
@@ -275,7 +277,8 @@ std::string answered_by_errors(const Flow& flow) {
     }
     std::string text = " " + std::to_string(answers.size()) + (answers.size() == 1 ? " was" : " were") +
                        " answered by " + (answers.size() == 1 ? "an ICMP error" : "ICMP errors") + " instead (";
-    for (std::size_t i = 0; i < kinds.size(); ++i) text += (i == 0 ? "" : i + 1 == kinds.size() ? " and " : ", ") + kinds[i];
+    for (std::size_t i = 0; i < kinds.size(); ++i)
+        text += (i == 0 ? "" : i + 1 == kinds.size() ? " and " : ", ") + kinds[i];
     return text + ").";
 }
 
@@ -338,12 +341,18 @@ std::string step_text(const Flow& flow, const std::map<std::string, const Point*
     const Role role = p == point.end() ? Role::other : p->second->role;
     const std::string observer = observer_between(flow, from, to);
     std::string text = i + 1 == flow.path.size() && flow.path.size() > 2 ? ", and " : ", ";
-    if (snat) text += "was masqueraded to " + source_text(flow.proto, flow.translated) + " on " + to + " " + t + " later";
-    else if (dnat) text += "was redirected to " + destination_text(flow.proto, flow.translated) + " on " + to + " " + t + " later";
-    else if (!observer.empty()) text += "crossed " + observer + " (bridge-local, no NAT) to " + to + " in " + t;
-    else if (role == Role::veth) text += "crossed " + to + " in " + t;
-    else if (role == Role::bridge) text += "the bridge " + to + " in " + t;
-    else text += "reached " + to + " " + t + " later";
+    if (snat)
+        text += "was masqueraded to " + source_text(flow.proto, flow.translated) + " on " + to + " " + t + " later";
+    else if (dnat)
+        text += "was redirected to " + destination_text(flow.proto, flow.translated) + " on " + to + " " + t + " later";
+    else if (!observer.empty())
+        text += "crossed " + observer + " (bridge-local, no NAT) to " + to + " in " + t;
+    else if (role == Role::veth)
+        text += "crossed " + to + " in " + t;
+    else if (role == Role::bridge)
+        text += "the bridge " + to + " in " + t;
+    else
+        text += "reached " + to + " " + t + " later";
     return text;
 }
 
@@ -363,7 +372,8 @@ std::string outcome_text(const Flow& flow) {
                     " came back; " + (lost == 0 ? std::string("none was lost.") : std::to_string(lost) + " were lost.");
             text += repeats_text(flow, true);
         } else {
-            const std::int64_t round_trips = std::min(forward - lost_count(flow, k_forward), replies - lost_count(flow, k_reply));
+            const std::int64_t round_trips =
+                std::min(forward - lost_count(flow, k_forward), replies - lost_count(flow, k_reply));
             text += " " + std::to_string(std::max<std::int64_t>(round_trips, 0)) + " of " + std::to_string(forward) +
                     " packets made the round trip." + answered_by_errors(flow) + repeats_text(flow, false);
         }
@@ -378,14 +388,14 @@ std::string outcome_text(const Flow& flow) {
                 " (" + icmp_name(e.icmp, e.type, e.code) + ") from " + e.reporter + ".";
     } else if (loss != nullptr) {
         text += " " + std::to_string(lost_count(flow, k_forward)) + " of " + std::to_string(forward) +
-                " packets were lost after " + loss->after + ", never seen at " + loss->expected + "; no reply was seen.";
+                " packets were lost after " + loss->after + ", never seen at " + loss->expected +
+                "; no reply was seen.";
     } else {
         text += " " + std::to_string(forward) + " of " + std::to_string(forward) + " packets reached " +
                 flow.path.back() + "; no reply was seen.";
     }
     return text;
 }
-
 
 // What the report cannot vouch for, per flow ("" when there is nothing to say), each line indented by two.
 std::string verdict_lines(const Flow& flow) {
@@ -411,7 +421,8 @@ std::string verdict_lines(const Flow& flow) {
                                                             : "lost after " + p.after;
         out += ", packets up to " + std::to_string(p.passed_max_size) + " bytes pass; ";
         if (p.frag_needed == FragNeeded::returned)
-            out += "frag-needed (MTU " + std::to_string(p.mtu.value_or(0)) + ") came back from " + p.reporter.value_or("");
+            out +=
+                "frag-needed (MTU " + std::to_string(p.mtu.value_or(0)) + ") came back from " + p.reporter.value_or("");
         else if (p.frag_needed == FragNeeded::none)
             out += "no frag-needed came back: a PMTU black hole";
         else
@@ -426,7 +437,8 @@ std::string rewrites_text(const Flow& f) {
     if (f.rewrites.empty()) return "  no rewrite\n";
     std::vector<std::vector<std::string>> rows;
     for (const Rewrite& r : f.rewrites)
-        rows.push_back({name(r.direction), r.field, r.from + " → " + r.to, "between " + r.from_point + " and " + r.to_point});
+        rows.push_back(
+            {name(r.direction), r.field, r.from + " → " + r.to, "between " + r.from_point + " and " + r.to_point});
     return "  rewrites:\n" + table(rows, "    ", {});
 }
 
@@ -456,18 +468,22 @@ std::string segmentation_table(const Flow& f) {
 std::string conntrack_text(const Flow& f) {
     if (!f.conntrack) return "";
     switch (f.conntrack->state) {
-        case ConntrackState::agrees: return "  conntrack agrees: the kernel translated it the same way\n";
+        case ConntrackState::agrees:
+            return "  conntrack agrees: the kernel translated it the same way\n";
         case ConntrackState::differs:
             return "  conntrack DIFFERS: the kernel's entry translates it to " +
                    tuple_text(f.proto, f.conntrack->entry ? f.conntrack->entry->translated : Tuple{}) + "\n";
-        case ConntrackState::not_reached: return "  conntrack: never reached the NAT point (no uplink saw it)\n";
-        case ConntrackState::not_found: break;
+        case ConntrackState::not_reached:
+            return "  conntrack: never reached the NAT point (no uplink saw it)\n";
+        case ConntrackState::not_found:
+            break;
     }
     return "  conntrack: no entry for this flow\n";
 }
 
 std::string flow_text(const Flow& f, const std::vector<Point>& points) {
-    std::string out = "\nFlow " + std::to_string(f.id) + "  " + proto_name(f.proto) + "  " + tuple_text(f.proto, f.original);
+    std::string out =
+        "\nFlow " + std::to_string(f.id) + "  " + proto_name(f.proto) + "  " + tuple_text(f.proto, f.original);
     if (f.translated != f.original) out += "  ⇒  " + tuple_text(f.proto, f.translated);
     out += "\n";
     if (const std::string story = narrate(f, points); !story.empty()) out += wrap(story, "  ", 100);
@@ -485,13 +501,14 @@ std::string icmp_errors_text(const std::vector<IcmpError>& errors) {
     std::string out = "\nICMP errors\n";
     for (const IcmpError& e : errors) {
         const Probe& p = e.probe;
-        out += "  " + icmp_name(e.icmp, e.type, e.code) + " from " + e.reporter + " about " + proto_name(p.proto) + " " +
-               p.src + " → " + p.dst;
+        out += "  " + icmp_name(e.icmp, e.type, e.code) + " from " + e.reporter + " about " + proto_name(p.proto) +
+               " " + p.src + " → " + p.dst;
         if (p.proto == 17 || p.proto == 6) out += ":" + std::to_string(p.dport);
         if (p.sent_ttl) out += " (sent with ttl " + std::to_string(*p.sent_ttl) + ")";
         if (!e.path.empty()) out += ", back via " + joined(e.path, " → ");
         for (const ErrorLoss& l : e.lost)
-            out += "; LOST after " + l.after + ", never seen at " + l.expected + " (the host dropped it on its way back)";
+            out +=
+                "; LOST after " + l.after + ", never seen at " + l.expected + " (the host dropped it on its way back)";
         out += "\n";
     }
     return out;
@@ -551,8 +568,8 @@ std::vector<std::string> trace_row(const TraceHop& row, std::vector<std::string>
 std::string traceroutes_text(const std::vector<Traceroute>& traceroutes) {
     std::string out;
     for (const Traceroute& t : traceroutes) {
-        out += "\nTraceroute  " + proto_name(t.proto) + "  " + t.src + " → " + t.dst + "  (" + std::to_string(t.probes) +
-               " probes)\n";
+        out += "\nTraceroute  " + proto_name(t.proto) + "  " + t.src + " → " + t.dst + "  (" +
+               std::to_string(t.probes) + " probes)\n";
         std::vector<std::vector<std::string>> rows{
             {"ttl", "answered by", "answers", "probe passed", "round trip (median) at each point"}};
         std::vector<std::string> quotes;
@@ -560,8 +577,8 @@ std::string traceroutes_text(const std::vector<Traceroute>& traceroutes) {
         out += table(rows, "  ", {true, false, true, false, false});
         const LaterProbes& later = t.later_probes;
         if (later.probes > 0) {
-            out += "  " + std::to_string(later.probes) + " more probes with ttl " + std::to_string(later.min_ttl) + "–" +
-                   std::to_string(later.max_ttl) + " were already on their way when the destination answered; " +
+            out += "  " + std::to_string(later.probes) + " more probes with ttl " + std::to_string(later.min_ttl) +
+                   "–" + std::to_string(later.max_ttl) + " were already on their way when the destination answered; " +
                    std::to_string(later.answered) + " of them were answered.\n";
         }
         if (!quotes.empty()) {

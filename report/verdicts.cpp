@@ -33,7 +33,9 @@ std::optional<PathMtu> path_mtu(std::int64_t end_point, const std::vector<DfJour
     PathMtu p;
     p.lost_min_size = *lost_min;
     p.passed_max_size = *passed_max;
-    p.frag_needed = error == nullptr ? FragNeeded::none : error->lost ? FragNeeded::dropped_in_host : FragNeeded::returned;
+    p.frag_needed = error == nullptr ? FragNeeded::none
+                    : error->lost    ? FragNeeded::dropped_in_host
+                                     : FragNeeded::returned;
     p.after = name_of(after);
     if (error != nullptr) {
         p.mtu = error->mtu;
@@ -63,7 +65,8 @@ void apply_verdicts(ReportModel& model, const VerdictInputs& in,
         if (const auto ev = in.evidence.find(f.id); ev != in.evidence.end()) {
             for (Loss& l : f.lost) {
                 for (const LossExplained& k : ev->second) {
-                    if (k.after != l.after || k.expected != l.expected || k.direction != l.direction || k.cause != l.cause)
+                    if (k.after != l.after || k.expected != l.expected || k.direction != l.direction ||
+                        k.cause != l.cause)
                         continue;
                     if (const auto e = in.errors.find(k.error_journey); e != in.errors.end())
                         l.evidence = LossEvidence{e->second.type, e->second.code, e->second.reporter, e->second.mtu};

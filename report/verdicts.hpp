@@ -61,6 +61,7 @@ struct VerdictInputs {
 
 // Sets the model's ambiguous_journeys; per flow ambiguous, copies, copies_interfaces, fragments, pmtu, the evidence
 // of its losses and conntrack not-reached; per ICMP error its losses and MTU. `name_of` maps point ids to names.
-void apply_verdicts(ReportModel& model, const VerdictInputs& in, const std::function<std::string(std::int64_t)>& name_of);
+void apply_verdicts(ReportModel& model, const VerdictInputs& in,
+                    const std::function<std::string(std::int64_t)>& name_of);
 
 }  // namespace hoptrace::report

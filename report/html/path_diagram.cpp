@@ -258,10 +258,15 @@ void draw_edges(Page& page, const Graph& g, const Layout& l) {
     out.append("\n");
 }
 
-const char* role_heading(const std::string& role) {
-    return role == "point" ? "POINT" : role == "container" ? "CONTAINER" : role == "veth" ? "HOST VETH"
-                                   : role == "bridge"      ? "BRIDGE"
-                                                           : "UPLINK";
+const char* role_heading(Role role) {
+    switch (role) {
+        case Role::container: return "CONTAINER";
+        case Role::veth: return "HOST VETH";
+        case Role::bridge: return "BRIDGE";
+        case Role::uplink: return "UPLINK";
+        case Role::other: break;
+    }
+    return "POINT";
 }
 
 // As many addresses as fit the box (about 20 characters), then "+N".
@@ -297,7 +302,7 @@ void draw_node(Page& page, const Graph& g, std::size_t i, double x, double y, bo
         .append("\" width=\"").append(px(k_node_w)).append("\" height=\"").append(px(h)).append("\" rx=\"8\"/>");
     const std::string tx = px(x + 12);
     out.append("<text class=\"role\" x=\"").append(tx).append("\" y=\"").append(px(y + 17)).append("\">")
-        .append(off ? "NOT ON A PATH" : role_heading(role)).append("</text>");
+        .append(off ? "NOT ON A PATH" : role_heading(p.role)).append("</text>");
     out.append("<text class=\"name\" x=\"").append(tx).append("\" y=\"").append(px(y + 36)).append("\">")
         .append(esc(p.name, 20)).append("</text>");
     std::string sub;
