@@ -47,6 +47,11 @@ Role role_of(const std::string& text) {
     return Role::other;
 }
 
+// A column that may be NULL.
+std::optional<std::int64_t> optional_int(const store::Statement& q, int col) {
+    return q.column_is_null(col) ? std::nullopt : std::optional<std::int64_t>(q.column_int(col));
+}
+
 // Point ids to names; an id the store does not know reads "point#ID".
 class Names {
 public:
@@ -284,7 +289,7 @@ std::vector<IcmpError> load_icmp_errors(const store::Database& db, const Names& 
         "ORDER BY p.journey_id, p.hop");
     q.bind(1, k_icmp_error_bit);
     std::vector<IcmpError> errors;
-    auto or_zero = [&](int col) { return q.column_is_null(col) ? std::int64_t{0} : q.column_int(col); };
+    auto or_zero = [&](int col) { return optional_int(q, col).value_or(0); };
     while (q.step()) {
         if (errors.empty() || errors.back().journey != q.column_int(0)) {
             IcmpError e;
@@ -294,7 +299,7 @@ std::vector<IcmpError> load_icmp_errors(const store::Database& db, const Names& 
             e.icmp = q.column_int(11);
             e.journey = q.column_int(0);
             e.flow = q.column_int(12);
-            if (!q.column_is_null(13)) e.probe_journey = q.column_int(13);
+            e.probe_journey = optional_int(q, 13);
             errors.push_back(std::move(e));
         }
         IcmpError& e = errors.back();
@@ -531,9 +536,6 @@ Ladder sample_ladder(const store::Database& db, const ReportModel& m, const Html
     auto sq = db.prepare(
         "SELECT point_id, ts_ns, src, dst, sport, dport, ttl, flags, proto, icmp_type, icmp_code, icmp_seq, "
         "tcp_flags, payload_len FROM packets WHERE journey_id = ?1 AND hop IS NOT NULL ORDER BY hop LIMIT ?2");
-    auto optional_int = [&](int col) {
-        return sq.column_is_null(col) ? std::nullopt : std::optional<std::int64_t>(sq.column_int(col));
-    };
     for (const std::int64_t id : ids) {
         jq.reset();
         jq.bind(1, id);
@@ -547,8 +549,8 @@ Ladder sample_ladder(const store::Database& db, const ReportModel& m, const Html
         while (sq.step()) {
             j.sightings.push_back({sq.column_int(0), sq.column_int(1), sq.column_text(2), sq.column_text(3),
                                    sq.column_int(4), sq.column_int(5), sq.column_int(6), sq.column_int(8),
-                                   sq.column_int(13), (sq.column_int(7) & k_icmp_error_bit) != 0, optional_int(9),
-                                   optional_int(10), optional_int(11), optional_int(12)});
+                                   sq.column_int(13), (sq.column_int(7) & k_icmp_error_bit) != 0, optional_int(sq, 9),
+                                   optional_int(sq, 10), optional_int(sq, 11), optional_int(sq, 12)});
         }
         if (j.sightings.empty()) continue;
         j.icmp_error = j.error.has_value() || j.sightings.front().icmp_error;
@@ -678,9 +680,8 @@ std::vector<Point> load_points(const store::Database& db) {
         "FROM points ORDER BY path_order IS NULL, path_order, id");
     while (q.step()) {
         Point p{q.column_int(0),           q.column_text(1), q.column_text(2), q.column_text(3),
-                role_of(q.column_text(4)), q.column_int(5),  q.column_int(6),  std::nullopt,
+                role_of(q.column_text(4)), q.column_int(5),  q.column_int(6),  optional_int(q, 7),
                 q.column_text(8),          q.column_text(9), q.column_text(10)};
-        if (!q.column_is_null(7)) p.path_order = q.column_int(7);
         points.push_back(std::move(p));
     }
     return points;
@@ -792,9 +793,6 @@ PointPackets::PointPackets(const store::Database& db, std::int64_t point_id)
 bool PointPackets::next() {
     if (!m_query.step()) return false;
     const store::Statement& q = m_query;
-    auto optional_int = [&](int col) {
-        return q.column_is_null(col) ? std::nullopt : std::optional<std::int64_t>(q.column_int(col));
-    };
     StoredPacket& p = m_packet;
     p.id = q.column_int(0);
     p.ts_ns = q.column_int(1);
@@ -809,12 +807,12 @@ bool PointPackets::next() {
     p.sport = q.column_int(10);
     p.dport = q.column_int(11);
     p.fingerprint = q.column_int(12);
-    p.journey = optional_int(13);
-    p.hop = optional_int(14);
-    p.flow = optional_int(15);
+    p.journey = optional_int(q, 13);
+    p.hop = optional_int(q, 14);
+    p.flow = optional_int(q, 15);
     p.journey_direction = q.column_text(16);
     p.journey_hops = q.column_int(17);
-    p.prev_point = optional_int(18);
+    p.prev_point = optional_int(q, 18);
     p.prev_ts_ns = q.column_int(19);
     p.prev_src = q.column_text(20);
     p.prev_dst = q.column_text(21);
