@@ -13,7 +13,8 @@
 #include "cli/targets.hpp"
 #include "capture/session.hpp"
 #include "correlate/correlate.hpp"
-#include "correlate/report.hpp"
+#include "report/model.hpp"
+#include "report/text.hpp"
 #include "tracer/errno_text.hpp"
 #include "tracer/privileges.hpp"
 
@@ -262,7 +263,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     } catch (const store::Error& e) {
         throw Fatal(store_failure(session.db(), e));
     }
-    if (trace) std::cout << correlate::render_text(correlate::build_report(session.db()));
+    if (trace) std::cout << report::render_text(report::load_report(session.db()));
     return k_exit_ok;
 }
 

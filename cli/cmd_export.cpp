@@ -3,7 +3,7 @@
 
 #include "cli/command.hpp"
 #include "cli/output_file.hpp"
-#include "correlate/export.hpp"
+#include "report/export.hpp"
 #include "version.hpp"
 
 #include <filesystem>
@@ -25,10 +25,10 @@ int cmd_export(const Invocation& inv) {
     po::variables_map vm;
     if (!parse(inv, "--db FILE -o FILE.pcapng [--flow EXPR]", options, nullptr, vm)) return k_exit_ok;
 
-    correlate::ExportOptions opts;
+    report::ExportOptions opts;
     opts.application = std::string("hoptrace ").append(k_version);
     if (vm.count("flow") != 0U) {
-        auto filter = correlate::FlowFilter::parse(flow_expr);
+        auto filter = report::FlowFilter::parse(flow_expr);
         if (!filter) throw UsageError(std::string("--flow '").append(flow_expr).append("': ").append(filter.error()));
         opts.flows = std::move(*filter);
     }
@@ -48,7 +48,7 @@ int cmd_export(const Invocation& inv) {
     // Written beside the target and renamed onto it once complete (or straight into a device, FIFO or link). The
     // pcapng writer opens the file by name: it gets the very file opened here, as /proc/self/fd/N.
     OutputFile file(output);
-    const auto summary = correlate::export_pcapng(db, file.fd_path(), opts);
+    const auto summary = report::export_pcapng(db, file.fd_path(), opts);
     if (!summary) throw Fatal(file.own_name(summary.error()));
     file.commit();
     std::cout << output << ": " << summary->packets << " packets on " << summary->interfaces << " interfaces";

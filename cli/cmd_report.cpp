@@ -2,11 +2,11 @@
 
 #include "cli/command.hpp"
 #include "cli/output_file.hpp"
-#include "correlate/flow_filter.hpp"
-#include "correlate/html_report.hpp"
-#include "correlate/report.hpp"
-
-#include <unordered_set>
+#include "report/csv.hpp"
+#include "report/html/page.hpp"
+#include "report/json.hpp"
+#include "report/model.hpp"
+#include "report/text.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -36,9 +36,9 @@ int cmd_report(const Invocation& inv) {
         return k_exit_ok;
     if (format != "text" && format != "json" && format != "csv" && format != "html")
         throw UsageError("unknown --format '" + format + "' (text, json, csv, html)");
-    std::optional<correlate::FlowFilter> filter;
+    std::optional<report::FlowFilter> filter;
     if (vm.count("flow") != 0U) {
-        auto parsed = correlate::FlowFilter::parse(flow_expr);
+        auto parsed = report::FlowFilter::parse(flow_expr);
         if (!parsed) throw UsageError("--flow: " + parsed.error());
         filter = std::move(*parsed);
     }
@@ -58,22 +58,16 @@ int cmd_report(const Invocation& inv) {
         file.emplace(output);
         file_stream.emplace(file->fd());
     }
-    // --flow: the ids of the selected flows.
-    const auto selected = filter ? correlate::select_flows(db, *filter) : std::unordered_set<std::int64_t>{};
-    auto keep = [&](std::int64_t flow) { return !filter || selected.contains(flow); };
-
     std::ostream& out = file_stream ? static_cast<std::ostream&>(*file_stream) : std::cout;
     if (format == "csv") {
-        correlate::write_csv(db, out, keep);
+        report::write_csv(db, out, filter);
     } else {
-        auto model = correlate::build_report(db);
-        if (filter) {
-            correlate::keep_flows(model, db, keep);
-            model["flow_filter"] = filter->to_string();
-        }
-        if (format == "json") out << correlate::render_json(model);
-        else if (format == "html") out << correlate::render_html(model, db);
-        else out << correlate::render_text(model);
+        report::Selection selection{filter, std::nullopt};
+        if (format == "html") selection.html = report::HtmlOptions{};
+        const report::ReportModel model = report::load_report(db, selection);
+        if (format == "json") out << report::render_json(model);
+        else if (format == "html") out << report::render_html(model);
+        else out << report::render_text(model);
     }
     out.flush();
     if (file_stream) {

@@ -6,8 +6,9 @@
 
 #include "correlate/analysis.hpp"
 #include "correlate/correlate.hpp"
-#include "correlate/html_report.hpp"
-#include "correlate/report.hpp"
+#include "report/csv.hpp"
+#include "report/text.hpp"
+#include "report_support.hpp"
 #include "store/import.hpp"
 
 #include <gtest/gtest.h>
@@ -51,13 +52,15 @@ void give_roles(store::Database& db) {
         "UPDATE points SET role = 'uplink' WHERE name = 'uplink';");
 }
 
-Json correlated_report(bool roles) {
+report::ReportModel correlated_model(bool roles) {
     auto db = store::Database::open_memory();
     import(db);
     if (roles) give_roles(db);
     correlate::run(db);
-    return correlate::build_report(db);
+    return report::load_report(db);
 }
+
+Json correlated_report(bool roles) { return report::to_json(correlated_model(roles)); }
 
 const Json* find_flow(const Json& report, const std::string& proto, const std::string& dst, std::int64_t port_or_id) {
     for (const Json& f : report["flows"]) {
@@ -228,18 +231,18 @@ TEST(BridgeLocal, observers_stay_in_their_journey_without_a_hop) {
     }  // statements finished: correlate may write again
     // The CSV of hop samples has none through the bridge for them: 34 journeys × 3 hops, 10 pings × 3.
     std::ostringstream csv;
-    correlate::write_csv(db, csv);
+    report::write_csv(db, csv);
     std::size_t rows = 0;
     for (std::size_t at = csv.str().find('\n'); at != std::string::npos; at = csv.str().find('\n', at + 1)) ++rows;
     EXPECT_EQ(rows - 1, 34U * 3 + 10U * 3);
     // Correlating again gives the same.
-    const std::string first = correlate::render_json(correlate::build_report(db));
+    const std::string first = report::render_json(report::load_report(db));
     correlate::run(db);
-    EXPECT_EQ(correlate::render_json(correlate::build_report(db)), first);
+    EXPECT_EQ(report::render_json(report::load_report(db)), first);
 }
 
 TEST(BridgeLocal, text_report_says_the_bridge_saw_it_cross) {
-    const std::string text = correlate::render_text(correlated_report(true));
+    const std::string text = report::render_text(correlated_model(true));
     std::string folded;  // the narrative wraps lines
     for (char c : text) {
         if (c == '\n') c = ' ';
@@ -258,8 +261,7 @@ TEST(BridgeLocal, the_html_path_diagram_draws_both_containers_paths_to_the_bridg
     import(db);
     give_roles(db);
     correlate::run(db);
-    const Json report = correlate::build_report(db);
-    const std::string html = correlate::render_html(report, db);
+    const std::string html = test::html_page(db);
     // Edges of the diagram, from their titles: "<path class="edge" …><title>A → B: N flows</title>".
     std::set<std::string> edges;
     const std::regex edge(R"re(<path class="edge"[^>]*><title>([^<:]+):)re");
@@ -283,7 +285,7 @@ TEST(BridgeLocal, imported_files_without_roles_get_the_roles_a_live_capture_has)
                                                         {"docker0", "bridge"}, {"uplink", "uplink"}}));
     EXPECT_EQ(summary.inferred.size(), 6U);
     EXPECT_EQ(summary.ambiguous, 0U);
-    const Json report = correlate::build_report(db);
+    const Json report = test::report_json(db);
     const Json* tcp = find_flow(report, "tcp", k_c2, 5001);
     ASSERT_NE(tcp, nullptr);
     EXPECT_EQ((*tcp)["forward_journeys"], 13);  // the README's tshark counts

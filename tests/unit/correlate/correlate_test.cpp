@@ -4,7 +4,9 @@
 // files (timestamps), host-links.txt (interface indexes).
 
 #include "correlate/correlate.hpp"
-#include "correlate/report.hpp"
+#include "report/csv.hpp"
+#include "report/text.hpp"
+#include "report_support.hpp"
 #include "store/import.hpp"
 
 #include <gtest/gtest.h>
@@ -80,7 +82,7 @@ TEST(CorrelateLab, rewrites_match_the_kernels_conntrack_entries) {
     auto db = store::Database::open_memory();
     import(db, k_per_interface);
     correlate::run(db);
-    const Json report = correlate::build_report(db);
+    const Json report = test::report_json(db);
     const auto kernel = conntrack_entries();
     ASSERT_EQ(kernel.size(), 4U) << "conntrack.txt: expected 2 ICMP and 2 UDP entries";
     for (const KernelNat& k : kernel) {
@@ -243,7 +245,7 @@ TEST(CorrelateLab, hop_totals_from_the_samples_equal_the_stored_ones_and_follow_
     auto db = store::Database::open_memory();
     import(db, k_per_interface);
     correlate::run(db);
-    Json report = correlate::build_report(db);
+    Json report = test::report_json(db);
     // Recomputed from every hop sample of every flow: the same as what correlate stored for all flows together.
     auto key = [](const Json& h) {
         return h["direction"].get<std::string>() + " " + h["from"].get<std::string>() + ">" + h["to"].get<std::string>();
@@ -251,14 +253,17 @@ TEST(CorrelateLab, hop_totals_from_the_samples_equal_the_stored_ones_and_follow_
     std::map<std::string, Json> stored;
     for (const Json& h : report["hop_totals"]) stored[key(h)] = h;
     std::map<std::string, Json> recomputed;
-    for (const Json& h : correlate::hop_totals(db, {})) recomputed[key(h)] = h;
+    report::ReportModel all;
+    all.hop_totals = report::hop_totals(db, {});
+    const Json all_json = report::to_json(all);
+    for (const Json& h : all_json["hop_totals"]) recomputed[key(h)] = h;
     EXPECT_EQ(recomputed, stored);
     // One flow selected: its own hop statistics are the totals, and nothing of the other flows is left.
     const Json* c2_udp = flow_from(report, "udp", "172.17.0.3");
     ASSERT_NE(c2_udp, nullptr);
     const std::int64_t id = (*c2_udp)["id"].get<std::int64_t>();
     const Json own = (*c2_udp)["hops"];
-    correlate::keep_flows(report, db, [&](std::int64_t flow) { return flow == id; });
+    report = test::report_json(db, report::FlowFilter::parse("flow " + std::to_string(id)).value());
     ASSERT_EQ(report["flows"].size(), 1U);
     std::map<std::string, Json> totals;
     for (const Json& h : report["hop_totals"]) totals[key(h)] = h;
@@ -272,9 +277,9 @@ TEST(CorrelateLab, rerunning_correlate_gives_the_same_result) {
     auto db = store::Database::open_memory();
     import(db, k_per_interface);
     correlate::run(db);
-    const std::string first = correlate::render_json(correlate::build_report(db));
+    const std::string first = report::render_json(report::load_report(db));
     correlate::run(db);
-    EXPECT_EQ(correlate::render_json(correlate::build_report(db)), first);
+    EXPECT_EQ(report::render_json(report::load_report(db)), first);
 }
 
 }  // namespace
@@ -287,7 +292,7 @@ TEST(ReportText, each_flow_is_explained_in_words_with_the_kernels_translation) {
     auto db = store::Database::open_memory();
     import(db, k_per_interface);
     correlate::run(db);
-    const std::string text = correlate::render_text(correlate::build_report(db));
+    const std::string text = report::render_text(report::load_report(db));
     for (const KernelNat& k : conntrack_entries()) {
         SCOPED_TRACE(k.proto + " from " + k.src);
         const std::string translated =
@@ -313,7 +318,7 @@ TEST(ReportCsv, one_row_per_hop_sample_with_its_latency) {
     import(db, k_per_interface);
     correlate::run(db);
     std::ostringstream csv;
-    correlate::write_csv(db, csv);
+    report::write_csv(db, csv);
     std::istringstream in(csv.str());
     std::string line;
     std::getline(in, line);
@@ -348,17 +353,17 @@ TEST(ReportSafety, hostile_point_names_reach_no_terminal_spreadsheet_or_json_par
         rename.bind(1, formula).bind(2, points[1].id);
         rename.run();
     }
-    const auto report = correlate::build_report(db);
-    const std::string json = correlate::render_json(report);
+    const auto report = report::load_report(db);
+    const std::string json = report::render_json(report);
     EXPECT_EQ(json.find('\xff'), std::string::npos);
     EXPECT_NE(json.find("\xef\xbf\xbd"), std::string::npos);  // U+FFFD in place of the invalid byte
     EXPECT_TRUE(nlohmann::json::accept(json));
-    const std::string text = correlate::render_text(report);
+    const std::string text = report::render_text(report);
     EXPECT_EQ(text.find('\x1b'), std::string::npos);
     EXPECT_EQ(text.find('\x07'), std::string::npos);
     EXPECT_NE(text.find("ev\\x1b]0;owned\\x07il\\nrow"), std::string::npos) << text.substr(0, 600);
     std::ostringstream csv;
-    correlate::write_csv(db, csv);
+    report::write_csv(db, csv);
     EXPECT_EQ(csv.str().find(",\"=HYPERLINK"), std::string::npos);
     EXPECT_NE(csv.str().find(",\"'=HYPERLINK(\"\"http://x\"\")\""), std::string::npos);
 }

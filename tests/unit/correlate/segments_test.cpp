@@ -5,8 +5,8 @@
 
 #include "correlate/analysis.hpp"
 #include "correlate/correlate.hpp"
-#include "correlate/html_report.hpp"
-#include "correlate/report.hpp"
+#include "report/text.hpp"
+#include "report_support.hpp"
 #include "store/import.hpp"
 
 #include <gtest/gtest.h>
@@ -123,7 +123,8 @@ TEST(SegmentsLab, no_loss_one_hop_sample_per_packet_and_the_report_says_where_it
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM journeys j JOIN points pt ON pt.id = j.last_point "
                          "WHERE pt.name = 'docker0' AND j.id IN (SELECT related_id FROM journeys)"),
               k_super_packets);
-    const Json report = correlate::build_report(db);
+    const report::ReportModel model = report::load_report(db);
+    const Json report = report::to_json(model);
     const Json* flow = nullptr;
     for (const Json& f : report["flows"])
         if (f["proto"] == "tcp" && f["original"]["dport"] == 5001) flow = &f;
@@ -146,7 +147,10 @@ TEST(SegmentsLab, no_loss_one_hop_sample_per_packet_and_the_report_says_where_it
         EXPECT_GT(h["min_ns"].get<std::int64_t>(), 0);
     }
     EXPECT_TRUE(found);
-    const std::string text = correlate::narrate(*flow, report["points"]);
+    const auto typed = std::find_if(model.flows.begin(), model.flows.end(),
+                                    [&](const report::Flow& f) { return f.id == (*flow)["id"]; });
+    ASSERT_NE(typed, model.flows.end());
+    const std::string text = report::narrate(*typed, model.points);
     EXPECT_NE(text.find("12 super-packets (up to 39.6 KiB) were cut into 184 segments (up to 1500 bytes) between "
                         "docker0 and uplink (GSO/TSO)."),
               std::string::npos)
@@ -155,7 +159,7 @@ TEST(SegmentsLab, no_loss_one_hop_sample_per_packet_and_the_report_says_where_it
 
 TEST(SegmentsLab, the_html_page_says_it_in_the_flows_details) {
     auto db = imported();
-    const std::string html = correlate::render_html(correlate::build_report(db), db);
+    const std::string html = test::html_page(db);
     EXPECT_NE(html.find("forward 12 super-packets cut into 184 segments between docker0 and uplink (GSO/TSO)"),
               std::string::npos);
 }

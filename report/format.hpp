@@ -1,0 +1,20 @@
+#pragma once
+// Words and numbers every output writes the same way: protocol names, durations, what an ICMP error means.
+
+#include <cstdint>
+#include <string>
+
+namespace hoptrace::report {
+
+// "icmp", "tcp", "udp", "icmpv6", "sctp", else "ip-proto-N".
+std::string proto_name(std::int64_t proto);
+bool is_icmp(std::int64_t proto);     // ICMP or ICMPv6: the tuple has an echo id, no ports
+bool has_ports(std::int64_t proto);  // TCP, UDP, SCTP
+
+// "850 ns", "12.4 µs", "3.20 ms", "1.500 s".
+std::string format_duration(std::int64_t ns);
+
+// What an ICMP error means, in words ("time exceeded", "port unreachable" …); family_proto 1 or 58.
+std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::int64_t code);
+
+}  // namespace hoptrace::report
