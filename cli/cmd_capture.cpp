@@ -7,11 +7,11 @@
 // `packets` rows ("storing N packets") and correlates. A second SIGINT stops at once; what was captured is
 // still kept (as packets, or still spooled for `hoptrace correlate` to store).
 
+#include "capture/session.hpp"
 #include "cli/command.hpp"
 #include "cli/numeric_option.hpp"
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
-#include "capture/session.hpp"
 #include "correlate/correlate.hpp"
 #include "report/model.hpp"
 #include "report/text.hpp"
@@ -93,6 +93,7 @@ pid_t spawn(const std::vector<std::string>& argv, const std::optional<RunAs>& wh
             }
         }
         std::vector<char*> args;
+        args.reserve(argv.size());
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
         ::execvp(args[0], args.data());
@@ -146,10 +147,14 @@ std::string wait_for_stop(const CaptureArgs& a, capture::Session& session, pid_t
     while (stop_reason.empty()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         const double t = elapsed();
-        if (g_signals.load() > 0) stop_reason = "signal";
-        else if (a.duration_s > 0 && t >= a.duration_s) stop_reason = "duration";
-        else if (a.count > 0 && capture.total_packets() >= static_cast<std::uint64_t>(a.count)) stop_reason = "count";
-        else if (auto itself = session.stopped_by_itself()) stop_reason = *itself;
+        if (g_signals.load() > 0)
+            stop_reason = "signal";
+        else if (a.duration_s > 0 && t >= a.duration_s)
+            stop_reason = "duration";
+        else if (a.count > 0 && capture.total_packets() >= static_cast<std::uint64_t>(a.count))
+            stop_reason = "count";
+        else if (auto itself = session.stopped_by_itself())
+            stop_reason = *itself;
         if (child > 0 && !child_done_at) {
             if (::waitpid(child, &child_status, WNOHANG) == child) child_done_at = t;
         }
@@ -219,7 +224,8 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     // A second Ctrl-C stops after the current chunk; the rest stays spooled for `hoptrace correlate`.
     const std::uint64_t captured_total = session.capture().total_packets();
     if (stop_reason == capture::k_stop_disk_full)
-        std::fprintf(stderr, "hoptrace: the disk is full: capturing stopped (what was captured until then is kept, "
+        std::fprintf(stderr,
+                     "hoptrace: the disk is full: capturing stopped (what was captured until then is kept, "
                      "with room left to store and correlate it)\n");
     StatusLine storing(a.quiet, std::chrono::milliseconds(250));
     store::SpoolIngest ingested;
@@ -249,7 +255,8 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     }
     if (child > 0 && !a.quiet) {
         if (WIFEXITED(child_status) && WEXITSTATUS(child_status) != 0)
-            std::fprintf(stderr, "hoptrace: note: '%s' exited with status %d\n", a.command[0].c_str(), WEXITSTATUS(child_status));
+            std::fprintf(stderr, "hoptrace: note: '%s' exited with status %d\n", a.command[0].c_str(),
+                         WEXITSTATUS(child_status));
     }
 
     if (g_signals.load() > 1) {  // a second Ctrl-C: stop now, the capture is safe in the database
@@ -282,21 +289,21 @@ int capture_command(const Invocation& inv, bool trace) {
     }
     po::options_description options("options");
     if (trace) {
-        options.add_options()("db", po::value(&a.db_path), "keep the capture in this database (default: a temporary file)");
+        options.add_options()("db", po::value(&a.db_path),
+                              "keep the capture in this database (default: a temporary file)");
     } else {
         options.add_options()("db", po::value(&a.db_path)->required(), "new database file to store the capture in");
     }
     a.targets.add_to(options);
-    options.add_options()
-        ("filter", po::value(&a.filter), "BPF filter (tcpdump syntax) applied at every point")
-        ("snaplen", po::value(&a.snaplen)->default_value(262144), "bytes kept of each packet")
-        ("buffer-mb", po::value(&a.buffer_mb)->default_value(64), "kernel capture buffer per point (MiB)")
-        ("duration", po::value(&a.duration_s), "stop after this many seconds")
-        ("count", po::value(&a.count), "stop once this many packets were captured (all points together)")
-        ("grace", po::value(&a.grace_s)->default_value(1.0), "seconds to keep capturing after CMD exits (replies)")
-        ("user", po::value(&a.user), "run CMD as this user (name or uid; default: the user who ran sudo, else as "
-                                     "hoptrace runs)")
-        ("quiet,q", po::bool_switch(&a.quiet), "no status line or summary on stderr");
+    options.add_options()("filter", po::value(&a.filter), "BPF filter (tcpdump syntax) applied at every point")(
+        "snaplen", po::value(&a.snaplen)->default_value(262144), "bytes kept of each packet")(
+        "buffer-mb", po::value(&a.buffer_mb)->default_value(64), "kernel capture buffer per point (MiB)")(
+        "duration", po::value(&a.duration_s), "stop after this many seconds")(
+        "count", po::value(&a.count), "stop once this many packets were captured (all points together)")(
+        "grace", po::value(&a.grace_s)->default_value(1.0), "seconds to keep capturing after CMD exits (replies)")(
+        "user", po::value(&a.user),
+        "run CMD as this user (name or uid; default: the user who ran sudo, else as "
+        "hoptrace runs)")("quiet,q", po::bool_switch(&a.quiet), "no status line or summary on stderr");
     if (!trace) options.add_options()("no-correlate", po::bool_switch(&a.no_correlate), "only capture");
     po::variables_map vm;
     const std::string synopsis = std::string(trace ? "" : "--db FILE ") +

@@ -4,9 +4,9 @@
 
 #include "cli/command.hpp"
 #include "cli/numeric_option.hpp"
-#include "correlate/correlate.hpp"
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
+#include "correlate/correlate.hpp"
 #include "store/import.hpp"
 #include "tracer/topology.hpp"
 #include "version.hpp"
@@ -57,22 +57,24 @@ int cmd_import(const Invocation& inv) {
     std::string link_names_ns;
     std::vector<std::string> role_specs;
     po::options_description options("options");
-    options.add_options()
-        ("db", po::value(&db_path)->required(), "database file (created if missing; points are added to it)")
-        ("no-correlate", po::bool_switch(&no_correlate), "only import; run 'hoptrace correlate' later")
-        ("max-hop-gap-ms", po::value(&max_gap_ms)->default_value(100),
-         "correlate: the longest time one hop may take (ms)")
-        ("link-names", po::value(&link_names_ns),
-         "name the interfaces of Linux cooked v2 captures (tcpdump -i any -y LINUX_SLL2) after the interfaces "
-         "of this 'ip netns' namespace, ':' for hoptrace's own (default: NAME/ifINDEX)")
-        ("role", po::value(&role_specs)->composing(),
-         "NAME=ROLE: the role of point NAME (container, veth, bridge, uplink, other); points without one get an "
-         "inferred role, printed on stderr; repeat for several points")
-        ("replace", po::bool_switch(&replace), "replace points of the same name already in the database (their packets "
-                                               "too), e.g. one an interrupted import cut short")
-        ("quiet,q", po::bool_switch(&quiet), "no progress or per-file lines on stderr")
-        ("file", po::value(&files), "[NAME=]FILE.pcap[ng]: capture files, each becomes a point named NAME "
-                                    "(default: the file name without extension)");
+    options.add_options()("db", po::value(&db_path)->required(),
+                          "database file (created if missing; points are added to it)")(
+        "no-correlate", po::bool_switch(&no_correlate), "only import; run 'hoptrace correlate' later")(
+        "max-hop-gap-ms", po::value(&max_gap_ms)->default_value(100),
+        "correlate: the longest time one hop may take (ms)")(
+        "link-names", po::value(&link_names_ns),
+        "name the interfaces of Linux cooked v2 captures (tcpdump -i any -y LINUX_SLL2) after the interfaces "
+        "of this 'ip netns' namespace, ':' for hoptrace's own (default: NAME/ifINDEX)")(
+        "role", po::value(&role_specs)->composing(),
+        "NAME=ROLE: the role of point NAME (container, veth, bridge, uplink, other); points without one get an "
+        "inferred role, printed on stderr; repeat for several points")(
+        "replace", po::bool_switch(&replace),
+        "replace points of the same name already in the database (their packets "
+        "too), e.g. one an interrupted import cut short")("quiet,q", po::bool_switch(&quiet),
+                                                          "no progress or per-file lines on stderr")(
+        "file", po::value(&files),
+        "[NAME=]FILE.pcap[ng]: capture files, each becomes a point named NAME "
+        "(default: the file name without extension)");
     po::positional_options_description positional;
     positional.add("file", -1);
     po::variables_map vm;
@@ -80,6 +82,7 @@ int cmd_import(const Invocation& inv) {
     if (files.empty()) throw UsageError("no capture file given");
     check_max_hop_gap(vm);
     std::vector<FileSpec> specs;
+    specs.reserve(files.size());
     for (const auto& f : files) specs.push_back(parse_spec(f));
     const auto roles = parse_roles(role_specs);
     std::map<std::uint32_t, std::string> link_names;
@@ -106,18 +109,17 @@ int cmd_import(const Invocation& inv) {
                 for (const auto& name : store::remove_points(db, spec.name))
                     if (!quiet) std::fprintf(stderr, "replacing point %s\n", name.c_str());
             }
-            const auto result = store::import_file(db, writer, {spec.name, spec.path, link_names},
-                                                   [&](std::uint64_t n) {
-                                                       progress.update([&] {
-                                                           return spec.path + ": " + std::to_string(n) + " packets";
-                                                       });
-                                                   });
+            const auto result =
+                store::import_file(db, writer, {spec.name, spec.path, link_names}, [&](std::uint64_t n) {
+                    progress.update([&] { return spec.path + ": " + std::to_string(n) + " packets"; });
+                });
             progress.clear();
             if (!quiet) {
                 std::string names;
                 for (const auto& n : result.points) names += (names.empty() ? "" : ", ") + n;
                 std::fprintf(stderr, "imported %s: %llu packets -> %s\n", spec.path.c_str(),
-                             static_cast<unsigned long long>(result.frames), names.empty() ? "no point" : names.c_str());
+                             static_cast<unsigned long long>(result.frames),
+                             names.empty() ? "no point" : names.c_str());
             }
             if (result.error) {
                 std::cerr << "hoptrace import: " << *result.error << "\n";

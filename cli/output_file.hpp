@@ -14,6 +14,7 @@
 #include "tracer/netns.hpp"  // UniqueFd
 
 #include <array>
+#include <cstddef>
 #include <ostream>
 #include <streambuf>
 #include <string>
@@ -65,7 +66,7 @@ private:
         bool drain();
         int m_fd;
         int m_error = 0;
-        std::array<char, 64 * 1024> m_data{};
+        std::array<char, std::size_t{64} * 1024> m_data{};
     };
     Buffer m_buf;
 };

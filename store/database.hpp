@@ -86,7 +86,7 @@ public:
     [[nodiscard]] bool column_is_null(int col) const;
     [[nodiscard]] std::span<const std::uint8_t> column_blob(int col) const;  // valid until the next step/reset
 
-    sqlite3_stmt* handle() const noexcept { return m_stmt.get(); }
+    [[nodiscard]] sqlite3_stmt* handle() const noexcept { return m_stmt.get(); }
 
 private:
     sqlite3* m_db;
@@ -111,20 +111,20 @@ public:
     Database& operator=(Database&&) noexcept = default;
     ~Database() = default;
 
-    sqlite3* handle() const noexcept { return m_db.get(); }
-    const std::string& path() const noexcept { return m_path; }
+    [[nodiscard]] sqlite3* handle() const noexcept { return m_db.get(); }
+    [[nodiscard]] const std::string& path() const noexcept { return m_path; }
 
     void exec(std::string_view sql);                  // one or more statements, no rows
-    Statement prepare(std::string_view sql) const { return Statement(m_db.get(), sql); }
+    [[nodiscard]] Statement prepare(std::string_view sql) const { return {m_db.get(), sql}; }
 
     // Points. add_point fails (Error naming the point) if the name is taken; find_point looks one up by name.
     std::int64_t add_point(const Point& point);
-    std::optional<Point> find_point(std::string_view name) const;
-    std::vector<Point> points() const;                // ordered by path_order (NULLs last), then id
+    [[nodiscard]] std::optional<Point> find_point(std::string_view name) const;
+    [[nodiscard]] std::vector<Point> points() const;                // ordered by path_order (NULLs last), then id
     void update_point(const Point& point);            // every column but id and name, by id
 
     void set_meta(std::string_view key, std::string_view value);
-    std::optional<std::string> meta(std::string_view key) const;
+    [[nodiscard]] std::optional<std::string> meta(std::string_view key) const;
 
     void build_indexes();  // store/schema.hpp k_index_sql
 

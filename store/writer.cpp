@@ -229,8 +229,8 @@ private:
         Shape& shape;
         int base;
 
-        Slot& slot(int column) const noexcept { return shape.slots[static_cast<std::size_t>(base + column - 1)]; }
-        sqlite3_stmt* handle() const noexcept { return shape.stmt.handle(); }
+        [[nodiscard]] Slot& slot(int column) const noexcept { return shape.slots[static_cast<std::size_t>(base + column - 1)]; }
+        [[nodiscard]] sqlite3_stmt* handle() const noexcept { return shape.stmt.handle(); }
 
         void check(int column, int rc) const {
             if (rc != SQLITE_OK) {

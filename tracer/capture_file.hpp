@@ -39,14 +39,14 @@ public:
     virtual ~CaptureFile() = default;
 
     // Interfaces seen so far (a pcapng file may describe one later, before its first packet).
-    virtual const std::vector<FileInterface>& interfaces() const = 0;
+    [[nodiscard]] virtual const std::vector<FileInterface>& interfaces() const = 0;
 
     // true: `out` holds the next frame; false: clean end of file. The error names the file, says what is
     // wrong and after how many frames ("x.pcap: truncated packet record after 1042 packets").
     // A frame whose link type is unsupported is an error for that file.
     virtual tl::expected<bool, std::string> next(FileFrame& out) = 0;
 
-    virtual std::uint64_t frames_read() const = 0;
+    [[nodiscard]] virtual std::uint64_t frames_read() const = 0;
 };
 
 }  // namespace hoptrace

@@ -16,8 +16,7 @@
 
 namespace hoptrace {
 
-tl::expected<Netns, std::string> Netns::open_path(const std::string& path, const std::string& label,
-                                                  std::string name) {
+tl::expected<Netns, std::string> Netns::open_path(const std::string& path, const std::string& label, std::string name) {
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
         const int err = errno;
@@ -65,9 +64,12 @@ tl::expected<void, std::string> Netns::enter() const {
 
 std::string Target::describe() const {
     switch (kind) {
-        case Kind::netns: return "--netns " + value;
-        case Kind::pid: return "--pid " + value;
-        case Kind::container: return "--container " + value;
+        case Kind::netns:
+            return "--netns " + value;
+        case Kind::pid:
+            return "--pid " + value;
+        case Kind::container:
+            return "--container " + value;
     }
     return value;
 }
@@ -86,6 +88,7 @@ std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv) {
         const int devnull = ::open("/dev/null", O_WRONLY);
         if (devnull >= 0) ::dup2(devnull, STDERR_FILENO);
         std::vector<char*> args;
+        args.reserve(argv.size());
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
         ::execvp(args[0], args.data());
@@ -96,8 +99,10 @@ std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv) {
     std::array<char, 4096> buf{};
     for (;;) {
         const ssize_t n = ::read(pipefd[0], buf.data(), buf.size());
-        if (n > 0) result.out.append(buf.data(), static_cast<std::size_t>(n));
-        else if (n == 0 || errno != EINTR) break;
+        if (n > 0)
+            result.out.append(buf.data(), static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EINTR)
+            break;
     }
     ::close(pipefd[0]);
     int status = 0;
@@ -116,7 +121,8 @@ bool is_container_name(std::string_view name) noexcept {
 }
 
 std::string container_name_error(const std::string& name) {
-    return "--container '" + name + "': not a container name or id (letters, digits, '_', '.' and '-', starting "
+    return "--container '" + name +
+           "': not a container name or id (letters, digits, '_', '.' and '-', starting "
            "with a letter or digit)";
 }
 
@@ -163,7 +169,8 @@ tl::expected<pid_t, std::string> container_pid(const std::string& container) {
 
 tl::expected<Netns, std::string> resolve(const Target& target) {
     switch (target.kind) {
-        case Target::Kind::netns: return Netns::by_name(target.value);
+        case Target::Kind::netns:
+            return Netns::by_name(target.value);
         case Target::Kind::pid: {
             pid_t pid = 0;
             auto [ptr, ec] = std::from_chars(target.value.data(), target.value.data() + target.value.size(), pid);
