@@ -19,7 +19,7 @@ struct Tuple {
     std::uint16_t sport = 0;
     std::uint16_t dport = 0;
 
-    [[nodiscard]] bool is_icmp() const noexcept { return proto == 1 || proto == 58; }
+    [[nodiscard]] bool is_icmp() const noexcept { return hoptrace::is_icmp(proto); }
     // The tuple of a packet going the other way: addresses (and ports) swapped; an ICMP id stays put.
     [[nodiscard]] Tuple reversed() const noexcept;
     [[nodiscard]] std::string to_string() const;  // "172.17.0.2:40000 → 198.51.100.10:5353", "… id 7777"

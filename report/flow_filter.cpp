@@ -72,7 +72,6 @@ std::string quoted(std::string_view s) {
     return out;
 }
 
-bool is_icmp(std::uint8_t proto) { return proto == 1 || proto == 58; }
 
 }  // namespace
 

@@ -16,7 +16,6 @@ std::string proto_name(std::int64_t proto) {
     }
 }
 
-bool is_icmp(std::int64_t proto) { return proto == 1 || proto == 58; }
 
 bool has_ports(std::int64_t proto) { return proto == 6 || proto == 17 || proto == 132; }
 

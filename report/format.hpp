@@ -1,6 +1,8 @@
 #pragma once
 // Words and numbers every output writes the same way: protocol names, durations, what an ICMP error means.
 
+#include "tracer/packet.hpp"
+
 #include <cstdint>
 #include <string>
 
@@ -8,7 +10,7 @@ namespace hoptrace::report {
 
 // "icmp", "tcp", "udp", "icmpv6", "sctp", else "ip-proto-N".
 std::string proto_name(std::int64_t proto);
-bool is_icmp(std::int64_t proto);     // ICMP or ICMPv6: the tuple has an echo id, no ports
+using hoptrace::is_icmp;  // tracer/packet.hpp: ICMP or ICMPv6, the tuple has an echo id, no ports
 bool has_ports(std::int64_t proto);  // TCP, UDP, SCTP
 
 // "850 ns", "12.4 µs", "3.20 ms", "1.500 s".

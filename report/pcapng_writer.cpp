@@ -1,4 +1,6 @@
 #include "report/pcapng_writer.hpp"
+#include "tracer/errno_text.hpp"
+#include "tracer/pcapng_format.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,31 +15,14 @@
 namespace hoptrace::report {
 namespace {
 
-constexpr std::uint32_t k_section_header = 0x0A0D0D0A;
-constexpr std::uint32_t k_interface_description = 0x00000001;
-constexpr std::uint32_t k_enhanced_packet = 0x00000006;
-constexpr std::uint32_t k_interface_statistics = 0x00000005;
-constexpr std::uint32_t k_byte_order_magic = 0x1A2B3C4D;
-
-constexpr std::uint16_t k_opt_end = 0;
-constexpr std::uint16_t k_opt_comment = 1;
-constexpr std::uint16_t k_opt_shb_userappl = 4;
-constexpr std::uint16_t k_opt_if_name = 2;
-constexpr std::uint16_t k_opt_if_description = 3;
-constexpr std::uint16_t k_opt_if_tsresol = 9;
-constexpr std::uint16_t k_opt_epb_flags = 2;
-constexpr std::uint16_t k_opt_isb_ifdrop = 5;
+using namespace pcapng;  // NOLINT(google-build-using-namespace): the format's numbers, unqualified
 
 constexpr std::uint8_t k_tsresol_nanoseconds = 9;  // 10^-9 s
-constexpr std::uint32_t k_epb_inbound = 1;         // epb_flags bits 0-1: direction
-constexpr std::uint32_t k_epb_outbound = 2;
 
 constexpr std::size_t k_buffer_size = std::size_t{1} << 20;
 constexpr std::size_t k_max_option = 0xFFFC;  // an option's length is 16 bits; keep it a multiple of 4
 
 constexpr std::size_t padded(std::size_t n) { return (n + 3) & ~std::size_t{3}; }
-
-std::string errno_text(int err) { return std::error_code(err, std::generic_category()).message(); }
 
 // Appends by resize + memcpy: GCC 12 warns (-Wstringop-overflow, a false positive) about vector::insert of a
 // small array right after clear() once it inlines everything in a Release build.

@@ -8,6 +8,7 @@
 // and a file that was not finish()ed successfully is removed (if it is a regular file: never /dev/null, a
 // pipe or a terminal), so a failed export leaves no partial file behind.
 
+#include "tracer/handles.hpp"
 #include "tracer/packet.hpp"
 
 #include <tl/expected.hpp>
@@ -76,11 +77,6 @@ public:
     [[nodiscard]] const std::string& path() const noexcept { return m_path; }
 
 private:
-    struct FileCloser {
-        void operator()(std::FILE* f) const noexcept { std::fclose(f); }
-    };
-    using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
-
     PcapngWriter(std::string path, FilePtr file, std::unique_ptr<char[]> buffer, bool regular);
 
     tl::expected<void, std::string> put(const void* data, std::size_t size);

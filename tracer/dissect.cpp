@@ -36,12 +36,10 @@ constexpr std::size_t k_tcp_header = 20;
 constexpr std::size_t k_ports = 4;
 
 constexpr std::uint8_t k_proto_hopopts = 0;
-constexpr std::uint8_t k_proto_icmp = 1;
 constexpr std::uint8_t k_proto_tcp = 6;
 constexpr std::uint8_t k_proto_udp = 17;
 constexpr std::uint8_t k_proto_routing = 43;
 constexpr std::uint8_t k_proto_fragment = 44;
-constexpr std::uint8_t k_proto_icmpv6 = 58;
 constexpr std::uint8_t k_proto_no_next = 59;
 constexpr std::uint8_t k_proto_dstopts = 60;
 

@@ -45,6 +45,11 @@ enum class LinkType : std::uint32_t {
 };
 
 // Bits of PacketRecord::flags. Malformed traffic is data: we record what we could read and flag it.
+// IP protocol numbers of ICMP and ICMPv6: a flow of either has an echo id where others have ports.
+inline constexpr std::uint8_t k_proto_icmp = 1;
+inline constexpr std::uint8_t k_proto_icmpv6 = 58;
+constexpr bool is_icmp(std::int64_t proto) noexcept { return proto == k_proto_icmp || proto == k_proto_icmpv6; }
+
 namespace packet_flag {
 inline constexpr std::uint32_t k_truncated = 1U << 0;      // a header we wanted ran past the captured bytes
 inline constexpr std::uint32_t k_malformed = 1U << 1;      // a header is invalid (bad version, bad length …)

@@ -1,4 +1,5 @@
 #include "tracer/pcapng_file.hpp"
+#include "tracer/pcapng_format.hpp"
 #include "tracer/errno_text.hpp"
 
 #include "tracer/wire.hpp"
@@ -10,13 +11,7 @@
 namespace hoptrace {
 namespace {
 
-constexpr std::uint32_t k_section_header = 0x0a0d0d0a;
-constexpr std::uint32_t k_interface_description = 0x00000001;
-constexpr std::uint32_t k_obsolete_packet = 0x00000002;
-constexpr std::uint32_t k_simple_packet = 0x00000003;
-constexpr std::uint32_t k_interface_statistics = 0x00000005;
-constexpr std::uint32_t k_enhanced_packet = 0x00000006;
-constexpr std::uint32_t k_byte_order_magic = 0x1a2b3c4d;
+using namespace pcapng;  // NOLINT(google-build-using-namespace): the format's numbers, unqualified
 
 constexpr std::size_t k_min_block = 12;           // type, length, trailing length
 constexpr std::size_t k_min_section_header = 28;  // + byte-order magic, version, section length
@@ -27,13 +22,6 @@ constexpr std::size_t k_packet_data = 28;  // offset of the packet data in an EP
 // Guards the allocation when the file size is unknown (a pipe); a packet block is never near this.
 constexpr std::uint32_t k_max_block = 64U * 1024 * 1024;
 
-constexpr std::uint16_t k_opt_end = 0;
-constexpr std::uint16_t k_opt_if_name = 2;
-constexpr std::uint16_t k_opt_if_description = 3;
-constexpr std::uint16_t k_opt_if_tsresol = 9;
-constexpr std::uint16_t k_opt_isb_ifdrop = 5;
-constexpr std::uint16_t k_opt_if_tsoffset = 14;
-constexpr std::uint16_t k_opt_epb_flags = 2;  // pack_flags in an OPB: same code, same layout
 
 constexpr std::int64_t k_ns_per_s = 1'000'000'000;
 
