@@ -44,6 +44,7 @@ Json point_json(const Point& p) {
     j["source"] = p.source;
     if (!p.note.empty()) j["note"] = p.note;
     j["role_evidence"] = p.role_evidence;
+    if (!p.complete) j["complete"] = false;  // only said when not: an interrupted import cut the point short
     return j;
 }
 

@@ -676,12 +676,12 @@ const char* to_string(FragNeeded f) noexcept {
 std::vector<Point> load_points(const store::Database& db) {
     std::vector<Point> points;
     auto q = db.prepare(
-        "SELECT id, name, netns, ifname, role, packets, kernel_drops, path_order, source, note, role_evidence "
-        "FROM points ORDER BY path_order IS NULL, path_order, id");
+        "SELECT id, name, netns, ifname, role, packets, kernel_drops, path_order, source, note, role_evidence, "
+        "complete FROM points ORDER BY path_order IS NULL, path_order, id");
     while (q.step()) {
         Point p{q.column_int(0),           q.column_text(1), q.column_text(2), q.column_text(3),
                 role_of(q.column_text(4)), q.column_int(5),  q.column_int(6),  optional_int(q, 7),
-                q.column_text(8),          q.column_text(9), q.column_text(10)};
+                q.column_text(8),          q.column_text(9), q.column_text(10), q.column_int(11) != 0};
         points.push_back(std::move(p));
     }
     return points;

@@ -54,6 +54,7 @@ struct Point {
     std::string source;
     std::string note;
     std::string role_evidence;
+    bool complete = true;  // false: an import of its file was interrupted (points.complete = 0)
 };
 
 struct Rewrite {

@@ -634,6 +634,11 @@ std::string render_text(const ReportModel& given) {
                         p.ifname.empty() ? "-" : p.ifname, std::to_string(p.packets), std::to_string(p.kernel_drops)});
     }
     out += table(rows, "  ", {true, false, false, false, false, true, true});
+    for (const Point& p : m.points) {
+        if (!p.complete)
+            out += "  INCOMPLETE: " + p.name + ": the import of " + p.source + " was interrupted after " +
+                   std::to_string(p.packets) + " packets; journeys seem to end there (hoptrace import --replace)\n";
+    }
     for (const Flow& f : m.flows) out += flow_text(f, m.points);
     out += icmp_errors_text(m.icmp_errors);
     if (m.ambiguous_journeys > 0)
