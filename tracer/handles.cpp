@@ -1,18 +1,10 @@
 #include "tracer/handles.hpp"
 
-#include <netlink/addr.h>
-#include <netlink/cache.h>
-#include <netlink/msg.h>
-#include <netlink/socket.h>
 #include <pcap/pcap.h>
 
 namespace hoptrace {
 
 void CHandleDeleter::operator()(pcap* p) const noexcept { pcap_close(p); }
 void CHandleDeleter::operator()(pcap_dumper* d) const noexcept { pcap_dump_close(d); }
-void CHandleDeleter::operator()(nl_sock* s) const noexcept { nl_socket_free(s); }
-void CHandleDeleter::operator()(nl_cache* c) const noexcept { nl_cache_free(c); }
-void CHandleDeleter::operator()(nl_addr* a) const noexcept { nl_addr_put(a); }
-void CHandleDeleter::operator()(nl_msg* m) const noexcept { nlmsg_free(m); }
 
 }  // namespace hoptrace
