@@ -42,10 +42,7 @@ store::Database open_for_capture(const std::string& path, bool created) {
 
 Session::Session(const std::string& db_path, std::vector<SessionPoint> points, const Netns& host,
                  SessionOptions options)
-    : m_path(db_path),
-      m_created(create_database_file(db_path)),
-      m_host(host),
-      m_options(std::move(options)) {
+    : m_path(db_path), m_created(create_database_file(db_path)), m_host(host), m_options(std::move(options)) {
     try {
         m_lock = lock_database_file(db_path);
         m_db = open_for_capture(db_path, m_created);
@@ -120,7 +117,10 @@ void Session::store_conntrack(const char* event) {
     store::Transaction txn(m_db);
     for (const auto& e : *entries) {
         st.bind(1, ts).bind(2, event).bind(3, std::int64_t{e.proto});
-        st.bind(4, e.orig_src).bind(5, e.orig_dst).bind(6, std::int64_t{e.orig_sport}).bind(7, std::int64_t{e.orig_dport});
+        st.bind(4, e.orig_src)
+            .bind(5, e.orig_dst)
+            .bind(6, std::int64_t{e.orig_sport})
+            .bind(7, std::int64_t{e.orig_dport});
         st.bind(8, e.reply_src).bind(9, e.reply_dst).bind(10, std::int64_t{e.reply_sport});
         st.bind(11, std::int64_t{e.reply_dport});
         st.run();

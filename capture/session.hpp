@@ -31,7 +31,7 @@
 namespace hoptrace::capture {
 
 struct SessionPoint {
-    store::Point point;        // name, netns label, ifname, role, evidence, addresses, ifindex (id is assigned)
+    store::Point point;         // name, netns label, ifname, role, evidence, addresses, ifindex (id is assigned)
     const Netns* ns = nullptr;  // where the interface is
 };
 
@@ -104,7 +104,7 @@ private:
     bool m_started = false;
     bool m_stopped = false;
     std::optional<std::int64_t> m_window_cut;  // the window's end moved before what the spool lost (disk full)
-    std::optional<std::string> m_failure;  // why the capture stopped itself (the spool's error), once known
+    std::optional<std::string> m_failure;      // why the capture stopped itself (the spool's error), once known
     std::vector<std::string> m_notes;
 };
 

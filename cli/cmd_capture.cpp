@@ -93,7 +93,7 @@ pid_t spawn(const std::vector<std::string>& argv, const std::optional<RunAs>& wh
             }
         }
         std::vector<char*> args;
-        args.reserve(argv.size());
+        args.reserve(argv.size() + 1);
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
         ::execvp(args[0], args.data());
@@ -147,14 +147,10 @@ std::string wait_for_stop(const CaptureArgs& a, capture::Session& session, pid_t
     while (stop_reason.empty()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         const double t = elapsed();
-        if (g_signals.load() > 0)
-            stop_reason = "signal";
-        else if (a.duration_s > 0 && t >= a.duration_s)
-            stop_reason = "duration";
-        else if (a.count > 0 && capture.total_packets() >= static_cast<std::uint64_t>(a.count))
-            stop_reason = "count";
-        else if (auto itself = session.stopped_by_itself())
-            stop_reason = *itself;
+        if (g_signals.load() > 0) stop_reason = "signal";
+        else if (a.duration_s > 0 && t >= a.duration_s) stop_reason = "duration";
+        else if (a.count > 0 && capture.total_packets() >= static_cast<std::uint64_t>(a.count)) stop_reason = "count";
+        else if (auto itself = session.stopped_by_itself()) stop_reason = *itself;
         if (child > 0 && !child_done_at) {
             if (::waitpid(child, &child_status, WNOHANG) == child) child_done_at = t;
         }
@@ -295,15 +291,18 @@ int capture_command(const Invocation& inv, bool trace) {
         options.add_options()("db", po::value(&a.db_path)->required(), "new database file to store the capture in");
     }
     a.targets.add_to(options);
-    options.add_options()("filter", po::value(&a.filter), "BPF filter (tcpdump syntax) applied at every point")(
-        "snaplen", po::value(&a.snaplen)->default_value(262144), "bytes kept of each packet")(
-        "buffer-mb", po::value(&a.buffer_mb)->default_value(64), "kernel capture buffer per point (MiB)")(
-        "duration", po::value(&a.duration_s), "stop after this many seconds")(
-        "count", po::value(&a.count), "stop once this many packets were captured (all points together)")(
-        "grace", po::value(&a.grace_s)->default_value(1.0), "seconds to keep capturing after CMD exits (replies)")(
-        "user", po::value(&a.user),
-        "run CMD as this user (name or uid; default: the user who ran sudo, else as "
-        "hoptrace runs)")("quiet,q", po::bool_switch(&a.quiet), "no status line or summary on stderr");
+    // clang-format off
+    options.add_options()
+        ("filter", po::value(&a.filter), "BPF filter (tcpdump syntax) applied at every point")
+        ("snaplen", po::value(&a.snaplen)->default_value(262144), "bytes kept of each packet")
+        ("buffer-mb", po::value(&a.buffer_mb)->default_value(64), "kernel capture buffer per point (MiB)")
+        ("duration", po::value(&a.duration_s), "stop after this many seconds")
+        ("count", po::value(&a.count), "stop once this many packets were captured (all points together)")
+        ("grace", po::value(&a.grace_s)->default_value(1.0), "seconds to keep capturing after CMD exits (replies)")
+        ("user", po::value(&a.user), "run CMD as this user (name or uid; default: the user who ran sudo, else as "
+                                     "hoptrace runs)")
+        ("quiet,q", po::bool_switch(&a.quiet), "no status line or summary on stderr");
+    // clang-format on
     if (!trace) options.add_options()("no-correlate", po::bool_switch(&a.no_correlate), "only capture");
     po::variables_map vm;
     const std::string synopsis = std::string(trace ? "" : "--db FILE ") +

@@ -13,6 +13,7 @@ int cmd_correlate(const Invocation& inv) {
     double max_gap_ms = 100;
     std::vector<std::string> role_specs;
     po::options_description options("options");
+    // clang-format off
     options.add_options()
         ("db", po::value(&db_path)->required(), "database written by 'hoptrace import' or 'hoptrace capture'")
         ("max-hop-gap-ms", po::value(&max_gap_ms)->default_value(100),
@@ -20,6 +21,7 @@ int cmd_correlate(const Invocation& inv) {
         ("role", po::value(&role_specs)->composing(),
          "NAME=ROLE: the role of point NAME (container, veth, bridge, uplink, other), replacing the inferred one; "
          "repeat for several points");
+    // clang-format on
     po::variables_map vm;
     if (!parse(inv, "--db FILE", options, nullptr, vm)) return k_exit_ok;
     check_max_hop_gap(vm);

@@ -16,12 +16,14 @@ int cmd_export(const Invocation& inv) {
     std::string output;
     std::string flow_expr;
     po::options_description options("options");
+    // clang-format off
     options.add_options()
         ("db", po::value(&db_path)->required(), "database written by 'hoptrace import' or 'hoptrace capture'")
         ("output,o", po::value(&output)->required(), "the pcapng file to write (replaced once complete if it exists)")
         ("flow", po::value(&flow_expr),
          "only the packets of these flows: terms 'proto icmp|icmpv6|udp|tcp', 'host ADDR', 'port N', "
          "'flow ID', separated by spaces or commas; all must match");
+    // clang-format on
     po::variables_map vm;
     if (!parse(inv, "--db FILE -o FILE.pcapng [--flow EXPR]", options, nullptr, vm)) return k_exit_ok;
 

@@ -57,24 +57,24 @@ int cmd_import(const Invocation& inv) {
     std::string link_names_ns;
     std::vector<std::string> role_specs;
     po::options_description options("options");
-    options.add_options()("db", po::value(&db_path)->required(),
-                          "database file (created if missing; points are added to it)")(
-        "no-correlate", po::bool_switch(&no_correlate), "only import; run 'hoptrace correlate' later")(
-        "max-hop-gap-ms", po::value(&max_gap_ms)->default_value(100),
-        "correlate: the longest time one hop may take (ms)")(
-        "link-names", po::value(&link_names_ns),
-        "name the interfaces of Linux cooked v2 captures (tcpdump -i any -y LINUX_SLL2) after the interfaces "
-        "of this 'ip netns' namespace, ':' for hoptrace's own (default: NAME/ifINDEX)")(
-        "role", po::value(&role_specs)->composing(),
-        "NAME=ROLE: the role of point NAME (container, veth, bridge, uplink, other); points without one get an "
-        "inferred role, printed on stderr; repeat for several points")(
-        "replace", po::bool_switch(&replace),
-        "replace points of the same name already in the database (their packets "
-        "too), e.g. one an interrupted import cut short")("quiet,q", po::bool_switch(&quiet),
-                                                          "no progress or per-file lines on stderr")(
-        "file", po::value(&files),
-        "[NAME=]FILE.pcap[ng]: capture files, each becomes a point named NAME "
-        "(default: the file name without extension)");
+    // clang-format off
+    options.add_options()
+        ("db", po::value(&db_path)->required(), "database file (created if missing; points are added to it)")
+        ("no-correlate", po::bool_switch(&no_correlate), "only import; run 'hoptrace correlate' later")
+        ("max-hop-gap-ms", po::value(&max_gap_ms)->default_value(100),
+         "correlate: the longest time one hop may take (ms)")
+        ("link-names", po::value(&link_names_ns),
+         "name the interfaces of Linux cooked v2 captures (tcpdump -i any -y LINUX_SLL2) after the interfaces "
+         "of this 'ip netns' namespace, ':' for hoptrace's own (default: NAME/ifINDEX)")
+        ("role", po::value(&role_specs)->composing(),
+         "NAME=ROLE: the role of point NAME (container, veth, bridge, uplink, other); points without one get an "
+         "inferred role, printed on stderr; repeat for several points")
+        ("replace", po::bool_switch(&replace), "replace points of the same name already in the database (their packets "
+                                               "too), e.g. one an interrupted import cut short")
+        ("quiet,q", po::bool_switch(&quiet), "no progress or per-file lines on stderr")
+        ("file", po::value(&files), "[NAME=]FILE.pcap[ng]: capture files, each becomes a point named NAME "
+                                    "(default: the file name without extension)");
+    // clang-format on
     po::positional_options_description positional;
     positional.add("file", -1);
     po::variables_map vm;

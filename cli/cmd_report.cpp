@@ -22,6 +22,7 @@ int cmd_report(const Invocation& inv) {
     std::string output;
     std::string flow_expr;
     po::options_description options("options");
+    // clang-format off
     options.add_options()
         ("db", po::value(&db_path)->required(), "database written by 'hoptrace import' or 'hoptrace capture'")
         ("format,f", po::value(&format)->default_value("text"),
@@ -31,6 +32,7 @@ int cmd_report(const Invocation& inv) {
         ("flow", po::value(&flow_expr),
          "only the flows that match EXPR: terms 'proto icmp|icmpv6|udp|tcp', 'host ADDR', 'port N', 'flow ID', "
          "all of which must match (e.g. --flow 'proto udp port 5353')");
+    // clang-format on
     po::variables_map vm;
     if (!parse(inv, "--db FILE [--format text|json|csv|html] [-o FILE] [--flow EXPR]", options, nullptr, vm))
         return k_exit_ok;

@@ -42,7 +42,8 @@ int cmd_topology(const Invocation& inv) {
         }
         out["masquerade"] = topo.masquerade;
         out["nat"] = nlohmann::ordered_json::array();
-        for (const auto& n : topo.nat) out["nat"].push_back({{"kind", n.kind}, {"chain", n.chain}, {"rule", n.rule}, {"family", n.family}});
+        for (const auto& n : topo.nat)
+            out["nat"].push_back({{"kind", n.kind}, {"chain", n.chain}, {"rule", n.rule}, {"family", n.family}});
         out["dest"] = topo.dest;
         std::cout << out.dump(2) << "\n";
         return k_exit_ok;

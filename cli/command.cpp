@@ -1,7 +1,7 @@
 #include "cli/command.hpp"
 
-#include "cli/status_line.hpp"
 #include "capture/session.hpp"
+#include "cli/status_line.hpp"
 #include "store/private_file.hpp"
 #include "store/spool.hpp"
 
@@ -54,7 +54,8 @@ std::map<std::string, std::string> parse_roles(const std::vector<std::string>& s
     for (const std::string& spec : specs) {
         const auto eq = spec.rfind('=');
         if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
-            throw UsageError("--role '" + spec + "': use NAME=ROLE, ROLE one of container, veth, bridge, uplink, other");
+            throw UsageError("--role '" + spec +
+                             "': use NAME=ROLE, ROLE one of container, veth, bridge, uplink, other");
         roles[spec.substr(0, eq)] = spec.substr(eq + 1);
     }
     return roles;
@@ -101,8 +102,10 @@ std::uint64_t store_spooled(store::Database& db, bool quiet) {
     const auto spooled = store::spool_size(db);
     if (!spooled.pending && spooled.legacy_frames == 0) return 0;
     if (!quiet && spooled.pending) {
-        std::fprintf(stderr, "hoptrace: %s holds %llu packets of a capture that did not finish storing them; storing "
-                     "them now\n", db.path().c_str(), static_cast<unsigned long long>(spooled.frames));
+        std::fprintf(stderr,
+                     "hoptrace: %s holds %llu packets of a capture that did not finish storing them; storing "
+                     "them now\n",
+                     db.path().c_str(), static_cast<unsigned long long>(spooled.frames));
     }
     StatusLine status(quiet);
     store::SpoolIngest stored;

@@ -9,8 +9,8 @@
 
 #include <boost/program_options.hpp>
 
-#include <stdexcept>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -35,9 +35,9 @@ public:
 };
 
 struct Invocation {
-    std::string command;             // "import", …
-    std::vector<std::string> args;   // after the subcommand name
-    std::string command_line;        // the whole command line, for the meta table
+    std::string command;            // "import", …
+    std::vector<std::string> args;  // after the subcommand name
+    std::string command_line;       // the whole command line, for the meta table
 };
 
 // Parses `args` against `options` (+ positionals); prints help and returns false on --help.

@@ -34,7 +34,8 @@ const std::map<std::string, Command>& commands() {
 void usage(std::ostream& out) {
     out << "usage: hoptrace COMMAND [OPTIONS]\n\n"
            "Where did my packet go, what rewrote it, and how long did each hop take?\n\ncommands:\n";
-    for (const auto& [name, cmd] : commands()) out << "  " << name << std::string(12 - name.size(), ' ') << cmd.summary << "\n";
+    for (const auto& [name, cmd] : commands())
+        out << "  " << name << std::string(12 - name.size(), ' ') << cmd.summary << "\n";
     out << "\n'hoptrace COMMAND --help' describes a command; 'hoptrace --version' prints the version.\n";
 }
 

@@ -16,7 +16,6 @@ namespace hoptrace::cli {
 
 namespace {
 
-
 // Replaces every occurrence of `from` in `text` by `to`.
 void replace_all(std::string& text, const std::string& from, const std::string& to) {
     if (from.empty()) return;
@@ -41,8 +40,9 @@ OutputFile::OutputFile(std::string path) : m_path(std::move(path)) {
         if (!m_fd) {
             const int error = errno;
             if (error == ENOENT && S_ISLNK(st.st_mode)) {
-                throw Fatal(m_path + ": a symbolic link to a file that does not exist; hoptrace does not create a "
-                                     "file through a link: remove the link or give the path of the file itself");
+                throw Fatal(m_path +
+                            ": a symbolic link to a file that does not exist; hoptrace does not create a "
+                            "file through a link: remove the link or give the path of the file itself");
             }
             throw Fatal(m_path + ": cannot write to it: " + errno_text(error));
         }

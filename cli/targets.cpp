@@ -3,6 +3,7 @@
 namespace hoptrace::cli {
 
 void TargetOptions::add_to(po::options_description& options) {
+    // clang-format off
     options.add_options()
         ("netns", po::value(&netns)->composing(), "target: a network namespace by its 'ip netns' name (repeatable)")
         ("pid", po::value(&pids)->composing(), "target: the network namespace of process PID (repeatable)")
@@ -13,6 +14,7 @@ void TargetOptions::add_to(po::options_description& options) {
         ("point", po::value(&points)->composing(),
          "NS:IF[=NAME]: capture on interface IF of namespace NS too (':IF' = the host namespace), or rename "
          "a discovered point (repeatable)");
+    // clang-format on
 }
 
 namespace {
@@ -49,7 +51,9 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
     std::vector<NamespaceRef> refs{{r.namespaces[0].get(), ""}};
     for (const Target& t : targets) {
         auto ns = must(resolve(t));
-        std::string label = t.kind == Target::Kind::netns ? t.value : t.kind == Target::Kind::pid ? "pid" + t.value : t.value;
+        std::string label = t.kind == Target::Kind::netns ? t.value
+                            : t.kind == Target::Kind::pid ? "pid" + t.value
+                                                          : t.value;
         const std::size_t i = index_of(r, std::move(ns));
         if (i == 0) throw Fatal(t.describe() + ": this is the host namespace itself; give the container's namespace");
         refs.push_back({r.namespaces[i].get(), label});
@@ -97,7 +101,8 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
     for (std::size_t i = 0; i < r.topology.points.size(); ++i)
         for (std::size_t j = i + 1; j < r.topology.points.size(); ++j)
             if (r.topology.points[i].name == r.topology.points[j].name)
-                throw UsageError("two points are named '" + r.topology.points[i].name + "'; rename one with --point NS:IF=NAME");
+                throw UsageError("two points are named '" + r.topology.points[i].name +
+                                 "'; rename one with --point NS:IF=NAME");
     if (r.topology.points.empty()) throw Fatal("no capture point found; name one with --point NS:IF");
     return r;
 }

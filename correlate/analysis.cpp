@@ -362,7 +362,8 @@ private:
     // first one of its flow and direction with the same fingerprint (a duplicate).
     std::optional<std::uint32_t> original_of(std::uint32_t j, const JourneyInfo& info, const Sighting& s) {
         if (!is_tcp(s)) {
-            const auto [it, fresh] = m_first.try_emplace(DuplicateKey{key(info.flow, info.direction), s.fingerprint}, j);
+            const auto [it, fresh] =
+                m_first.try_emplace(DuplicateKey{key(info.flow, info.direction), s.fingerprint}, j);
             if (fresh) return std::nullopt;
             return it->second;
         }
@@ -375,7 +376,8 @@ private:
     // sender of its range. Offsets count from the first sequence number seen in the flow and direction, so
     // wrap-around of the 32-bit space is harmless (a flow would have to send 4 GiB one way to come round).
     std::optional<std::uint32_t> sent_range(const JourneyInfo& info, const Sighting& s, std::uint32_t j, bool segment) {
-        const std::uint32_t length = s.payload_len + ((s.tcp_flags & k_tcp_syn) != 0) + ((s.tcp_flags & k_tcp_fin) != 0);
+        const std::uint32_t length =
+            s.payload_len + ((s.tcp_flags & k_tcp_syn) != 0) + ((s.tcp_flags & k_tcp_fin) != 0);
         auto [found, fresh] = m_sent_bytes.try_emplace(key(info.flow, info.direction));
         SentBytes& sent = found->second;
         if (fresh) sent.base = s.seq;
@@ -425,7 +427,7 @@ private:
     const MatchOptions& m_options;
     std::unordered_map<std::uint64_t, std::uint32_t> m_copies;  // fingerprint -> its first journey (recent)
     std::unordered_map<FragmentKey, std::uint32_t, FragmentKeyHash> m_first_fragment;
-    std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> m_sent;  // (flow, direction) -> journeys
+    std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> m_sent;       // (flow, direction) -> journeys
     std::unordered_map<DuplicateKey, std::uint32_t, DuplicateKeyHash> m_first;  // non-TCP: first of each fingerprint
     std::unordered_map<std::uint64_t, SentBytes> m_sent_bytes;                  // TCP: sequence ranges sent
 };
@@ -438,8 +440,8 @@ private:
 // both legs precedes the bridge that observed it.
 // Points are ordered by (votes received as follower − votes as leader) / votes; ties by their role on the
 // path (container, veth, bridge, uplink, other), then id.
-std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const Journeys& journeys,
-                                      const Analysis& a, const MatchOptions& options) {
+std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const Journeys& journeys, const Analysis& a,
+                                      const MatchOptions& options) {
     std::map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> votes;  // point -> (led, followed)
     auto vote = [&](std::span<const std::uint32_t> members, bool inward) {
         for (std::size_t x = 0; x < members.size(); ++x) {
@@ -479,7 +481,8 @@ std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const
     std::vector<std::tuple<double, int, std::uint32_t>> order;
     for (const auto& [point, v] : votes) {
         const auto total = static_cast<double>(v.first + v.second);
-        order.emplace_back(total > 0 ? static_cast<double>(v.second - v.first) / total : 0.0, rank_of_role(point), point);
+        order.emplace_back(total > 0 ? static_cast<double>(v.second - v.first) / total : 0.0, rank_of_role(point),
+                           point);
     }
     std::sort(order.begin(), order.end());
     std::vector<std::uint32_t> result;
@@ -647,8 +650,8 @@ HopStats summarise(const HopKey& key, std::vector<std::int64_t>& samples) {
 }
 
 void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& journeys, Analysis& out) {
-    using RewriteKey = std::tuple<std::uint32_t, FlowDirection, unsigned, std::string, std::string, std::uint32_t,
-                                  std::uint32_t>;
+    using RewriteKey =
+        std::tuple<std::uint32_t, FlowDirection, unsigned, std::string, std::string, std::uint32_t, std::uint32_t>;
     std::map<RewriteKey, std::uint64_t> rewrites;
     std::map<HopKey, std::vector<std::int64_t>> samples;
     // A super-packet cut into segments crossed the hop between its last point and theirs once: one sample, up to
@@ -731,8 +734,7 @@ bool inside_network(const IpAddr& a, const std::vector<std::pair<IpAddr, int>>& 
 // journey shows the way: a packet going out to an address that is not inside (a container's, or in a bridge's
 // network) that stops on the bridge was going to the uplink (when there is exactly one), and a reply follows the
 // forward path back. An ICMP error is expected to retrace its probe's path back to the sender.
-void losses(std::span<const Sighting> sightings, const Journeys& journeys, const MatchOptions& options,
-            Analysis& out) {
+void losses(std::span<const Sighting> sightings, const Journeys& journeys, const MatchOptions& options, Analysis& out) {
     std::unordered_map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> window = options.point_windows;
     for (const Sighting& s : sightings) {  // point -> (first, last)
         auto [it, fresh] = window.try_emplace(s.point, s.ts_ns, s.ts_ns);
@@ -754,7 +756,9 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
     std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest;
     std::set<std::pair<std::uint32_t, std::uint32_t>> reassembled_at;    // (flow, point) saw a reassembled datagram
     std::set<std::pair<std::uint32_t, std::uint32_t>> fragment_seen_at;  // (flow, point) saw a fragment
-    auto is_fragment = [&](std::size_t j) { return (sightings[journeys.of(j).front()].flags & packet_flag::k_fragment) != 0; };
+    auto is_fragment = [&](std::size_t j) {
+        return (sightings[journeys.of(j).front()].flags & packet_flag::k_fragment) != 0;
+    };
     std::set<IpAddr> inside;  // where journeys began inside the host: containers' (and the bridge's) own addresses
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const JourneyInfo& info = out.journeys[j];
@@ -816,10 +820,9 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         const JourneyInfo& info = out.journeys[j];
         if (info.relation == Relation::segment_of) continued.insert(info.related);
         if (info.relation == Relation::answers && info.icmp_error)
-            ended_by.try_emplace(info.related, is_time_exceeded(sightings[journeys.of(j).front()])
-                                                   ? LossCause::expired
-                                                   : LossCause::rejected,
-                                 j);
+            ended_by.try_emplace(
+                info.related,
+                is_time_exceeded(sightings[journeys.of(j).front()]) ? LossCause::expired : LossCause::rejected, j);
     }
     // Whether `expected` was capturing when the journey (first seen at `from`, last at `to`) would have got there:
     // 2 it was (the live capture's window, or its own packets, or a later packet of the flow there), 1 only the
@@ -831,7 +834,8 @@ void losses(std::span<const Sighting> sightings, const Journeys& journeys, const
         const std::int64_t first_ts = live ? std::min(first_seen, options.capture_start_ns) : first_seen;
         const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);
         const auto later = flow_seen.find({flow, expected});  // the same flow seen there afterwards
-        const bool ends_after = last_ts >= to + options.max_hop_gap_ns || (later != flow_seen.end() && later->second > to);
+        const bool ends_after =
+            last_ts >= to + options.max_hop_gap_ns || (later != flow_seen.end() && later->second > to);
         if (first_ts <= from && ends_after) return 2;
         if (!live && all.first <= from && all.second >= to) return 1;
         return 0;
@@ -902,22 +906,32 @@ const char* to_string(FlowDirection d) noexcept { return d == FlowDirection::for
 
 const char* to_string(Relation r) noexcept {
     switch (r) {
-        case Relation::answers: return "answers";
-        case Relation::repeats: return "repeats";
-        case Relation::segment_of: return "segment-of";
-        case Relation::fragment_of: return "fragment-of";
-        case Relation::reassembly_of: return "reassembly-of";
-        case Relation::copy_of: return "copy-of";
-        case Relation::none: break;
+        case Relation::answers:
+            return "answers";
+        case Relation::repeats:
+            return "repeats";
+        case Relation::segment_of:
+            return "segment-of";
+        case Relation::fragment_of:
+            return "fragment-of";
+        case Relation::reassembly_of:
+            return "reassembly-of";
+        case Relation::copy_of:
+            return "copy-of";
+        case Relation::none:
+            break;
     }
     return "";
 }
 
 const char* to_string(LossCause c) noexcept {
     switch (c) {
-        case LossCause::expired: return "expired";
-        case LossCause::rejected: return "rejected";
-        case LossCause::dropped: break;
+        case LossCause::expired:
+            return "expired";
+        case LossCause::rejected:
+            return "rejected";
+        case LossCause::dropped:
+            break;
     }
     return "dropped";
 }

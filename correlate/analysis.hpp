@@ -21,7 +21,7 @@ const char* to_string(FlowDirection d) noexcept;
 struct Flow {
     Tuple original;
     Tuple translated;
-    std::uint64_t packets = 0;   // sightings
+    std::uint64_t packets = 0;  // sightings
     std::uint64_t journeys = 0;
     std::int64_t first_ts_ns = 0;
     std::int64_t last_ts_ns = 0;
@@ -30,9 +30,9 @@ struct Flow {
 // How a journey is tied to an earlier one (JourneyInfo::related).
 enum class Relation : std::uint8_t {
     none,
-    answers,     // an ICMP error to the probe it quotes; an echo reply to its request; a SYN-ACK/RST to its SYN
-    repeats,     // a TCP retransmission (same flow, direction and sequence number) or a duplicated packet
-    segment_of,  // one of the MTU-sized segments a GSO/TSO super-packet was cut into on its way
+    answers,        // an ICMP error to the probe it quotes; an echo reply to its request; a SYN-ACK/RST to its SYN
+    repeats,        // a TCP retransmission (same flow, direction and sequence number) or a duplicated packet
+    segment_of,     // one of the MTU-sized segments a GSO/TSO super-packet was cut into on its way
     fragment_of,    // an IP fragment after the first -> the journey of its datagram's first fragment
     reassembly_of,  // the datagram a host reassembled (br_netfilter, conntrack) -> its first fragment's journey
     copy_of,        // the same packet again at a point that merges interfaces (tcpdump -i any, cooked v1)
@@ -40,22 +40,22 @@ enum class Relation : std::uint8_t {
 const char* to_string(Relation r) noexcept;  // "" for none
 
 struct JourneyInfo {
-    std::uint32_t flow = 0;      // index into Analysis::flows
+    std::uint32_t flow = 0;  // index into Analysis::flows
     FlowDirection direction = FlowDirection::forward;
-    bool icmp_error = false;     // an ICMP error, tied to the flow of the probe it quotes
+    bool icmp_error = false;  // an ICMP error, tied to the flow of the probe it quotes
     Relation relation = Relation::none;
-    std::uint32_t related = 0;   // the journey (index) it answers / repeats / is a segment of
+    std::uint32_t related = 0;  // the journey (index) it answers / repeats / is a segment of
 };
 
 struct Rewrite {
     std::uint32_t flow = 0;
     FlowDirection direction = FlowDirection::forward;
-    unsigned field = 0;          // a correlate::field bit
+    unsigned field = 0;  // a correlate::field bit
     std::string from;
     std::string to;
     std::uint32_t from_point = 0;
     std::uint32_t to_point = 0;
-    std::uint64_t packets = 0;   // journeys that showed it
+    std::uint64_t packets = 0;  // journeys that showed it
 };
 
 struct HopStats {
@@ -95,8 +95,8 @@ struct Loss {
 
 struct Analysis {
     std::vector<Flow> flows;
-    std::vector<JourneyInfo> journeys;        // parallel to the Journeys given
-    std::vector<std::uint32_t> path_order;    // point ids, innermost (where flows start) first
+    std::vector<JourneyInfo> journeys;      // parallel to the Journeys given
+    std::vector<std::uint32_t> path_order;  // point ids, innermost (where flows start) first
     std::vector<Rewrite> rewrites;
     std::vector<HopStats> hops;
     std::vector<Loss> losses;

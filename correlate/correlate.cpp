@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
-#include <string>
 #include <set>
 #include <sstream>
+#include <string>
 #include <unordered_map>
 
 namespace hoptrace::correlate {
@@ -207,8 +207,8 @@ void save_assignments(store::Database& db, std::span<const Sighting> sightings, 
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         for (std::size_t hop = 0; hop < members.size(); ++hop)
-            assignments.push_back({sightings[members[hop]].packet_id, static_cast<std::int64_t>(j + 1),
-                                   static_cast<std::int64_t>(hop)});
+            assignments.push_back(
+                {sightings[members[hop]].packet_id, static_cast<std::int64_t>(j + 1), static_cast<std::int64_t>(hop)});
     }
     append_observers(sightings, a, assignments);
     std::sort(assignments.begin(), assignments.end());
@@ -311,7 +311,8 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
     }
 
     auto loss = db.prepare(
-        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause, error_journey, evidence_id, "
+        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause, error_journey, "
+        "evidence_id, "
         "outside_window) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
     for (const Loss& l : a.losses) {
         loss.bind(1, static_cast<std::int64_t>(l.flow + 1))
@@ -375,7 +376,8 @@ std::vector<std::pair<Tuple, Tuple>> kernel_translations(store::Database& db) {
 }  // namespace
 
 void apply_roles(std::span<const store::Point> points, MatchOptions& options) {
-    static const std::unordered_map<std::string, int> k_role_rank{{"container", 0}, {"veth", 1}, {"bridge", 2}, {"uplink", 3}};
+    static const std::unordered_map<std::string, int> k_role_rank{
+        {"container", 0}, {"veth", 1}, {"bridge", 2}, {"uplink", 3}};
     constexpr std::uint32_t k_linktype_linux_sll = 113;  // cooked v1: no interface index
     for (const store::Point& p : points) {
         const auto id = static_cast<std::uint32_t>(p.id);
@@ -397,7 +399,8 @@ void set_roles(store::Database& db, const std::map<std::string, std::string>& ro
     static const std::set<std::string> k_roles{"container", "veth", "bridge", "uplink", "other"};
     for (const auto& [name, role] : roles) {
         if (!k_roles.contains(role))
-            throw store::Error("--role " + name + "=" + role + ": the role is one of container, veth, bridge, uplink, other");
+            throw store::Error("--role " + name + "=" + role +
+                               ": the role is one of container, veth, bridge, uplink, other");
         auto point = db.find_point(name);
         if (!point) {
             std::string known;

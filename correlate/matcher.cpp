@@ -59,7 +59,7 @@ Link link_between(int a, int b) {
     if (a > b) std::swap(a, b);
     if (b == k_rank_uplink) return Link::routed;
     if (a == k_rank_bridge && b == k_rank_bridge) return Link::routed;  // from one bridge to another
-    return Link::l2;                                                   // container/veth/bridge among themselves
+    return Link::l2;                                                    // container/veth/bridge among themselves
 }
 
 // The rank sequence of a journey (points of known role, in time order, equal (ts, TTL) free to permute) is a
@@ -137,8 +137,7 @@ int step_score(const Sighting& last, const Sighting& x, int last_rank, int x_ran
     const bool ttl_dropped = later ? x.ttl < last.ttl : x.ttl != last.ttl;
     const bool ttl_kept = x.ttl == last.ttl;
     if (later && x.ttl > last.ttl) return 0;
-    const bool adjacent = last_rank == k_unknown_rank || x_rank == k_unknown_rank ||
-                          std::abs(last_rank - x_rank) <= 1;
+    const bool adjacent = last_rank == k_unknown_rank || x_rank == k_unknown_rank || std::abs(last_rank - x_rank) <= 1;
     int level = 0;
     if (x.tuple == last.tuple) {
         if (link == Link::l2 && !ttl_kept) return 0;
@@ -161,11 +160,11 @@ int step_score(const Sighting& last, const Sighting& x, int last_rank, int x_ran
 
 // One journey being built inside a fingerprint group.
 struct OpenJourney {
-    std::uint32_t id = 0;                   // journey number (creation order)
-    std::uint32_t last = 0;                 // sighting index of its latest sighting (by time, then TTL)
+    std::uint32_t id = 0;    // journey number (creation order)
+    std::uint32_t last = 0;  // sighting index of its latest sighting (by time, then TTL)
     std::uint8_t min_ttl = 255;
-    std::vector<std::uint32_t> points;      // points already in the journey (a handful)
-    std::vector<RankMark> marks;            // its sightings at points of known role
+    std::vector<std::uint32_t> points;  // points already in the journey (a handful)
+    std::vector<RankMark> marks;        // its sightings at points of known role
 };
 
 // Open journeys of one fingerprint group, found by what their latest sighting carries: the tuple, and each half
@@ -176,8 +175,8 @@ struct OpenJourney {
 class OpenIndex {
 public:
     struct Entry {
-        std::uint32_t open;      // index into the group's open journeys
-        std::uint32_t version;   // the journey's version when it was filed
+        std::uint32_t open;     // index into the group's open journeys
+        std::uint32_t version;  // the journey's version when it was filed
     };
 
     // Groups are mostly a handful of sightings; after a flood's group grew a map's bucket array, clear() would
@@ -198,7 +197,8 @@ public:
     }
     void file(const Tuple& t, std::uint32_t point, std::uint8_t ttl, std::uint32_t open, std::uint32_t version) {
         m_exact[PointTuple{t, point}].push_back({open, version});
-        m_destination_kept[PointTuple{destination_key(t), point | (std::uint32_t{ttl} << 24)}].push_back({open, version});
+        m_destination_kept[PointTuple{destination_key(t), point | (std::uint32_t{ttl} << 24)}].push_back(
+            {open, version});
         m_source_kept[PointTuple{source_key(t), point | (std::uint32_t{ttl} << 24)}].push_back({open, version});
         const std::pair<std::uint32_t, std::uint8_t> at{point, ttl};
         if (std::find(m_point_ttls.begin(), m_point_ttls.end(), at) == m_point_ttls.end()) m_point_ttls.push_back(at);
@@ -218,10 +218,12 @@ public:
             if (auto it = m_exact.find(PointTuple{x, point}); it != m_exact.end()) fn(it->second, true);
             if (sources != nullptr)
                 for (const Tuple& s : *sources)
-                    if (auto it = m_exact.find(PointTuple{s, point}); it != m_exact.end() && s != x) fn(it->second, true);
+                    if (auto it = m_exact.find(PointTuple{s, point}); it != m_exact.end() && s != x)
+                        fn(it->second, true);
         }
         for (const bool source_side : {true, false})
-            if (auto it = m_address_only.find(address_key(x, source_side)); it != m_address_only.end()) fn(it->second, false);
+            if (auto it = m_address_only.find(address_key(x, source_side)); it != m_address_only.end())
+                fn(it->second, false);
         if (!wider()) return;
         // Kept by (last point, last TTL): a flood's journeys wait at points and TTLs a rewrite cannot come from.
         for (const auto& [point, ttl] : m_point_ttls) {
@@ -376,7 +378,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
             if ((s.flags & packet_flag::k_fragment) != 0)
                 fragmented.insert({s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id});
         for (const Sighting& s : sightings)
-            if ((s.flags & packet_flag::k_fragment) == 0 && fragmented.contains({s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}))
+            if ((s.flags & packet_flag::k_fragment) == 0 &&
+                fragmented.contains({s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}))
                 reassembled[{s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}].push_back(s.ts_ns);
         for (auto& [k, list] : reassembled) std::sort(list.begin(), list.end());
     }
@@ -399,8 +402,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
     };
     // Phase 2: assignment inside each group, in time order.
     std::vector<std::uint32_t> journey_of(sightings.size(), k_none);
-    std::vector<std::uint32_t> first_of;     // journey id -> its first sighting
-    std::vector<std::uint8_t> flagged;       // journey id -> ambiguous
+    std::vector<std::uint32_t> first_of;  // journey id -> its first sighting
+    std::vector<std::uint8_t> flagged;    // journey id -> ambiguous
     std::vector<OpenJourney> open;
     std::vector<std::uint32_t> version;
     OpenIndex index;
@@ -490,8 +493,9 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                     const Link link = link_between(rank_of(options, point), x_rank);
                     return ttl >= x.ttl && link != Link::l2 && link != Link::containers;
                 };
-                index.candidates(x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider,
-                                 [&] { return best_score <= k_best_port_rewrite; }, rewrite_from);
+                index.candidates(
+                    x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider,
+                    [&] { return best_score <= k_best_port_rewrite; }, rewrite_from);
             }
             if (best != k_none) {
                 // Rivals of the same origin as each other collapse to one; of another origin than the winner,
@@ -501,7 +505,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                     all.push_back(best);
                     std::vector<std::uint32_t> timely;
                     for (const std::uint32_t c : all)
-                        if (plausible_hop(sightings[open[c].last], x) && reassembled_in_time(sightings[open[c].last], x))
+                        if (plausible_hop(sightings[open[c].last], x) &&
+                            reassembled_in_time(sightings[open[c].last], x))
                             timely.push_back(c);
                     if (!timely.empty() && timely.size() < all.size()) {
                         best = *std::min_element(timely.begin(), timely.end());
@@ -533,7 +538,8 @@ Journeys match(std::span<const Sighting> sightings, const MatchOptions& options)
                 if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
                 journey_of[s] = j.id;
                 ++version[best];
-                index.file(sightings[j.last].tuple, sightings[j.last].point, sightings[j.last].ttl, best, version[best]);
+                index.file(sightings[j.last].tuple, sightings[j.last].point, sightings[j.last].ttl, best,
+                           version[best]);
                 continue;
             }
             const auto id = static_cast<std::uint32_t>(first_of.size());

@@ -17,25 +17,25 @@ struct Sighting {
     std::int64_t packet_id = 0;
     std::int64_t ts_ns = 0;
     std::uint64_t fingerprint = 0;
-    std::uint32_t point = 0;     // points.id
-    std::uint32_t flags = 0;     // packet_flag bits
+    std::uint32_t point = 0;  // points.id
+    std::uint32_t flags = 0;  // packet_flag bits
     Tuple tuple;
     std::uint8_t icmp_type = 0;  // for ICMP(v6) packets
     std::uint8_t icmp_code = 0;
-    std::uint8_t ttl = 0;        // IPv4 TTL or IPv6 hop limit: unchanged when a bridge switches the frame
-    Tuple inner;                 // ICMP errors: the quoted packet's tuple (proto 0 when none)
+    std::uint8_t ttl = 0;  // IPv4 TTL or IPv6 hop limit: unchanged when a bridge switches the frame
+    Tuple inner;           // ICMP errors: the quoted packet's tuple (proto 0 when none)
     // What ties journeys to each other (analysis: answers, repeats): fields NAT leaves alone.
     std::uint8_t tcp_flags = 0;
-    std::uint16_t ip_id = 0;         // IPv4 only
-    std::uint32_t seq = 0;           // TCP sequence number, or ICMP echo sequence
-    std::uint32_t ack = 0;           // TCP acknowledgement number
-    std::uint32_t payload_len = 0;   // transport payload bytes per the headers
-    std::uint32_t inner_seq = 0;     // ICMP errors: the quoted TCP or echo sequence, when has_inner_seq
-    std::uint16_t inner_ip_id = 0;   // ICMP errors: the quoted IPv4 identification, when has_inner_ip_id
-    std::uint32_t ip_len = 0;        // IP total length (what a path MTU limits)
-    std::uint16_t frag_offset = 0;   // IP fragment offset in bytes (flags say whether it is a fragment)
-    std::uint32_t icmp_mtu = 0;      // next-hop MTU of frag-needed / packet-too-big, else 0
-    bool dont_fragment = false;      // IPv4 DF (IPv6 never fragments on the way: always true there)
+    std::uint16_t ip_id = 0;        // IPv4 only
+    std::uint32_t seq = 0;          // TCP sequence number, or ICMP echo sequence
+    std::uint32_t ack = 0;          // TCP acknowledgement number
+    std::uint32_t payload_len = 0;  // transport payload bytes per the headers
+    std::uint32_t inner_seq = 0;    // ICMP errors: the quoted TCP or echo sequence, when has_inner_seq
+    std::uint16_t inner_ip_id = 0;  // ICMP errors: the quoted IPv4 identification, when has_inner_ip_id
+    std::uint32_t ip_len = 0;       // IP total length (what a path MTU limits)
+    std::uint16_t frag_offset = 0;  // IP fragment offset in bytes (flags say whether it is a fragment)
+    std::uint32_t icmp_mtu = 0;     // next-hop MTU of frag-needed / packet-too-big, else 0
+    bool dont_fragment = false;     // IPv4 DF (IPv6 never fragments on the way: always true there)
     // Its ports are a guess: a later fragment takes them from its datagram's first fragment, and another datagram
     // with the same addresses, protocol and IP id was as near. The matcher then compares addresses only (and flags
     // the journeys when that leaves more than one).

@@ -4,8 +4,8 @@
 #include <cstdlib>
 #include <limits>
 #include <map>
-#include <set>
 #include <numeric>
+#include <set>
 #include <unordered_map>
 
 namespace hoptrace::correlate {
@@ -73,7 +73,7 @@ std::vector<RoleGuess> infer_roles(std::span<const Sighting> sightings, std::spa
         return sightings[a].ts_ns < sightings[b].ts_ns;
     });
     std::map<std::pair<std::size_t, std::size_t>, PairStats> pairs;  // (lower slot, higher slot)
-    std::vector<std::vector<std::int64_t>> to_uplink(n);            // filled once uplinks are known
+    std::vector<std::vector<std::int64_t>> to_uplink(n);             // filled once uplinks are known
     struct Routed {
         std::size_t high_ttl;
         std::size_t low_ttl;
@@ -141,7 +141,8 @@ std::vector<RoleGuess> infer_roles(std::span<const Sighting> sightings, std::spa
     // Segments with at least one point routed to an uplink, and all their points.
     std::set<std::size_t> routed_segments;
     for (std::size_t i = 0; i < n; ++i)
-        if (!uplink[i] && !to_uplink[i].empty() && segment_size[segments.find(i)] >= 2) routed_segments.insert(segments.find(i));
+        if (!uplink[i] && !to_uplink[i].empty() && segment_size[segments.find(i)] >= 2)
+            routed_segments.insert(segments.find(i));
     std::map<std::size_t, std::vector<std::size_t>> members;  // segment root -> its points
     for (std::size_t i = 0; i < n; ++i)
         if (!uplink[i] && routed_segments.contains(segments.find(i))) members[segments.find(i)].push_back(i);
@@ -150,11 +151,11 @@ std::vector<RoleGuess> infer_roles(std::span<const Sighting> sightings, std::spa
         return it == pairs.end() ? 0 : it->second.same_frames;
     };
     for (auto& [root, list] : members) {
-        std::stable_sort(list.begin(), list.end(), [&](std::size_t a, std::size_t b) { return distance[a] < distance[b]; });
+        std::stable_sort(list.begin(), list.end(),
+                         [&](std::size_t a, std::size_t b) { return distance[a] < distance[b]; });
         // A point named like a bridge is the bridge; otherwise the one nearest in time to the uplink.
-        const auto named = std::find_if(list.begin(), list.end(), [&](std::size_t i) {
-            return role_from_name(names[i]) == "bridge";
-        });
+        const auto named =
+            std::find_if(list.begin(), list.end(), [&](std::size_t i) { return role_from_name(names[i]) == "bridge"; });
         if (named != list.end()) std::rotate(list.begin(), named, named + 1);
         const std::size_t bridge = list.front();
         out[bridge].role = "bridge";
@@ -167,12 +168,14 @@ std::vector<RoleGuess> infer_roles(std::span<const Sighting> sightings, std::spa
             if (paired[p]) continue;
             std::size_t best = n;
             for (std::size_t q : list)
-                if (q != bridge && q != p && !paired[q] && shared(p, q) > 0 && (best == n || shared(p, q) > shared(p, best)))
+                if (q != bridge && q != p && !paired[q] && shared(p, q) > 0 &&
+                    (best == n || shared(p, q) > shared(p, best)))
                     best = q;
             paired[p] = true;
             if (best == n) {
                 out[p].role = "container";
-                out[p].evidence = "traffic: shares frames with the bridge " + names[bridge] + " only, farther from the uplink";
+                out[p].evidence =
+                    "traffic: shares frames with the bridge " + names[bridge] + " only, farther from the uplink";
                 continue;
             }
             paired[best] = true;
@@ -184,8 +187,8 @@ std::vector<RoleGuess> infer_roles(std::span<const Sighting> sightings, std::spa
             out[container].role = "container";
             out[container].evidence = "traffic: sees the same frames as " + names[veth] + ", farther from the uplink";
             out[veth].role = "veth";
-            out[veth].evidence = "traffic: sees the same frames as " + names[container] + ", nearer the bridge " +
-                                 names[bridge];
+            out[veth].evidence =
+                "traffic: sees the same frames as " + names[container] + ", nearer the bridge " + names[bridge];
         }
     }
     // A name says it more surely than timing does.

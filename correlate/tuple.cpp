@@ -60,11 +60,16 @@ bool one_nat_step(const Tuple& a, const Tuple& b) noexcept {
 
 const char* field_name(unsigned field_bit, bool icmp) noexcept {
     switch (field_bit) {
-        case field::k_src: return "src";
-        case field::k_dst: return "dst";
-        case field::k_sport: return icmp ? "id" : "sport";
-        case field::k_dport: return "dport";
-        default: return "?";
+        case field::k_src:
+            return "src";
+        case field::k_dst:
+            return "dst";
+        case field::k_sport:
+            return icmp ? "id" : "sport";
+        case field::k_dport:
+            return "dport";
+        default:
+            return "?";
     }
 }
 

@@ -72,7 +72,6 @@ std::string quoted(std::string_view s) {
     return out;
 }
 
-
 }  // namespace
 
 tl::expected<FlowFilter, std::string> FlowFilter::parse(std::string_view expr) {

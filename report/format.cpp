@@ -7,15 +7,20 @@ namespace hoptrace::report {
 
 std::string proto_name(std::int64_t proto) {
     switch (proto) {
-        case 1: return "icmp";
-        case 6: return "tcp";
-        case 17: return "udp";
-        case 58: return "icmpv6";
-        case 132: return "sctp";
-        default: return "ip-proto-" + std::to_string(proto);
+        case 1:
+            return "icmp";
+        case 6:
+            return "tcp";
+        case 17:
+            return "udp";
+        case 58:
+            return "icmpv6";
+        case 132:
+            return "sctp";
+        default:
+            return "ip-proto-" + std::to_string(proto);
     }
 }
-
 
 bool has_ports(std::int64_t proto) { return proto == 6 || proto == 17 || proto == 132; }
 
@@ -33,28 +38,44 @@ std::string format_duration(std::int64_t ns) {
 std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::int64_t code) {
     if (family_proto == 58) {
         switch (type) {
-            case 1: return code == 4 ? "port unreachable" : "destination unreachable";
-            case 2: return "packet too big";
-            case 3: return "time exceeded";
-            case 4: return "parameter problem";
-            default: return "ICMPv6 type " + std::to_string(type);
+            case 1:
+                return code == 4 ? "port unreachable" : "destination unreachable";
+            case 2:
+                return "packet too big";
+            case 3:
+                return "time exceeded";
+            case 4:
+                return "parameter problem";
+            default:
+                return "ICMPv6 type " + std::to_string(type);
         }
     }
     switch (type) {
         case 3:
             switch (code) {
-                case 0: return "network unreachable";
-                case 1: return "host unreachable";
-                case 3: return "port unreachable";
-                case 4: return "fragmentation needed";
-                case 13: return "administratively prohibited";
-                default: return "destination unreachable, code " + std::to_string(code);
+                case 0:
+                    return "network unreachable";
+                case 1:
+                    return "host unreachable";
+                case 3:
+                    return "port unreachable";
+                case 4:
+                    return "fragmentation needed";
+                case 13:
+                    return "administratively prohibited";
+                default:
+                    return "destination unreachable, code " + std::to_string(code);
             }
-        case 4: return "source quench";
-        case 5: return "redirect";
-        case 11: return "time exceeded";
-        case 12: return "parameter problem";
-        default: return "ICMP type " + std::to_string(type) + " code " + std::to_string(code);
+        case 4:
+            return "source quench";
+        case 5:
+            return "redirect";
+        case 11:
+            return "time exceeded";
+        case 12:
+            return "parameter problem";
+        default:
+            return "ICMP type " + std::to_string(type) + " code " + std::to_string(code);
     }
 }
 

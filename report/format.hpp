@@ -10,7 +10,7 @@ namespace hoptrace::report {
 
 // "icmp", "tcp", "udp", "icmpv6", "sctp", else "ip-proto-N".
 std::string proto_name(std::int64_t proto);
-using hoptrace::is_icmp;  // tracer/packet.hpp: ICMP or ICMPv6, the tuple has an echo id, no ports
+using hoptrace::is_icmp;             // tracer/packet.hpp: ICMP or ICMPv6, the tuple has an echo id, no ports
 bool has_ports(std::int64_t proto);  // TCP, UDP, SCTP
 
 // "850 ns", "12.4 µs", "3.20 ms", "1.500 s".

@@ -123,10 +123,8 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
         "CASE WHEN h.direction = ?1 THEN -f.path_order ELSE f.path_order END, h.to_point");
     hq.bind(1, name(FlowDirection::reply));
     while (hq.step()) {
-        if (hq.column_is_null(0))
-            c.all_hops.push_back(hop_of(hq, 1, name_of));
-        else
-            c.hops[hq.column_int(0)].push_back(hop_of(hq, 1, name_of));
+        if (hq.column_is_null(0)) c.all_hops.push_back(hop_of(hq, 1, name_of));
+        else c.hops[hq.column_int(0)].push_back(hop_of(hq, 1, name_of));
     }
     auto lq = db.prepare(
         "SELECT l.flow_id, l.after_point, l.expected_point, l.direction, l.count, l.cause, p.kernel_drops, "
@@ -679,8 +677,8 @@ std::vector<Point> load_points(const store::Database& db) {
         "SELECT id, name, netns, ifname, role, packets, kernel_drops, path_order, source, note, role_evidence, "
         "complete FROM points ORDER BY path_order IS NULL, path_order, id");
     while (q.step()) {
-        Point p{q.column_int(0),           q.column_text(1), q.column_text(2), q.column_text(3),
-                role_of(q.column_text(4)), q.column_int(5),  q.column_int(6),  optional_int(q, 7),
+        Point p{q.column_int(0),           q.column_text(1), q.column_text(2),  q.column_text(3),
+                role_of(q.column_text(4)), q.column_int(5),  q.column_int(6),   optional_int(q, 7),
                 q.column_text(8),          q.column_text(9), q.column_text(10), q.column_int(11) != 0};
         points.push_back(std::move(p));
     }

@@ -137,7 +137,7 @@ tl::expected<std::uint32_t, std::string> PcapngWriter::add_interface(const Pcapn
 }
 
 tl::expected<void, std::string> PcapngWriter::write_statistics(std::uint32_t interface, std::int64_t ts_ns,
-                                                             std::uint64_t kernel_drops) {
+                                                               std::uint64_t kernel_drops) {
     if (m_error) return tl::unexpected(*m_error);
     if (interface >= m_interfaces) {
         return fail("statistics for interface " + std::to_string(interface) + ", but only " +

@@ -345,14 +345,10 @@ std::string step_text(const Flow& flow, const std::map<std::string, const Point*
         text += "was masqueraded to " + source_text(flow.proto, flow.translated) + " on " + to + " " + t + " later";
     else if (dnat)
         text += "was redirected to " + destination_text(flow.proto, flow.translated) + " on " + to + " " + t + " later";
-    else if (!observer.empty())
-        text += "crossed " + observer + " (bridge-local, no NAT) to " + to + " in " + t;
-    else if (role == Role::veth)
-        text += "crossed " + to + " in " + t;
-    else if (role == Role::bridge)
-        text += "the bridge " + to + " in " + t;
-    else
-        text += "reached " + to + " " + t + " later";
+    else if (!observer.empty()) text += "crossed " + observer + " (bridge-local, no NAT) to " + to + " in " + t;
+    else if (role == Role::veth) text += "crossed " + to + " in " + t;
+    else if (role == Role::bridge) text += "the bridge " + to + " in " + t;
+    else text += "reached " + to + " " + t + " later";
     return text;
 }
 
@@ -423,8 +419,7 @@ std::string verdict_lines(const Flow& flow) {
         if (p.frag_needed == FragNeeded::returned)
             out +=
                 "frag-needed (MTU " + std::to_string(p.mtu.value_or(0)) + ") came back from " + p.reporter.value_or("");
-        else if (p.frag_needed == FragNeeded::none)
-            out += "no frag-needed came back: a PMTU black hole";
+        else if (p.frag_needed == FragNeeded::none) out += "no frag-needed came back: a PMTU black hole";
         else
             out += "frag-needed arrived on " + p.arrived_on.value_or("") + " but was dropped in the host (MTU " +
                    std::to_string(p.mtu.value_or(0)) + ", from " + p.reporter.value_or("") + ")";

@@ -77,7 +77,8 @@ tl::expected<ChunkHeader, std::string> decode_chunk_header(std::span<const std::
 }
 
 bool is_chunk_trailer(const ChunkHeader& header, std::span<const std::uint8_t, k_chunk_trailer> bytes) noexcept {
-    return get_le<std::uint32_t>(bytes.data()) == k_trailer_magic && get_le<std::uint32_t>(bytes.data() + 4) == header.check;
+    return get_le<std::uint32_t>(bytes.data()) == k_trailer_magic &&
+           get_le<std::uint32_t>(bytes.data() + 4) == header.check;
 }
 
 ChunkBuilder::ChunkBuilder(std::uint32_t point_id, std::size_t reserve) : m_reserve(reserve) {

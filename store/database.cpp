@@ -104,7 +104,8 @@ int exec_raw(sqlite3* db, const std::string& sql, std::string& error) {
 }
 
 constexpr const char* k_point_columns =
-    "id, name, netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, note, role_evidence, addresses, file_born_ns, "
+    "id, name, netns, ifname, role, ifindex, link_type, source, packets, kernel_drops, path_order, note, "
+    "role_evidence, addresses, file_born_ns, "
     "file_written_ns, complete";
 
 Point read_point(const Statement& stmt) {
@@ -656,8 +657,9 @@ Database Database::open_read_only(const std::string& path) {
     }
     const FileState state = read_file_state(db.get(), name);
     if (state.tables == 0 && state.user_version == 0) {
-        throw Error(name + ": not a hoptrace database (it holds no tables); create one with 'hoptrace import' or "
-                           "'hoptrace capture'");
+        throw Error(name +
+                    ": not a hoptrace database (it holds no tables); create one with 'hoptrace import' or "
+                    "'hoptrace capture'");
     }
     if (!state.has_points || state.user_version == 0) {
         throw Error(name + ": not a hoptrace database");

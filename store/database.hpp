@@ -50,8 +50,8 @@ struct Point {
     std::uint64_t kernel_drops = 0;
     std::optional<int> path_order;
     std::string note;
-    std::string role_evidence;   // how the role was found ("live topology", "given", "name veth…", "traffic: …")
-    std::string addresses;       // the interface's addresses ("172.17.0.1/16 fd00:17::1/64"), live captures
+    std::string role_evidence;  // how the role was found ("live topology", "given", "name veth…", "traffic: …")
+    std::string addresses;      // the interface's addresses ("172.17.0.1/16 fd00:17::1/64"), live captures
     // An imported file's creation (statx btime) and last write (mtime): the capture that wrote it ran from no later
     // than the first to no earlier than the second. Unknown for live points (meta has the capture window).
     std::optional<std::int64_t> file_born_ns;
@@ -68,21 +68,21 @@ public:
     // Binders take 1-based indexes, like sqlite3_bind_*.
     Statement& bind(int index, std::int64_t value);
     Statement& bind(int index, double value);
-    Statement& bind(int index, std::string_view text);        // SQLITE_TRANSIENT copy
+    Statement& bind(int index, std::string_view text);                     // SQLITE_TRANSIENT copy
     Statement& bind_blob(int index, std::span<const std::uint8_t> bytes);  // SQLITE_TRANSIENT copy
     Statement& bind_null(int index);
     // Like bind_blob, without the copy: `bytes` must stay valid until the statement has been stepped and then
     // reset() (or the parameter rebound). For the packet writer's hot loop.
     Statement& bind_blob_static(int index, std::span<const std::uint8_t> bytes);
 
-    bool step();   // true: a row is ready; false: done. Throws Error on anything else.
-    void run();    // step() until done, for statements without rows
-    void reset();  // reset + clear bindings, ready for the next bind/step
+    bool step();    // true: a row is ready; false: done. Throws Error on anything else.
+    void run();     // step() until done, for statements without rows
+    void reset();   // reset + clear bindings, ready for the next bind/step
     void rewind();  // reset, keeping the bindings: for loops that rebind every parameter of every row
 
     [[nodiscard]] std::int64_t column_int(int col) const;
     [[nodiscard]] double column_double(int col) const;
-    [[nodiscard]] std::string column_text(int col) const;   // "" for NULL
+    [[nodiscard]] std::string column_text(int col) const;  // "" for NULL
     [[nodiscard]] bool column_is_null(int col) const;
     [[nodiscard]] std::span<const std::uint8_t> column_blob(int col) const;  // valid until the next step/reset
 
@@ -114,13 +114,13 @@ public:
     [[nodiscard]] sqlite3* handle() const noexcept { return m_db.get(); }
     [[nodiscard]] const std::string& path() const noexcept { return m_path; }
 
-    void exec(std::string_view sql);                  // one or more statements, no rows
+    void exec(std::string_view sql);  // one or more statements, no rows
     [[nodiscard]] Statement prepare(std::string_view sql) const { return {m_db.get(), sql}; }
 
     // Points. add_point fails (Error naming the point) if the name is taken; find_point looks one up by name.
     std::int64_t add_point(const Point& point);
     [[nodiscard]] std::optional<Point> find_point(std::string_view name) const;
-    [[nodiscard]] std::vector<Point> points() const;                // ordered by path_order (NULLs last), then id
+    [[nodiscard]] std::vector<Point> points() const;  // ordered by path_order (NULLs last), then id
     void update_point(const Point& point);            // every column but id and name, by id
 
     void set_meta(std::string_view key, std::string_view value);

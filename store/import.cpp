@@ -26,7 +26,6 @@ std::pair<std::optional<std::int64_t>, std::optional<std::int64_t>> file_times(c
 
 }  // namespace
 
-
 ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
                          const std::function<void(std::uint64_t)>& progress) {
     ImportResult result;
@@ -74,12 +73,12 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
         p.complete = false;  // until the file is read to its end
         std::tie(p.file_born_ns, p.file_written_ns) = file_times(spec.path);
         if (const auto existing = db.find_point(p.name)) {
-            result.error = spec.path + ": a point named '" + p.name + "' is already in " + db.path() +
-                           (existing->complete ? "; name this file's point with NAME=" + spec.path +
-                                                     ", or replace it with --replace"
-                                               : ", cut short by an import that was interrupted after " +
-                                                     std::to_string(existing->packets) +
-                                                     " packets; import the file again with --replace");
+            result.error =
+                spec.path + ": a point named '" + p.name + "' is already in " + db.path() +
+                (existing->complete
+                     ? "; name this file's point with NAME=" + spec.path + ", or replace it with --replace"
+                     : ", cut short by an import that was interrupted after " + std::to_string(existing->packets) +
+                           " packets; import the file again with --replace");
             return std::nullopt;
         }
         const auto id = static_cast<std::uint32_t>(db.add_point(p));
@@ -146,7 +145,8 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
 std::vector<std::string> remove_points(Database& db, const std::string& name) {
     std::vector<std::string> removed;
     Transaction txn(db);
-    auto find = db.prepare("SELECT id, name FROM points WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'");
+    auto find =
+        db.prepare("SELECT id, name FROM points WHERE name = ?1 OR substr(name, 1, length(?1) + 1) = ?1 || '/'");
     find.bind(1, name);
     std::vector<std::int64_t> ids;
     while (find.step()) {

@@ -29,8 +29,8 @@ struct ImportResult {
 };
 
 // Reads `spec.path` frame by frame into `writer`. Its points are stored not `complete` until every row is committed
-// at the end (an import killed before leaves them so, and `report` says so). `progress` (may be empty) is called now and then with the
-// frame count. Never throws for problems with the file; store errors propagate.
+// at the end (an import killed before leaves them so, and `report` says so). `progress` (may be empty) is called now
+// and then with the frame count. Never throws for problems with the file; store errors propagate.
 ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
                          const std::function<void(std::uint64_t frames)>& progress = {});
 

@@ -18,8 +18,9 @@ tl::expected<WriterLock, std::string> WriterLock::acquire(const std::string& pat
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
         const int error = errno;
         if (error == EWOULDBLOCK)
-            return tl::unexpected(path + ": another hoptrace (a running capture, import or correlate) is writing it; "
-                                         "wait until it has finished, or use another --db (nothing was changed)");
+            return tl::unexpected(path +
+                                  ": another hoptrace (a running capture, import or correlate) is writing it; "
+                                  "wait until it has finished, or use another --db (nothing was changed)");
         return tl::unexpected(path + ": cannot lock it: " + errno_text(error));
     }
     return WriterLock(std::move(fd));

@@ -14,7 +14,6 @@ namespace {
 
 constexpr mode_t k_private_mode = S_IRUSR | S_IWUSR;  // 0600
 
-
 }  // namespace
 
 tl::expected<bool, std::string> create_private_file(const std::string& path) {
@@ -31,8 +30,9 @@ tl::expected<bool, std::string> create_private_file(const std::string& path) {
     struct stat target {};
     if (::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode) && ::stat(path.c_str(), &target) != 0 &&
         errno == ENOENT) {
-        return tl::unexpected(path + ": a symbolic link to a file that does not exist; hoptrace does not create a "
-                                     "file through a link: remove the link or give the path of the file itself");
+        return tl::unexpected(path +
+                              ": a symbolic link to a file that does not exist; hoptrace does not create a "
+                              "file through a link: remove the link or give the path of the file itself");
     }
     return false;
 }

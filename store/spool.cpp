@@ -118,8 +118,9 @@ OpenedSpool open_spool(const std::string& path, bool lock) {
     }
     if (lock && ::flock(out.fd.get(), LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) {
-            throw Error(path + ": a running capture is writing this spool (or another hoptrace is storing it); "
-                               "wait until it has finished");
+            throw Error(path +
+                        ": a running capture is writing this spool (or another hoptrace is storing it); "
+                        "wait until it has finished");
         }
         throw Error(path + ": cannot lock the capture spool: " + errno_text(errno));
     }
@@ -396,7 +397,8 @@ void SpoolFile::write_chunk(const SpoolChunk& chunk) {
     const std::uint64_t reserve = reserve_bytes();
     if (const auto available = available_bytes(m_fd.get()); available && *available < size + reserve) {
         throw Error(m_path + ": the disk is full (" + std::to_string(*available >> 20) + " MiB left, " +
-                        std::to_string(reserve >> 20) + " MiB kept for storing and correlating the capture): "
+                        std::to_string(reserve >> 20) +
+                        " MiB kept for storing and correlating the capture): "
                         "capturing stopped",
                     true);
     }
@@ -547,7 +549,9 @@ SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(
         writer.add_rows(std::move(rows), offset, chunk.next);
         offset = chunk.next;
         // Every k_punch_bytes, or every chunk once the disk is nearly full (a capture that filled it).
-        const bool tight = file.writable && available_bytes(file.fd.get()).value_or(std::numeric_limits<std::uint64_t>::max()) < 2 * k_punch_bytes;
+        const bool tight =
+            file.writable &&
+            available_bytes(file.fd.get()).value_or(std::numeric_limits<std::uint64_t>::max()) < 2 * k_punch_bytes;
         if (file.writable && (offset - punched >= k_punch_bytes || tight)) {
             // The rows are committed and, after the checkpoint, in the database file: their spool bytes are never
             // read again. Freeing them keeps a capture that filled the disk storable.

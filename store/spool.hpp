@@ -159,8 +159,8 @@ SpoolSize spool_size(const Database& db);
 struct SpoolIngest {
     std::uint64_t chunks = 0;  // stored as packets
     std::uint64_t frames = 0;
-    bool stopped = false;      // progress() asked to stop; the rest stays spooled
-    std::string torn;          // one line when the file ended inside its last chunk (what was lost), else ""
+    bool stopped = false;  // progress() asked to stop; the rest stays spooled
+    std::string torn;      // one line when the file ended inside its last chunk (what was lost), else ""
 };
 
 // Turns every chunk of the spool file into `packets` rows, in the file's order: each frame goes through dissect()

@@ -229,7 +229,9 @@ private:
         Shape& shape;
         int base;
 
-        [[nodiscard]] Slot& slot(int column) const noexcept { return shape.slots[static_cast<std::size_t>(base + column - 1)]; }
+        [[nodiscard]] Slot& slot(int column) const noexcept {
+            return shape.slots[static_cast<std::size_t>(base + column - 1)];
+        }
         [[nodiscard]] sqlite3_stmt* handle() const noexcept { return shape.stmt.handle(); }
 
         void check(int column, int rc) const {

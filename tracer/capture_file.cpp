@@ -30,7 +30,6 @@ std::string unsupported_link_type(std::uint32_t linktype) {
     return "unsupported link type " + std::to_string(linktype) + " (supported: Ethernet, Linux cooked v1/v2, raw IP)";
 }
 
-
 namespace {
 
 constexpr std::size_t k_stdio_buffer = std::size_t{256} * 1024;

@@ -16,8 +16,8 @@
 namespace hoptrace {
 
 struct FileInterface {
-    std::string name;          // pcapng if_name when present, else ""
-    std::string description;   // pcapng if_description when present, else ""
+    std::string name;         // pcapng if_name when present, else ""
+    std::string description;  // pcapng if_description when present, else ""
     LinkType link_type = LinkType::ethernet;
     std::uint32_t snaplen = 0;
     // pcapng: packets the capturing interface dropped (isb_ifdrop of its last interface statistics block).

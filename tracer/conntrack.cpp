@@ -14,7 +14,6 @@
 namespace hoptrace {
 namespace {
 
-
 std::string address(nl_addr* a) {
     if (a == nullptr) return "";
     std::array<char, INET6_ADDRSTRLEN> buf{};

@@ -80,14 +80,14 @@ Direction direction_of_packet_type(std::uint16_t packet_type) noexcept {
 
 // Where the IPv6 extension-header chain ended.
 struct Ipv6Chain {
-    bool complete = false;         // false: a header ran past the data (the flag is already set)
-    std::size_t offset = 0;        // of the upper-layer header
-    std::uint8_t next_header = 0;  // the upper-layer protocol (or the header we could not get past)
-    bool fragment = false;         // a fragment header with offset != 0 or M set
-    bool later_fragment = false;   // fragment offset != 0: no upper-layer header in this packet
-    bool more_fragments = false;   // M set in the (last) fragment header
-    std::uint16_t frag_offset = 0; // its fragment offset, in bytes
-    std::uint32_t frag_id = 0;     // its identification
+    bool complete = false;          // false: a header ran past the data (the flag is already set)
+    std::size_t offset = 0;         // of the upper-layer header
+    std::uint8_t next_header = 0;   // the upper-layer protocol (or the header we could not get past)
+    bool fragment = false;          // a fragment header with offset != 0 or M set
+    bool later_fragment = false;    // fragment offset != 0: no upper-layer header in this packet
+    bool more_fragments = false;    // M set in the (last) fragment header
+    std::uint16_t frag_offset = 0;  // its fragment offset, in bytes
+    std::uint32_t frag_id = 0;      // its identification
 };
 
 // One dissection. Offsets are into the frame bytes. Each header is checked with need() before it is
@@ -532,8 +532,7 @@ private:
         // 0 is what a jumbogram or a UDP GSO super-packet carries; otherwise the length covers the header
         // and fits in the IP packet — unless this is the first fragment, which holds only part of the datagram.
         const bool first_fragment = (m_rec.flags & packet_flag::k_fragment) != 0;
-        if (m_rec.udp_len != 0 &&
-            (m_rec.udp_len < k_udp_header || (!first_fragment && m_rec.udp_len > end - offset))) {
+        if (m_rec.udp_len != 0 && (m_rec.udp_len < k_udp_header || (!first_fragment && m_rec.udp_len > end - offset))) {
             m_rec.flags |= packet_flag::k_malformed;
         }
         set_payload(offset + k_udp_header, end);

@@ -52,12 +52,12 @@ using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
 // Defined in handles.cpp, next to the libraries' headers.
 struct CHandleDeleter {
-    void operator()(pcap* p) const noexcept;      // pcap_close
+    void operator()(pcap* p) const noexcept;         // pcap_close
     void operator()(pcap_dumper* d) const noexcept;  // pcap_dump_close
-    void operator()(nl_sock* s) const noexcept;   // nl_socket_free
-    void operator()(nl_cache* c) const noexcept;  // nl_cache_free
-    void operator()(nl_addr* a) const noexcept;   // nl_addr_put
-    void operator()(nl_msg* m) const noexcept;    // nlmsg_free
+    void operator()(nl_sock* s) const noexcept;      // nl_socket_free
+    void operator()(nl_cache* c) const noexcept;     // nl_cache_free
+    void operator()(nl_addr* a) const noexcept;      // nl_addr_put
+    void operator()(nl_msg* m) const noexcept;       // nlmsg_free
 };
 using PcapPtr = std::unique_ptr<pcap, CHandleDeleter>;
 using PcapDumperPtr = std::unique_ptr<pcap_dumper, CHandleDeleter>;

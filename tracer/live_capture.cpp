@@ -44,7 +44,8 @@ void on_packet(u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
     frame.link_type = ctx->link_type;
     frame.bytes = std::span<const std::uint8_t>(bytes, h->caplen);
     if (ctx->error) return;
-    if (const std::int64_t begin = LiveCaptureAccess::start_ts(*ctx->capture); begin == 0 || frame.ts_ns < begin) return;
+    if (const std::int64_t begin = LiveCaptureAccess::start_ts(*ctx->capture); begin == 0 || frame.ts_ns < begin)
+        return;
     if (const std::int64_t end = LiveCaptureAccess::stop_ts(*ctx->capture); end != 0 && frame.ts_ns > end) return;
     try {
         (*ctx->sink)(ctx->point_id, frame);
@@ -76,17 +77,24 @@ void run_tick(Context& ctx, const PointTick& on_tick, bool final) noexcept {
 
 std::optional<LinkType> link_type_of(int dlt) {
     switch (dlt) {
-        case DLT_EN10MB: return LinkType::ethernet;
-        case DLT_LINUX_SLL: return LinkType::linux_sll;
+        case DLT_EN10MB:
+            return LinkType::ethernet;
+        case DLT_LINUX_SLL:
+            return LinkType::linux_sll;
 #ifdef DLT_LINUX_SLL2
-        case DLT_LINUX_SLL2: return LinkType::linux_sll2;
+        case DLT_LINUX_SLL2:
+            return LinkType::linux_sll2;
 #endif
-        case DLT_RAW: return LinkType::raw;
+        case DLT_RAW:
+            return LinkType::raw;
 #ifdef DLT_IPV4
-        case DLT_IPV4: return LinkType::ipv4;
-        case DLT_IPV6: return LinkType::ipv6;
+        case DLT_IPV4:
+            return LinkType::ipv4;
+        case DLT_IPV6:
+            return LinkType::ipv6;
 #endif
-        default: return std::nullopt;
+        default:
+            return std::nullopt;
     }
 }
 
@@ -96,9 +104,12 @@ std::string activate_error(int rc, pcap_t* h, const LivePoint& p) {
     switch (rc) {
         case PCAP_ERROR_NO_SUCH_DEVICE:
             return where + "no interface '" + p.ifname + "'" + ns + " (is the container still running?)";
-        case PCAP_ERROR_PERM_DENIED: return where + "permission denied to capture on " + p.ifname + "; run hoptrace as root";
-        case PCAP_ERROR_IFACE_NOT_UP: return where + "interface " + p.ifname + ns + " is down";
-        default: return where + "cannot capture on " + p.ifname + ns + ": " + pcap_geterr(h);
+        case PCAP_ERROR_PERM_DENIED:
+            return where + "permission denied to capture on " + p.ifname + "; run hoptrace as root";
+        case PCAP_ERROR_IFACE_NOT_UP:
+            return where + "interface " + p.ifname + ns + " is down";
+        default:
+            return where + "cannot capture on " + p.ifname + ns + ": " + pcap_geterr(h);
     }
 }
 
@@ -128,16 +139,16 @@ tl::expected<void, std::string> LiveCapture::start() {
         join();
         return tl::unexpected(error);
     }
-    m_start_ts.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count());
+    m_start_ts.store(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count());
     return {};
 }
 
 void LiveCapture::stop() noexcept {
-    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+    const auto now =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
     stop_at(now);
 }
 
@@ -252,8 +263,15 @@ void LiveCapture::run_point(std::size_t index) noexcept {
     if (m_options.drop_capabilities) drop_all_capabilities();
     ready("");
 
-    Context ctx{this, &m_sink, p.point_id, *link, nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,
-                &st.packets, &m_total, h.get(), nullptr};
+    Context ctx{this,
+                &m_sink,
+                p.point_id,
+                *link,
+                nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,
+                &st.packets,
+                &m_total,
+                h.get(),
+                nullptr};
     auto* user = reinterpret_cast<u_char*>(&ctx);
     bool ended_early = false;
     while (!m_stop.load() && !ctx.error) {

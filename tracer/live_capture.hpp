@@ -12,8 +12,8 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <exception>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -26,26 +26,26 @@ namespace hoptrace {
 
 struct LivePoint {
     std::uint32_t point_id = 0;
-    std::string name;        // for messages
+    std::string name;  // for messages
     const Netns* ns = nullptr;
     std::string ifname;
 };
 
 struct LiveOptions {
-    std::string filter;                    // BPF, tcpdump syntax; "" = everything
+    std::string filter;  // BPF, tcpdump syntax; "" = everything
     int snaplen = 262144;
-    int buffer_bytes = 64 << 20;           // kernel ring per point: large enough for bursts
-    std::uint64_t count = 0;               // stop once this many packets were captured (0 = no limit)
-    bool drop_capabilities = false;        // each point's thread drops every capability once its handle is open
+    int buffer_bytes = 64 << 20;     // kernel ring per point: large enough for bursts
+    std::uint64_t count = 0;         // stop once this many packets were captured (0 = no limit)
+    bool drop_capabilities = false;  // each point's thread drops every capability once its handle is open
 };
 
 struct LiveStats {
-    std::uint64_t packets = 0;             // delivered by libpcap (and handed to the sink)
-    std::uint64_t kernel_drops = 0;        // pcap_stats ps_drop
-    std::uint64_t interface_drops = 0;     // pcap_stats ps_ifdrop
+    std::uint64_t packets = 0;                // delivered by libpcap (and handed to the sink)
+    std::uint64_t kernel_drops = 0;           // pcap_stats ps_drop
+    std::uint64_t interface_drops = 0;        // pcap_stats ps_ifdrop
     LinkType link_type = LinkType::ethernet;  // what libpcap's handle delivers (pcap_datalink), once opened
-    bool ended = false;                    // the point stopped on its own (interface gone …)
-    std::string note;                      // why it ended early, or ""
+    bool ended = false;                       // the point stopped on its own (interface gone …)
+    std::string note;                         // why it ended early, or ""
 };
 
 // Called on the capture threads, one call per frame; frame.bytes is valid during the call only.

@@ -88,7 +88,7 @@ std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv) {
         const int devnull = ::open("/dev/null", O_WRONLY);
         if (devnull >= 0) ::dup2(devnull, STDERR_FILENO);
         std::vector<char*> args;
-        args.reserve(argv.size());
+        args.reserve(argv.size() + 1);
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
         args.push_back(nullptr);
         ::execvp(args[0], args.data());
@@ -99,10 +99,8 @@ std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv) {
     std::array<char, 4096> buf{};
     for (;;) {
         const ssize_t n = ::read(pipefd[0], buf.data(), buf.size());
-        if (n > 0)
-            result.out.append(buf.data(), static_cast<std::size_t>(n));
-        else if (n == 0 || errno != EINTR)
-            break;
+        if (n > 0) result.out.append(buf.data(), static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EINTR) break;
     }
     ::close(pipefd[0]);
     int status = 0;

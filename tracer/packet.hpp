@@ -20,7 +20,7 @@ std::string_view to_string(Direction d) noexcept;
 
 // An IPv4 or IPv6 address; family 0 means "none" (a non-IP frame).
 struct IpAddr {
-    std::uint8_t family = 0;  // 0, 4 or 6
+    std::uint8_t family = 0;               // 0, 4 or 6
     std::array<std::uint8_t, 16> bytes{};  // IPv4 uses the first 4 bytes, the rest stay zero
 
     static IpAddr v4(std::span<const std::uint8_t, 4> b) noexcept;
@@ -51,16 +51,16 @@ inline constexpr std::uint8_t k_proto_icmpv6 = 58;
 constexpr bool is_icmp(std::int64_t proto) noexcept { return proto == k_proto_icmp || proto == k_proto_icmpv6; }
 
 namespace packet_flag {
-inline constexpr std::uint32_t k_truncated = 1U << 0;      // a header we wanted ran past the captured bytes
-inline constexpr std::uint32_t k_malformed = 1U << 1;      // a header is invalid (bad version, bad length …)
-inline constexpr std::uint32_t k_not_ip = 1U << 2;         // the frame carries no IPv4/IPv6 packet (ARP, LLDP …)
-inline constexpr std::uint32_t k_fragment = 1U << 3;       // an IP fragment (offset != 0 or MF set)
-inline constexpr std::uint32_t k_icmp_error = 1U << 4;     // ICMP(v6) error; inner_* describe the quoted packet
-inline constexpr std::uint32_t k_vlan = 1U << 5;           // at least one 802.1Q/802.1ad tag was removed
-inline constexpr std::uint32_t k_snapped = 1U << 6;        // caplen < wirelen (payload cut by the snap length)
-inline constexpr std::uint32_t k_more_fragments = 1U << 7; // an IP fragment with MF set (more follow)
-inline constexpr std::uint32_t k_link_fan_out = 1U << 8;   // link-layer broadcast or multicast destination
-inline constexpr std::uint32_t k_dont_fragment = 1U << 9;  // IPv4 DF set (IPv6 routers never fragment: not set)
+inline constexpr std::uint32_t k_truncated = 1U << 0;       // a header we wanted ran past the captured bytes
+inline constexpr std::uint32_t k_malformed = 1U << 1;       // a header is invalid (bad version, bad length …)
+inline constexpr std::uint32_t k_not_ip = 1U << 2;          // the frame carries no IPv4/IPv6 packet (ARP, LLDP …)
+inline constexpr std::uint32_t k_fragment = 1U << 3;        // an IP fragment (offset != 0 or MF set)
+inline constexpr std::uint32_t k_icmp_error = 1U << 4;      // ICMP(v6) error; inner_* describe the quoted packet
+inline constexpr std::uint32_t k_vlan = 1U << 5;            // at least one 802.1Q/802.1ad tag was removed
+inline constexpr std::uint32_t k_snapped = 1U << 6;         // caplen < wirelen (payload cut by the snap length)
+inline constexpr std::uint32_t k_more_fragments = 1U << 7;  // an IP fragment with MF set (more follow)
+inline constexpr std::uint32_t k_link_fan_out = 1U << 8;    // link-layer broadcast or multicast destination
+inline constexpr std::uint32_t k_dont_fragment = 1U << 9;   // IPv4 DF set (IPv6 routers never fragment: not set)
 }  // namespace packet_flag
 
 // One captured frame. `bytes` is a view into the source's buffer: valid only until the source reads the
@@ -78,10 +78,10 @@ struct Frame {
 // a flow tuple (src, dst, sport, dport, proto) covers echo the same way as UDP and TCP.
 struct PacketRecord {
     std::int64_t ts_ns = 0;
-    std::uint32_t point_id = 0;   // filled by the source/importer, not by dissect()
+    std::uint32_t point_id = 0;  // filled by the source/importer, not by dissect()
     std::uint32_t cap_len = 0;
     std::uint32_t wire_len = 0;
-    std::uint32_t ifindex = 0;    // Linux cooked v2 interface index, else 0
+    std::uint32_t ifindex = 0;  // Linux cooked v2 interface index, else 0
     Direction direction = Direction::unknown;
     std::uint16_t ethertype = 0;  // innermost ethertype (after VLAN tags); 0x0800 for raw IPv4 …
     std::uint16_t vlan = 0;       // outermost VLAN id when k_vlan is set
@@ -94,23 +94,23 @@ struct PacketRecord {
     IpAddr dst;
     std::uint16_t sport = 0;
     std::uint16_t dport = 0;
-    std::uint16_t ip_id = 0;      // IPv4 identification; IPv6: the fragment header's (low 16 bits), else 0
-    std::uint16_t frag_offset = 0; // fragment offset in bytes (0 for the first fragment and for whole packets)
-    std::uint32_t ip_len = 0;     // IPv4 total length, or IPv6 payload length + 40 (as on the wire, not caplen)
-    std::uint32_t flow_label = 0; // IPv6 only
+    std::uint16_t ip_id = 0;        // IPv4 identification; IPv6: the fragment header's (low 16 bits), else 0
+    std::uint16_t frag_offset = 0;  // fragment offset in bytes (0 for the first fragment and for whole packets)
+    std::uint32_t ip_len = 0;       // IPv4 total length, or IPv6 payload length + 40 (as on the wire, not caplen)
+    std::uint32_t flow_label = 0;   // IPv6 only
 
     std::uint8_t icmp_type = 0;
     std::uint8_t icmp_code = 0;
-    std::uint16_t icmp_id = 0;    // echo request/reply only
-    std::uint16_t icmp_seq = 0;   // echo request/reply only
+    std::uint16_t icmp_id = 0;   // echo request/reply only
+    std::uint16_t icmp_seq = 0;  // echo request/reply only
     std::uint32_t tcp_seq = 0;
     std::uint32_t tcp_ack = 0;
     std::uint16_t udp_len = 0;
-    std::uint32_t icmp_mtu = 0;   // next-hop MTU of ICMP frag-needed / ICMPv6 packet-too-big, else 0
+    std::uint32_t icmp_mtu = 0;  // next-hop MTU of ICMP frag-needed / ICMPv6 packet-too-big, else 0
 
-    std::uint32_t l4_offset = 0;      // offset of the transport header in the frame bytes (0 = none)
-    std::uint32_t payload_offset = 0; // offset of the transport payload in the frame bytes (0 = none)
-    std::uint32_t payload_len = 0;    // transport payload length per the headers (may exceed what was captured)
+    std::uint32_t l4_offset = 0;       // offset of the transport header in the frame bytes (0 = none)
+    std::uint32_t payload_offset = 0;  // offset of the transport payload in the frame bytes (0 = none)
+    std::uint32_t payload_len = 0;     // transport payload length per the headers (may exceed what was captured)
 
     // ICMP errors: the packet quoted inside (valid when flags has k_icmp_error and inner_ip_version != 0).
     std::uint8_t inner_ip_version = 0;
@@ -120,12 +120,12 @@ struct PacketRecord {
     IpAddr inner_dst;
     std::uint16_t inner_sport = 0;
     std::uint16_t inner_dport = 0;
-    std::uint16_t inner_ip_id = 0;   // IPv4 identification of the quoted packet (NAT leaves it alone)
-    std::uint32_t inner_seq = 0;     // quoted ICMP echo sequence or TCP sequence, when has_inner_seq
+    std::uint16_t inner_ip_id = 0;  // IPv4 identification of the quoted packet (NAT leaves it alone)
+    std::uint32_t inner_seq = 0;    // quoted ICMP echo sequence or TCP sequence, when has_inner_seq
     bool has_inner_seq = false;
 
-    std::uint32_t flags = 0;         // packet_flag bits
-    std::uint64_t fingerprint = 0;   // see tracer/fingerprint.hpp; 0 for frames that are not IP
+    std::uint32_t flags = 0;        // packet_flag bits
+    std::uint64_t fingerprint = 0;  // see tracer/fingerprint.hpp; 0 for frames that are not IP
 };
 
 }  // namespace hoptrace

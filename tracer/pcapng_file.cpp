@@ -1,6 +1,6 @@
 #include "tracer/pcapng_file.hpp"
-#include "tracer/pcapng_format.hpp"
 #include "tracer/errno_text.hpp"
+#include "tracer/pcapng_format.hpp"
 
 #include "tracer/wire.hpp"
 
@@ -21,7 +21,6 @@ constexpr std::size_t k_min_packet = 32;
 constexpr std::size_t k_packet_data = 28;  // offset of the packet data in an EPB/OPB
 // Guards the allocation when the file size is unknown (a pipe); a packet block is never near this.
 constexpr std::uint32_t k_max_block = 64U * 1024 * 1024;
-
 
 constexpr std::int64_t k_ns_per_s = 1'000'000'000;
 

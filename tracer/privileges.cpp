@@ -23,9 +23,12 @@ using CapPtr = std::unique_ptr<std::remove_pointer_t<cap_t>, CapFree>;
 
 cap_value_t to_cap(Capability c) {
     switch (c) {
-        case Capability::net_admin: return CAP_NET_ADMIN;
-        case Capability::kill: return CAP_KILL;
-        case Capability::dac_override: return CAP_DAC_OVERRIDE;
+        case Capability::net_admin:
+            return CAP_NET_ADMIN;
+        case Capability::kill:
+            return CAP_KILL;
+        case Capability::dac_override:
+            return CAP_DAC_OVERRIDE;
     }
     return CAP_NET_ADMIN;
 }

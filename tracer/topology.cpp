@@ -18,7 +18,6 @@
 namespace hoptrace {
 namespace {
 
-
 std::string nl_error(const char* what, int err) { return std::string(what) + ": " + nl_geterror(err); }
 
 std::string addr_text(nl_addr* a) {
@@ -37,7 +36,8 @@ struct Snapshot {
 tl::expected<NlSocketPtr, std::string> route_socket() {
     NlSocketPtr sock(nl_socket_alloc());
     if (!sock) return tl::unexpected(std::string("netlink: out of memory"));
-    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0) return tl::unexpected(nl_error("netlink connect", err));
+    if (int err = nl_connect(sock.get(), NETLINK_ROUTE); err < 0)
+        return tl::unexpected(nl_error("netlink connect", err));
     return sock;
 }
 
@@ -214,7 +214,8 @@ void nat_rules(const std::string& dump, const std::string& family, const std::ve
             bool to_container = false;
             for (const auto& a : container_addrs) {
                 covers = covers || in_cidr(a, source);
-                to_container = to_container || (!destination.empty() && !destination_negated && in_cidr(a, destination));
+                to_container =
+                    to_container || (!destination.empty() && !destination_negated && in_cidr(a, destination));
             }
             const bool leaves_uplink = out_if.empty() || (out_negated ? out_if != uplink : out_if == uplink);
             if (covers && leaves_uplink && !to_container) {
@@ -237,11 +238,16 @@ void nat_rules(const std::string& dump, const std::string& family, const std::ve
 
 const char* to_string(Role role) noexcept {
     switch (role) {
-        case Role::container: return "container";
-        case Role::veth: return "veth";
-        case Role::bridge: return "bridge";
-        case Role::uplink: return "uplink";
-        case Role::other: return "other";
+        case Role::container:
+            return "container";
+        case Role::veth:
+            return "veth";
+        case Role::bridge:
+            return "bridge";
+        case Role::uplink:
+            return "uplink";
+        case Role::other:
+            return "other";
     }
     return "other";
 }
@@ -271,7 +277,8 @@ tl::expected<Topology, std::string> discover(const std::vector<NamespaceRef>& na
     for (std::size_t t = 1; t < namespaces.size(); ++t) {
         const NamespaceRef& ref = namespaces[t];
         if (ref.ns->same_as(host_ns))
-            return tl::unexpected(ref.label + ": the target is the host namespace itself; name the host with --host-netns");
+            return tl::unexpected(ref.label +
+                                  ": the target is the host namespace itself; name the host with --host-netns");
         auto snap = run_in(*ref.ns, [&] { return snapshot(dest); });
         if (!snap) return tl::unexpected(ref.label + ": " + snap.error());
         const LinkInfo* inner = by_index(*snap, snap->route_oif);

@@ -20,33 +20,33 @@ const char* to_string(Role role) noexcept;
 struct LinkInfo {
     std::uint32_t ifindex = 0;
     std::string ifname;
-    std::string kind;                     // rtnl link type: "veth", "bridge", "" for physical
-    std::string mac;                      // "02:42:ac:11:00:02"
-    std::vector<std::string> addresses;   // "172.17.0.2/16", IPv6 too
-    std::uint32_t peer_ifindex = 0;       // IFLA_LINK (a veth's peer, in the peer's namespace)
-    std::uint32_t master = 0;             // IFLA_MASTER (the bridge of a port)
+    std::string kind;                    // rtnl link type: "veth", "bridge", "" for physical
+    std::string mac;                     // "02:42:ac:11:00:02"
+    std::vector<std::string> addresses;  // "172.17.0.2/16", IPv6 too
+    std::uint32_t peer_ifindex = 0;      // IFLA_LINK (a veth's peer, in the peer's namespace)
+    std::uint32_t master = 0;            // IFLA_MASTER (the bridge of a port)
     bool up = false;
 };
 
 struct TopologyPoint {
-    std::string name;        // unique point name: "c1:eth0" in a target namespace, the ifname in the host's
+    std::string name;  // unique point name: "c1:eth0" in a target namespace, the ifname in the host's
     Role role = Role::other;
-    std::size_t netns = 0;   // index into the namespaces given to discover(): 0 = host, 1… = targets
+    std::size_t netns = 0;  // index into the namespaces given to discover(): 0 = host, 1… = targets
     LinkInfo link;
 };
 
 struct NatRule {
-    std::string kind;   // MASQUERADE | SNAT | DNAT
-    std::string chain;  // POSTROUTING, PREROUTING, …
-    std::string rule;   // the rule as iptables-save (ip6tables-save) prints it
-    std::string family; // ipv4 | ipv6
+    std::string kind;    // MASQUERADE | SNAT | DNAT
+    std::string chain;   // POSTROUTING, PREROUTING, …
+    std::string rule;    // the rule as iptables-save (ip6tables-save) prints it
+    std::string family;  // ipv4 | ipv6
 };
 
 struct Topology {
-    std::vector<TopologyPoint> points;   // path order: container, veth, bridge, uplink (per target, shared last)
-    std::vector<NatRule> nat;            // nat-table rules in the host namespace that apply to the path
-    bool masquerade = false;             // a MASQUERADE/SNAT rule covers a container address leaving the uplink
-    std::string dest;                    // --dest, or "" for the default route
+    std::vector<TopologyPoint> points;  // path order: container, veth, bridge, uplink (per target, shared last)
+    std::vector<NatRule> nat;           // nat-table rules in the host namespace that apply to the path
+    bool masquerade = false;            // a MASQUERADE/SNAT rule covers a container address leaving the uplink
+    std::string dest;                   // --dest, or "" for the default route
 };
 
 struct NamespaceRef {

@@ -14,11 +14,21 @@ std::string html_escape(std::string_view text) {
         const unsigned char c = s[i];
         if (c < 0x80) {
             switch (c) {
-                case '&': out.append("&amp;"); break;
-                case '<': out.append("&lt;"); break;
-                case '>': out.append("&gt;"); break;
-                case '"': out.append("&quot;"); break;
-                case '\'': out.append("&#39;"); break;
+                case '&':
+                    out.append("&amp;");
+                    break;
+                case '<':
+                    out.append("&lt;");
+                    break;
+                case '>':
+                    out.append("&gt;");
+                    break;
+                case '"':
+                    out.append("&quot;");
+                    break;
+                case '\'':
+                    out.append("&#39;");
+                    break;
                 case ':':
                     // "://" is written "&#58;//": the page shows a URL that came from the capture or the command line
                     // as it was, but its bytes hold none (so no tool, and no test, mistakes it for a link).
@@ -26,7 +36,9 @@ std::string html_escape(std::string_view text) {
                     else out.push_back(':');
                     break;
                 case '\t':
-                case '\n': out.push_back(static_cast<char>(c)); break;
+                case '\n':
+                    out.push_back(static_cast<char>(c));
+                    break;
                 default:
                     if (c < 0x20 || c == 0x7F) out.append(k_replacement);
                     else out.push_back(static_cast<char>(c));

@@ -27,8 +27,8 @@ struct Gap {
 };
 
 struct Lanes {
-    std::vector<std::size_t> points;          // model.points indexes
-    std::map<std::int64_t, std::size_t> of;   // points.id -> lane
+    std::vector<std::size_t> points;         // model.points indexes
+    std::map<std::int64_t, std::size_t> of;  // points.id -> lane
     [[nodiscard]] double x(std::size_t k) const {
         return points.size() == 1 ? k_gutter + k_span / 2
                                   : k_gutter + k_span * static_cast<double>(k) / static_cast<double>(points.size() - 1);
@@ -54,7 +54,8 @@ Lanes lanes_of(const Page& page, const Flow& f, const std::vector<LadderJourney>
     std::set<std::size_t> extra;
     for (const LadderJourney& j : journeys)
         for (const LadderSighting& s : j.sightings)
-            if (const auto it = page.point_by_id.find(s.point); it != page.point_by_id.end() && !in_lanes.contains(it->second))
+            if (const auto it = page.point_by_id.find(s.point);
+                it != page.point_by_id.end() && !in_lanes.contains(it->second))
                 extra.insert(it->second);
     for (std::size_t i : extra) lanes.points.push_back(i);
     const std::size_t max_lanes = std::max<std::size_t>(page.opt.max_lanes, 1);
@@ -119,9 +120,13 @@ void lane_heads(Page& page, const Lanes& lanes) {
     const std::size_t name_chars =
         lanes.points.size() <= 1
             ? 40
-            : std::max<std::size_t>(6, static_cast<std::size_t>(k_span / static_cast<double>(lanes.points.size() - 1) / 7.5));
+            : std::max<std::size_t>(
+                  6, static_cast<std::size_t>(k_span / static_cast<double>(lanes.points.size() - 1) / 7.5));
     // A separate SVG above the scrolling ladder, so they stay in view.
-    out.append("<svg class=\"lanehead\" viewBox=\"0 0 ").append(px(k_width)).append(" 46\" width=\"").append(px(k_width))
+    out.append("<svg class=\"lanehead\" viewBox=\"0 0 ")
+        .append(px(k_width))
+        .append(" 46\" width=\"")
+        .append(px(k_width))
         .append("\" height=\"46\">");
     out.append("<text class=\"role\" x=\"8\" y=\"40\">TIME ↓</text>");
     for (std::size_t k = 0; k < lanes.points.size(); ++k) {
@@ -131,10 +136,23 @@ void lane_heads(Page& page, const Lanes& lanes) {
         const bool edge_right = k + 1 == lanes.points.size() && lanes.points.size() > 1;
         const char* anchor = edge_left ? "start" : edge_right ? "end" : "middle";
         const double x = lanes.x(k) + (edge_left ? -10 : edge_right ? 10 : 0);
-        out.append("<g><title>").append(page.e(p.name)).append(" (").append(page.e(role)).append(")</title><text class=\"name\" x=\"")
-            .append(px(x)).append("\" y=\"18\" text-anchor=\"").append(anchor).append("\">").append(esc(p.name, name_chars))
-            .append("</text><text class=\"role\" x=\"").append(px(x)).append("\" y=\"34\" text-anchor=\"").append(anchor)
-            .append("\">").append(page.e(p.role == Role::other ? std::string("point") : role)).append("</text></g>");
+        out.append("<g><title>")
+            .append(page.e(p.name))
+            .append(" (")
+            .append(page.e(role))
+            .append(")</title><text class=\"name\" x=\"")
+            .append(px(x))
+            .append("\" y=\"18\" text-anchor=\"")
+            .append(anchor)
+            .append("\">")
+            .append(esc(p.name, name_chars))
+            .append("</text><text class=\"role\" x=\"")
+            .append(px(x))
+            .append("\" y=\"34\" text-anchor=\"")
+            .append(anchor)
+            .append("\">")
+            .append(page.e(p.role == Role::other ? std::string("point") : role))
+            .append("</text></g>");
     }
     out.append("</svg>\n");
 }
@@ -182,17 +200,30 @@ void journey_path(Page& page, const Flow& f, const LadderJourney& j, const char*
         d.append(prev ? " L" : (d.empty() ? "M" : " M")).append(px(x)).append(" ").append(px(yy));
         const std::vector<std::string> changes = prev ? changes_between(*prev, s, icmp) : std::vector<std::string>{};
         if (!changes.empty()) {
-            out.append("<line class=\"halo\" x1=\"").append(px(px_prev)).append("\" y1=\"").append(px(py_prev))
-                .append("\" x2=\"").append(px(x)).append("\" y2=\"").append(px(yy)).append("\"/>");
+            out.append("<line class=\"halo\" x1=\"")
+                .append(px(px_prev))
+                .append("\" y1=\"")
+                .append(px(py_prev))
+                .append("\" x2=\"")
+                .append(px(x))
+                .append("\" y2=\"")
+                .append(px(yy))
+                .append("\"/>");
             std::string key = std::string(cls) + "|" + num(prev->point) + "|" + num(s.point);
             for (const auto& c : changes) key.append("|").append(c);
             if (labels.labelled.insert(key).second && labels.labelled.size() <= 24) {
                 // Once per kind of change: one line per field, stacked above the middle of the segment.
-                const std::size_t chars = std::max<std::size_t>(12, static_cast<std::size_t>(std::abs(x - px_prev) / 6.4));
+                const std::size_t chars =
+                    std::max<std::size_t>(12, static_cast<std::size_t>(std::abs(x - px_prev) / 6.4));
                 for (std::size_t k = 0; k < changes.size(); ++k) {
                     const double ly = (py_prev + yy) / 2 - 7 - 13.0 * static_cast<double>(changes.size() - 1 - k);
-                    labels.svg.append("<text class=\"rw\" x=\"").append(px((px_prev + x) / 2)).append("\" y=\"")
-                        .append(px(ly)).append("\" text-anchor=\"middle\">").append(esc(changes[k], chars)).append("</text>");
+                    labels.svg.append("<text class=\"rw\" x=\"")
+                        .append(px((px_prev + x) / 2))
+                        .append("\" y=\"")
+                        .append(px(ly))
+                        .append("\" text-anchor=\"middle\">")
+                        .append(esc(changes[k], chars))
+                        .append("</text>");
                 }
             }
         }
@@ -212,20 +243,46 @@ void lost_mark(Page& page, const Flow& f, const LadderJourney& j, const Lanes& l
     const auto from = lanes.of.find(last.point);
     if (loss == nullptr || from == lanes.of.end()) return;
     const auto to_idx = page.point_index.find(loss->expected);
-    const auto to = to_idx == page.point_index.end() ? lanes.of.end() : lanes.of.find(page.model.points[to_idx->second].id);
+    const auto to =
+        to_idx == page.point_index.end() ? lanes.of.end() : lanes.of.find(page.model.points[to_idx->second].id);
     if (to == lanes.of.end()) return;
     const double x1 = lanes.x(from->second);
     const double y1 = axis.y_of.at(last.ts_ns);
     const double x2 = lanes.x(to->second);
     const double y2 = y1 + 16;
-    page.out.append("<g class=\"lost\"><title>lost: seen at ").append(page.e(page.point_name(last.point)))
-        .append(", never at ").append(page.e(loss->expected)).append("</title><path d=\"M").append(px(x1))
-        .append(" ").append(px(y1)).append(" L").append(px(x2)).append(" ").append(px(y2))
-        .append("\"/><line class=\"x\" x1=\"").append(px(x2 - 5)).append("\" y1=\"").append(px(y2 - 5))
-        .append("\" x2=\"").append(px(x2 + 5)).append("\" y2=\"").append(px(y2 + 5))
-        .append("\"/><line class=\"x\" x1=\"").append(px(x2 + 5)).append("\" y1=\"").append(px(y2 - 5))
-        .append("\" x2=\"").append(px(x2 - 5)).append("\" y2=\"").append(px(y2 + 5))
-        .append("\"/><text x=\"").append(px(x2 + 9)).append("\" y=\"").append(px(y2 + 4)).append("\">lost</text></g>");
+    page.out.append("<g class=\"lost\"><title>lost: seen at ")
+        .append(page.e(page.point_name(last.point)))
+        .append(", never at ")
+        .append(page.e(loss->expected))
+        .append("</title><path d=\"M")
+        .append(px(x1))
+        .append(" ")
+        .append(px(y1))
+        .append(" L")
+        .append(px(x2))
+        .append(" ")
+        .append(px(y2))
+        .append("\"/><line class=\"x\" x1=\"")
+        .append(px(x2 - 5))
+        .append("\" y1=\"")
+        .append(px(y2 - 5))
+        .append("\" x2=\"")
+        .append(px(x2 + 5))
+        .append("\" y2=\"")
+        .append(px(y2 + 5))
+        .append("\"/><line class=\"x\" x1=\"")
+        .append(px(x2 + 5))
+        .append("\" y1=\"")
+        .append(px(y2 - 5))
+        .append("\" x2=\"")
+        .append(px(x2 - 5))
+        .append("\" y2=\"")
+        .append(px(y2 + 5))
+        .append("\"/><text x=\"")
+        .append(px(x2 + 9))
+        .append("\" y=\"")
+        .append(px(y2 + 4))
+        .append("\">lost</text></g>");
 }
 
 void draw_journey(Page& page, const Flow& f, const LadderJourney& j, const Lanes& lanes, const TimeAxis& axis,
@@ -239,27 +296,46 @@ void draw_journey(Page& page, const Flow& f, const LadderJourney& j, const Lanes
         out.append("ICMP error");
         if (j.error) {
             const IcmpError& err = page.model.icmp_errors[*j.error];
-            out.append(" (").append(icmp_name(err.icmp, err.type, err.code)).append(") from ").append(page.e(err.reporter));
+            out.append(" (")
+                .append(icmp_name(err.icmp, err.type, err.code))
+                .append(") from ")
+                .append(page.e(err.reporter));
         }
     } else {
         out.append(j.reply ? "reply" : "forward");
     }
-    out.append(" · journey ").append(num(j.id)).append(" · ")
-        .append(plural(static_cast<std::int64_t>(j.sightings.size()), "point", "points")).append(" · ")
-        .append(duration(last.ts_ns - first.ts_ns)).append(" from first to last\n")
-        .append(page.e(describe(first))).append("</title>");
+    out.append(" · journey ")
+        .append(num(j.id))
+        .append(" · ")
+        .append(plural(static_cast<std::int64_t>(j.sightings.size()), "point", "points"))
+        .append(" · ")
+        .append(duration(last.ts_ns - first.ts_ns))
+        .append(" from first to last\n")
+        .append(page.e(describe(first)))
+        .append("</title>");
     journey_path(page, f, j, cls, lanes, axis, labels);
     for (const LadderSighting& s : j.sightings) {
         const auto lane = lanes.of.find(s.point);
         if (lane == lanes.of.end()) continue;
-        out.append("<circle cx=\"").append(px(lanes.x(lane->second))).append("\" cy=\"").append(px(axis.y_of.at(s.ts_ns)))
-            .append("\" r=\"3.2\"><title>").append(page.e(page.point_name(s.point))).append(" at +")
-            .append(duration(s.ts_ns - t0)).append("\n").append(page.e(describe(s))).append("</title></circle>");
+        out.append("<circle cx=\"")
+            .append(px(lanes.x(lane->second)))
+            .append("\" cy=\"")
+            .append(px(axis.y_of.at(s.ts_ns)))
+            .append("\" r=\"3.2\"><title>")
+            .append(page.e(page.point_name(s.point)))
+            .append(" at +")
+            .append(duration(s.ts_ns - t0))
+            .append("\n")
+            .append(page.e(describe(s)))
+            .append("</title></circle>");
     }
     if (j.icmp_error) {
         if (const auto lane = lanes.of.find(first.point); lane != lanes.of.end())
-            out.append("<text class=\"warn\" x=\"").append(px(lanes.x(lane->second) + 7)).append("\" y=\"")
-                .append(px(axis.y_of.at(first.ts_ns) - 4)).append("\">⚠</text>");
+            out.append("<text class=\"warn\" x=\"")
+                .append(px(lanes.x(lane->second) + 7))
+                .append("\" y=\"")
+                .append(px(axis.y_of.at(first.ts_ns) - 4))
+                .append("\">⚠</text>");
     } else {
         lost_mark(page, f, j, lanes, axis);
     }
@@ -283,19 +359,41 @@ void ladder(Page& page, const Flow& f) {
     const std::int64_t t0 = f.first_ts_ns != 0 ? f.first_ts_ns : axis.y_of.begin()->first;
     lane_heads(page, lanes);
     out.append("<div class=\"ladder-box\"><svg class=\"ladder\" role=\"img\" aria-label=\"ladder diagram of flow ")
-        .append(num(f.id)).append("\" viewBox=\"0 0 ").append(px(k_width)).append(" ").append(px(axis.height))
-        .append("\" width=\"").append(px(k_width)).append("\" height=\"").append(px(axis.height)).append("\">\n");
+        .append(num(f.id))
+        .append("\" viewBox=\"0 0 ")
+        .append(px(k_width))
+        .append(" ")
+        .append(px(axis.height))
+        .append("\" width=\"")
+        .append(px(k_width))
+        .append("\" height=\"")
+        .append(px(axis.height))
+        .append("\">\n");
     for (const Gap& g : axis.gaps) {
         const double mid = (g.y0 + g.y1) / 2;
-        out.append("<g class=\"gap\"><rect x=\"4\" y=\"").append(px(g.y0 + 3)).append("\" width=\"").append(px(k_width - 8))
-            .append("\" height=\"").append(px(std::max(2.0, g.y1 - g.y0 - 6))).append("\" rx=\"3\"/><text x=\"")
-            .append(px(k_gutter - 16)).append("\" y=\"").append(px(mid + 3.5)).append("\" text-anchor=\"end\">⋯ ")
-            .append(duration(g.ns)).append("</text></g>");
+        out.append("<g class=\"gap\"><rect x=\"4\" y=\"")
+            .append(px(g.y0 + 3))
+            .append("\" width=\"")
+            .append(px(k_width - 8))
+            .append("\" height=\"")
+            .append(px(std::max(2.0, g.y1 - g.y0 - 6)))
+            .append("\" rx=\"3\"/><text x=\"")
+            .append(px(k_gutter - 16))
+            .append("\" y=\"")
+            .append(px(mid + 3.5))
+            .append("\" text-anchor=\"end\">⋯ ")
+            .append(duration(g.ns))
+            .append("</text></g>");
     }
     out.append("\n");
     for (std::size_t k = 0; k < lanes.points.size(); ++k)
-        out.append("<line class=\"lane\" x1=\"").append(px(lanes.x(k))).append("\" y1=\"0\" x2=\"").append(px(lanes.x(k)))
-            .append("\" y2=\"").append(px(axis.height)).append("\"/>");
+        out.append("<line class=\"lane\" x1=\"")
+            .append(px(lanes.x(k)))
+            .append("\" y1=\"0\" x2=\"")
+            .append(px(lanes.x(k)))
+            .append("\" y2=\"")
+            .append(px(axis.height))
+            .append("\"/>");
     out.append("\n");
     Labels labels;
     double last_label_y = -100;
@@ -303,22 +401,35 @@ void ladder(Page& page, const Flow& f) {
         draw_journey(page, f, j, lanes, axis, t0, labels);
         const double ly = axis.y_of.at(j.sightings.front().ts_ns);
         if (ly - last_label_y >= 12) {
-            out.append("<text class=\"tlabel ").append(j.icmp_error ? "err" : j.reply ? "rep" : "fwd").append("\" x=\"")
-                .append(px(k_gutter - 16)).append("\" y=\"").append(px(ly + 4)).append("\" text-anchor=\"end\">+")
-                .append(duration(j.sightings.front().ts_ns - t0)).append("</text>");
+            out.append("<text class=\"tlabel ")
+                .append(j.icmp_error ? "err"
+                        : j.reply    ? "rep"
+                                     : "fwd")
+                .append("\" x=\"")
+                .append(px(k_gutter - 16))
+                .append("\" y=\"")
+                .append(px(ly + 4))
+                .append("\" text-anchor=\"end\">+")
+                .append(duration(j.sightings.front().ts_ns - t0))
+                .append("</text>");
             last_label_y = ly;
         }
     }
     out.append(labels.svg).append("\n</svg></div>\n<p class=\"note\">");
     if (journeys.size() >= sample.total) {
-        out.append("All ").append(plural(static_cast<std::int64_t>(sample.total), "journey", "journeys")).append(" drawn");
+        out.append("All ")
+            .append(plural(static_cast<std::int64_t>(sample.total), "journey", "journeys"))
+            .append(" drawn");
     } else {
-        out.append("Drawn: ").append(num(static_cast<std::int64_t>(journeys.size()))).append(" of ")
+        out.append("Drawn: ")
+            .append(num(static_cast<std::int64_t>(journeys.size())))
+            .append(" of ")
             .append(plural(static_cast<std::int64_t>(sample.total), "journey", "journeys"))
             .append(" (evenly spread over the flow, plus lost ones and ICMP errors)");
     }
-    out.append(". Time runs down; each gap between two events is drawn on a log scale, and gaps of 1 ms or more "
-               "are shortened (grey bands say how long they were). Hover a packet for its addresses.</p>\n");
+    out.append(
+        ". Time runs down; each gap between two events is drawn on a log scale, and gaps of 1 ms or more "
+        "are shortened (grey bands say how long they were). Hover a packet for its addresses.</p>\n");
 }
 
 }  // namespace hoptrace::report::html

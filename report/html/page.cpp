@@ -51,7 +51,11 @@ std::string tuple_html(std::int64_t proto, const Tuple& t, const Tuple* other, s
     const bool dport = other != nullptr && other->dport != t.dport;
     std::string out;
     if (is_icmp(proto)) {
-        out.append(addr(t.src, src)).append(" → ").append(addr(t.dst, dst)).append(" id ").append(part(num(t.sport), sport));
+        out.append(addr(t.src, src))
+            .append(" → ")
+            .append(addr(t.dst, dst))
+            .append(" id ")
+            .append(part(num(t.sport), sport));
     } else if (has_ports(proto)) {
         out.append(addr(t.src, src)).append(":").append(part(num(t.sport), sport));
         out.append(" → ").append(addr(t.dst, dst)).append(":").append(part(num(t.dport), dport));
@@ -149,7 +153,9 @@ void header(Page& page) {
         out.append("</div>\n");
     }
     if (m.flow_filter && !m.flow_filter->empty())
-        out.append("<div class=\"meta\">only the flows that match <code>").append(page.e(*m.flow_filter)).append("</code></div>\n");
+        out.append("<div class=\"meta\">only the flows that match <code>")
+            .append(page.e(*m.flow_filter))
+            .append("</code></div>\n");
     auto card = [&](std::int64_t n, const char* one, const char* many, bool bad) {
         out.append("<div class=\"card").append(bad ? " bad" : "").append("\"><b>").append(num(n));
         out.append("</b><span>").append(n == 1 ? one : many).append("</span></div>");
@@ -176,15 +182,21 @@ void legend(Page& page) {
             .append(text)
             .append("</span>");
     };
-    item("<g class=\"j fwd lg\"><path d=\"M3 5 L43 13\"/><circle cx=\"3\" cy=\"5\" r=\"3\"/><circle cx=\"43\" cy=\"13\" r=\"3\"/></g>",
-         "forward packet (from the flow's initiator)");
-    item("<g class=\"j rep lg\"><path d=\"M43 5 L3 13\"/><circle cx=\"43\" cy=\"5\" r=\"3\"/><circle cx=\"3\" cy=\"13\" r=\"3\"/></g>",
-         "reply packet");
-    item("<line class=\"halo\" x1=\"6\" y1=\"9\" x2=\"40\" y2=\"9\"/><g class=\"j fwd lg\"><path d=\"M6 9 L40 9\"/></g>",
-         "a field rewritten (NAT) on this hop");
-    item("<g class=\"lost\"><path d=\"M4 9 L30 9\"/><line class=\"x\" x1=\"33\" y1=\"4\" x2=\"42\" y2=\"14\"/>"
-         "<line class=\"x\" x1=\"42\" y1=\"4\" x2=\"33\" y2=\"14\"/></g>",
-         "lost: not seen at the next point");
+    item(
+        "<g class=\"j fwd lg\"><path d=\"M3 5 L43 13\"/><circle cx=\"3\" cy=\"5\" r=\"3\"/><circle cx=\"43\" cy=\"13\" "
+        "r=\"3\"/></g>",
+        "forward packet (from the flow's initiator)");
+    item(
+        "<g class=\"j rep lg\"><path d=\"M43 5 L3 13\"/><circle cx=\"43\" cy=\"5\" r=\"3\"/><circle cx=\"3\" cy=\"13\" "
+        "r=\"3\"/></g>",
+        "reply packet");
+    item(
+        "<line class=\"halo\" x1=\"6\" y1=\"9\" x2=\"40\" y2=\"9\"/><g class=\"j fwd lg\"><path d=\"M6 9 L40 9\"/></g>",
+        "a field rewritten (NAT) on this hop");
+    item(
+        "<g class=\"lost\"><path d=\"M4 9 L30 9\"/><line class=\"x\" x1=\"33\" y1=\"4\" x2=\"42\" y2=\"14\"/>"
+        "<line class=\"x\" x1=\"42\" y1=\"4\" x2=\"33\" y2=\"14\"/></g>",
+        "lost: not seen at the next point");
     item("<g class=\"j err lg\"><path d=\"M3 9 L43 9\"/></g>", "ICMP error");
     item("<g class=\"gap\"><rect x=\"2\" y=\"3\" width=\"42\" height=\"12\" rx=\"2\"/></g>",
          "time gap compressed (ladders)");
@@ -197,17 +209,30 @@ void flow_row(Page& page, const Flow& f) {
     const auto* errs = page.errors_of(f.id);
     const auto errors = errs == nullptr ? 0 : static_cast<std::int64_t>(errs->size());
     out.append("<tr><td>").append(flow_link(page, f.id));
-    out.append("</td><td>").append(page.e(proto_name(f.proto))).append("</td><td class=\"mono\">")
-        .append(tuple_html(f.proto, f.original, nullptr, page.text_limit())).append("</td><td class=\"mono\">");
+    out.append("</td><td>")
+        .append(page.e(proto_name(f.proto)))
+        .append("</td><td class=\"mono\">")
+        .append(tuple_html(f.proto, f.original, nullptr, page.text_limit()))
+        .append("</td><td class=\"mono\">");
     if (f.translated == f.original) out.append("<span class=\"badge b-none\">unchanged</span>");
     else out.append(tuple_html(f.proto, f.translated, &f.original, page.text_limit()));
     out.append("</td><td class=\"n\">").append(num(f.forward_journeys)).append(" / ").append(num(f.reply_journeys));
     if (f.ambiguous > 0)
-        out.append(" <span class=\"badge b-bad\" title=\"journeys that could have been another flow's: not "
-                   "decided by the evidence\">").append(num(f.ambiguous)).append(" ambiguous</span>");
-    out.append("</td><td class=\"n\">").append(num(f.packets))
-        .append("</td><td class=\"n").append(lost ? " bad" : "").append("\">").append(num(lost))
-        .append("</td><td class=\"n").append(errors ? " bad" : "").append("\">").append(num(errors))
+        out.append(
+               " <span class=\"badge b-bad\" title=\"journeys that could have been another flow's: not "
+               "decided by the evidence\">")
+            .append(num(f.ambiguous))
+            .append(" ambiguous</span>");
+    out.append("</td><td class=\"n\">")
+        .append(num(f.packets))
+        .append("</td><td class=\"n")
+        .append(lost ? " bad" : "")
+        .append("\">")
+        .append(num(lost))
+        .append("</td><td class=\"n")
+        .append(errors ? " bad" : "")
+        .append("\">")
+        .append(num(errors))
         .append("</td><td>");
     if (f.conntrack) out.append(conntrack_badge(page, f.conntrack->state));
     else out.append("<span class=\"badge b-none\">no conntrack</span>");
@@ -218,46 +243,63 @@ void flow_table(Page& page) {
     const ReportModel& m = page.model;
     const HtmlSamples& h = page.samples;
     std::string& out = page.out;
-    out.append("<section id=\"flows\"><h2>Flows</h2>\n<table><thead><tr><th>flow</th><th>proto</th>"
-               "<th>original</th><th>translated</th><th class=\"n\">journeys (fwd / reply)</th>"
-               "<th class=\"n\">sightings</th><th class=\"n\">lost</th><th class=\"n\">ICMP errors</th>"
-               "<th>conntrack</th><th class=\"n\">duration</th></tr></thead><tbody>\n");
+    out.append(
+        "<section id=\"flows\"><h2>Flows</h2>\n<table><thead><tr><th>flow</th><th>proto</th>"
+        "<th>original</th><th>translated</th><th class=\"n\">journeys (fwd / reply)</th>"
+        "<th class=\"n\">sightings</th><th class=\"n\">lost</th><th class=\"n\">ICMP errors</th>"
+        "<th>conntrack</th><th class=\"n\">duration</th></tr></thead><tbody>\n");
     for (const std::size_t i : h.listed) flow_row(page, m.flows[i]);
     out.append("</tbody></table>\n");
     std::int64_t ambiguous = 0;
     for (const Flow& f : m.flows) ambiguous += f.ambiguous;
     if (ambiguous > 0)
-        out.append("<p class=\"note bad\">").append(num(ambiguous))
-            .append(" journeys are ambiguous: one of their sightings could have continued another flow's journey just "
-                    "as well, and nothing (conntrack, a learned translation, the TTL, the path, the time) decided it. "
-                    "Their paths and rewrites are the likeliest, not proven.</p>\n");
+        out.append("<p class=\"note bad\">")
+            .append(num(ambiguous))
+            .append(
+                " journeys are ambiguous: one of their sightings could have continued another flow's journey just "
+                "as well, and nothing (conntrack, a learned translation, the TTL, the path, the time) decided it. "
+                "Their paths and rewrites are the likeliest, not proven.</p>\n");
     for (const std::size_t i : h.listed) {
         const Flow& f = m.flows[i];
         if (!f.pmtu) continue;
         const PathMtu& p = *f.pmtu;
-        out.append("<p class=\"note\">Flow ").append(num(f.id)).append(": ").append(num(p.lost_min_size))
-            .append("-byte DF packets did not get through after ").append(page.e(p.after))
-            .append(", packets up to ").append(num(p.passed_max_size)).append(" bytes pass; frag-needed: ")
+        out.append("<p class=\"note\">Flow ")
+            .append(num(f.id))
+            .append(": ")
+            .append(num(p.lost_min_size))
+            .append("-byte DF packets did not get through after ")
+            .append(page.e(p.after))
+            .append(", packets up to ")
+            .append(num(p.passed_max_size))
+            .append(" bytes pass; frag-needed: ")
             .append(page.e(to_string(p.frag_needed)))
-            .append(p.mtu ? " (MTU " + num(*p.mtu) + ")" : std::string()).append(".</p>\n");
+            .append(p.mtu ? " (MTU " + num(*p.mtu) + ")" : std::string())
+            .append(".</p>\n");
     }
     if (h.listed.size() < m.flows.size())
-        out.append("<p class=\"note\">").append(num(static_cast<std::int64_t>(m.flows.size() - h.listed.size())))
-            .append(" more flows (the quietest) are not listed; <code>hoptrace report --format json</code> "
-                    "lists all.</p>\n");
+        out.append("<p class=\"note\">")
+            .append(num(static_cast<std::int64_t>(m.flows.size() - h.listed.size())))
+            .append(
+                " more flows (the quietest) are not listed; <code>hoptrace report --format json</code> "
+                "lists all.</p>\n");
     if (h.drawn.size() < m.flows.size())
-        out.append("<p class=\"note\">Drawn in full below: ").append(num(static_cast<std::int64_t>(h.drawn.size())))
-            .append(" of ").append(num(static_cast<std::int64_t>(m.flows.size())))
+        out.append("<p class=\"note\">Drawn in full below: ")
+            .append(num(static_cast<std::int64_t>(h.drawn.size())))
+            .append(" of ")
+            .append(num(static_cast<std::int64_t>(m.flows.size())))
             .append(" flows (those with losses or ICMP errors first, then the busiest).</p>\n");
     out.append("</section>\n");
 }
 
 void nat_row(Page& page, const Flow& f, bool& any_conntrack, std::string& body) {
     body.append("<tr><td>").append(flow_link(page, f.id));
-    body.append("</td><td>").append(page.e(proto_name(f.proto))).append("</td><td class=\"mono\">")
+    body.append("</td><td>")
+        .append(page.e(proto_name(f.proto)))
+        .append("</td><td class=\"mono\">")
         .append(tuple_html(f.proto, f.original, nullptr, page.text_limit()))
         .append("</td><td>⇄</td><td class=\"mono\">")
-        .append(tuple_html(f.proto, f.translated, &f.original, page.text_limit())).append("</td><td>");
+        .append(tuple_html(f.proto, f.translated, &f.original, page.text_limit()))
+        .append("</td><td>");
     // One line per (direction, pair of points): the fields rewritten there.
     std::map<std::tuple<std::string, std::string, std::string>, std::vector<std::string>> where;
     for (const Rewrite& r : f.rewrites) {
@@ -266,7 +308,10 @@ void nat_row(Page& page, const Flow& f, bool& any_conntrack, std::string& body) 
     }
     for (const auto& [key, fields] : where) {
         const auto& [direction, from, to] = key;
-        body.append(page.e(from)).append(" → ").append(page.e(to)).append(" <span class=\"badge b-nat\">")
+        body.append(page.e(from))
+            .append(" → ")
+            .append(page.e(to))
+            .append(" <span class=\"badge b-nat\">")
             .append(page.e(direction));
         for (std::size_t k = 0; k < fields.size(); ++k) body.append(k ? ", " : " ").append(page.e(fields[k]));
         body.append("</span><br>");
@@ -303,20 +348,22 @@ void nat_table(Page& page) {
     if (rows == 0) {
         out.append("<p>No flow was rewritten between the points.</p>\n");
     } else {
-        out.append("<table><thead><tr><th>flow</th><th>proto</th><th>original (as sent)</th><th></th>"
-                   "<th>translated (as it left)</th><th>rewritten between</th><th>conntrack's translation</th>"
-                   "</tr></thead><tbody>\n")
+        out.append(
+               "<table><thead><tr><th>flow</th><th>proto</th><th>original (as sent)</th><th></th>"
+               "<th>translated (as it left)</th><th>rewritten between</th><th>conntrack's translation</th>"
+               "</tr></thead><tbody>\n")
             .append(body)
             .append("</tbody></table>\n<p class=\"note\">Marked: the fields NAT changed. ");
         if (any_conntrack)
-            out.append("The last column is the kernel's conntrack entry for the flow (its reply tuple, reversed), "
-                       "marked where it differs from what the packets showed.");
-        else
-            out.append("Imported captures have no conntrack table to compare with.");
+            out.append(
+                "The last column is the kernel's conntrack entry for the flow (its reply tuple, reversed), "
+                "marked where it differs from what the packets showed.");
+        else out.append("Imported captures have no conntrack table to compare with.");
         out.append("</p>\n");
     }
     if (unchanged > 0 && rows > 0)
-        out.append("<p class=\"note\">").append(plural(static_cast<std::int64_t>(unchanged), "flow was", "flows were"))
+        out.append("<p class=\"note\">")
+            .append(plural(static_cast<std::int64_t>(unchanged), "flow was", "flows were"))
             .append(" not rewritten.</p>\n");
     out.append("</section>\n");
 }
@@ -324,8 +371,11 @@ void nat_table(Page& page) {
 // The line under a drawn flow's title: counts, path, observers, conntrack, losses, segmentation, ICMP errors.
 void flow_summary(Page& page, const Flow& f) {
     std::string& out = page.out;
-    out.append("<p class=\"note\">").append(plural(f.forward_journeys, "forward", "forward"))
-        .append(" and ").append(plural(f.reply_journeys, "reply", "replies")).append(" · ")
+    out.append("<p class=\"note\">")
+        .append(plural(f.forward_journeys, "forward", "forward"))
+        .append(" and ")
+        .append(plural(f.reply_journeys, "reply", "replies"))
+        .append(" · ")
         .append(plural(f.packets, "sighting", "sightings"));
     if (!f.path.empty()) {
         out.append(" · path ");
@@ -338,33 +388,51 @@ void flow_summary(Page& page, const Flow& f) {
     if (f.conntrack) out.append(" · conntrack ").append(conntrack_badge(page, f.conntrack->state));
     for (const Loss& l : f.lost) {
         const bool dropped = l.cause == LossCause::dropped;
-        out.append(" · <span class=\"badge ").append(dropped ? "b-bad\">✕ " : "b-err\">⚠ ")
-            .append(num(l.count)).append(" ").append(page.e(direction_name(l.direction)));
+        out.append(" · <span class=\"badge ")
+            .append(dropped ? "b-bad\">✕ " : "b-err\">⚠ ")
+            .append(num(l.count))
+            .append(" ")
+            .append(page.e(direction_name(l.direction)));
         if (l.cause == LossCause::expired) out.append(" expired (TTL) after ");
         else if (l.cause == LossCause::rejected) out.append(" answered by an ICMP error after ");
         else out.append(" lost after ");
         out.append(page.e(l.after)).append(", never at ").append(page.e(l.expected)).append("</span>");
     }
     for (const Segmentation& g : f.segmentation) {  // GSO/TSO super-packets cut into segments
-        out.append(" · <span class=\"badge b-none\">").append(page.e(direction_name(g.direction))).append(" ")
-            .append(plural(g.super_packets, "super-packet", "super-packets")).append(" cut into ")
-            .append(plural(g.segments, "segment", "segments")).append(" between ").append(page.e(g.from))
-            .append(" and ").append(page.e(g.to)).append(" (GSO/TSO)</span>");
+        out.append(" · <span class=\"badge b-none\">")
+            .append(page.e(direction_name(g.direction)))
+            .append(" ")
+            .append(plural(g.super_packets, "super-packet", "super-packets"))
+            .append(" cut into ")
+            .append(plural(g.segments, "segment", "segments"))
+            .append(" between ")
+            .append(page.e(g.from))
+            .append(" and ")
+            .append(page.e(g.to))
+            .append(" (GSO/TSO)</span>");
     }
     if (const auto* errs = page.errors_of(f.id))
         out.append(" · <span class=\"badge b-err\">⚠ ")
-            .append(plural(static_cast<std::int64_t>(errs->size()), "ICMP error", "ICMP errors")).append("</span>");
+            .append(plural(static_cast<std::int64_t>(errs->size()), "ICMP error", "ICMP errors"))
+            .append("</span>");
     out.append("</p>\n");
 }
 
 void flow_detail(Page& page, const Flow& f) {
     std::string& out = page.out;
-    out.append("<section class=\"flow\" id=\"flow-").append(num(f.id)).append("\">\n<div class=\"flowhead\"><h3>Flow ")
-        .append(num(f.id)).append(" · ").append(page.e(proto_name(f.proto))).append("</h3><span class=\"t\">")
-        .append(tuple_html(f.proto, f.original, nullptr, page.text_limit())).append("</span>");
+    out.append("<section class=\"flow\" id=\"flow-")
+        .append(num(f.id))
+        .append("\">\n<div class=\"flowhead\"><h3>Flow ")
+        .append(num(f.id))
+        .append(" · ")
+        .append(page.e(proto_name(f.proto)))
+        .append("</h3><span class=\"t\">")
+        .append(tuple_html(f.proto, f.original, nullptr, page.text_limit()))
+        .append("</span>");
     if (f.translated != f.original)
         out.append("<span>⇒</span><span class=\"t\">")
-            .append(tuple_html(f.proto, f.translated, &f.original, page.text_limit())).append("</span>");
+            .append(tuple_html(f.proto, f.translated, &f.original, page.text_limit()))
+            .append("</span>");
     out.append("</div>\n");
     flow_summary(page, f);
     ladder(page, f);
@@ -376,17 +444,29 @@ void icmp_error_table(Page& page) {
     const auto& errors = page.model.icmp_errors;
     if (errors.empty()) return;
     std::string& out = page.out;
-    out.append("<section id=\"icmp-errors\"><h2>ICMP errors</h2>\n<table><thead><tr><th>journey</th><th>error</th>"
-               "<th>from</th><th>about</th><th class=\"n\">probe ttl</th><th>seen at</th></tr></thead><tbody>\n");
+    out.append(
+        "<section id=\"icmp-errors\"><h2>ICMP errors</h2>\n<table><thead><tr><th>journey</th><th>error</th>"
+        "<th>from</th><th>about</th><th class=\"n\">probe ttl</th><th>seen at</th></tr></thead><tbody>\n");
     std::size_t k = 0;
     for (const IcmpError& err : errors) {
         if (k++ >= page.opt.max_table_rows) break;
         const Probe& probe = err.probe;
-        out.append("<tr><td>").append(num(err.journey)).append("</td><td><span class=\"badge b-err\">")
-            .append(icmp_name(err.icmp, err.type, err.code)).append("</span> ")
-            .append(page.e(proto_name(err.icmp))).append(" ").append(num(err.type)).append("/")
-            .append(num(err.code)).append("</td><td class=\"mono\">").append(page.e(err.reporter))
-            .append("</td><td class=\"mono\">").append(page.e(proto_name(probe.proto))).append(" ").append(page.e(probe.src));
+        out.append("<tr><td>")
+            .append(num(err.journey))
+            .append("</td><td><span class=\"badge b-err\">")
+            .append(icmp_name(err.icmp, err.type, err.code))
+            .append("</span> ")
+            .append(page.e(proto_name(err.icmp)))
+            .append(" ")
+            .append(num(err.type))
+            .append("/")
+            .append(num(err.code))
+            .append("</td><td class=\"mono\">")
+            .append(page.e(err.reporter))
+            .append("</td><td class=\"mono\">")
+            .append(page.e(proto_name(probe.proto)))
+            .append(" ")
+            .append(page.e(probe.src));
         if (has_ports(probe.proto)) out.append(":").append(num(probe.sport));
         out.append(" → ").append(page.e(probe.dst));
         if (has_ports(probe.proto)) out.append(":").append(num(probe.dport));
@@ -396,7 +476,8 @@ void icmp_error_table(Page& page) {
     }
     out.append("</tbody></table>\n");
     if (errors.size() > page.opt.max_table_rows)
-        out.append("<p class=\"note\">").append(num(static_cast<std::int64_t>(errors.size() - page.opt.max_table_rows)))
+        out.append("<p class=\"note\">")
+            .append(num(static_cast<std::int64_t>(errors.size() - page.opt.max_table_rows)))
             .append(" more in the JSON report.</p>\n");
     out.append("</section>\n");
 }
@@ -408,13 +489,21 @@ void traceroute_row(Page& page, const TraceHop& row) {
         if (example == nullptr || (p.answer && !example->answer)) example = &p;
     std::string who;
     for (const std::string& r : row.reporters) who += (who.empty() ? "" : ", ") + r;
-    out.append("<tr><td class=\"n\">").append(num(row.ttl)).append("</td><td class=\"mono\">")
+    out.append("<tr><td class=\"n\">")
+        .append(num(row.ttl))
+        .append("</td><td class=\"mono\">")
         .append(who.empty() ? "*" : page.e(who));
     if (example != nullptr && example->answer)
-        out.append(" <span class=\"badge ").append(row.reached_destination ? "b-ok" : "b-err").append("\">")
-            .append(page.e(example->answer->kind)).append("</span>");
-    out.append("</td><td class=\"n\">").append(num(row.answered)).append("/")
-        .append(num(static_cast<std::int64_t>(row.probes.size()))).append("</td><td>");
+        out.append(" <span class=\"badge ")
+            .append(row.reached_destination ? "b-ok" : "b-err")
+            .append("\">")
+            .append(page.e(example->answer->kind))
+            .append("</span>");
+    out.append("</td><td class=\"n\">")
+        .append(num(row.answered))
+        .append("/")
+        .append(num(static_cast<std::int64_t>(row.probes.size())))
+        .append("</td><td>");
     auto path = [&](const std::vector<std::string>& points) {
         for (std::size_t i = 0; i < points.size(); ++i) out.append(i ? " → " : "").append(page.e(points[i]));
     };
@@ -435,10 +524,16 @@ void traceroute_tables(Page& page) {
     std::string& out = page.out;
     out.append("<section id=\"traceroutes\"><h2>Traceroute</h2>\n");
     for (const Traceroute& t : traces) {
-        out.append("<h3 class=\"mono\">").append(page.e(proto_name(t.proto))).append(" ").append(page.e(t.src))
-            .append(" → ").append(page.e(t.dst)).append("</h3>\n<table><thead><tr><th class=\"n\">ttl</th>"
-            "<th>answered by</th><th class=\"n\">answers</th><th>probe passed</th><th>answer came back via</th>"
-            "<th>round trip at each point</th></tr></thead><tbody>\n");
+        out.append("<h3 class=\"mono\">")
+            .append(page.e(proto_name(t.proto)))
+            .append(" ")
+            .append(page.e(t.src))
+            .append(" → ")
+            .append(page.e(t.dst))
+            .append(
+                "</h3>\n<table><thead><tr><th class=\"n\">ttl</th>"
+                "<th>answered by</th><th class=\"n\">answers</th><th>probe passed</th><th>answer came back via</th>"
+                "<th>round trip at each point</th></tr></thead><tbody>\n");
         for (const TraceHop& row : t.hops) traceroute_row(page, row);
         out.append("</tbody></table>\n");
     }
@@ -448,23 +543,39 @@ void traceroute_tables(Page& page) {
 void point_table(Page& page) {
     std::string& out = page.out;
     const auto& points = page.model.points;
-    out.append("<section id=\"points\"><h2>Points, in path order</h2>\n<table><thead><tr><th class=\"n\">#</th>"
-               "<th>point</th><th>role</th><th>netns</th><th>interface</th><th>source</th><th class=\"n\">packets</th>"
-               "<th class=\"n\">kernel drops</th><th>note</th></tr></thead><tbody>\n");
+    out.append(
+        "<section id=\"points\"><h2>Points, in path order</h2>\n<table><thead><tr><th class=\"n\">#</th>"
+        "<th>point</th><th>role</th><th>netns</th><th>interface</th><th>source</th><th class=\"n\">packets</th>"
+        "<th class=\"n\">kernel drops</th><th>note</th></tr></thead><tbody>\n");
     std::size_t k = 0;
     for (const Point& p : points) {
         if (k++ >= page.opt.max_table_rows) break;
-        out.append("<tr><td class=\"n\">").append(num(static_cast<std::int64_t>(k))).append("</td><td><b>")
-            .append(page.e(p.name)).append("</b></td><td>").append(page.e(hoptrace::to_string(p.role))).append("</td><td>")
-            .append(page.e(p.netns.empty() ? "-" : p.netns)).append("</td><td>")
-            .append(page.e(p.ifname.empty() ? "-" : p.ifname)).append("</td><td class=\"mono\">").append(page.e(p.source))
-            .append("</td><td class=\"n\">").append(num(p.packets)).append("</td><td class=\"n")
-            .append(p.kernel_drops ? " bad" : "").append("\">").append(num(p.kernel_drops))
-            .append("</td><td>").append(page.e(p.note)).append("</td></tr>\n");
+        out.append("<tr><td class=\"n\">")
+            .append(num(static_cast<std::int64_t>(k)))
+            .append("</td><td><b>")
+            .append(page.e(p.name))
+            .append("</b></td><td>")
+            .append(page.e(hoptrace::to_string(p.role)))
+            .append("</td><td>")
+            .append(page.e(p.netns.empty() ? "-" : p.netns))
+            .append("</td><td>")
+            .append(page.e(p.ifname.empty() ? "-" : p.ifname))
+            .append("</td><td class=\"mono\">")
+            .append(page.e(p.source))
+            .append("</td><td class=\"n\">")
+            .append(num(p.packets))
+            .append("</td><td class=\"n")
+            .append(p.kernel_drops ? " bad" : "")
+            .append("\">")
+            .append(num(p.kernel_drops))
+            .append("</td><td>")
+            .append(page.e(p.note))
+            .append("</td></tr>\n");
     }
     out.append("</tbody></table>\n");
     if (points.size() > page.opt.max_table_rows)
-        out.append("<p class=\"note\">").append(num(static_cast<std::int64_t>(points.size() - page.opt.max_table_rows)))
+        out.append("<p class=\"note\">")
+            .append(num(static_cast<std::int64_t>(points.size() - page.opt.max_table_rows)))
             .append(" more points in the JSON report.</p>\n");
     out.append("</section>\n");
 }
@@ -478,8 +589,9 @@ constexpr const char* k_script_hash = "sha256-POUqImPInGUr+o6ZC7ZVok4eZRNJKr4lqR
 void head(Page& page) {
     std::string& out = page.out;
     out.append("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
-    out.append("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-               "script-src '");
+    out.append(
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        "script-src '");
     out.append(k_script_hash);
     out.append("'; base-uri 'none'; form-action 'none'\">\n");
     out.append("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
@@ -516,8 +628,8 @@ std::string render_html(const ReportModel& model) {
     out.append("</main>\n<footer class=\"wrap\">");
     out.append("Made by hoptrace");
     if (model.capture.version) out.append(" ").append(page.e(*model.capture.version));
-    out.append(" from ").append(page.e(model.capture.database.empty() ? std::string("an in-memory database")
-                                                                        : model.capture.database));
+    out.append(" from ").append(
+        page.e(model.capture.database.empty() ? std::string("an in-memory database") : model.capture.database));
     out.append(". Self-contained: nothing is loaded from anywhere. <span id=\"render-status\"></span></footer>\n");
     out.append("</body>\n</html>\n");
     return std::move(page.out);

@@ -115,7 +115,8 @@ void add_flow(const Page& page, Graph& g, const Flow& f) {
         }
     }
     for (std::size_t k = 0; k + 1 < idx.size(); ++k) add_edge(g, idx[k], idx[k + 1]);
-    if (starts_inside && page.model.points[idx.back()].role != Role::container) g.ends_outside.emplace_back(idx.back(), &f);
+    if (starts_inside && page.model.points[idx.back()].role != Role::container)
+        g.ends_outside.emplace_back(idx.back(), &f);
     for (const Rewrite& r : f.rewrites) {
         const auto a = index_of(page, r.from_point);
         const auto b = index_of(page, r.to_point);
@@ -191,7 +192,8 @@ Layout lay_out(const Page& page, const Graph& g) {
                 }
             members.emplace_back(count ? sum / count : static_cast<double>(i), i);
         }
-        std::stable_sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        std::stable_sort(members.begin(), members.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
         for (std::size_t k = 0; k < members.size(); ++k) {
             by_col[c].push_back(members[k].second);
             row[members[k].second] = static_cast<double>(k);
@@ -218,15 +220,34 @@ Layout lay_out(const Page& page, const Graph& g) {
 }
 
 void arrow(std::string& out, double x, double y, const char* cls) {
-    out.append("<path class=\"").append(cls).append("\" d=\"M").append(px(x)).append(" ").append(px(y))
+    out.append("<path class=\"")
+        .append(cls)
+        .append("\" d=\"M")
+        .append(px(x))
+        .append(" ")
+        .append(px(y))
         .append(" l-9 -5 v10 z\"/>");
 }
 
 void curve(std::string& out, double x1, double y1, double x2, double y2) {
     const double mx = (x1 + x2) / 2;
-    out.append(" d=\"M").append(px(x1)).append(" ").append(px(y1)).append(" C").append(px(mx)).append(" ")
-        .append(px(y1)).append(" ").append(px(mx)).append(" ").append(px(y2)).append(" ").append(px(x2 - 8))
-        .append(" ").append(px(y2)).append("\"");
+    out.append(" d=\"M")
+        .append(px(x1))
+        .append(" ")
+        .append(px(y1))
+        .append(" C")
+        .append(px(mx))
+        .append(" ")
+        .append(px(y1))
+        .append(" ")
+        .append(px(mx))
+        .append(" ")
+        .append(px(y2))
+        .append(" ")
+        .append(px(x2 - 8))
+        .append(" ")
+        .append(px(y2))
+        .append("\"");
 }
 
 void draw_edges(Page& page, const Graph& g, const Layout& l) {
@@ -239,8 +260,13 @@ void draw_edges(Page& page, const Graph& g, const Layout& l) {
             .append(px(1.4 + std::min(3.0, std::log2(static_cast<double>(std::max<std::int64_t>(edge.flows, 1))))))
             .append("\"");
         curve(out, l.col_x[l.column[key.first]] + k_node_w, l.mid_y(key.first), x2, y2);
-        out.append("><title>").append(page.e(points[key.first].name)).append(" → ").append(page.e(points[key.second].name))
-            .append(": ").append(plural(edge.flows, "flow", "flows")).append("</title></path>");
+        out.append("><title>")
+            .append(page.e(points[key.first].name))
+            .append(" → ")
+            .append(page.e(points[key.second].name))
+            .append(": ")
+            .append(plural(edge.flows, "flow", "flows"))
+            .append("</title></path>");
         arrow(out, x2, y2, "arrow");
         out.append("\n");
     }
@@ -260,11 +286,16 @@ void draw_edges(Page& page, const Graph& g, const Layout& l) {
 
 const char* role_heading(Role role) {
     switch (role) {
-        case Role::container: return "CONTAINER";
-        case Role::veth: return "HOST VETH";
-        case Role::bridge: return "BRIDGE";
-        case Role::uplink: return "UPLINK";
-        case Role::other: break;
+        case Role::container:
+            return "CONTAINER";
+        case Role::veth:
+            return "HOST VETH";
+        case Role::bridge:
+            return "BRIDGE";
+        case Role::uplink:
+            return "UPLINK";
+        case Role::other:
+            break;
     }
     return "POINT";
 }
@@ -291,20 +322,45 @@ void draw_node(Page& page, const Graph& g, std::size_t i, double x, double y, bo
     const std::string role_text = hoptrace::to_string(p.role);
     const std::string role = p.role == Role::other ? std::string("point") : role_text;
     const double h = off ? k_node_h - 22 : k_node_h;
-    out.append("<g class=\"node ").append(role).append(off ? " offpath" : "").append("\"><title>")
-        .append(page.e(p.name)).append(" (").append(page.e(role_text)).append(")");
+    out.append("<g class=\"node ")
+        .append(role)
+        .append(off ? " offpath" : "")
+        .append("\"><title>")
+        .append(page.e(p.name))
+        .append(" (")
+        .append(page.e(role_text))
+        .append(")");
     if (!p.netns.empty() || !p.ifname.empty())
-        out.append("\nnetns ").append(page.e(p.netns.empty() ? "-" : p.netns)).append(", interface ")
+        out.append("\nnetns ")
+            .append(page.e(p.netns.empty() ? "-" : p.netns))
+            .append(", interface ")
             .append(page.e(p.ifname.empty() ? "-" : p.ifname));
     if (!p.source.empty() && p.source != "live") out.append("\nfrom ").append(page.e(p.source));
     if (!p.note.empty()) out.append("\n").append(page.e(p.note));
-    out.append("</title><rect class=\"box\" x=\"").append(px(x)).append("\" y=\"").append(px(y))
-        .append("\" width=\"").append(px(k_node_w)).append("\" height=\"").append(px(h)).append("\" rx=\"8\"/>");
+    out.append("</title><rect class=\"box\" x=\"")
+        .append(px(x))
+        .append("\" y=\"")
+        .append(px(y))
+        .append("\" width=\"")
+        .append(px(k_node_w))
+        .append("\" height=\"")
+        .append(px(h))
+        .append("\" rx=\"8\"/>");
     const std::string tx = px(x + 12);
-    out.append("<text class=\"role\" x=\"").append(tx).append("\" y=\"").append(px(y + 17)).append("\">")
-        .append(off ? "NOT ON A PATH" : role_heading(p.role)).append("</text>");
-    out.append("<text class=\"name\" x=\"").append(tx).append("\" y=\"").append(px(y + 36)).append("\">")
-        .append(esc(p.name, 20)).append("</text>");
+    out.append("<text class=\"role\" x=\"")
+        .append(tx)
+        .append("\" y=\"")
+        .append(px(y + 17))
+        .append("\">")
+        .append(off ? "NOT ON A PATH" : role_heading(p.role))
+        .append("</text>");
+    out.append("<text class=\"name\" x=\"")
+        .append(tx)
+        .append("\" y=\"")
+        .append(px(y + 36))
+        .append("\">")
+        .append(esc(p.name, 20))
+        .append("</text>");
     std::string sub;
     if (!p.netns.empty() || !p.ifname.empty()) {
         sub = p.netns.empty() ? p.ifname : p.netns + (p.ifname.empty() ? "" : " · " + p.ifname);
@@ -312,8 +368,13 @@ void draw_node(Page& page, const Graph& g, std::size_t i, double x, double y, bo
         const auto slash = p.source.find_last_of('/');
         sub = slash == std::string::npos ? p.source : p.source.substr(slash + 1);
     }
-    out.append("<text class=\"sub\" x=\"").append(tx).append("\" y=\"").append(px(y + 53)).append("\">")
-        .append(esc(sub, 26)).append("</text>");
+    out.append("<text class=\"sub\" x=\"")
+        .append(tx)
+        .append("\" y=\"")
+        .append(px(y + 53))
+        .append("\">")
+        .append(esc(sub, 26))
+        .append("</text>");
     double line_y = y + 71;
     if (!off) {
         const std::string addr = addresses_text(g.addresses[i]);
@@ -323,7 +384,11 @@ void draw_node(Page& page, const Graph& g, std::size_t i, double x, double y, bo
         out.append("</text>");
         line_y += 18;
     }
-    out.append("<text class=\"sub\" x=\"").append(tx).append("\" y=\"").append(px(line_y)).append("\">")
+    out.append("<text class=\"sub\" x=\"")
+        .append(tx)
+        .append("\" y=\"")
+        .append(px(line_y))
+        .append("\">")
         .append(plural(p.packets, "packet", "packets"));
     if (p.kernel_drops > 0)
         out.append(", <tspan class=\"drops\">").append(num(p.kernel_drops)).append(" dropped by the kernel</tspan>");
@@ -338,14 +403,26 @@ void draw_nodes(Page& page, const Graph& g, const Layout& l) {
         const double remote_x = l.col_x[l.columns] + 10;
         const double remote_h = 40 + 16.0 * static_cast<double>(l.remote_addresses.size());
         const double remote_y = k_top + (l.height_rows - remote_h) / 2;
-        out.append("<g class=\"node remote\"><rect class=\"box\" x=\"").append(px(remote_x)).append("\" y=\"")
-            .append(px(remote_y)).append("\" width=\"140\" height=\"").append(px(remote_h))
-            .append("\" rx=\"8\"/><text class=\"role\" x=\"").append(px(remote_x + 12)).append("\" y=\"")
-            .append(px(remote_y + 18)).append("\">BEYOND</text>");
+        out.append("<g class=\"node remote\"><rect class=\"box\" x=\"")
+            .append(px(remote_x))
+            .append("\" y=\"")
+            .append(px(remote_y))
+            .append("\" width=\"140\" height=\"")
+            .append(px(remote_h))
+            .append("\" rx=\"8\"/><text class=\"role\" x=\"")
+            .append(px(remote_x + 12))
+            .append("\" y=\"")
+            .append(px(remote_y + 18))
+            .append("\">BEYOND</text>");
         double y = remote_y + 36;
         for (const std::string& a : l.remote_addresses) {
-            out.append("<text class=\"addr\" x=\"").append(px(remote_x + 12)).append("\" y=\"").append(px(y))
-                .append("\">").append(esc(a, 17)).append("</text>");
+            out.append("<text class=\"addr\" x=\"")
+                .append(px(remote_x + 12))
+                .append("\" y=\"")
+                .append(px(y))
+                .append("\">")
+                .append(esc(a, 17))
+                .append("</text>");
             y += 16;
         }
         out.append("</g>\n");
@@ -384,13 +461,29 @@ double tag(std::string& out, double cx, double y, const char* cls, const std::ve
     }
     const double w = std::min(188.0, 16 + 6.6 * static_cast<double>(longest));
     const double h = 8 + 15.0 * static_cast<double>(lines.size());
-    out.append("<g class=\"tag ").append(cls).append("\"><title>").append(title).append("</title><rect x=\"")
-        .append(px(cx - w / 2)).append("\" y=\"").append(px(y)).append("\" width=\"").append(px(w))
-        .append("\" height=\"").append(px(h)).append("\" rx=\"6\"/>");
+    out.append("<g class=\"tag ")
+        .append(cls)
+        .append("\"><title>")
+        .append(title)
+        .append("</title><rect x=\"")
+        .append(px(cx - w / 2))
+        .append("\" y=\"")
+        .append(px(y))
+        .append("\" width=\"")
+        .append(px(w))
+        .append("\" height=\"")
+        .append(px(h))
+        .append("\" rx=\"6\"/>");
     for (std::size_t k = 0; k < lines.size(); ++k) {
-        out.append("<text").append(k == 0 ? " class=\"h\"" : "").append(" x=\"").append(px(cx))
-            .append("\" y=\"").append(px(y + 16 + 15.0 * static_cast<double>(k)))
-            .append("\" text-anchor=\"middle\">").append(lines[k]).append("</text>");
+        out.append("<text")
+            .append(k == 0 ? " class=\"h\"" : "")
+            .append(" x=\"")
+            .append(px(cx))
+            .append("\" y=\"")
+            .append(px(y + 16 + 15.0 * static_cast<double>(k)))
+            .append("\" text-anchor=\"middle\">")
+            .append(lines[k])
+            .append("</text>");
     }
     out.append("</g>\n");
     return h;
@@ -410,7 +503,9 @@ void draw_tags(Page& page, const Graph& g, const Layout& l) {
             if (edge.nat[d].empty()) continue;
             const bool masquerade = d == 0 && page.model.capture.masquerade && edge.nat[0].contains("src") &&
                                     points[key.second].role == Role::uplink;
-            std::vector<std::string> lines{masquerade ? "MASQUERADE (forward)" : d == 0 ? "NAT (forward)" : "NAT (reply)"};
+            std::vector<std::string> lines{masquerade ? "MASQUERADE (forward)"
+                                           : d == 0   ? "NAT (forward)"
+                                                      : "NAT (reply)"};
             for (const char* field : {"src", "dst", "sport", "dport", "id"}) {
                 const auto it = edge.nat[d].find(field);
                 if (it == edge.nat[d].end()) continue;
@@ -420,14 +515,16 @@ void draw_tags(Page& page, const Graph& g, const Layout& l) {
                 }
                 lines.push_back(esc(rewrite_summary(field, it->second), 28));
             }
-            if (d == 0) tag(out, cx, mid - (8 + 15.0 * static_cast<double>(lines.size())) - 8, "nat", lines,
-                            "rewritten between " + between);
+            if (d == 0)
+                tag(out, cx, mid - (8 + 15.0 * static_cast<double>(lines.size())) - 8, "nat", lines,
+                    "rewritten between " + between);
             else y += tag(out, cx, y, "nat", lines, "rewritten between " + between) + 6;
         }
         for (int d = 0; d < 2; ++d) {
             if (edge.lost[d] == 0) continue;
             y += tag(out, cx, y, "loss", {"✕ " + num(edge.lost[d]) + (d == 0 ? " forward" : " reply") + " lost"},
-                     plural(edge.lost[d], "packet", "packets") + " seen at one of " + between + " and never at the other") +
+                     plural(edge.lost[d], "packet", "packets") + " seen at one of " + between +
+                         " and never at the other") +
                  6;
         }
     }
@@ -447,8 +544,14 @@ void path_diagram(Page& page) {
     out.append("<section id=\"path\"><h2>The path</h2>\n");
     if (l.columns == 0) out.append("<p class=\"note\">No journey crossed two points: there is no path to draw.</p>\n");
     out.append("<svg class=\"pathdiagram\" role=\"img\" aria-label=\"path diagram\" viewBox=\"0 0 ")
-        .append(px(l.width)).append(" ").append(px(l.height)).append("\" width=\"").append(px(l.width))
-        .append("\" height=\"").append(px(l.height)).append("\">\n");
+        .append(px(l.width))
+        .append(" ")
+        .append(px(l.height))
+        .append("\" width=\"")
+        .append(px(l.width))
+        .append("\" height=\"")
+        .append(px(l.height))
+        .append("\">\n");
     draw_edges(page, g, l);  // edges first, tags last (on top)
     draw_nodes(page, g, l);
     draw_tags(page, g, l);
@@ -459,8 +562,9 @@ void path_diagram(Page& page) {
         out.append("<p class=\"note\">The diagram shows the first ")
             .append(num(static_cast<std::int64_t>(page.opt.max_diagram_points)))
             .append(" points in path order; the table at the end lists them all.</p>\n");
-    out.append("<p class=\"note\">Columns follow the flows' paths from where they start; the addresses are the "
-               "flows' own at each point (after NAT where it happened).</p>\n</section>\n");
+    out.append(
+        "<p class=\"note\">Columns follow the flows' paths from where they start; the addresses are the "
+        "flows' own at each point (after NAT where it happened).</p>\n</section>\n");
 }
 
 }  // namespace hoptrace::report::html
