@@ -486,6 +486,7 @@ std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const
     }
     std::sort(order.begin(), order.end());
     std::vector<std::uint32_t> result;
+    result.reserve(order.size());
     for (const auto& [score, role, point] : order) result.push_back(point);
     return result;
 }

@@ -258,7 +258,7 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
         const Sighting& last = sightings[members.back()];
         const auto id = static_cast<std::int64_t>(j + 1);
         journey.bind(1, id)
-            .bind(2, static_cast<std::int64_t>(a.journeys[j].flow + 1))
+            .bind(2, static_cast<std::int64_t>(a.journeys[j].flow) + 1)
             .bind(3, to_string(a.journeys[j].direction))
             .bind(4, static_cast<std::int64_t>(first.fingerprint))
             .bind(5, static_cast<std::int64_t>(members.size() + a.observers.of(j).size()))
@@ -268,7 +268,7 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
             .bind(9, last.ts_ns)
             .bind(12, static_cast<std::int64_t>(j < journeys.ambiguous.size() ? journeys.ambiguous[j] : 0));
         if (const JourneyInfo& info = a.journeys[j]; info.relation != Relation::none) {
-            journey.bind(10, static_cast<std::int64_t>(info.related + 1)).bind(11, to_string(info.relation));
+            journey.bind(10, static_cast<std::int64_t>(info.related) + 1).bind(11, to_string(info.relation));
         } else {
             journey.bind_null(10).bind_null(11);
         }
@@ -279,7 +279,7 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
         "INSERT INTO nat_rewrites (flow_id, direction, field, from_value, to_value, from_point, to_point, packets) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
     for (const Rewrite& r : a.rewrites) {
-        rewrite.bind(1, static_cast<std::int64_t>(r.flow + 1))
+        rewrite.bind(1, static_cast<std::int64_t>(r.flow) + 1)
             .bind(2, to_string(r.direction))
             .bind(3, field_name(r.field, a.flows[r.flow].original.is_icmp()))
             .bind(4, r.from)
@@ -295,7 +295,7 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
         "INSERT INTO hops (flow_id, direction, from_point, to_point, count, min_ns, p50_ns, p90_ns, p99_ns, max_ns) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     for (const HopStats& h : a.hops) {
-        if (h.flow) hop.bind(1, static_cast<std::int64_t>(*h.flow + 1));
+        if (h.flow) hop.bind(1, static_cast<std::int64_t>(*h.flow) + 1);
         else hop.bind_null(1);
         hop.bind(2, to_string(h.direction))
             .bind(3, std::int64_t{h.from_point})
@@ -315,15 +315,15 @@ void save(store::Database& db, std::span<const Sighting> sightings, const Journe
         "evidence_id, "
         "outside_window) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
     for (const Loss& l : a.losses) {
-        loss.bind(1, static_cast<std::int64_t>(l.flow + 1))
+        loss.bind(1, static_cast<std::int64_t>(l.flow) + 1)
             .bind(2, to_string(l.direction))
             .bind(3, std::int64_t{l.after_point})
             .bind(4, std::int64_t{l.expected_point})
             .bind(5, static_cast<std::int64_t>(l.count))
             .bind(6, to_string(l.cause));
-        if (l.icmp_error) loss.bind(7, static_cast<std::int64_t>(*l.icmp_error + 1));
+        if (l.icmp_error) loss.bind(7, static_cast<std::int64_t>(*l.icmp_error) + 1);
         else loss.bind_null(7);
-        if (l.evidence) loss.bind(8, static_cast<std::int64_t>(*l.evidence + 1));
+        if (l.evidence) loss.bind(8, static_cast<std::int64_t>(*l.evidence) + 1);
         else loss.bind_null(8);
         loss.bind(9, static_cast<std::int64_t>(l.outside_window));
         loss.run();

@@ -87,8 +87,9 @@ bool walkable(std::vector<RankMark>& marks) {
         std::size_t i = 0;
         while (i < marks.size()) {
             std::size_t j = i;
+            // NOLINTNEXTLINE(bugprone-signed-char-misuse): a rank is a small signed number (-1: unknown), no character
             int lo = marks[i].rank;
-            int hi = marks[i].rank;
+            int hi = lo;
             while (j < marks.size() && same_block(i, j)) {
                 lo = std::min<int>(lo, marks[j].rank);
                 hi = std::max<int>(hi, marks[j].rank);

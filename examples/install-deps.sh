@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config
   libpcap-dev libnl-3-dev libnl-route-3-dev libnl-nf-3-dev libboost-program-options-dev libsqlite3-dev
   libexpected-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libcap-dev
-  clang  # the libFuzzer targets (fuzz/), run for a bounded time by .ci/run
+  clang clang-tidy clang-format  # libFuzzer targets (fuzz/) and .ci/lint.sh, run by .ci/run
   # lab, tests and benchmarks
   iproute2 iptables conntrack tcpdump tshark socat iputils-ping traceroute ethtool sqlite3 python3 procps
   chromium  # headless, renders the HTML report in tests/e2e/html_report.py

@@ -209,7 +209,7 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
         Interface i;
         i.point_id = p.id;
         i.name = p.name;
-        i.kernel_drops = static_cast<std::uint64_t>(std::max<std::int64_t>(p.kernel_drops, 0));
+        i.kernel_drops = p.kernel_drops;
         i.idb.name = p.name;
         i.idb.description = describe(p);
         i.idb.link_type = static_cast<std::uint16_t>(link_type);

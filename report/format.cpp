@@ -26,7 +26,7 @@ bool has_ports(std::int64_t proto) { return proto == 6 || proto == 17 || proto =
 
 std::string format_duration(std::int64_t ns) {
     char buf[64];
-    const double v = static_cast<double>(ns);
+    const auto v = static_cast<double>(ns);
     const std::int64_t a = ns < 0 ? -ns : ns;
     if (a < 1'000) std::snprintf(buf, sizeof buf, "%" PRId64 " ns", ns);
     else if (a < 1'000'000) std::snprintf(buf, sizeof buf, "%.1f µs", v / 1e3);

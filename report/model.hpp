@@ -37,7 +37,7 @@ struct Tuple {
     std::string dst;
     std::int64_t sport = 0;
     std::int64_t dport = 0;
-    auto operator<=>(const Tuple&) const = default;
+    auto operator<=>(const Tuple&) const = default;  // NOLINT(modernize-use-nullptr): clang-tidy 14 on <=>
 };
 // The tuple of protocol `proto` (ICMP: `dport` is dropped, `sport` is the id).
 Tuple make_tuple(std::int64_t proto, std::string src, std::string dst, std::int64_t sport, std::int64_t dport);

@@ -30,6 +30,7 @@ bool is_time_exceeded(const TraceSighting& a) {
 std::vector<std::string> path_of(const std::vector<TraceSighting>& sightings,
                                  const std::function<std::string(std::int64_t)>& name_of) {
     std::vector<std::string> path;
+    path.reserve(sightings.size());
     for (const TraceSighting& s : sightings) path.push_back(name_of(s.point));
     return path;
 }

@@ -31,7 +31,7 @@ struct IpAddr {
     [[nodiscard]] bool empty() const noexcept { return family == 0; }
     [[nodiscard]] std::string to_string() const;  // "" for an empty address
 
-    auto operator<=>(const IpAddr&) const = default;
+    auto operator<=>(const IpAddr&) const = default;  // NOLINT(modernize-use-nullptr): clang-tidy 14 on <=>
 };
 
 // Link types we dispatch on (values are the pcap LINKTYPE_* numbers).

@@ -89,7 +89,7 @@ namespace {
 const char* direction_name(FlowDirection d) { return correlate::to_string(d); }
 
 std::string utc_time(std::int64_t ns) {
-    const std::time_t secs = static_cast<std::time_t>(ns / 1'000'000'000);
+    const auto secs = static_cast<std::time_t>(ns / 1'000'000'000);
     std::tm tm{};
     if (gmtime_r(&secs, &tm) == nullptr) return {};
     char buf[64];
@@ -611,7 +611,7 @@ std::string render_html(const ReportModel& model) {
     if (!model.html) throw std::invalid_argument("render_html: the model was loaded without its HTML samples");
     html::Page page(model, *model.html);
     std::string& out = page.out;
-    out.reserve(64 * 1024);
+    out.reserve(std::size_t{64} * 1024);
     html::head(page);
     html::header(page);
     out.append("<main class=\"wrap\">\n");
