@@ -1,5 +1,6 @@
 #include "capture/session.hpp"
 
+#include "store/conntrack.hpp"
 #include "store/private_file.hpp"
 #include "store/writer.hpp"
 #include "tracer/conntrack.hpp"
@@ -110,23 +111,7 @@ void Session::store_conntrack(const char* event) {
         m_notes.push_back(entries.error() + " (the report will not compare with conntrack)");
         return;
     }
-    auto st = m_db.prepare(
-        "INSERT INTO conntrack (ts_ns, event, proto, orig_src, orig_dst, orig_sport, orig_dport, reply_src, "
-        "reply_dst, reply_sport, reply_dport) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    const std::int64_t ts = now_ns();
-    store::Transaction txn(m_db);
-    for (const auto& e : *entries) {
-        st.bind(1, ts).bind(2, event).bind(3, std::int64_t{e.proto});
-        st.bind(4, e.orig_src)
-            .bind(5, e.orig_dst)
-            .bind(6, std::int64_t{e.orig_sport})
-            .bind(7, std::int64_t{e.orig_dport});
-        st.bind(8, e.reply_src).bind(9, e.reply_dst).bind(10, std::int64_t{e.reply_sport});
-        st.bind(11, std::int64_t{e.reply_dport});
-        st.run();
-        st.reset();
-    }
-    txn.commit();
+    store::insert_conntrack(m_db, now_ns(), event, *entries);
 }
 
 tl::expected<void, std::string> Session::start() {
