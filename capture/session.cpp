@@ -83,7 +83,7 @@ void Session::discard() noexcept {
         }
         std::error_code ignored;
         if (!spool_path.empty()) std::filesystem::remove(spool_path, ignored);
-        if (m_created) {
+        if (m_created && m_lock.held()) {  // without the lock, another hoptrace may have claimed the new file
             m_db = store::Database();
             for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(m_path + suffix, ignored);
         } else if (m_db.handle() != nullptr && m_lock.held()) {

@@ -85,6 +85,9 @@ pid_t spawn(const std::vector<std::string>& argv, const std::optional<RunAs>& wh
     if (child == 0) {
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        // Nothing of hoptrace's reaches CMD: libpcap's packet sockets (every point's, in every namespace) are not
+        // close-on-exec, and with them CMD could read, steal or send frames without any capability.
+        ::close_range(3, ~0U, 0);
         if (who) {
             if (const int error = become(*who); error != 0) {
                 std::fprintf(stderr, "hoptrace: cannot run '%s' as %s: %s\n", argv[0].c_str(), who->name.c_str(),
@@ -167,8 +170,17 @@ std::string wait_for_stop(const CaptureArgs& a, capture::Session& session, pid_t
     }
     status.clear();
     if (child > 0 && !child_done_at) {
+        // A command that ignores SIGTERM does not keep the capture going: two seconds, then SIGKILL.
         ::kill(child, SIGTERM);
-        ::waitpid(child, &child_status, 0);
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        while (::waitpid(child, &child_status, WNOHANG) == 0) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                ::kill(child, SIGKILL);
+                ::waitpid(child, &child_status, 0);
+                break;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
     }
     return stop_reason;
 }
@@ -209,12 +221,19 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     const pid_t child = a.command.empty() ? -1 : spawn(a.command, *who);
     // From here the main thread only dumps conntrack, signals the command (another user's process) and works on
     // files; the points' threads already hold nothing (tracer/privileges.hpp).
-    static_cast<void>(keep_only({Capability::net_admin, Capability::kill, Capability::dac_override}));
+    if (auto kept = keep_only({Capability::net_admin, Capability::kill, Capability::dac_override}); !kept)
+        std::fprintf(stderr, "hoptrace: note: %s (the capture keeps running with them)\n", kept.error().c_str());
     int child_status = 0;
-    const std::string stop_reason = session.stop(wait_for_stop(a, session, child, child_status));
+    std::string stop_reason;
+    try {
+        stop_reason = session.stop(wait_for_stop(a, session, child, child_status));
+    } catch (const store::Error& e) {
+        throw Fatal(store_failure(session.db(), e));
+    }
     print_notes();
     // Stored, dissected, correlated and reported with no capability but the one that reaches the files.
-    static_cast<void>(keep_only({Capability::dac_override}));
+    if (auto kept = keep_only({Capability::dac_override}); !kept)
+        std::fprintf(stderr, "hoptrace: note: %s\n", kept.error().c_str());
 
     // The spool becomes packets rows: dissect + one row per sighting, now that the traffic is no longer competing.
     // A second Ctrl-C stops after the current chunk; the rest stays spooled for `hoptrace correlate`.

@@ -8,6 +8,7 @@
 #include "cli/targets.hpp"
 #include "correlate/correlate.hpp"
 #include "store/import.hpp"
+#include "tracer/capture_file.hpp"
 #include "tracer/topology.hpp"
 #include "version.hpp"
 
@@ -101,11 +102,12 @@ int cmd_import(const Invocation& inv) {
     db.set_meta("last_import", inv.command_line);
 
     bool failed = false;
+    bool added = false;
     StatusLine progress(quiet);
     {
         store::Writer writer(db);
         for (const FileSpec& spec : specs) {
-            if (replace) {
+            if (replace && CaptureFile::open(spec.path)) {  // a file that does not open replaces nothing
                 for (const auto& name : store::remove_points(db, spec.name))
                     if (!quiet) std::fprintf(stderr, "replacing point %s\n", name.c_str());
             }
@@ -121,6 +123,7 @@ int cmd_import(const Invocation& inv) {
                              static_cast<unsigned long long>(result.frames),
                              names.empty() ? "no point" : names.c_str());
             }
+            added = added || !result.points.empty();
             if (result.error) {
                 std::cerr << "hoptrace import: " << *result.error << "\n";
                 failed = true;
@@ -129,6 +132,8 @@ int cmd_import(const Invocation& inv) {
         writer.close();  // everything read is committed, even after an error in a later file
     }
     store_spooled(db, quiet);  // an interrupted capture in the same file: its packets count too
+    // New points make the last correlation stale: without --no-correlate it runs again below.
+    if (added && no_correlate) db.exec("DELETE FROM meta WHERE key = 'correlated_ns'");
     apply_given_roles(db, roles);
     db.build_indexes();
     if (!no_correlate) {

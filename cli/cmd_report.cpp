@@ -46,6 +46,8 @@ int cmd_report(const Invocation& inv) {
     }
 
     store::Database db = open_to_read(db_path);
+    // One read transaction: a WAL snapshot, so a correlate that runs meanwhile (in batches) is never half seen.
+    db.exec("BEGIN");
     require_nothing_spooled(db, db_path);
     warn_incomplete_points(db);
     if (db.points().empty()) throw Fatal(db_path + ": the database holds no points; import or capture first");

@@ -86,10 +86,10 @@ WritableDatabase open_to_write(const std::string& path, bool* created) {
     if (!made) throw Fatal(made.error());
     if (created != nullptr) *created = *made;
     WritableDatabase out;
+    auto lock = store::WriterLock::acquire(path);  // before anything is written: a running capture holds it
+    if (!lock) throw Fatal(lock.error());          // (and a file this call made may be another writer's by now)
+    out.lock = std::move(*lock);
     try {
-        auto lock = store::WriterLock::acquire(path);  // before anything is written: a running capture holds it
-        if (!lock) throw Fatal(lock.error());
-        out.lock = std::move(*lock);
         out.db = store::Database::open(path);
     } catch (...) {
         if (*made) ::unlink(path.c_str());  // the empty file this call made, nothing else

@@ -153,6 +153,8 @@ std::vector<std::string> remove_points(Database& db, const std::string& name) {
         ids.push_back(find.column_int(0));
         removed.push_back(find.column_text(1));
     }
+    // What correlate derived from the old packets is no longer true: the database is "not correlated yet" again.
+    if (!ids.empty()) db.exec("DELETE FROM meta WHERE key = 'correlated_ns'");
     auto rows = db.prepare("DELETE FROM packets WHERE point_id = ?");
     auto point = db.prepare("DELETE FROM points WHERE id = ?");
     for (const std::int64_t id : ids) {

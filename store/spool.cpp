@@ -373,6 +373,7 @@ void SpoolFile::run() noexcept {
         } catch (...) {
             const std::lock_guard lock(m_mutex);
             m_error = std::current_exception();
+            for (const SpoolChunk& lost : m_pending) note_lost(lost);
             m_pending.clear();
             m_cv_space.notify_all();
             return;
@@ -394,7 +395,8 @@ void SpoolFile::write_chunk(const SpoolChunk& chunk) {
     std::array<std::uint8_t, k_chunk_trailer> trailer{};
     encode_chunk_frame(chunk, header, trailer);
     const std::uint64_t size = k_chunk_header + chunk.data.size() + k_chunk_trailer;
-    const std::uint64_t reserve = reserve_bytes();
+    // What the rows of everything spooled so far, this chunk included, will need beyond the spool's bytes.
+    const std::uint64_t reserve = reserve_bytes() + chunk.frames * k_reserve_per_frame + size / k_reserve_fraction;
     if (const auto available = available_bytes(m_fd.get()); available && *available < size + reserve) {
         throw Error(m_path + ": the disk is full (" + std::to_string(*available >> 20) + " MiB left, " +
                         std::to_string(reserve >> 20) +
