@@ -1,6 +1,7 @@
 #include "capture/session.hpp"
 
 #include "store/conntrack.hpp"
+#include "store/correlation.hpp"
 #include "store/private_file.hpp"
 #include "store/writer.hpp"
 #include "tracer/conntrack.hpp"
@@ -197,12 +198,7 @@ store::SpoolIngest Session::store(const std::function<bool(std::uint64_t)>& prog
         // Chunks of other points the spool had written before it failed may hold frames from after the window's
         // new end: they would be packets only some points saw. Nothing timestamped after the window is kept.
         try {
-            store::Transaction txn(m_db);
-            auto late = m_db.prepare("DELETE FROM packets WHERE ts_ns > ?");
-            late.bind(1, *m_window_cut);
-            late.run();
-            m_db.exec("UPDATE points SET packets = (SELECT count(*) FROM packets WHERE point_id = points.id)");
-            txn.commit();
+            store::delete_packets_after(m_db, *m_window_cut);
         } catch (const store::Error&) {
             failed = std::current_exception();
         }

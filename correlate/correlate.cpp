@@ -1,10 +1,10 @@
 #include "correlate/correlate.hpp"
 
 #include "correlate/analysis.hpp"
+#include "store/correlation.hpp"
 
 #include <algorithm>
-#include <array>
-#include <chrono>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -82,290 +82,170 @@ void fill_fragment_ports(std::vector<Sighting>& sightings) {
     }
 }
 
-class AddressCache {
-public:
-    const IpAddr& get(const std::string& text) {
-        auto [it, inserted] = m_cache.try_emplace(text);
-        if (inserted) it->second = IpAddr::parse(text).value_or(IpAddr{});
-        return it->second;
+Sighting to_sighting(const store::PacketFields& p) {
+    Sighting s;
+    s.packet_id = p.packet_id;
+    s.point = p.point;
+    s.ts_ns = p.ts_ns;
+    s.fingerprint = p.fingerprint;
+    s.flags = p.flags;
+    s.tuple.proto = p.proto;
+    s.tuple.src = p.src;
+    s.tuple.dst = p.dst;
+    s.icmp_type = p.icmp_type;
+    s.icmp_code = p.icmp_code;
+    if (s.tuple.is_icmp()) {
+        s.tuple.sport = is_echo(p.proto, p.icmp_type) ? p.icmp_id : 0;
+    } else {
+        s.tuple.sport = p.sport;
+        s.tuple.dport = p.dport;
     }
+    if (p.inner_proto) {
+        s.inner.proto = *p.inner_proto;
+        s.inner.src = p.inner_src;
+        s.inner.dst = p.inner_dst;
+        s.inner.sport = p.inner_sport;
+        s.inner.dport = s.inner.is_icmp() ? 0 : p.inner_dport;
+        s.has_inner_ip_id = p.inner_ip_id.has_value();
+        s.inner_ip_id = p.inner_ip_id.value_or(0);
+        s.has_inner_seq = p.inner_seq.has_value();
+        s.inner_seq = p.inner_seq.value_or(0);
+    }
+    s.ttl = p.ttl;
+    s.tcp_flags = p.tcp_flags;
+    s.ip_id = p.ip_id;
+    s.seq = p.seq;
+    s.ack = p.ack;
+    s.payload_len = p.payload_len;
+    s.ip_len = p.ip_len;
+    s.frag_offset = p.frag_offset;
+    s.icmp_mtu = p.icmp_mtu;
+    s.dont_fragment = s.tuple.src.family == 6 || (s.flags & packet_flag::k_dont_fragment) != 0;
+    return s;
+}
 
-private:
-    std::unordered_map<std::string, IpAddr> m_cache;
-};
-
-std::vector<Sighting> load(store::Database& db) {
+std::vector<Sighting> load(const store::Database& db) {
     std::vector<Sighting> out;
-    auto count = db.prepare("SELECT count(*) FROM packets WHERE fingerprint != 0");
-    if (count.step()) out.reserve(static_cast<std::size_t>(count.column_int(0)));
-    auto q = db.prepare(
-        "SELECT id, point_id, ts_ns, fingerprint, flags, proto, src, dst, sport, dport, icmp_type, icmp_code, "
-        "icmp_id, inner_proto, inner_src, inner_dst, inner_sport, inner_dport, ttl, tcp_flags, ip_id, "
-        "coalesce(tcp_seq, icmp_seq, 0), coalesce(tcp_ack, 0), payload_len, inner_ip_id, inner_seq, ip_len, "
-        "frag_offset, coalesce(icmp_mtu, 0) FROM packets WHERE fingerprint != 0 ORDER BY id");
-    AddressCache addresses;
-    while (q.step()) {
-        Sighting s;
-        s.packet_id = q.column_int(0);
-        s.point = static_cast<std::uint32_t>(q.column_int(1));
-        s.ts_ns = q.column_int(2);
-        s.fingerprint = static_cast<std::uint64_t>(q.column_int(3));
-        s.flags = static_cast<std::uint32_t>(q.column_int(4));
-        s.tuple.proto = static_cast<std::uint8_t>(q.column_int(5));
-        s.tuple.src = addresses.get(q.column_text(6));
-        s.tuple.dst = addresses.get(q.column_text(7));
-        s.icmp_type = static_cast<std::uint8_t>(q.column_int(10));
-        s.icmp_code = static_cast<std::uint8_t>(q.column_int(11));
-        if (s.tuple.is_icmp()) {
-            s.tuple.sport = is_echo(s.tuple.proto, s.icmp_type) ? static_cast<std::uint16_t>(q.column_int(12)) : 0;
-        } else {
-            s.tuple.sport = static_cast<std::uint16_t>(q.column_int(8));
-            s.tuple.dport = static_cast<std::uint16_t>(q.column_int(9));
-        }
-        if (!q.column_is_null(13)) {
-            s.inner.proto = static_cast<std::uint8_t>(q.column_int(13));
-            s.inner.src = addresses.get(q.column_text(14));
-            s.inner.dst = addresses.get(q.column_text(15));
-            s.inner.sport = static_cast<std::uint16_t>(q.column_int(16));
-            s.inner.dport = s.inner.is_icmp() ? 0 : static_cast<std::uint16_t>(q.column_int(17));
-            s.has_inner_ip_id = !q.column_is_null(24);
-            s.inner_ip_id = static_cast<std::uint16_t>(q.column_int(24));
-            s.has_inner_seq = !q.column_is_null(25);
-            s.inner_seq = static_cast<std::uint32_t>(q.column_int(25));
-        }
-        s.ttl = static_cast<std::uint8_t>(q.column_int(18));
-        s.tcp_flags = static_cast<std::uint8_t>(q.column_int(19));
-        s.ip_id = static_cast<std::uint16_t>(q.column_int(20));
-        s.seq = static_cast<std::uint32_t>(q.column_int(21));
-        s.ack = static_cast<std::uint32_t>(q.column_int(22));
-        s.payload_len = static_cast<std::uint32_t>(q.column_int(23));
-        s.ip_len = static_cast<std::uint32_t>(q.column_int(26));
-        s.frag_offset = static_cast<std::uint16_t>(q.column_int(27));
-        s.icmp_mtu = static_cast<std::uint32_t>(q.column_int(28));
-        s.dont_fragment = s.tuple.src.family == 6 || (s.flags & packet_flag::k_dont_fragment) != 0;
-        if (is_fan_out(s) || is_link_control(s)) continue;
-        out.push_back(s);
-    }
+    out.reserve(store::count_dissected_packets(db));
+    store::for_each_dissected_packet(db, [&out](const store::PacketFields& p) {
+        Sighting s = to_sighting(p);
+        if (!is_fan_out(s) && !is_link_control(s)) out.push_back(s);
+    });
     fill_fragment_ports(out);
     return out;
 }
 
-void bind_tuple(store::Statement& st, int first, const Tuple& t) {
-    st.bind(first, t.src.to_string());
-    st.bind(first + 1, t.dst.to_string());
-    st.bind(first + 2, std::int64_t{t.sport});
-    st.bind(first + 3, std::int64_t{t.dport});
-}
+store::AddressTuple stored(const Tuple& t) { return {t.src.to_string(), t.dst.to_string(), t.sport, t.dport}; }
 
-// Observer sightings (a bridge that saw a frame it switched between two ports) belong to their journey but
-// are no hop of it: journey_id set, hop NULL.
-void append_observers(std::span<const Sighting> sightings, const Analysis& a,
-                      std::vector<std::array<std::int64_t, 3>>& assignments) {
-    for (std::size_t j = 0; j < a.observers.count(); ++j)
-        for (const std::uint32_t o : a.observers.of(j))
-            assignments.push_back({sightings[o].packet_id, static_cast<std::int64_t>(j + 1), -1});
-}
+std::int64_t stored_id(std::size_t index) { return static_cast<std::int64_t>(index) + 1; }
 
-// Rows of `packets` changed per transaction: the WAL (and the room it takes) stays a few MiB, however large the
-// capture; a checkpoint can run between two transactions.
-// (Each row holds its frame: 1024 rows of full-size frames are a few MiB of pages.)
-constexpr std::size_t k_packet_rows_per_transaction = 1024;
-
-// Clears the last correlation, and then sets every packet's journey and hop, in transactions of
-// k_packet_rows_per_transaction rows. Until save() ends, meta holds no correlated_ns: a correlate killed in between
-// leaves a database that report calls "not correlated yet".
-void save_assignments(store::Database& db, std::span<const Sighting> sightings, const Journeys& journeys,
-                      const Analysis& a) {
-    {
-        store::Transaction txn(db);
-        db.exec(
-            "DELETE FROM meta WHERE key = 'correlated_ns';"
-            "DELETE FROM losses; DELETE FROM hops; DELETE FROM nat_rewrites; DELETE FROM journeys; DELETE FROM flows;"
-            // Rebuilt by build_indexes once the journeys are written: cheaper than a million index updates.
-            "DROP INDEX IF EXISTS packets_journey;"
-            "UPDATE points SET path_order = NULL;");
-        txn.commit();
-    }
-    std::int64_t max_id = 0;
-    {
-        auto last = db.prepare("SELECT coalesce(max(id), 0) FROM packets");
-        if (last.step()) max_id = last.column_int(0);
-    }
-    auto clear = db.prepare(
-        "UPDATE packets SET journey_id = NULL, hop = NULL WHERE id >= ? AND id < ? AND journey_id IS NOT NULL");
-    for (std::int64_t from = 0; from <= max_id; from += static_cast<std::int64_t>(k_packet_rows_per_transaction)) {
-        store::Transaction txn(db);
-        clear.bind(1, from).bind(2, from + static_cast<std::int64_t>(k_packet_rows_per_transaction));
-        clear.run();
-        clear.reset();
-        txn.commit();
-    }
-    // Rows are updated in rowid order: the packets table holds the raw frames, and visiting it in journey
-    // order would touch its pages at random.
-    std::vector<std::array<std::int64_t, 3>> assignments;  // packet id, journey id, hop (-1: an observer, NULL)
-    assignments.reserve(journeys.members.size() + a.observers.members.size());
+// Every sighting's journey and hop, in packet id order; observer sightings (a bridge that saw a frame it switched
+// between two ports) belong to their journey but are no hop of it.
+std::vector<store::Assignment> assignments(std::span<const Sighting> sightings, const Journeys& journeys,
+                                           const Analysis& a) {
+    std::vector<store::Assignment> out;
+    out.reserve(journeys.members.size() + a.observers.members.size());
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         for (std::size_t hop = 0; hop < members.size(); ++hop)
-            assignments.push_back(
-                {sightings[members[hop]].packet_id, static_cast<std::int64_t>(j + 1), static_cast<std::int64_t>(hop)});
+            out.push_back({sightings[members[hop]].packet_id, stored_id(j), static_cast<std::int64_t>(hop)});
+        for (const std::uint32_t o : a.observers.of(j)) out.push_back({sightings[o].packet_id, stored_id(j), {}});
     }
-    append_observers(sightings, a, assignments);
-    std::sort(assignments.begin(), assignments.end());
-    auto packet = db.prepare("UPDATE packets SET journey_id = ?, hop = ? WHERE id = ?");
-    for (std::size_t start = 0; start < assignments.size(); start += k_packet_rows_per_transaction) {
-        const std::size_t end = std::min(assignments.size(), start + k_packet_rows_per_transaction);
-        store::Transaction txn(db);
-        for (std::size_t i = start; i < end; ++i) {
-            const auto& [packet_id, journey_id, hop] = assignments[i];
-            packet.bind(1, journey_id).bind(3, packet_id);
-            if (hop < 0) packet.bind_null(2);
-            else packet.bind(2, hop);
-            packet.run();
-            packet.reset();
-        }
-        txn.commit();
+    std::sort(out.begin(), out.end(),
+              [](const store::Assignment& x, const store::Assignment& y) { return x.packet_id < y.packet_id; });
+    return out;
+}
+
+void save_flows(store::CorrelationWriter& out, const Analysis& a) {
+    for (std::size_t i = 0; i < a.flows.size(); ++i) {
+        const Flow& f = a.flows[i];
+        out.add(store::FlowRow{stored_id(i), f.original.proto, stored(f.original), stored(f.translated), f.packets,
+                               f.journeys, f.first_ts_ns, f.last_ts_ns});
     }
 }
 
-void save(store::Database& db, std::span<const Sighting> sightings, const Journeys& journeys, const Analysis& a) {
-    save_assignments(db, sightings, journeys, a);
-    store::Transaction txn(db);
-
-    auto flow = db.prepare(
-        "INSERT INTO flows (id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, "
-        "trans_sport, trans_dport, packets, journeys, first_ts_ns, last_ts_ns) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    for (std::size_t i = 0; i < a.flows.size(); ++i) {
-        const Flow& f = a.flows[i];
-        flow.bind(1, static_cast<std::int64_t>(i + 1)).bind(2, std::int64_t{f.original.proto});
-        bind_tuple(flow, 3, f.original);
-        bind_tuple(flow, 7, f.translated);
-        flow.bind(11, static_cast<std::int64_t>(f.packets))
-            .bind(12, static_cast<std::int64_t>(f.journeys))
-            .bind(13, f.first_ts_ns)
-            .bind(14, f.last_ts_ns);
-        flow.run();
-        flow.reset();
-    }
-
-    auto journey = db.prepare(
-        "INSERT INTO journeys (id, flow_id, direction, fingerprint, sightings, first_point, last_point, "
-        "first_ts_ns, last_ts_ns, related_id, relation, ambiguous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+void save_journeys(store::CorrelationWriter& out, std::span<const Sighting> sightings, const Journeys& journeys,
+                   const Analysis& a) {
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         const Sighting& first = sightings[members.front()];
         const Sighting& last = sightings[members.back()];
-        const auto id = static_cast<std::int64_t>(j + 1);
-        journey.bind(1, id)
-            .bind(2, static_cast<std::int64_t>(a.journeys[j].flow) + 1)
-            .bind(3, to_string(a.journeys[j].direction))
-            .bind(4, static_cast<std::int64_t>(first.fingerprint))
-            .bind(5, static_cast<std::int64_t>(members.size() + a.observers.of(j).size()))
-            .bind(6, std::int64_t{first.point})
-            .bind(7, std::int64_t{last.point})
-            .bind(8, first.ts_ns)
-            .bind(9, last.ts_ns)
-            .bind(12, static_cast<std::int64_t>(j < journeys.ambiguous.size() ? journeys.ambiguous[j] : 0));
-        if (const JourneyInfo& info = a.journeys[j]; info.relation != Relation::none) {
-            journey.bind(10, static_cast<std::int64_t>(info.related) + 1).bind(11, to_string(info.relation));
-        } else {
-            journey.bind_null(10).bind_null(11);
+        const JourneyInfo& info = a.journeys[j];
+        store::JourneyRow row;
+        row.id = stored_id(j);
+        row.flow_id = stored_id(info.flow);
+        row.direction = to_string(info.direction);
+        row.fingerprint = first.fingerprint;
+        row.sightings = members.size() + a.observers.of(j).size();
+        row.first_point = first.point;
+        row.last_point = last.point;
+        row.first_ts_ns = first.ts_ns;
+        row.last_ts_ns = last.ts_ns;
+        if (info.relation != Relation::none) {
+            row.related_id = stored_id(info.related);
+            row.relation = to_string(info.relation);
         }
-        journey.run();
-        journey.reset();
+        row.ambiguous = j < journeys.ambiguous.size() && journeys.ambiguous[j] != 0;
+        out.add(row);
     }
-    auto rewrite = db.prepare(
-        "INSERT INTO nat_rewrites (flow_id, direction, field, from_value, to_value, from_point, to_point, packets) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
-    for (const Rewrite& r : a.rewrites) {
-        rewrite.bind(1, static_cast<std::int64_t>(r.flow) + 1)
-            .bind(2, to_string(r.direction))
-            .bind(3, field_name(r.field, a.flows[r.flow].original.is_icmp()))
-            .bind(4, r.from)
-            .bind(5, r.to)
-            .bind(6, std::int64_t{r.from_point})
-            .bind(7, std::int64_t{r.to_point})
-            .bind(8, static_cast<std::int64_t>(r.packets));
-        rewrite.run();
-        rewrite.reset();
-    }
+}
 
-    auto hop = db.prepare(
-        "INSERT INTO hops (flow_id, direction, from_point, to_point, count, min_ns, p50_ns, p90_ns, p99_ns, max_ns) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+void save_findings(store::CorrelationWriter& out, const Analysis& a) {
+    for (const Rewrite& r : a.rewrites)
+        out.add(store::RewriteRow{stored_id(r.flow), to_string(r.direction),
+                                  field_name(r.field, a.flows[r.flow].original.is_icmp()), r.from, r.to, r.from_point,
+                                  r.to_point, r.packets});
     for (const HopStats& h : a.hops) {
-        if (h.flow) hop.bind(1, static_cast<std::int64_t>(*h.flow) + 1);
-        else hop.bind_null(1);
-        hop.bind(2, to_string(h.direction))
-            .bind(3, std::int64_t{h.from_point})
-            .bind(4, std::int64_t{h.to_point})
-            .bind(5, static_cast<std::int64_t>(h.count))
-            .bind(6, h.min_ns)
-            .bind(7, h.p50_ns)
-            .bind(8, h.p90_ns)
-            .bind(9, h.p99_ns)
-            .bind(10, h.max_ns);
-        hop.run();
-        hop.reset();
+        std::optional<std::int64_t> flow;
+        if (h.flow) flow = stored_id(*h.flow);
+        out.add(store::HopRow{flow, to_string(h.direction), h.from_point, h.to_point, h.count, h.min_ns, h.p50_ns,
+                              h.p90_ns, h.p99_ns, h.max_ns});
     }
-
-    auto loss = db.prepare(
-        "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause, error_journey, "
-        "evidence_id, "
-        "outside_window) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
     for (const Loss& l : a.losses) {
-        loss.bind(1, static_cast<std::int64_t>(l.flow) + 1)
-            .bind(2, to_string(l.direction))
-            .bind(3, std::int64_t{l.after_point})
-            .bind(4, std::int64_t{l.expected_point})
-            .bind(5, static_cast<std::int64_t>(l.count))
-            .bind(6, to_string(l.cause));
-        if (l.icmp_error) loss.bind(7, static_cast<std::int64_t>(*l.icmp_error) + 1);
-        else loss.bind_null(7);
-        if (l.evidence) loss.bind(8, static_cast<std::int64_t>(*l.evidence) + 1);
-        else loss.bind_null(8);
-        loss.bind(9, static_cast<std::int64_t>(l.outside_window));
-        loss.run();
-        loss.reset();
+        store::LossRow row;
+        row.flow_id = stored_id(l.flow);
+        row.direction = to_string(l.direction);
+        row.after_point = l.after_point;
+        row.expected_point = l.expected_point;
+        row.count = l.count;
+        row.cause = to_string(l.cause);
+        if (l.icmp_error) row.error_journey = stored_id(*l.icmp_error);
+        if (l.evidence) row.evidence_id = stored_id(*l.evidence);
+        row.outside_window = l.outside_window;
+        out.add(row);
     }
+}
 
-    db.set_meta("correlated_ns", std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                    std::chrono::system_clock::now().time_since_epoch())
-                                                    .count()));
-    auto order = db.prepare("UPDATE points SET path_order = ? WHERE id = ?");
-    for (std::size_t i = 0; i < a.path_order.size(); ++i) {
-        order.bind(1, static_cast<std::int64_t>(i)).bind(2, std::int64_t{a.path_order[i]});
-        order.run();
-        order.reset();
-    }
-    txn.commit();
+// Replaces the last correlation (store/correlation.hpp: until the end, meta holds no correlated_ns).
+void save(store::Database& db, std::span<const Sighting> sightings, const Journeys& journeys, const Analysis& a) {
+    store::CorrelationWriter out(db);
+    out.assign(assignments(sightings, journeys, a));
+    save_flows(out, a);
+    save_journeys(out, sightings, journeys, a);
+    save_findings(out, a);
+    out.set_path_order(a.path_order);
+    out.commit();
 }
 
 // The kernel's own NAT translations, from the conntrack dumps of a live capture: the original tuple becomes the
 // reply tuple reversed. For ICMP echo the id is in sport (the matcher's tuple), and dport is 0.
-std::vector<std::pair<Tuple, Tuple>> kernel_translations(store::Database& db) {
+std::vector<std::pair<Tuple, Tuple>> kernel_translations(const store::Database& db) {
     std::vector<std::pair<Tuple, Tuple>> out;
-    auto q = db.prepare(
-        "SELECT DISTINCT proto, orig_src, orig_dst, orig_sport, orig_dport, reply_src, reply_dst, reply_sport, "
-        "reply_dport FROM conntrack");
-    AddressCache addresses;
-    while (q.step()) {
-        Tuple original;
-        original.proto = static_cast<std::uint8_t>(q.column_int(0));
-        original.src = addresses.get(q.column_text(1));
-        original.dst = addresses.get(q.column_text(2));
-        original.sport = static_cast<std::uint16_t>(q.column_int(3));
-        Tuple translated;
-        translated.proto = original.proto;
-        translated.src = addresses.get(q.column_text(6));
-        translated.dst = addresses.get(q.column_text(5));
+    std::unordered_map<std::string, IpAddr> addresses;
+    auto address = [&addresses](const std::string& text) {
+        auto [it, inserted] = addresses.try_emplace(text);
+        if (inserted) it->second = IpAddr::parse(text).value_or(IpAddr{});
+        return it->second;
+    };
+    for (const ConntrackEntry& e : store::conntrack_entries(db)) {
+        Tuple original{e.proto, address(e.orig_src), address(e.orig_dst), e.orig_sport, 0};
+        Tuple translated{e.proto, address(e.reply_dst), address(e.reply_src), 0, 0};
         if (original.is_icmp()) {
-            translated.sport = static_cast<std::uint16_t>(q.column_int(7));
+            translated.sport = e.reply_sport;
         } else {
-            original.dport = static_cast<std::uint16_t>(q.column_int(4));
-            translated.sport = static_cast<std::uint16_t>(q.column_int(8));
-            translated.dport = static_cast<std::uint16_t>(q.column_int(7));
+            original.dport = e.orig_dport;
+            translated.sport = e.reply_dport;
+            translated.dport = e.reply_sport;
         }
         if (original.src.empty() || translated.src.empty() || original == translated) continue;
         out.emplace_back(original, translated);
@@ -451,10 +331,7 @@ Summary run(store::Database& db, const MatchOptions& given) {
     infer_missing_roles(db, sightings, summary);
     apply_roles(db.points(), options);
     options.known_translations = kernel_translations(db);
-    auto windows = db.prepare("SELECT point_id, min(ts_ns), max(ts_ns) FROM packets GROUP BY point_id");
-    while (windows.step())
-        options.point_windows[static_cast<std::uint32_t>(windows.column_int(0))] = {windows.column_int(1),
-                                                                                    windows.column_int(2)};
+    for (const auto& [point, window] : store::packet_windows(db)) options.point_windows[point] = window;
     // An imported file was being written from its creation to its last write: that widens what its packets show
     // (a file copied after the capture is younger than its packets and says nothing).
     for (const store::Point& p : db.points()) {
