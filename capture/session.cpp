@@ -88,7 +88,7 @@ void Session::discard() noexcept {
             m_db = store::Database();
             for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(m_path + suffix, ignored);
         } else if (m_db.handle() != nullptr && m_lock.held()) {
-            m_db.exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");
+            m_db.clear();
         }
     } catch (...) {  // NOLINT(bugprone-empty-catch): best effort; the start error is what the user needs to see
     }

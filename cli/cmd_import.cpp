@@ -133,7 +133,7 @@ int cmd_import(const Invocation& inv) {
     }
     store_spooled(db, quiet);  // an interrupted capture in the same file: its packets count too
     // New points make the last correlation stale: without --no-correlate it runs again below.
-    if (added && no_correlate) db.exec("DELETE FROM meta WHERE key = 'correlated_ns'");
+    if (added && no_correlate) db.remove_meta("correlated_ns");
     apply_given_roles(db, roles);
     db.build_indexes();
     if (!no_correlate) {

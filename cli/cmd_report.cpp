@@ -46,8 +46,7 @@ int cmd_report(const Invocation& inv) {
     }
 
     store::Database db = open_to_read(db_path);
-    // One read transaction: a WAL snapshot, so a correlate that runs meanwhile (in batches) is never half seen.
-    db.exec("BEGIN");
+    db.begin_snapshot();  // one WAL snapshot: a correlate that runs meanwhile is never half seen
     require_nothing_spooled(db, db_path);
     warn_incomplete_points(db);
     if (db.points().empty()) throw Fatal(db_path + ": the database holds no points; import or capture first");

@@ -584,6 +584,20 @@ void Database::set_meta(std::string_view key, std::string_view value) {
     stmt.run();
 }
 
+void Database::remove_meta(std::string_view key) {
+    Statement stmt = prepare("DELETE FROM meta WHERE key = ?1");
+    stmt.bind(1, key);
+    stmt.run();
+}
+
+void Database::begin_snapshot() { exec("BEGIN"); }
+
+void Database::clear() {
+    Transaction txn(*this);
+    exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");
+    txn.commit();
+}
+
 std::optional<std::string> Database::meta(std::string_view key) const {
     Statement stmt = prepare("SELECT value FROM meta WHERE key = ?1");
     stmt.bind(1, key);

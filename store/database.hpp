@@ -125,6 +125,14 @@ public:
 
     void set_meta(std::string_view key, std::string_view value);
     [[nodiscard]] std::optional<std::string> meta(std::string_view key) const;
+    void remove_meta(std::string_view key);
+
+    // Begins a read transaction that lasts as long as the connection (report, export): one WAL snapshot, so a
+    // correlate that runs meanwhile (in batches) is never half seen.
+    void begin_snapshot();
+    // Deletes every packet, point, conntrack dump and meta row (a capture that failed to start, on a file it
+    // did not create), in one transaction.
+    void clear();
 
     void build_indexes();  // store/schema.hpp k_index_sql
 
