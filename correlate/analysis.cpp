@@ -1,5 +1,7 @@
 #include "correlate/analysis.hpp"
 
+#include "correlate/losses.hpp"
+
 #include "tracer/packet.hpp"
 
 #include <algorithm>
@@ -231,15 +233,6 @@ constexpr std::uint8_t k_tcp_rst = 0x04;
 constexpr std::uint8_t k_tcp_ack = 0x10;
 
 bool is_tcp(const Sighting& s) noexcept { return s.tuple.proto == k_proto_tcp; }
-bool is_echo_request(const Sighting& s) noexcept {
-    return (s.tuple.proto == 1 && s.icmp_type == 8) || (s.tuple.proto == 58 && s.icmp_type == 128);
-}
-bool is_echo_reply(const Sighting& s) noexcept {
-    return (s.tuple.proto == 1 && s.icmp_type == 0) || (s.tuple.proto == 58 && s.icmp_type == 129);
-}
-bool is_time_exceeded(const Sighting& s) noexcept {
-    return (s.tuple.proto == 1 && s.icmp_type == 11) || (s.tuple.proto == 58 && s.icmp_type == 3);
-}
 // A TCP segment that occupies sequence space: data, SYN or FIN. Sending it twice is a retransmission.
 bool takes_sequence_space(const Sighting& s) noexcept {
     return s.payload_len > 0 || (s.tcp_flags & (k_tcp_syn | k_tcp_fin)) != 0;
@@ -713,194 +706,6 @@ void rewrites_and_hops(std::span<const Sighting> sightings, const Journeys& jour
     for (auto& [key, v] : samples) out.hops.push_back(summarise(key, v));
 }
 
-bool inside_network(const IpAddr& a, const std::vector<std::pair<IpAddr, int>>& networks) {
-    for (const auto& [net, prefix] : networks) {
-        if (net.family != a.family) continue;
-        int bits = prefix;
-        bool same = true;
-        for (std::size_t i = 0; i < net.bytes.size() && bits > 0 && same; ++i, bits -= 8) {
-            const auto mask = static_cast<std::uint8_t>(bits >= 8 ? 0xff : 0xff << (8 - bits));
-            same = (net.bytes[i] & mask) == (a.bytes[i] & mask);
-        }
-        if (same) return true;
-    }
-    return false;
-}
-
-// Losses: wherever the path says a packet should appear next and it does not — unless the capture at that point
-// was not running then (a live capture knows its window; for files, the point's first and last packet, or a later
-// packet of the same flow there, prove it was capturing).
-//
-// The path of (flow, direction) is the point sequence of its longest journey, continued by the topology where no
-// journey shows the way: a packet going out to an address that is not inside (a container's, or in a bridge's
-// network) that stops on the bridge was going to the uplink (when there is exactly one), and a reply follows the
-// forward path back. An ICMP error is expected to retrace its probe's path back to the sender.
-void losses(std::span<const Sighting> sightings, const Journeys& journeys, const MatchOptions& options, Analysis& out) {
-    std::unordered_map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> window = options.point_windows;
-    for (const Sighting& s : sightings) {  // point -> (first, last)
-        auto [it, fresh] = window.try_emplace(s.point, s.ts_ns, s.ts_ns);
-        if (!fresh) it->second = {std::min(it->second.first, s.ts_ns), std::max(it->second.second, s.ts_ns)};
-    }
-    // A point that saw nothing at all: it captured while the others did (nothing says otherwise).
-    std::pair<std::int64_t, std::int64_t> all{std::numeric_limits<std::int64_t>::max(), 0};
-    for (const auto& [point, w] : window) all = {std::min(all.first, w.first), std::max(all.second, w.second)};
-    for (const auto& [point, rank] : options.role_rank) window.try_emplace(point, all);
-    auto rank_of = [&](std::uint32_t point) {
-        const auto it = options.role_rank.find(point);
-        return it == options.role_rank.end() ? -1 : it->second;
-    };
-    auto skipped = [&](const JourneyInfo& info) {
-        return info.relation == Relation::copy_of || info.relation == Relation::reassembly_of;
-    };
-    // The latest sighting of each flow at each point: proof that the point was capturing then.
-    std::map<std::pair<std::uint32_t, std::uint32_t>, std::int64_t> flow_seen;  // (flow, point) -> last ts
-    std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> longest;
-    std::set<std::pair<std::uint32_t, std::uint32_t>> reassembled_at;    // (flow, point) saw a reassembled datagram
-    std::set<std::pair<std::uint32_t, std::uint32_t>> fragment_seen_at;  // (flow, point) saw a fragment
-    auto is_fragment = [&](std::size_t j) {
-        return (sightings[journeys.of(j).front()].flags & packet_flag::k_fragment) != 0;
-    };
-    std::set<IpAddr> inside;  // where journeys began inside the host: containers' (and the bridge's) own addresses
-    for (std::size_t j = 0; j < journeys.count(); ++j) {
-        const JourneyInfo& info = out.journeys[j];
-        const auto members = journeys.of(j);
-        for (const std::uint32_t m : members) {
-            auto& t = flow_seen[{info.flow, sightings[m].point}];
-            t = std::max(t, sightings[m].ts_ns);
-        }
-        const Sighting& head = sightings[members.front()];
-        if (const int r = rank_of(head.point); r >= 0 && r <= 2) inside.insert(head.tuple.src);
-        if (info.relation == Relation::reassembly_of)
-            for (const std::uint32_t m : members) reassembled_at.insert({info.flow, sightings[m].point});
-        if (is_fragment(j))
-            for (const std::uint32_t m : members) fragment_seen_at.insert({info.flow, sightings[m].point});
-        if (info.icmp_error || skipped(info)) continue;
-        const auto key = std::pair{info.flow, info.direction};
-        auto [it, inserted] = longest.try_emplace(key, j);
-        if (!inserted && members.size() > journeys.of(it->second).size()) it->second = j;
-    }
-    // The networks behind the bridges: a live capture knows the bridges' addresses; for files, the /24 (IPv4) or
-    // /64 (IPv6) around each address a journey began from inside the host stands in for them.
-    std::vector<std::pair<IpAddr, int>> networks = options.inside_networks;
-    if (networks.empty())
-        for (const IpAddr& a : inside) networks.emplace_back(a, a.family == 4 ? 24 : 64);
-    std::vector<std::uint32_t> by_rank[4];
-    for (const auto& [point, rank] : options.role_rank)
-        if (rank >= 0 && rank <= 3) by_rank[rank].push_back(point);
-    auto points_of = [&](std::size_t j) {
-        std::vector<std::uint32_t> path;
-        for (const std::uint32_t m : journeys.of(j)) path.push_back(sightings[m].point);
-        return path;
-    };
-    std::map<std::pair<std::uint32_t, FlowDirection>, std::vector<std::uint32_t>> paths;
-    auto expected_path = [&](std::uint32_t flow, FlowDirection direction) -> const std::vector<std::uint32_t>& {
-        const auto key = std::pair{flow, direction};
-        if (auto it = paths.find(key); it != paths.end()) return it->second;
-        std::vector<std::uint32_t> path = points_of(longest.at(key));
-        const Tuple& original = out.flows[flow].original;
-        if (direction == FlowDirection::forward) {
-            // Outward to an outside address: on to the next role while exactly one point has it.
-            const bool outside = !inside.contains(original.dst) && !inside_network(original.dst, networks);
-            for (int r = rank_of(path.back()); outside && r >= 1 && r < 3 && by_rank[r + 1].size() == 1; ++r)
-                path.push_back(by_rank[r + 1].front());
-        } else if (const auto fwd = longest.find({flow, FlowDirection::forward}); fwd != longest.end()) {
-            // A reply retraces the forward path: on from where it stopped along the forward path reversed.
-            std::vector<std::uint32_t> back = points_of(fwd->second);
-            std::reverse(back.begin(), back.end());
-            const auto at = std::find(back.begin(), back.end(), path.back());
-            if (at != back.end())
-                for (auto it = at + 1; it != back.end(); ++it)
-                    if (std::find(path.begin(), path.end(), *it) == path.end()) path.push_back(*it);
-        }
-        return paths.emplace(key, std::move(path)).first->second;
-    };
-    // What ended a journey early: an ICMP error that answered it (and which), or a continuation (GSO segments).
-    std::unordered_map<std::uint32_t, std::pair<LossCause, std::uint32_t>> ended_by;
-    std::unordered_set<std::uint32_t> continued;
-    for (std::uint32_t j = 0; j < journeys.count(); ++j) {
-        const JourneyInfo& info = out.journeys[j];
-        if (info.relation == Relation::segment_of) continued.insert(info.related);
-        if (info.relation == Relation::answers && info.icmp_error)
-            ended_by.try_emplace(
-                info.related,
-                is_time_exceeded(sightings[journeys.of(j).front()]) ? LossCause::expired : LossCause::rejected, j);
-    }
-    // Whether `expected` was capturing when the journey (first seen at `from`, last at `to`) would have got there:
-    // 2 it was (the live capture's window, or its own packets, or a later packet of the flow there), 1 only the
-    // other imported files were (their packets span the time: files imported together are taken to have been
-    // captured together, and the report says so), 0 it was not.
-    const bool live = options.capture_start_ns != 0;
-    auto was_capturing = [&](std::uint32_t flow, std::uint32_t expected, std::int64_t from, std::int64_t to) {
-        const auto [first_seen, last_seen] = window.try_emplace(expected, all).first->second;
-        const std::int64_t first_ts = live ? std::min(first_seen, options.capture_start_ns) : first_seen;
-        const std::int64_t last_ts = std::max(last_seen, options.capture_stop_ns);
-        const auto later = flow_seen.find({flow, expected});  // the same flow seen there afterwards
-        const bool ends_after =
-            last_ts >= to + options.max_hop_gap_ns || (later != flow_seen.end() && later->second > to);
-        if (first_ts <= from && ends_after) return 2;
-        if (!live && all.first <= from && all.second >= to) return 1;
-        return 0;
-    };
-    using LossKey = std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t, LossCause>;
-    struct Lost {
-        std::uint64_t count = 0;
-        std::uint64_t outside_window = 0;
-        std::optional<std::uint32_t> evidence;
-    };
-    std::map<LossKey, Lost> lost;
-    for (std::uint32_t j = 0; j < journeys.count(); ++j) {
-        const JourneyInfo& info = out.journeys[j];
-        if (info.icmp_error || skipped(info) || continued.contains(j)) continue;
-        // Fragments go round a point that sees only their reassembled datagram (br_netfilter at docker0): on
-        // their path, such a point is left out.
-        std::vector<std::uint32_t> fragment_path;
-        if (is_fragment(j)) {
-            fragment_path = expected_path(info.flow, info.direction);
-            std::erase_if(fragment_path, [&](std::uint32_t p) {
-                return reassembled_at.contains({info.flow, p}) && !fragment_seen_at.contains({info.flow, p});
-            });
-        }
-        const std::vector<std::uint32_t>& path =
-            is_fragment(j) ? fragment_path : expected_path(info.flow, info.direction);
-        const auto members = journeys.of(j);
-        const Sighting& last = sightings[members.back()];
-        const auto at = std::find(path.begin(), path.end(), last.point);
-        if (at == path.end() || at + 1 == path.end()) continue;
-        const std::uint32_t expected = *(at + 1);
-        const int capturing = was_capturing(info.flow, expected, sightings[members.front()].ts_ns, last.ts_ns);
-        if (capturing == 0) continue;
-        const auto cause = ended_by.find(j);
-        Lost& entry = lost[{info.flow, info.direction, last.point, expected,
-                            cause == ended_by.end() ? LossCause::dropped : cause->second.first}];
-        ++entry.count;
-        if (capturing == 1) ++entry.outside_window;
-        if (cause != ended_by.end() && !entry.evidence) entry.evidence = cause->second.second;
-    }
-    for (const auto& [key, value] : lost) {
-        const auto& [flow, dir, after, expected, cause] = key;
-        out.losses.push_back(
-            Loss{flow, dir, after, expected, value.count, cause, std::nullopt, value.evidence, value.outside_window});
-    }
-    // ICMP errors on their way back: they retrace the probe's path to its sender.
-    for (std::uint32_t j = 0; j < journeys.count(); ++j) {
-        const JourneyInfo& info = out.journeys[j];
-        if (!info.icmp_error || info.relation != Relation::answers) continue;
-        std::vector<std::uint32_t> back = points_of(info.related);
-        std::reverse(back.begin(), back.end());
-        const auto members = journeys.of(j);
-        const Sighting& first = sightings[members.front()];
-        const Sighting& last = sightings[members.back()];
-        const auto start = std::find(back.begin(), back.end(), first.point);
-        const auto at = std::find(back.begin(), back.end(), last.point);
-        if (start == back.end() || at == back.end() || at < start || at + 1 == back.end()) continue;
-        const std::uint32_t expected = *(at + 1);
-        const int capturing = was_capturing(info.flow, expected, first.ts_ns, last.ts_ns);
-        if (capturing == 0) continue;
-        out.losses.push_back(Loss{info.flow, info.direction, last.point, expected, 1, LossCause::dropped, j,
-                                  std::nullopt, capturing == 1 ? 1U : 0U});
-    }
-}
-
 }  // namespace
 
 const char* to_string(FlowDirection d) noexcept { return d == FlowDirection::forward ? "forward" : "reply"; }
@@ -959,7 +764,7 @@ Analysis analyse(std::span<const Sighting> sightings, Journeys& journeys, const 
     find_segments(sightings, journeys, options, out);
     Relations(sightings, journeys, out, options).run();
     rewrites_and_hops(sightings, journeys, out);
-    losses(sightings, journeys, options, out);
+    find_losses(sightings, journeys, options, out);
     return out;
 }
 

@@ -13,10 +13,6 @@
 namespace hoptrace::correlate {
 namespace {
 
-bool is_echo(std::uint8_t proto, std::uint8_t type) noexcept {
-    return (proto == 1 && (type == 0 || type == 8)) || (proto == 58 && (type == 128 || type == 129));
-}
-
 // Multicast and broadcast are copied to every port: a fan-out, not one packet's path. The link layer says so
 // (a group destination MAC, or a cooked header's broadcast/multicast packet type), which also covers a subnet's
 // directed broadcast (172.17.255.255); the address covers frames whose link layer does not tell.
@@ -95,7 +91,7 @@ Sighting to_sighting(const store::PacketFields& p) {
     s.icmp_type = p.icmp_type;
     s.icmp_code = p.icmp_code;
     if (s.tuple.is_icmp()) {
-        s.tuple.sport = is_echo(p.proto, p.icmp_type) ? p.icmp_id : 0;
+        s.tuple.sport = is_echo_request(s) || is_echo_reply(s) ? p.icmp_id : 0;
     } else {
         s.tuple.sport = p.sport;
         s.tuple.dport = p.dport;

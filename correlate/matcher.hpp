@@ -44,6 +44,17 @@ struct Sighting {
     bool has_inner_ip_id = false;
 };
 
+// What kind of ICMP or ICMPv6 message a sighting is.
+inline bool is_echo_request(const Sighting& s) noexcept {
+    return (s.tuple.proto == 1 && s.icmp_type == 8) || (s.tuple.proto == 58 && s.icmp_type == 128);
+}
+inline bool is_echo_reply(const Sighting& s) noexcept {
+    return (s.tuple.proto == 1 && s.icmp_type == 0) || (s.tuple.proto == 58 && s.icmp_type == 129);
+}
+inline bool is_time_exceeded(const Sighting& s) noexcept {
+    return (s.tuple.proto == 1 && s.icmp_type == 11) || (s.tuple.proto == 58 && s.icmp_type == 3);
+}
+
 struct MatchOptions {
     // Two consecutive sightings of one journey are at most this far apart. A packet crosses a host in
     // micro- to milliseconds; TCP's minimum retransmission timeout (200 ms) is well above, so a
