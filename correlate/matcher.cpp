@@ -320,308 +320,380 @@ bool unambiguous(std::span<const Sighting> sightings, std::span<const std::uint3
     return walkable(marks);
 }
 
-}  // namespace
+// Datagrams a host reassembled are found by what their fragments share: addresses, protocol and IP id.
+struct DatagramKey {
+    std::uint8_t proto;
+    IpAddr src;
+    IpAddr dst;
+    std::uint16_t ip_id;
+    bool operator==(const DatagramKey&) const = default;
+};
+struct DatagramKeyHash {
+    std::size_t operator()(const DatagramKey& k) const noexcept {
+        return TupleHash{}(Tuple{k.proto, k.src, k.dst, k.ip_id, 0});
+    }
+};
 
-Journeys match(std::span<const Sighting> sightings, const MatchOptions& options) {
-    std::vector<std::uint32_t> order;
-    order.reserve(sightings.size());
-    for (std::uint32_t i = 0; i < sightings.size(); ++i)
-        if (sightings[i].fingerprint != 0) order.push_back(i);
+// The best continuation found for a sighting so far, and the equally good candidates of other origins.
+struct Choice {
+    std::uint32_t best = k_none;
+    int best_score = 0;
+    std::vector<std::uint32_t> rivals;  // equally good candidates of other (last point, last tuple)
+};
+
+// Groups that left journeys undecided: [begin, end) of the order, and the first journey id they made.
+struct Undecided {
+    std::size_t begin;
+    std::size_t end;
+    std::uint32_t first_id;
+};
+
+// match(), step by step: the sightings in order, translations learned (phase 1), each fingerprint group assigned
+// in time order (phase 2), undecided groups assigned again with what the decided journeys showed, and the journeys
+// numbered.
+class Matcher {
+public:
+    Matcher(std::span<const Sighting> sightings, const MatchOptions& options)
+        : m_sightings(sightings), m_options(options), m_journey_of(sightings.size(), k_none) {}
+
+    Journeys run() {
+        sort_order();
+        learn_translations();
+        index_reassembled();
+        std::vector<Undecided> undecided;
+        for_each_group(m_sightings, m_order, [&](std::size_t begin, std::size_t end) {
+            const auto first_id = static_cast<std::uint32_t>(m_first_of.size());
+            assign_group(begin, end);
+            if (std::any_of(m_flagged.begin() + first_id, m_flagged.end(), [](std::uint8_t f) { return f != 0; }))
+                undecided.push_back({begin, end, first_id});
+        });
+        if (!undecided.empty()) decide_again(undecided);
+        return numbered();
+    }
+
+private:
+    [[nodiscard]] int rank(std::uint32_t point) const { return rank_of(m_options, point); }
+
     // Time order; at equal timestamps the higher TTL first (it had crossed fewer routers), then the role order.
-    std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
-        const Sighting& x = sightings[a];
-        const Sighting& y = sightings[b];
-        if (x.fingerprint != y.fingerprint) return x.fingerprint < y.fingerprint;
-        if (x.ts_ns != y.ts_ns) return x.ts_ns < y.ts_ns;
-        if (x.ttl != y.ttl) return x.ttl > y.ttl;
-        const int rx = rank_of(options, x.point);
-        const int ry = rank_of(options, y.point);
-        if (rx != ry) return rx < ry;
-        if (x.point != y.point) return x.point < y.point;
-        return x.packet_id < y.packet_id;
-    });
+    void sort_order() {
+        m_order.reserve(m_sightings.size());
+        for (std::uint32_t i = 0; i < m_sightings.size(); ++i)
+            if (m_sightings[i].fingerprint != 0) m_order.push_back(i);
+        std::sort(m_order.begin(), m_order.end(), [&](std::uint32_t a, std::uint32_t b) {
+            const Sighting& x = m_sightings[a];
+            const Sighting& y = m_sightings[b];
+            if (x.fingerprint != y.fingerprint) return x.fingerprint < y.fingerprint;
+            if (x.ts_ns != y.ts_ns) return x.ts_ns < y.ts_ns;
+            if (x.ttl != y.ttl) return x.ttl > y.ttl;
+            const int rx = rank(x.point);
+            const int ry = rank(y.point);
+            if (rx != ry) return rx < ry;
+            if (x.point != y.point) return x.point < y.point;
+            return x.packet_id < y.packet_id;
+        });
+    }
 
-    // Phase 1: learn NAT translations from the kernel's own entries and from groups that can only be one journey.
-    Translations translations;
-    for (const auto& [from, to] : options.known_translations) translations.add(from, to);
-    // The longest hop each pair of points showed in those groups: what a hop between them can take.
-    std::unordered_map<std::uint64_t, std::int64_t> longest_hop;
-    auto pair_key = [](std::uint32_t a, std::uint32_t b) { return (std::uint64_t{a} << 32) | b; };
-    for_each_group(sightings, order, [&](std::size_t begin, std::size_t end) {
-        const std::span<const std::uint32_t> group(order.data() + begin, end - begin);
-        if (!unambiguous(sightings, group, options)) return;
-        for (std::size_t i = 1; i < group.size(); ++i) {
-            const Sighting& a = sightings[group[i - 1]];
-            const Sighting& b = sightings[group[i]];
-            auto& longest = longest_hop[pair_key(a.point, b.point)];
-            longest = std::max(longest, b.ts_ns - a.ts_ns);
-            if (a.tuple != b.tuple) translations.add(a.tuple, b.tuple);
-        }
-    });
+    static std::uint64_t pair_key(std::uint32_t a, std::uint32_t b) { return (std::uint64_t{a} << 32) | b; }
+
+    // Phase 1: learn NAT translations from the kernel's own entries and from groups that can only be one journey,
+    // and the longest hop each pair of points showed in those groups: what a hop between them can take.
+    void learn_translations() {
+        for (const auto& [from, to] : m_options.known_translations) m_translations.add(from, to);
+        for_each_group(m_sightings, m_order, [&](std::size_t begin, std::size_t end) {
+            const std::span<const std::uint32_t> group(m_order.data() + begin, end - begin);
+            if (!unambiguous(m_sightings, group, m_options)) return;
+            for (std::size_t i = 1; i < group.size(); ++i) {
+                const Sighting& a = m_sightings[group[i - 1]];
+                const Sighting& b = m_sightings[group[i]];
+                auto& longest = m_longest_hop[pair_key(a.point, b.point)];
+                longest = std::max(longest, b.ts_ns - a.ts_ns);
+                if (a.tuple != b.tuple) m_translations.add(a.tuple, b.tuple);
+            }
+        });
+    }
+
     // Datagrams a host reassembled (a whole packet with the addresses, protocol and IP id of fragments): the
     // fragments that leave beyond that point were cut from it again, so they are not older than it.
-    struct DatagramKey {
-        std::uint8_t proto;
-        IpAddr src;
-        IpAddr dst;
-        std::uint16_t ip_id;
-        bool operator==(const DatagramKey&) const = default;
-    };
-    struct DatagramKeyHash {
-        std::size_t operator()(const DatagramKey& k) const noexcept {
-            return TupleHash{}(Tuple{k.proto, k.src, k.dst, k.ip_id, 0});
-        }
-    };
-    std::unordered_map<DatagramKey, std::vector<std::int64_t>, DatagramKeyHash> reassembled;
-    {
+    void index_reassembled() {
         std::unordered_set<DatagramKey, DatagramKeyHash> fragmented;
-        for (const Sighting& s : sightings)
+        for (const Sighting& s : m_sightings)
             if ((s.flags & packet_flag::k_fragment) != 0)
                 fragmented.insert({s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id});
-        for (const Sighting& s : sightings)
+        for (const Sighting& s : m_sightings)
             if ((s.flags & packet_flag::k_fragment) == 0 &&
                 fragmented.contains({s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}))
-                reassembled[{s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}].push_back(s.ts_ns);
-        for (auto& [k, list] : reassembled) std::sort(list.begin(), list.end());
+                m_reassembled[{s.tuple.proto, s.tuple.src, s.tuple.dst, s.ip_id}].push_back(s.ts_ns);
+        for (auto& [k, list] : m_reassembled) std::sort(list.begin(), list.end());
     }
+
     // A fragment `x` cannot continue a journey of fragments last seen as `last` when their datagram was reassembled
     // only after x was seen (it was cut from another datagram).
-    auto reassembled_in_time = [&](const Sighting& last, const Sighting& x) {
+    [[nodiscard]] bool reassembled_in_time(const Sighting& last, const Sighting& x) const {
         if ((x.flags & packet_flag::k_fragment) == 0) return true;
-        const auto it = reassembled.find({last.tuple.proto, last.tuple.src, last.tuple.dst, x.ip_id});
-        if (it == reassembled.end()) return true;
+        const auto it = m_reassembled.find({last.tuple.proto, last.tuple.src, last.tuple.dst, x.ip_id});
+        if (it == m_reassembled.end()) return true;
         const auto after = std::lower_bound(it->second.begin(), it->second.end(), last.ts_ns);
         return after == it->second.end() || *after <= x.ts_ns;
-    };
+    }
+
     // Among equally good journeys of different origins, one whose step would take far longer than any hop between
     // those points did (ten times the longest, and over a millisecond) is not this packet's: time decides then.
-    auto plausible_hop = [&](const Sighting& last, const Sighting& x) {
-        const auto it = longest_hop.find(pair_key(last.point, x.point));
-        if (it == longest_hop.end()) return true;
+    [[nodiscard]] bool plausible_hop(const Sighting& last, const Sighting& x) const {
+        const auto it = m_longest_hop.find(pair_key(last.point, x.point));
+        if (it == m_longest_hop.end()) return true;
         constexpr std::int64_t k_slack_ns = 1'000'000;
         return x.ts_ns - last.ts_ns <= std::max(10 * it->second, k_slack_ns);
-    };
-    // Phase 2: assignment inside each group, in time order.
-    std::vector<std::uint32_t> journey_of(sightings.size(), k_none);
-    std::vector<std::uint32_t> first_of;  // journey id -> its first sighting
-    std::vector<std::uint8_t> flagged;    // journey id -> ambiguous
-    std::vector<OpenJourney> open;
-    std::vector<std::uint32_t> version;
-    OpenIndex index;
-    std::unordered_map<Tuple, std::vector<Tuple>, TupleHash> reverse;  // per group: target -> learned sources
-    std::vector<std::uint8_t> dead;  // journey id -> replaced by a second pass over its group
-    auto assign_group = [&](std::size_t begin, std::size_t end) {
-        open.clear();
-        version.clear();
-        index.clear();
-        if (reverse.bucket_count() > 64) reverse = {};
-        else reverse.clear();
+    }
+
+    // Phase 2: assignment inside one group, in time order.
+    void assign_group(std::size_t begin, std::size_t end) {
+        m_open.clear();
+        m_version.clear();
+        m_index.clear();
+        if (m_reverse.bucket_count() > 64) m_reverse = {};
+        else m_reverse.clear();
         for (std::size_t k = begin; k < end; ++k) {
-            const Tuple& t = sightings[order[k]].tuple;
-            if (const auto* targets = translations.targets(t))
+            const Tuple& t = m_sightings[m_order[k]].tuple;
+            if (const auto* targets = m_translations.targets(t))
                 for (const Tuple& target : *targets) {
-                    auto& list = reverse[target];
+                    auto& list = m_reverse[target];
                     if (std::find(list.begin(), list.end(), t) == list.end()) list.push_back(t);
                 }
         }
-        std::vector<RankMark> marks;
         for (std::size_t k = begin; k < end; ++k) {
-            const std::uint32_t s = order[k];
-            const Sighting& x = sightings[s];
-            const int x_rank = rank_of(options, x.point);
-            // The best continuation, and whether another journey of a different origin was as good.
-            std::uint32_t best = k_none;
-            int best_score = 0;
-            std::vector<std::uint32_t> rivals;  // equally good candidates of other (last point, last tuple)
-            auto consider = [&](std::vector<OpenIndex::Entry>& entries, bool queue) {
-                std::size_t kept = 0;
-                bool found = false;  // a queue's first fit was found: the rest wait their turn
-                for (std::size_t e = 0; e < entries.size(); ++e) {
-                    const OpenIndex::Entry entry = entries[e];
-                    if (found) {
-                        entries[kept++] = entry;
-                        continue;
-                    }
-                    OpenJourney& j = open[entry.open];
-                    const Sighting& last = sightings[j.last];
-                    if (version[entry.open] != entry.version || x.ts_ns - last.ts_ns > options.max_hop_gap_ns)
-                        continue;  // stale: grown since, or too old to grow (time only moves on): dropped
-                    entries[kept++] = entry;
-                    if (entry.open == best || std::find(rivals.begin(), rivals.end(), entry.open) != rivals.end())
-                        continue;
-                    if (std::find(j.points.begin(), j.points.end(), x.point) != j.points.end()) continue;
-                    if (x.ts_ns > last.ts_ns && x.ttl > j.min_ttl) continue;  // TTL never grows
-                    const int score = step_score(last, x, rank_of(options, last.point), x_rank, translations);
-                    if (score == 0) continue;
-                    if (x_rank != k_unknown_rank) {
-                        marks = j.marks;
-                        marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
-                        if (!walkable(marks)) continue;
-                    }
-                    found = queue;
-                    if (score < best_score) continue;
-                    if (score > best_score) {
-                        best = entry.open;
-                        best_score = score;
-                        rivals.clear();
-                        continue;
-                    }
-                    // As good as the best: the same origin (last point and tuple) is a queue, first in first out;
-                    // another origin is a journey that could be this packet just as well.
-                    const Sighting& b = sightings[open[best].last];
-                    const bool same_origin = b.point == last.point && b.tuple == last.tuple;
-                    if (same_origin) {
-                        if (entry.open < best) best = entry.open;
-                    } else {
-                        rivals.push_back(entry.open);
-                    }
-                }
-                entries.resize(kept);
-            };
-            const auto rev = reverse.find(x.tuple);
-            if (x.uncertain) {
-                // Its ports are a guess: every open journey of the group is a candidate (a fragment's group is small:
-                // one datagram id, offset and length).
-                std::vector<OpenIndex::Entry> all;
-                for (std::uint32_t o = 0; o < open.size(); ++o) all.push_back({o, version[o]});
-                consider(all, false);
-            } else {
-                // A port-rewriting step scores at most 1 * 2 + 1: past a better candidate, no need to look there.
-                constexpr int k_best_port_rewrite = 3;
-                // A rewrite needs a routed step: the TTL drops (sightings of equal time come higher TTL first), and
-                // never between points of one L2 segment.
-                auto rewrite_from = [&](std::uint32_t point, std::uint8_t ttl) {
-                    const Link link = link_between(rank_of(options, point), x_rank);
-                    return ttl >= x.ttl && link != Link::l2 && link != Link::containers;
-                };
-                index.candidates(
-                    x.tuple, rev == reverse.end() ? nullptr : &rev->second, consider,
-                    [&] { return best_score <= k_best_port_rewrite; }, rewrite_from);
-            }
-            if (best != k_none) {
-                // Rivals of the same origin as each other collapse to one; of another origin than the winner,
-                // they make the choice undecidable.
-                if (!rivals.empty()) {
-                    std::vector<std::uint32_t> all = rivals;
-                    all.push_back(best);
-                    std::vector<std::uint32_t> timely;
-                    for (const std::uint32_t c : all)
-                        if (plausible_hop(sightings[open[c].last], x) &&
-                            reassembled_in_time(sightings[open[c].last], x))
-                            timely.push_back(c);
-                    if (!timely.empty() && timely.size() < all.size()) {
-                        best = *std::min_element(timely.begin(), timely.end());
-                        rivals.clear();
-                        for (const std::uint32_t c : timely)
-                            if (c != best) rivals.push_back(c);
-                    }
-                }
-                const Sighting& b = sightings[open[best].last];
-                bool ambiguous = false;
-                for (const std::uint32_t r : rivals) {
-                    const Sighting& l = sightings[open[r].last];
-                    if (l.point == b.point && l.tuple == b.tuple) {
-                        best = std::min(best, r);
-                        continue;
-                    }
-                    ambiguous = true;
-                    flagged[open[r].id] = 1;
-                }
-                // The oldest of the equally good ones takes it (queues are first-in, first-out); flagged.
-                if (ambiguous)
-                    for (const std::uint32_t r : rivals) best = std::min(best, r);
-                OpenJourney& j = open[best];
-                if (ambiguous) flagged[j.id] = 1;
-                const Sighting& last = sightings[j.last];
-                if (x.ts_ns > last.ts_ns || x.ttl <= last.ttl) j.last = s;
-                j.points.push_back(x.point);
-                j.min_ttl = std::min(j.min_ttl, x.ttl);
-                if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
-                journey_of[s] = j.id;
-                ++version[best];
-                index.file(sightings[j.last].tuple, sightings[j.last].point, sightings[j.last].ttl, best,
-                           version[best]);
+            const std::uint32_t s = m_order[k];
+            Choice choice = choose(m_sightings[s]);
+            if (choice.best != k_none) extend(decide(m_sightings[s], choice), s);
+            else start(s);
+        }
+    }
+
+    // The open journeys `x` may continue, best first.
+    Choice choose(const Sighting& x) {
+        Choice choice;
+        const int x_rank = rank(x.point);
+        auto consider = [&](std::vector<OpenIndex::Entry>& entries, bool queue) {
+            consider_entries(x, x_rank, entries, queue, choice);
+        };
+        if (x.uncertain) {
+            // Its ports are a guess: every open journey of the group is a candidate (a fragment's group is small:
+            // one datagram id, offset and length).
+            std::vector<OpenIndex::Entry> all;
+            for (std::uint32_t o = 0; o < m_open.size(); ++o) all.push_back({o, m_version[o]});
+            consider(all, false);
+            return choice;
+        }
+        // A port-rewriting step scores at most 1 * 2 + 1: past a better candidate, no need to look there.
+        constexpr int k_best_port_rewrite = 3;
+        // A rewrite needs a routed step: the TTL drops (sightings of equal time come higher TTL first), and never
+        // between points of one L2 segment.
+        auto rewrite_from = [&](std::uint32_t point, std::uint8_t ttl) {
+            const Link link = link_between(rank(point), x_rank);
+            return ttl >= x.ttl && link != Link::l2 && link != Link::containers;
+        };
+        const auto rev = m_reverse.find(x.tuple);
+        m_index.candidates(
+            x.tuple, rev == m_reverse.end() ? nullptr : &rev->second, consider,
+            [&] { return choice.best_score <= k_best_port_rewrite; }, rewrite_from);
+        return choice;
+    }
+
+    // Scores each live entry of one index list as a continuation for `x`; stale entries are dropped from the list.
+    void consider_entries(const Sighting& x, int x_rank, std::vector<OpenIndex::Entry>& entries, bool queue,
+                          Choice& c) {
+        std::size_t kept = 0;
+        bool found = false;  // a queue's first fit was found: the rest wait their turn
+        for (const OpenIndex::Entry entry : entries) {
+            if (found) {
+                entries[kept++] = entry;
                 continue;
             }
-            const auto id = static_cast<std::uint32_t>(first_of.size());
-            first_of.push_back(s);
-            flagged.push_back(0);
-            journey_of[s] = id;
-            OpenJourney j;
-            j.id = id;
-            j.last = s;
-            j.min_ttl = x.ttl;
-            j.points.push_back(x.point);
-            if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
-            open.push_back(std::move(j));
-            version.push_back(0);
-            index.file(x.tuple, x.point, x.ttl, static_cast<std::uint32_t>(open.size() - 1), 0);
+            OpenJourney& j = m_open[entry.open];
+            const Sighting& last = m_sightings[j.last];
+            if (m_version[entry.open] != entry.version || x.ts_ns - last.ts_ns > m_options.max_hop_gap_ns)
+                continue;  // stale: grown since, or too old to grow (time only moves on): dropped
+            entries[kept++] = entry;
+            if (entry.open == c.best || std::find(c.rivals.begin(), c.rivals.end(), entry.open) != c.rivals.end())
+                continue;
+            if (std::find(j.points.begin(), j.points.end(), x.point) != j.points.end()) continue;
+            if (x.ts_ns > last.ts_ns && x.ttl > j.min_ttl) continue;  // TTL never grows
+            const int score = step_score(last, x, rank(last.point), x_rank, m_translations);
+            if (score == 0) continue;
+            if (x_rank != k_unknown_rank) {
+                m_marks = j.marks;
+                m_marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
+                if (!walkable(m_marks)) continue;
+            }
+            found = queue;
+            if (score < c.best_score) continue;
+            if (score > c.best_score) {
+                c.best = entry.open;
+                c.best_score = score;
+                c.rivals.clear();
+                continue;
+            }
+            // As good as the best: the same origin (last point and tuple) is a queue, first in first out; another
+            // origin is a journey that could be this packet just as well.
+            const Sighting& b = m_sightings[m_open[c.best].last];
+            if (b.point == last.point && b.tuple == last.tuple) {
+                if (entry.open < c.best) c.best = entry.open;
+            } else {
+                c.rivals.push_back(entry.open);
+            }
         }
-    };
-    // Groups that left journeys undecided: [begin, end) of `order`, and the first journey id they made.
-    struct Undecided {
-        std::size_t begin;
-        std::size_t end;
-        std::uint32_t first_id;
-    };
-    std::vector<Undecided> undecided;
-    for_each_group(sightings, order, [&](std::size_t begin, std::size_t end) {
-        const auto first_id = static_cast<std::uint32_t>(first_of.size());
-        assign_group(begin, end);
-        if (std::any_of(flagged.begin() + first_id, flagged.end(), [](std::uint8_t f) { return f != 0; }))
-            undecided.push_back({begin, end, first_id});
-    });
+        entries.resize(kept);
+    }
+
+    // Which open journey takes `x`. Rivals of the same origin as each other collapse to one; of another origin
+    // than the winner, they make the choice undecidable unless time rules some out; then the oldest of the
+    // equally good ones takes it (queues are first-in, first-out), and all of them are flagged.
+    std::uint32_t decide(const Sighting& x, Choice& c) {
+        if (!c.rivals.empty()) {
+            std::vector<std::uint32_t> all = c.rivals;
+            all.push_back(c.best);
+            std::vector<std::uint32_t> timely;
+            for (const std::uint32_t o : all)
+                if (plausible_hop(m_sightings[m_open[o].last], x) &&
+                    reassembled_in_time(m_sightings[m_open[o].last], x))
+                    timely.push_back(o);
+            if (!timely.empty() && timely.size() < all.size()) {
+                c.best = *std::min_element(timely.begin(), timely.end());
+                c.rivals.clear();
+                for (const std::uint32_t o : timely)
+                    if (o != c.best) c.rivals.push_back(o);
+            }
+        }
+        const Sighting& b = m_sightings[m_open[c.best].last];
+        bool ambiguous = false;
+        for (const std::uint32_t r : c.rivals) {
+            const Sighting& l = m_sightings[m_open[r].last];
+            if (l.point == b.point && l.tuple == b.tuple) {
+                c.best = std::min(c.best, r);
+                continue;
+            }
+            ambiguous = true;
+            m_flagged[m_open[r].id] = 1;
+        }
+        if (ambiguous) {
+            for (const std::uint32_t r : c.rivals) c.best = std::min(c.best, r);
+            m_flagged[m_open[c.best].id] = 1;
+        }
+        return c.best;
+    }
+
+    // Open journey `open` takes sighting s.
+    void extend(std::uint32_t open, std::uint32_t s) {
+        const Sighting& x = m_sightings[s];
+        const int x_rank = rank(x.point);
+        OpenJourney& j = m_open[open];
+        const Sighting& last = m_sightings[j.last];
+        if (x.ts_ns > last.ts_ns || x.ttl <= last.ttl) j.last = s;
+        j.points.push_back(x.point);
+        j.min_ttl = std::min(j.min_ttl, x.ttl);
+        if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
+        m_journey_of[s] = j.id;
+        ++m_version[open];
+        const Sighting& now = m_sightings[j.last];
+        m_index.file(now.tuple, now.point, now.ttl, open, m_version[open]);
+    }
+
+    // Sighting s continues no journey: it begins one.
+    void start(std::uint32_t s) {
+        const Sighting& x = m_sightings[s];
+        const int x_rank = rank(x.point);
+        const auto id = static_cast<std::uint32_t>(m_first_of.size());
+        m_first_of.push_back(s);
+        m_flagged.push_back(0);
+        m_journey_of[s] = id;
+        OpenJourney j;
+        j.id = id;
+        j.last = s;
+        j.min_ttl = x.ttl;
+        j.points.push_back(x.point);
+        if (x_rank != k_unknown_rank) j.marks.push_back({x.ts_ns, x.ttl, static_cast<std::int8_t>(x_rank)});
+        m_open.push_back(std::move(j));
+        m_version.push_back(0);
+        m_index.file(x.tuple, x.point, x.ttl, static_cast<std::uint32_t>(m_open.size() - 1), 0);
+    }
+
     // Flow state: what the decided journeys rewrote is a translation too (a reply de-NATed to one container says
     // whose the masqueraded tuple was). Groups left undecided are assigned again with it.
-    if (!undecided.empty()) {
-        dead.assign(first_of.size(), 0);
-        std::vector<std::uint32_t> last_of(first_of.size(), k_none);
+    void decide_again(const std::vector<Undecided>& undecided) {
+        m_dead.assign(m_first_of.size(), 0);
+        std::vector<std::uint32_t> last_of(m_first_of.size(), k_none);
         bool learned = false;
-        for (const std::uint32_t s : order) {
-            const std::uint32_t j = journey_of[s];
-            if (flagged[j] == 0 && last_of[j] != k_none) {
-                const Tuple& from = sightings[last_of[j]].tuple;
+        for (const std::uint32_t s : m_order) {
+            const std::uint32_t j = m_journey_of[s];
+            if (m_flagged[j] == 0 && last_of[j] != k_none) {
+                const Tuple& from = m_sightings[last_of[j]].tuple;
                 // Only where nothing was known: a learned translation is never overruled by a derived one.
-                if (from != sightings[s].tuple && translations.targets(from) == nullptr &&
-                    !sightings[last_of[j]].uncertain && !sightings[s].uncertain) {
-                    translations.add(from, sightings[s].tuple);
+                if (from != m_sightings[s].tuple && m_translations.targets(from) == nullptr &&
+                    !m_sightings[last_of[j]].uncertain && !m_sightings[s].uncertain) {
+                    m_translations.add(from, m_sightings[s].tuple);
                     learned = true;
                 }
             }
             last_of[j] = s;
         }
-        for (const Undecided& u : learned ? undecided : std::vector<Undecided>{}) {
-            for (std::size_t k = u.begin; k < u.end; ++k) dead[journey_of[order[k]]] = 1;
-            assign_group(u.begin, u.end);
+        if (learned) {
+            for (const Undecided& u : undecided) {
+                for (std::size_t k = u.begin; k < u.end; ++k) m_dead[m_journey_of[m_order[k]]] = 1;
+                assign_group(u.begin, u.end);
+            }
         }
-        dead.resize(first_of.size(), 0);
+        m_dead.resize(m_first_of.size(), 0);
     }
 
-    // Number journeys by first time, then fingerprint, then packet id: independent of the input order.
-    std::vector<std::uint32_t> by_time;
-    by_time.reserve(first_of.size());
-    for (std::uint32_t j = 0; j < first_of.size(); ++j)
-        if (dead.empty() || dead[j] == 0) by_time.push_back(j);
-    std::sort(by_time.begin(), by_time.end(), [&](std::uint32_t a, std::uint32_t b) {
-        const Sighting& x = sightings[first_of[a]];
-        const Sighting& y = sightings[first_of[b]];
-        if (x.ts_ns != y.ts_ns) return x.ts_ns < y.ts_ns;
-        if (x.fingerprint != y.fingerprint) return x.fingerprint < y.fingerprint;
-        return x.packet_id < y.packet_id;
-    });
-    std::vector<std::uint32_t> renumber(first_of.size(), k_none);
-    for (std::uint32_t n = 0; n < by_time.size(); ++n) renumber[by_time[n]] = n;
+    // Journeys numbered by first time, then fingerprint, then packet id: independent of the input order.
+    Journeys numbered() const {
+        std::vector<std::uint32_t> by_time;
+        by_time.reserve(m_first_of.size());
+        for (std::uint32_t j = 0; j < m_first_of.size(); ++j)
+            if (m_dead.empty() || m_dead[j] == 0) by_time.push_back(j);
+        std::sort(by_time.begin(), by_time.end(), [&](std::uint32_t a, std::uint32_t b) {
+            const Sighting& x = m_sightings[m_first_of[a]];
+            const Sighting& y = m_sightings[m_first_of[b]];
+            if (x.ts_ns != y.ts_ns) return x.ts_ns < y.ts_ns;
+            if (x.fingerprint != y.fingerprint) return x.fingerprint < y.fingerprint;
+            return x.packet_id < y.packet_id;
+        });
+        std::vector<std::uint32_t> renumber(m_first_of.size(), k_none);
+        for (std::uint32_t n = 0; n < by_time.size(); ++n) renumber[by_time[n]] = n;
 
-    Journeys result;
-    result.offsets.assign(by_time.size() + 1, 0);
-    result.ambiguous.assign(by_time.size(), 0);
-    for (std::uint32_t n = 0; n < by_time.size(); ++n) result.ambiguous[n] = flagged[by_time[n]];
-    for (const std::uint32_t s : order) ++result.offsets[renumber[journey_of[s]] + 1];
-    std::partial_sum(result.offsets.begin(), result.offsets.end(), result.offsets.begin());
-    result.members.resize(order.size());
-    std::vector<std::uint32_t> fill(result.offsets.begin(), result.offsets.end() - 1);
-    for (const std::uint32_t s : order) result.members[fill[renumber[journey_of[s]]]++] = s;  // time order
-    return result;
+        Journeys result;
+        result.offsets.assign(by_time.size() + 1, 0);
+        result.ambiguous.assign(by_time.size(), 0);
+        for (std::uint32_t n = 0; n < by_time.size(); ++n) result.ambiguous[n] = m_flagged[by_time[n]];
+        for (const std::uint32_t s : m_order) ++result.offsets[renumber[m_journey_of[s]] + 1];
+        std::partial_sum(result.offsets.begin(), result.offsets.end(), result.offsets.begin());
+        result.members.resize(m_order.size());
+        std::vector<std::uint32_t> fill(result.offsets.begin(), result.offsets.end() - 1);
+        for (const std::uint32_t s : m_order) result.members[fill[renumber[m_journey_of[s]]]++] = s;  // time order
+        return result;
+    }
+
+    std::span<const Sighting> m_sightings;
+    const MatchOptions& m_options;
+    std::vector<std::uint32_t> m_order;
+    Translations m_translations;
+    std::unordered_map<std::uint64_t, std::int64_t> m_longest_hop;  // pair_key -> longest hop
+    std::unordered_map<DatagramKey, std::vector<std::int64_t>, DatagramKeyHash> m_reassembled;
+    std::vector<std::uint32_t> m_journey_of;  // sighting -> journey id
+    std::vector<std::uint32_t> m_first_of;    // journey id -> its first sighting
+    std::vector<std::uint8_t> m_flagged;      // journey id -> ambiguous
+    std::vector<std::uint8_t> m_dead;         // journey id -> replaced by a second pass over its group
+    // The group being assigned:
+    std::vector<OpenJourney> m_open;
+    std::vector<std::uint32_t> m_version;
+    OpenIndex m_index;
+    std::unordered_map<Tuple, std::vector<Tuple>, TupleHash> m_reverse;  // target -> learned sources
+    std::vector<RankMark> m_marks;                                       // scratch for walkable()
+};
+
+}  // namespace
+
+Journeys match(std::span<const Sighting> sightings, const MatchOptions& options) {
+    return Matcher(sightings, options).run();
 }
 
 }  // namespace hoptrace::correlate
