@@ -88,6 +88,10 @@ def errors(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
     c1 = lab.ns["c1"]
     n = [0]
 
+    # The CMD by its full path: the "neither docker nor podman" case takes /usr/bin off PATH when docker.io is
+    # installed there, and a CMD not found would be the error reported instead of the missing client.
+    true = shutil.which("true") or "/bin/true"
+
     def new_db() -> Path:
         n[0] += 1
         return tmp / f"new{n[0]}.db"
@@ -97,7 +101,7 @@ def errors(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
         cap, tr = new_db(), new_db()
         return [("topology", ["topology", *target, "--host-netns", host], None),
                 ("capture", ["capture", "--db", cap, *target, "--host-netns", host, "--duration", "1"], cap),
-                ("trace", ["trace", "--db", tr, *target, "--host-netns", host, "--", "true"], tr)]
+                ("trace", ["trace", "--db", tr, *target, "--host-netns", host, "--", true], tr)]
 
     def failing(name: str, target: list[str], contains, rc=1) -> None:
         for cmd, args, db in variants(target):
