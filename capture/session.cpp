@@ -171,14 +171,13 @@ std::string Session::stop(const std::string& reason) {
     auto [window_start, window_stop] = m_capture->window();
     // The spool lost what came after a failed write: the window ends before the first frame it lost, so that no
     // point's missing frames look like packets lost on the way.
-    if (lost_from) {
-        window_stop = std::min(window_stop, *lost_from - 1);
-        m_window_cut = window_stop;
-    }
+    if (lost_from) window_stop = std::min(window_stop, *lost_from - 1);
     {
         store::Transaction txn(m_db);
         m_db.set_meta("capture_start_ns", std::to_string(window_start));
         m_db.set_meta("capture_stop_ns", std::to_string(window_stop));
+        // With the window, so that whoever stores the spool (this run, or correlate after a kill) applies the cut.
+        if (lost_from) m_db.set_meta(store::k_meta_spool_cut, std::to_string(window_stop));
         m_db.set_meta("stop_reason", stored_reason);
         txn.commit();
     }
@@ -193,15 +192,6 @@ store::SpoolIngest Session::store(const std::function<bool(std::uint64_t)>& prog
         ingested = store_leftover_spool(m_db, progress);
     } catch (const store::Error&) {
         failed = std::current_exception();  // the point statistics are still worth keeping; then the error goes on
-    }
-    if (m_window_cut && !failed && !ingested.stopped) {
-        // Chunks of other points the spool had written before it failed may hold frames from after the window's
-        // new end: they would be packets only some points saw. Nothing timestamped after the window is kept.
-        try {
-            store::delete_packets_after(m_db, *m_window_cut);
-        } catch (const store::Error&) {
-            failed = std::current_exception();
-        }
     }
     const auto stats = m_capture->stats();
     try {
@@ -233,10 +223,15 @@ std::vector<PointResult> Session::results() const {
 
 store::SpoolIngest store_leftover_spool(store::Database& db, const std::function<bool(std::uint64_t)>& progress) {
     const auto spooled = store::spool_size(db);
-    if (!spooled.pending && spooled.legacy_frames == 0) return {};
-    store::Writer writer(db);
-    auto stored = store::ingest_spool(db, writer, progress);
-    writer.close();
+    store::SpoolIngest stored;
+    if (spooled.pending || spooled.legacy_frames != 0) {
+        store::Writer writer(db);
+        stored = store::ingest_spool(db, writer, progress);
+        writer.close();
+    }
+    // Chunks of other points the spool had written before it lost frames may hold frames from after the window's
+    // new end: nothing stamped after it is kept, once every chunk is in (a stopped ingest leaves the cut pending).
+    if (!stored.stopped) store::apply_spool_cut(db);
     return stored;
 }
 

@@ -103,14 +103,14 @@ private:
     std::unique_ptr<LiveCapture> m_capture;
     bool m_started = false;
     bool m_stopped = false;
-    std::optional<std::int64_t> m_window_cut;  // the window's end moved before what the spool lost (disk full)
-    std::optional<std::string> m_failure;      // why the capture stopped itself (the spool's error), once known
+    std::optional<std::string> m_failure;  // why the capture stopped itself (the spool's error), once known
     std::vector<std::string> m_notes;
 };
 
 // A capture that was killed before it stored its spool leaves frames in its spool file (FILE-spool): the commands
 // that write (correlate, import) store them as packets first. Takes nothing when none wait; returns what was
-// stored. `progress` as in store::ingest_spool.
+// stored. `progress` as in store::ingest_spool. Then a window cut the capture left pending (store::apply_spool_cut)
+// is applied, also when no frames were waiting (a run killed between storing and cutting).
 store::SpoolIngest store_leftover_spool(store::Database& db,
                                         const std::function<bool(std::uint64_t frames)>& progress = {});
 

@@ -113,13 +113,17 @@ std::map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> packet_windows(co
     return out;
 }
 
-void delete_packets_after(Database& db, std::int64_t ts_ns) {
+bool apply_spool_cut(Database& db) {
+    const auto cut = db.meta(k_meta_spool_cut);
+    if (!cut) return false;
     Transaction txn(db);
     auto late = db.prepare("DELETE FROM packets WHERE ts_ns > ?");
-    late.bind(1, ts_ns);
+    late.bind(1, static_cast<std::int64_t>(std::stoll(*cut)));
     late.run();
+    db.remove_meta(k_meta_spool_cut);
     db.exec("UPDATE points SET packets = (SELECT count(*) FROM packets WHERE point_id = points.id)");
     txn.commit();
+    return true;
 }
 
 CorrelationWriter::CorrelationWriter(Database& db) : m_db(db) {

@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -63,8 +64,14 @@ void for_each_dissected_packet(const Database& db, const std::function<void(cons
 // Per point id: the first and the last packet's timestamp.
 [[nodiscard]] std::map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> packet_windows(const Database& db);
 
-// Deletes the packets stamped after `ts_ns` and recounts points.packets, in one transaction.
-void delete_packets_after(Database& db, std::int64_t ts_ns);
+// The meta key of a capture window cut short: when the spool lost frames (a full disk), the window ends before the
+// first one lost, and frames of other points stamped after it would be packets only some points saw.
+inline constexpr std::string_view k_meta_spool_cut = "spool_cut_ns";
+
+// Applies a pending cut (meta spool_cut_ns) once the spool is stored: deletes the packets stamped after it,
+// recounts points.packets and removes the key, in one transaction, so that a killed run leaves either the cut
+// still pending or applied. False when none was pending.
+bool apply_spool_cut(Database& db);
 
 // Ids below are the stored ones (1-based); a NULL column is an empty optional.
 struct AddressTuple {
