@@ -2,6 +2,7 @@
 
 #include "capture/session.hpp"
 #include "cli/status_line.hpp"
+#include "store/import.hpp"
 #include "store/private_file.hpp"
 #include "store/spool.hpp"
 
@@ -157,7 +158,7 @@ std::size_t warn_incomplete_points(const store::Database& db) {
                      "hoptrace: warning: point %s is incomplete: the import of %s was interrupted after %llu packets, "
                      "so journeys seem to end there; import it again with 'hoptrace import --replace --db %s %s=%s'\n",
                      p.name.c_str(), p.source.c_str(), static_cast<unsigned long long>(p.packets), db.path().c_str(),
-                     p.name.c_str(), p.source.c_str());
+                     store::import_name(p).c_str(), p.source.c_str());
     }
     return count;
 }

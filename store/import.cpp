@@ -142,6 +142,16 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
     return result;
 }
 
+std::string import_name(const Point& p) {
+    const auto slash = p.name.rfind('/');
+    if (slash == std::string::npos) return p.name;
+    const std::string_view label = std::string_view(p.name).substr(slash + 1);
+    const bool named = !p.ifname.empty() && (label == p.ifname || label.starts_with(p.ifname + "#"));
+    const bool numbered = label.size() > 2 && label.starts_with("if") &&
+                          label.find_first_not_of("0123456789", 2) == std::string_view::npos;
+    return named || numbered ? p.name.substr(0, slash) : p.name;
+}
+
 std::vector<std::string> remove_points(Database& db, const std::string& name) {
     std::vector<std::string> removed;
     Transaction txn(db);

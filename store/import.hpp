@@ -39,4 +39,8 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
 // names removed.
 std::vector<std::string> remove_points(Database& db, const std::string& name);
 
+// The NAME of the `NAME=FILE` that made point `p`: its name without the `/IFNAME` (`/ifN`, `/IFNAME#k`) that a file
+// of several interfaces, or of `-i any`, adds to it. What `--replace` takes to import that file again.
+[[nodiscard]] std::string import_name(const Point& p);
+
 }  // namespace hoptrace::store
