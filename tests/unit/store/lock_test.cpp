@@ -1,10 +1,14 @@
 // store::WriterLock: one writer at a time, and a lock that does not cost SQLite its own locks.
-#include "store/database.hpp"
 #include "store/lock.hpp"
+#include "store/database.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <string>
+
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +41,38 @@ TEST(WriterLock, a_missing_file_is_one_line_naming_it) {
     const auto lock = WriterLock::acquire(dir.file("none.db"));
     ASSERT_FALSE(lock);
     EXPECT_EQ(lock.error().rfind(dir.file("none.db") + ": cannot open it: ", 0), 0U) << lock.error();
+}
+
+TEST(WriterLock, another_users_file_says_whose_it_is_and_what_to_do) {
+    // The case behind most EACCES: a capture made with sudo (0600, root's) opened by the user without it.
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to try as another user";
+    test::TempDir dir;
+    std::filesystem::permissions(dir.file(""), std::filesystem::perms(0755));
+    const std::string path = dir.file("root.db");
+    { Database::open(path); }
+    ::chmod(path.c_str(), 0600);
+    int pipe_fds[2] = {-1, -1};
+    ASSERT_EQ(::pipe(pipe_fds), 0);
+    const pid_t child = ::fork();
+    if (child == 0) {
+        ::close(pipe_fds[0]);
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
+        const auto lock = WriterLock::acquire(path);
+        const std::string text = lock ? std::string("acquired") : lock.error();
+        const auto written = ::write(pipe_fds[1], text.data(), text.size());
+        ::_exit(written == static_cast<ssize_t>(text.size()) ? 0 : 3);
+    }
+    ::close(pipe_fds[1]);
+    std::string said;
+    char buf[512];
+    for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<std::size_t>(n));
+    ::close(pipe_fds[0]);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+    EXPECT_EQ(said, path +
+                        ": permission denied: the file belongs to uid 0; run hoptrace as that user (or with sudo), "
+                        "or give another --db");
 }
 
 TEST(WriterLock, held_while_the_database_is_written_keeps_sqlite_working) {
