@@ -70,9 +70,11 @@ TEST(WriterLock, another_users_file_says_whose_it_is_and_what_to_do) {
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
     ASSERT_EQ(WEXITSTATUS(status), 0);
-    EXPECT_EQ(said, path +
-                        ": permission denied: the file belongs to uid 0; run hoptrace as that user (or with sudo), "
-                        "or give another --db");
+    // One line naming the file and the owner the test gave it, and how to get in.
+    EXPECT_EQ(said.rfind(path + ": permission denied", 0), 0U) << said;
+    EXPECT_NE(said.find("uid 0;"), std::string::npos) << said;
+    EXPECT_NE(said.find("sudo"), std::string::npos) << said;
+    EXPECT_EQ(said.find('\n'), std::string::npos) << said;
 }
 
 TEST(WriterLock, held_while_the_database_is_written_keeps_sqlite_working) {
