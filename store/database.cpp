@@ -1,5 +1,6 @@
 #include "store/database.hpp"
 
+#include "store/private_file.hpp"
 #include "store/schema.hpp"
 
 #include <cstddef>
@@ -318,6 +319,8 @@ SqlitePtr open_connection(const std::string& path, const std::string& name) {
                                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
     SqlitePtr db(raw);  // closes the handle SQLite allocates even when opening fails
     if (rc != SQLITE_OK) {
+        if (db != nullptr)
+            if (auto line = not_yours(path, sqlite3_system_errno(db.get()))) throw Error(*line);
         fail(name, "cannot open database", db != nullptr ? sqlite3_errmsg(db.get()) : sqlite3_errstr(rc));
     }
     if (sqlite3_extended_result_codes(db.get(), 1) != SQLITE_OK) {
@@ -661,6 +664,8 @@ Database Database::open_read_only(const std::string& path) {
     const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr);
     SqlitePtr db(raw);
     if (rc != SQLITE_OK) {
+        if (db != nullptr)
+            if (auto line = not_yours(path, sqlite3_system_errno(db.get()))) throw Error(*line);
         fail(name, "cannot open database", db != nullptr ? sqlite3_errmsg(db.get()) : sqlite3_errstr(rc));
     }
     if (sqlite3_extended_result_codes(db.get(), 1) != SQLITE_OK) {

@@ -2,9 +2,8 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "store/private_file.hpp"
 #include "tracer/errno_text.hpp"
 
 #include <cerrno>
@@ -16,12 +15,7 @@ tl::expected<WriterLock, std::string> WriterLock::acquire(const std::string& pat
     UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
         const int error = errno;
-        struct stat st {};
-        if ((error == EACCES || error == EPERM) && ::stat(path.c_str(), &st) == 0 && st.st_uid != ::geteuid()) {
-            // Our files are 0600 (they hold whole conversations): most often a capture made with sudo.
-            return tl::unexpected(path + ": permission denied: the file belongs to uid " + std::to_string(st.st_uid) +
-                                  "; run hoptrace as that user (or with sudo), or give another --db");
-        }
+        if (auto line = not_yours(path, error)) return tl::unexpected(std::move(*line));
         return tl::unexpected(path + ": cannot open it: " + errno_text(error));
     }
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {

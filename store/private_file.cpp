@@ -91,4 +91,12 @@ tl::expected<UniqueFd, std::string> open_private_for_writing(const std::string& 
     return fd;
 }
 
+std::optional<std::string> not_yours(const std::string& path, int error) {
+    struct stat st {};
+    if ((error != EACCES && error != EPERM) || ::stat(path.c_str(), &st) != 0 || st.st_uid == ::geteuid())
+        return std::nullopt;
+    return path + ": permission denied: the file belongs to uid " + std::to_string(st.st_uid) +
+           "; run hoptrace as that user (or with sudo), or give another --db";
+}
+
 }  // namespace hoptrace::store

@@ -9,6 +9,7 @@
 
 #include <tl/expected.hpp>
 
+#include <optional>
 #include <string>
 
 namespace hoptrace::store {
@@ -23,5 +24,10 @@ tl::expected<bool, std::string> create_private_file(const std::string& path);
 // user with no other link to it (and is then set to mode 0600); a symbolic link, a FIFO, a device or somebody
 // else's file is refused. The caller truncates it (after locking it). Errors are one line naming `path`.
 tl::expected<UniqueFd, std::string> open_private_for_writing(const std::string& path);
+
+// Why `path` cannot be opened when it is another user's file (most often a capture made with sudo, 0600 and root's,
+// opened without it): one line naming `path`, its owner and what to do. nullopt when `error` is not EACCES/EPERM or
+// the file is this user's (then errno's own text says it better).
+[[nodiscard]] std::optional<std::string> not_yours(const std::string& path, int error);
 
 }  // namespace hoptrace::store

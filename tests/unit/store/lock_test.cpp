@@ -43,7 +43,7 @@ TEST(WriterLock, a_missing_file_is_one_line_naming_it) {
     EXPECT_EQ(lock.error().rfind(dir.file("none.db") + ": cannot open it: ", 0), 0U) << lock.error();
 }
 
-TEST(WriterLock, another_users_file_says_whose_it_is_and_what_to_do) {
+TEST(WriterLock, another_users_file_says_whose_it_is_and_what_to_do_to_writers_and_readers) {
     // The case behind most EACCES: a capture made with sudo (0600, root's) opened by the user without it.
     if (::geteuid() != 0) GTEST_SKIP() << "needs root to try as another user";
     test::TempDir dir;
@@ -58,7 +58,13 @@ TEST(WriterLock, another_users_file_says_whose_it_is_and_what_to_do) {
         ::close(pipe_fds[0]);
         if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(2);
         const auto lock = WriterLock::acquire(path);
-        const std::string text = lock ? std::string("acquired") : lock.error();
+        std::string text = lock ? std::string("acquired") : lock.error();
+        try {  // a reader (report, export) says the same
+            Database::open_read_only(path);
+            text += "\nopened";
+        } catch (const Error& e) {
+            if (e.what() != text) text += std::string("\nread-only: ") + e.what();
+        }
         const auto written = ::write(pipe_fds[1], text.data(), text.size());
         ::_exit(written == static_cast<ssize_t>(text.size()) ? 0 : 3);
     }
