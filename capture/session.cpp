@@ -34,10 +34,10 @@ store::WriterLock lock_database_file(const std::string& path) {
 }
 
 store::Database open_for_capture(const std::string& path, bool created) {
-    store::Database db = store::Database::open(path);
-    if (!created && !db.points().empty())
+    // Asked before opening to write, which would upgrade a file of an older hoptrace before refusing it.
+    if (!created && store::Database::file_holds_points(path))
         throw std::runtime_error(path + ": already holds a capture; give a new --db file (nothing was changed)");
-    return db;
+    return store::Database::open(path);
 }
 
 }  // namespace

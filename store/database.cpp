@@ -696,4 +696,21 @@ Database Database::open_read_only(const std::string& path) {
     return {std::move(db), path};
 }
 
+bool Database::file_holds_points(const std::string& path) {
+    sqlite3* raw = nullptr;
+    const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr);
+    SqlitePtr db(raw);
+    if (rc != SQLITE_OK || sqlite3_busy_timeout(db.get(), 10'000) != SQLITE_OK) return false;
+    try {
+        if (!read_file_state(db.get(), path).has_points) return false;
+    } catch (const Error&) {
+        return false;
+    }
+    sqlite3_stmt* stmt_raw = nullptr;
+    if (sqlite3_prepare_v2(db.get(), "SELECT EXISTS (SELECT 1 FROM points)", -1, &stmt_raw, nullptr) != SQLITE_OK)
+        return false;
+    StatementPtr stmt(stmt_raw);
+    return sqlite3_step(stmt.get()) == SQLITE_ROW && sqlite3_column_int(stmt.get(), 0) != 0;
+}
+
 }  // namespace hoptrace::store

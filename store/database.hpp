@@ -105,6 +105,9 @@ public:
     // it, as any reader does). Throws Error naming `path` when it cannot be opened or read, is not a hoptrace
     // database (an empty file included), or has a schema version other than this build's.
     static Database open_read_only(const std::string& path);
+    // Whether the existing file `path` is a hoptrace database (of any schema version) with points in it, read
+    // without changing it — before open() would upgrade an older one. False for anything else (open() says why).
+    [[nodiscard]] static bool file_holds_points(const std::string& path);
 
     Database() = default;  // no connection (handle() == nullptr): a placeholder to move a database into
     Database(Database&&) noexcept = default;

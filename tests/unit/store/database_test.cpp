@@ -187,20 +187,48 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
             "ALTER TABLE points DROP COLUMN complete;"
             "PRAGMA user_version = 1;"
             "INSERT INTO flows VALUES (1, 17, 'a', 'b', 1, 2, 'a', 'b', 1, 2, 3, 1, 0, 0);"
-            "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (1, 'forward', 1, 1, 3);");
+            "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (1, 'forward', 1, 1, "
+            "3);");
     }
     const Database db = Database::open(path);
     EXPECT_EQ(scalar(db, "PRAGMA user_version"), k_schema_version);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE name = 'c-eth0'"), 1);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM losses WHERE cause = 'dropped' AND count = 3"), 1);
-    EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('packets') WHERE name IN ('inner_ip_id', 'inner_seq')"), 2);
-    EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('journeys') WHERE name IN ('related_id', 'relation')"), 2);
-    EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('packets') WHERE name IN ('frag_offset', 'icmp_mtu')"), 2);
+    EXPECT_EQ(
+        scalar(db, "SELECT count(*) FROM pragma_table_info('packets') WHERE name IN ('inner_ip_id', 'inner_seq')"), 2);
+    EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('journeys') WHERE name IN ('related_id', 'relation')"),
+              2);
+    EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('packets') WHERE name IN ('frag_offset', 'icmp_mtu')"),
+              2);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('journeys') WHERE name = 'ambiguous'"), 1);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE role_evidence = '' AND addresses = ''"), 1);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE complete = 1"), 1);  // an old point was read to its end
     // Opening it again is a no-op.
     EXPECT_EQ(scalar(Database::open(path), "PRAGMA user_version"), k_schema_version);
+}
+
+TEST(Database, file_holds_points_asks_without_changing_or_creating_the_file) {
+    // capture refuses a database that holds a capture before opening it to write (which would upgrade an old one).
+    const TempDir dir;
+    const std::string old = dir.file("v1.db");
+    {
+        Database db = Database::open(old);
+        Point point;
+        point.name = "c-eth0";
+        db.add_point(point);
+    }
+    RawConnection(old).exec("PRAGMA user_version = 1;");  // an older hoptrace's (its version is enough here)
+    EXPECT_TRUE(Database::file_holds_points(old));
+    EXPECT_EQ(RawConnection(old).text("PRAGMA user_version"), "1") << "not upgraded";
+
+    const std::string empty_db = dir.file("empty.db");
+    { Database::open(empty_db); }
+    EXPECT_FALSE(Database::file_holds_points(empty_db));
+    const std::string text = dir.file("notes.txt");
+    { std::ofstream(text) << "not a database\n"; }
+    EXPECT_FALSE(Database::file_holds_points(text));
+    EXPECT_FALSE(Database::file_holds_points(dir.file("missing.db")));
+    EXPECT_FALSE(std::filesystem::exists(dir.file("missing.db")));
 }
 
 TEST(Database, newer_schema_version_is_refused_with_upgrade_hint) {
@@ -336,8 +364,10 @@ TEST(DatabaseReadOnly, foreign_and_newer_and_older_files_are_refused_unchanged) 
     const std::string older = dir.file("older.db");
     Database::open(older);
     RawConnection(older).exec("PRAGMA user_version = 1");
-    EXPECT_EQ(read_only_error(older), older + ": written by an older hoptrace (schema version 1); upgrade it once "
-                                              "with 'hoptrace correlate --db " + older + "'");
+    EXPECT_EQ(read_only_error(older), older +
+                                          ": written by an older hoptrace (schema version 1); upgrade it once "
+                                          "with 'hoptrace correlate --db " +
+                                          older + "'");
     EXPECT_EQ(RawConnection(older).text("PRAGMA user_version"), "1");
 }
 
