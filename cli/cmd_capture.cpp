@@ -18,6 +18,7 @@
 #include "tracer/errno_text.hpp"
 #include "tracer/privileges.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>  // mkdtemp
 #include <sys/wait.h>
@@ -61,21 +62,53 @@ private:
 };
 
 // The command must exist before anything is captured: a typo is a usage problem, not an empty capture.
-void check_runnable(const std::string& program) {
+// Why `program` cannot be run by this process (searched in $PATH as execvp does), or nullopt when it can.
+std::optional<std::string> why_not_runnable(const std::string& program) {
     auto runnable = [](const std::string& path) { return ::access(path.c_str(), X_OK) == 0; };
     if (program.find('/') != std::string::npos) {
-        if (!runnable(program)) throw Fatal("'" + program + "': " + errno_text(errno) + "; nothing was captured");
-        return;
+        if (runnable(program)) return std::nullopt;
+        return errno_text(errno);
     }
     const char* path = std::getenv("PATH");
     std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
     for (std::size_t start = 0; start <= dirs.size();) {
         const auto end = std::min(dirs.find(':', start), dirs.size());
         const std::string dir = dirs.substr(start, end - start);
-        if (!dir.empty() && runnable(dir + "/" + program)) return;
+        if (!dir.empty() && runnable(dir + "/" + program)) return std::nullopt;
         start = end + 1;
     }
-    throw Fatal("'" + program + "': command not found; nothing was captured");
+    return std::string("command not found");
+}
+
+// Before anything is captured: CMD must be runnable by the user it will run as (`who`, in a child that becomes it,
+// as spawn does), not only by root.
+void check_runnable(const std::string& program, const std::optional<RunAs>& who) {
+    std::optional<std::string> why;
+    if (!who) {
+        why = why_not_runnable(program);
+    } else {
+        int fds[2] = {-1, -1};
+        if (::pipe2(fds, O_CLOEXEC) != 0) throw Fatal(std::string("cannot check the command: ") + errno_text(errno));
+        const pid_t child = ::fork();
+        if (child < 0) throw Fatal(std::string("cannot check the command: ") + errno_text(errno));
+        if (child == 0) {
+            ::close(fds[0]);
+            const int error = become(*who);
+            const std::string said = error != 0 ? "cannot become " + who->name + ": " + errno_text(error)
+                                                : why_not_runnable(program).value_or("");
+            const bool whole = ::write(fds[1], said.data(), said.size()) == static_cast<ssize_t>(said.size());
+            ::_exit(whole ? 0 : 1);
+        }
+        ::close(fds[1]);
+        std::string said;
+        char buf[256];
+        for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<std::size_t>(n));
+        ::close(fds[0]);
+        int status = 0;
+        ::waitpid(child, &status, 0);
+        if (!said.empty()) why = said + " (as " + who->name + ")";
+    }
+    if (why) throw Fatal("'" + program + "': " + *why + "; nothing was captured");
 }
 
 // The command runs as `who` when given (the user who ran sudo, or --user), never with hoptrace's capabilities then.
@@ -188,9 +221,9 @@ std::string wait_for_stop(const CaptureArgs& a, capture::Session& session, pid_t
 // `captured` turns true once packets may be in the database (from then on it is never thrown away).
 int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& captured) {
     if (::geteuid() != 0) throw Fatal("capturing needs root (network namespaces, packet sockets); run it with sudo");
-    if (!a.command.empty()) check_runnable(a.command[0]);
     const auto who = command_user(a.user);
     if (!who) throw UsageError(who.error());
+    if (!a.command.empty()) check_runnable(a.command[0], *who);
     Resolved r = resolve_targets(a.targets, true);
 
     capture::SessionOptions options;

@@ -131,5 +131,20 @@ def body(checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
                           f"rc={r.returncode} db exists={db3.exists()}: {r.stderr!r}") or lines[0])
 
 
+    # 4. A CMD that root may run but the user it would run as may not: refused before anything is captured.
+    private = tmp / "root-only"
+    private.mkdir(mode=0o700, exist_ok=True)
+    script = private / "cmd.sh"
+    script.write_text("#!/bin/sh\ntrue\n")
+    script.chmod(0o700)
+    db4 = tmp / "rootonly.db"
+    r = run(hoptrace, "capture", "--db", db4, "--netns", lab.ns["c1"], "--host-netns", lab.ns["host"], "--user",
+            "nobody", "--", str(script), env=env, timeout=60)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    checks("--user nobody -- a root-only CMD: exit 1 before capturing, one line naming CMD and nobody, no database",
+           lambda: expect(r.returncode == 1 and len(lines) == 1 and str(script) in lines[0] and "nobody" in lines[0]
+                          and not db4.exists(), f"rc={r.returncode} db exists={db4.exists()}: {r.stderr!r}")
+           or lines[0])
+
 if __name__ == "__main__":
     sys.exit(run_lab_test("least_privilege", "least privilege", body))
