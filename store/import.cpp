@@ -24,6 +24,20 @@ std::pair<std::optional<std::int64_t>, std::optional<std::int64_t>> file_times(c
     return {born, written};
 }
 
+// Deletes the points `ids` and their packets, in the caller's transaction.
+void delete_points(Database& db, const std::vector<std::int64_t>& ids) {
+    auto rows = db.prepare("DELETE FROM packets WHERE point_id = ?");
+    auto point = db.prepare("DELETE FROM points WHERE id = ?");
+    for (const std::int64_t id : ids) {
+        rows.bind(1, id);
+        rows.run();
+        rows.reset();
+        point.bind(1, id);
+        point.run();
+        point.reset();
+    }
+}
+
 }  // namespace
 
 ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
@@ -98,7 +112,19 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
         if (!*more) break;
         PacketRecord record = dissect(ff.frame);
         const auto point = point_for(ff.interface, record.ifindex);
-        if (!point) break;
+        if (!point) {
+            // Half a file would look like a file read to its end: its points go, with what they got.
+            writer.flush();
+            std::vector<std::int64_t> ids;
+            for (const auto& entry : point_of) ids.push_back(entry.second);
+            Transaction txn(db);
+            delete_points(db, ids);
+            txn.commit();
+            result.points.clear();
+            result.frames = 0;
+            *result.error += " (nothing of this file was kept)";
+            return result;
+        }
         record.point_id = *point;
         writer.add(record, ff.frame.bytes);
         ++result.frames;
@@ -165,16 +191,7 @@ std::vector<std::string> remove_points(Database& db, const std::string& name) {
     }
     // What correlate derived from the old packets is no longer true: the database is "not correlated yet" again.
     if (!ids.empty()) db.exec("DELETE FROM meta WHERE key = 'correlated_ns'");
-    auto rows = db.prepare("DELETE FROM packets WHERE point_id = ?");
-    auto point = db.prepare("DELETE FROM points WHERE id = ?");
-    for (const std::int64_t id : ids) {
-        rows.bind(1, id);
-        rows.run();
-        rows.reset();
-        point.bind(1, id);
-        point.run();
-        point.reset();
-    }
+    delete_points(db, ids);
     txn.commit();
     return removed;
 }

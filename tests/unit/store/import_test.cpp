@@ -46,5 +46,29 @@ TEST(Import, import_name_gives_back_the_name_each_file_was_imported_as) {
     EXPECT_GT(points, specs.size()) << "some files made several points";
 }
 
+// router.pcapng (dumpcap) has two interfaces, r0 and r1; its first packet is r1's, its second r0's (tshark says).
+// A point x/r0 already there makes the import of x=router.pcapng fail on that second packet, after x/r1 was made:
+// nothing of the file may stay, or its x/r1 would look like a whole interface.
+TEST(Import, a_name_taken_in_the_middle_of_a_file_keeps_nothing_of_it) {
+    Database db = Database::open_memory();
+    Point taken;
+    taken.name = "x/r0";
+    taken.complete = true;
+    db.add_point(taken);
+    Writer writer(db);
+    const ImportResult r = import_file(db, writer, {"x", k_tracer + "router.pcapng", {}});
+    writer.close();
+    ASSERT_TRUE(r.error);
+    EXPECT_NE(r.error->find("'x/r0'"), std::string::npos) << *r.error;
+    EXPECT_NE(r.error->find("nothing of this file was kept"), std::string::npos) << *r.error;
+    EXPECT_TRUE(r.points.empty());
+    std::vector<std::string> names;
+    for (const Point& p : db.points()) names.push_back(p.name);
+    EXPECT_EQ(names, std::vector<std::string>{"x/r0"});
+    Statement q = db.prepare("SELECT count(*) FROM packets");
+    ASSERT_TRUE(q.step());
+    EXPECT_EQ(q.column_int(0), 0);
+}
+
 }  // namespace
 }  // namespace hoptrace::store
