@@ -116,7 +116,7 @@ int cmd_import(const Invocation& inv) {
                     progress.update([&] { return spec.path + ": " + std::to_string(n) + " packets"; });
                 });
             progress.clear();
-            if (!quiet) {
+            if (!quiet && (!result.error || result.frames > 0)) {  // what a failed file kept, if anything
                 std::string names;
                 for (const auto& n : result.points) names += (names.empty() ? "" : ", ") + n;
                 std::fprintf(stderr, "imported %s: %llu packets -> %s\n", spec.path.c_str(),
