@@ -3,6 +3,7 @@
 #include "cli/command.hpp"
 #include "cli/numeric_option.hpp"
 #include "correlate/correlate.hpp"
+#include "report/format.hpp"
 
 #include <cstdio>
 
@@ -33,10 +34,12 @@ int cmd_correlate(const Invocation& inv) {
     match.max_hop_gap_ns = static_cast<std::int64_t>(max_gap_ms * 1e6);
     const auto s = correlate::run(db, match);
     print_inferred_roles(s);
-    std::printf("%llu sightings, %llu journeys, %llu flows, %llu rewrites, %llu losses, %llu ambiguous journeys\n",
-                static_cast<unsigned long long>(s.sightings), static_cast<unsigned long long>(s.journeys),
-                static_cast<unsigned long long>(s.flows), static_cast<unsigned long long>(s.rewrites),
-                static_cast<unsigned long long>(s.losses), static_cast<unsigned long long>(s.ambiguous));
+    using report::counted;
+    const auto n = [](std::uint64_t v) { return static_cast<std::int64_t>(v); };
+    std::printf("%s, %s, %s, %s, %s, %s\n", counted(n(s.sightings), "sighting", "sightings").c_str(),
+                counted(n(s.journeys), "journey", "journeys").c_str(), counted(n(s.flows), "flow", "flows").c_str(),
+                counted(n(s.rewrites), "rewrite", "rewrites").c_str(), counted(n(s.losses), "loss", "losses").c_str(),
+                counted(n(s.ambiguous), "ambiguous journey", "ambiguous journeys").c_str());
     return k_exit_ok;
 }
 

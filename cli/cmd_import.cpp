@@ -7,6 +7,7 @@
 #include "cli/status_line.hpp"
 #include "cli/targets.hpp"
 #include "correlate/correlate.hpp"
+#include "report/format.hpp"
 #include "store/import.hpp"
 #include "tracer/capture_file.hpp"
 #include "tracer/topology.hpp"
@@ -142,10 +143,13 @@ int cmd_import(const Invocation& inv) {
         const auto s = correlate::run(db, match);
         if (!quiet) print_inferred_roles(s);
         if (!quiet) {
-            std::fprintf(stderr, "correlated %llu sightings into %llu journeys, %llu flows%s\n",
-                         static_cast<unsigned long long>(s.sightings), static_cast<unsigned long long>(s.journeys),
-                         static_cast<unsigned long long>(s.flows),
-                         s.ambiguous == 0 ? "" : (", " + std::to_string(s.ambiguous) + " journeys ambiguous").c_str());
+            using report::counted;
+            const auto n = [](std::uint64_t v) { return static_cast<std::int64_t>(v); };
+            std::string line = "correlated " + counted(n(s.sightings), "sighting", "sightings") + " into " +
+                               counted(n(s.journeys), "journey", "journeys") + ", " +
+                               counted(n(s.flows), "flow", "flows");
+            if (s.ambiguous != 0) line += ", " + counted(n(s.ambiguous), "journey", "journeys") + " ambiguous";
+            std::fprintf(stderr, "%s\n", line.c_str());
         }
     }
     return failed ? k_exit_runtime : k_exit_ok;

@@ -79,4 +79,8 @@ std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::i
     }
 }
 
+std::string counted(std::int64_t n, std::string_view one, std::string_view many) {
+    return std::to_string(n) + " " + std::string(n == 1 ? one : many);
+}
+
 }  // namespace hoptrace::report

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace hoptrace::report {
 
@@ -15,6 +16,9 @@ bool has_ports(std::int64_t proto);  // TCP, UDP, SCTP
 
 // "850 ns", "12.4 µs", "3.20 ms", "1.500 s".
 std::string format_duration(std::int64_t ns);
+
+// "1 flow", "3 flows": a count and the noun it takes.
+std::string counted(std::int64_t n, std::string_view one, std::string_view many);
 
 // What an ICMP error means, in words ("time exceeded", "port unreachable" …); family_proto 1 or 58.
 std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::int64_t code);

@@ -364,14 +364,17 @@ std::string outcome_text(const Flow& flow) {
                                 : " The reply took the reverse path.";
         const std::int64_t lost = lost_count(flow, k_forward) + lost_count(flow, k_reply);
         if (flow.proto == 6) {  // segments and acknowledgements are not one-to-one: no "round trips"
-            text += " " + std::to_string(forward) + " packets went forward and " + std::to_string(replies) +
-                    " came back; " + (lost == 0 ? std::string("none was lost.") : std::to_string(lost) + " were lost.");
+            text += " " + counted(forward, "packet", "packets") + " went forward and " + std::to_string(replies) +
+                    " came back; " +
+                    (lost == 0 ? std::string("none was lost.")
+                               : std::to_string(lost) + (lost == 1 ? " was" : " were") + " lost.");
             text += repeats_text(flow, true);
         } else {
             const std::int64_t round_trips =
                 std::min(forward - lost_count(flow, k_forward), replies - lost_count(flow, k_reply));
-            text += " " + std::to_string(std::max<std::int64_t>(round_trips, 0)) + " of " + std::to_string(forward) +
-                    " packets made the round trip." + answered_by_errors(flow) + repeats_text(flow, false);
+            text += " " + std::to_string(std::max<std::int64_t>(round_trips, 0)) + " of " +
+                    counted(forward, "packet", "packets") + " made the round trip." + answered_by_errors(flow) +
+                    repeats_text(flow, false);
         }
         return text;
     }
@@ -383,11 +386,12 @@ std::string outcome_text(const Flow& flow) {
         text += " It was answered by " + std::string(flow.icmp_errors.size() == 1 ? "an ICMP error" : "ICMP errors") +
                 " (" + icmp_name(e.icmp, e.type, e.code) + ") from " + e.reporter + ".";
     } else if (loss != nullptr) {
-        text += " " + std::to_string(lost_count(flow, k_forward)) + " of " + std::to_string(forward) +
-                " packets were lost after " + loss->after + ", never seen at " + loss->expected +
+        const std::int64_t lost = lost_count(flow, k_forward);
+        text += " " + std::to_string(lost) + " of " + counted(forward, "packet", "packets") +
+                (lost == 1 ? " was" : " were") + " lost after " + loss->after + ", never seen at " + loss->expected +
                 "; no reply was seen.";
     } else {
-        text += " " + std::to_string(forward) + " of " + std::to_string(forward) + " packets reached " +
+        text += " " + std::to_string(forward) + " of " + counted(forward, "packet", "packets") + " reached " +
                 flow.path.back() + "; no reply was seen.";
     }
     return text;
@@ -484,8 +488,9 @@ std::string flow_text(const Flow& f, const std::vector<Point>& points) {
     if (const std::string story = narrate(f, points); !story.empty()) out += wrap(story, "  ", 100);
     if (!f.path.empty()) out += "  path: " + joined(f.path, " → ") + "\n";
     out += observers_text(f);
-    out += "  " + std::to_string(f.forward_journeys) + " forward and " + std::to_string(f.reply_journeys) +
-           " reply packets, " + std::to_string(f.packets) + " sightings\n";
+    out += "  " + std::to_string(f.forward_journeys) + " forward and " +
+           counted(f.reply_journeys, "reply packet", "reply packets") + ", " +
+           counted(f.packets, "sighting", "sightings") + "\n";
     out += rewrites_text(f) + hops_text(f) + segmentation_table(f) + conntrack_text(f);
     for (const Loss& l : f.lost) out += "  " + loss_text(l) + "\n";
     return out + verdict_lines(f);
@@ -619,8 +624,9 @@ std::string render_text(const ReportModel& given) {
     const ReportModel m = printable_copy(given);
     std::int64_t packets = 0;
     for (const Point& p : m.points) packets += p.packets;
-    std::string out = "hoptrace: " + std::to_string(m.points.size()) + " points, " + std::to_string(packets) +
-                      " packets, " + std::to_string(m.flows.size()) + " flows\n\n";
+    std::string out = "hoptrace: " + counted(static_cast<std::int64_t>(m.points.size()), "point", "points") + ", " +
+                      counted(packets, "packet", "packets") + ", " +
+                      counted(static_cast<std::int64_t>(m.flows.size()), "flow", "flows") + "\n\n";
     out += "Points, in path order\n";
     std::vector<std::vector<std::string>> rows{{"#", "point", "role", "netns", "interface", "packets", "drops"}};
     int n = 0;
@@ -637,8 +643,8 @@ std::string render_text(const ReportModel& given) {
     for (const Flow& f : m.flows) out += flow_text(f, m.points);
     out += icmp_errors_text(m.icmp_errors);
     if (m.ambiguous_journeys > 0)
-        out += "\n" + std::to_string(m.ambiguous_journeys) +
-               " journeys are AMBIGUOUS: a sighting could have continued another flow's journey just as well "
+        out += "\n" + counted(m.ambiguous_journeys, "journey is", "journeys are") +
+               " AMBIGUOUS: a sighting could have continued another flow's journey just as well "
                "(journeys.ambiguous = 1; see docs/correlation.md)\n";
     out += traceroutes_text(m.traceroutes);
     return out;
