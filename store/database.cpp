@@ -698,7 +698,9 @@ Database Database::open_read_only(const std::string& path) {
 
 bool Database::file_holds_points(const std::string& path) {
     sqlite3* raw = nullptr;
-    const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr);
+    // Read-write (never create) although it only reads: the -wal and -shm a WAL file's reader makes are removed
+    // again when the last connection closes, which a read-only one cannot do.
+    const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, nullptr);
     SqlitePtr db(raw);
     if (rc != SQLITE_OK || sqlite3_busy_timeout(db.get(), 10'000) != SQLITE_OK) return false;
     try {

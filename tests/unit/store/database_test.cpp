@@ -217,9 +217,12 @@ TEST(Database, file_holds_points_asks_without_changing_or_creating_the_file) {
         point.name = "c-eth0";
         db.add_point(point);
     }
-    RawConnection(old).exec("PRAGMA user_version = 1;");  // an older hoptrace's (its version is enough here)
+    RawConnection(old).exec("PRAGMA user_version = 1;");
+    ASSERT_FALSE(std::filesystem::exists(old + "-wal"));  // an older hoptrace's (its version is enough here)
     EXPECT_TRUE(Database::file_holds_points(old));
     EXPECT_EQ(RawConnection(old).text("PRAGMA user_version"), "1") << "not upgraded";
+    EXPECT_FALSE(std::filesystem::exists(old + "-wal") || std::filesystem::exists(old + "-shm"))
+        << "nothing left beside the file";
 
     const std::string empty_db = dir.file("empty.db");
     { Database::open(empty_db); }
