@@ -50,6 +50,9 @@ PING_INTERVAL = "0.2"
 SAME_ID_COUNT = 8  # 1.4 s of pinging from each of the two containers: they overlap
 HTTP_PORT = 8080
 USER_NET = "htnet"
+# Where a dockerd/containerd left to its defaults writes on the machine: the test's engine must create none of them.
+MACHINE_DOCKER_PATHS = ("/run/docker", "/run/containerd", "/run/docker.sock", "/var/run/docker.pid", "/var/lib/docker",
+                        "/var/lib/containerd", "/etc/docker/key.json", "/opt/containerd")
 
 
 def require_engine_or_skip() -> None:
@@ -472,6 +475,15 @@ def check_sidecar(scene: Scene) -> None:
         return f"exit {r.returncode}: {lines[0]}"
     checks("sidecar: --container alpha --container side is refused in one line, no database", refused)
 
+    def twice() -> str:
+        full = scene.engine.inspect("alpha")["Id"]
+        r = scene.hoptrace_run("topology", *scene.target_args("alpha", full[:12]))
+        lines = r.stderr.strip().splitlines()
+        expect(r.returncode == 1 and len(lines) == 1 and "same network namespace" in lines[0], f"exit {r.returncode}, "
+               f"stderr {lines}")
+        return f"exit 1: {lines[0]}"
+    checks("sidecar: one container given twice (name and short ID) is refused the same way", twice)
+
     def alone() -> str:
         got = scene.topology("side")
         want = scene.expected_points("alpha", label="side")
@@ -532,6 +544,7 @@ def main() -> int:
     checks = Checks()
     t0 = time.monotonic()
     prefix = None
+    machine_before = {p: os.path.lexists(p) for p in MACHINE_DOCKER_PATHS}
     with workdir("hoptrace-docker-") as tmp:
         engine = dockerlib.Engine()
         prefix = engine.prefix
@@ -545,12 +558,14 @@ def main() -> int:
 
     def nothing_left() -> str:
         left = dockerlib.namespaces_of(prefix)
-        left += [str(p) for p in (dockerlib.DATA_PARENT / prefix, dockerlib.RUN_PARENT / prefix,
-                                  dockerlib.OWNER_DIR / prefix) if p.exists()]
-        procs = dockerlib._pids_of(prefix, set())
+        left += [str(p) for p in (dockerlib.DATA_PARENT / prefix, dockerlib.OWNER_DIR / prefix) if p.exists()]
+        procs = dockerlib.pids_of(prefix, set())
         mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines() if prefix in line]
         expect(not left and not procs and not mounts, f"left: {left}, processes {procs}, mounts {mounts}")
-        return f"no {prefix} namespace, root, process, cgroup member or mount"
+        made = [p for p in MACHINE_DOCKER_PATHS if os.path.lexists(p) and not machine_before[p]]
+        expect(not made, f"created on the machine: {made}")
+        return (f"no {prefix} namespace, root, process, cgroup member or mount; none of the machine's Docker paths "
+                "created")
     checks("engine removed: nothing left behind", nothing_left)
     print(f"run time {time.monotonic() - t0:.1f} s", flush=True)
     return checks.summary()

@@ -3,8 +3,8 @@
 
 Debian's ``docker.io`` (dockerd 20.10, containerd, runc) runs inside a network namespace this module
 creates, never in the machine's own, and never touches the machine's own Docker: its own containerd,
-data root, exec root, socket, pidfile, daemon.json and cgroup parent, all named by one prefix
-(``htdk`` + 6 hex). The namespaces:
+data root, exec root, socket, pidfile, daemon.json, trust key and cgroup parent, all named by one prefix
+(``htdk`` + 6 hex) and kept in /var/tmp/PREFIX/. The namespaces:
 
     PREFIX-engine  dockerd + containerd (docker0, br-…, the containers' veths, Docker's iptables rules)
                    eth0 203.0.113.2/24, default via 203.0.113.1 ──┐
@@ -14,7 +14,8 @@ data root, exec root, socket, pidfile, daemon.json and cgroup parent, all named 
 
 ``ip netns exec`` remounts /sys, and dockerd then fails ("Devices cgroup isn't mounted"), so the daemon
 is started with ``nsenter --net=/run/netns/PREFIX-engine``, inside a private mount namespace (``unshare
---mount``) shared with its containerd, so that its overlay and nsfs mounts vanish with it. There is no
+--mount``) shared with its containerd, so that its overlay and nsfs mounts vanish with it; a tmpfs on /run in
+there takes the few files they put at fixed paths (/run/containerd/s/, /run/docker/plugins). There is no
 registry: the image is built offline from ``busybox-static`` (a rootfs with /bin/busybox and the links of
 ``busybox --install -s``, tarred and ``docker import``-ed).
 
@@ -59,8 +60,9 @@ import lablib  # noqa: E402
 PREFIX_STEM = "htdk"
 # Which process owns which engine: {"pid", "start"}; an engine whose owner is gone is reaped.
 OWNER_DIR = Path("/run/hoptrace-docker")
-DATA_PARENT = Path("/var/tmp")  # data roots: overlay2 needs a real file system (not tmpfs on older kernels)
-RUN_PARENT = Path("/run")       # exec roots and sockets: short paths (a unix socket path has 108 bytes)
+# Each engine's directory, PREFIX/: data roots (overlay2 needs a real file system, not tmpfs on older kernels), the exec
+# roots and sockets (short paths: a unix socket path has 108 bytes), logs, the image's rootfs.
+DATA_PARENT = Path("/var/tmp")
 IMAGE = "hoptrace-busybox:offline"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 REQUIRED_TOOLS = ("dockerd", "containerd", "runc", "nsenter", "unshare", "ip")
@@ -122,13 +124,20 @@ def _netns_inode(path: str | os.PathLike) -> int | None:
         return None
 
 
-def _pids_of(prefix: str, netns_inodes: set[int]) -> list[int]:
-    """Processes in one of the namespaces (by inode) or in a cgroup named by the prefix (the containers,
-    `--cgroup-parent PREFIX`)."""
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True  # gone
+
+
+def pids_of(prefix: str, netns_inodes: set[int]) -> list[int]:
+    """Live processes in one of the namespaces (by inode) or in a cgroup named by the prefix (the containers,
+    `--cgroup-parent PREFIX`). Zombies are left out: a killed shim's parent may be an init that never reaps."""
     pids = []
     me = os.getpid()
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
+        if not entry.isdigit() or int(entry) == me or _is_zombie(int(entry)):
             continue
         pid = int(entry)
         if _netns_inode(f"/proc/{pid}/ns/net") in netns_inodes:
@@ -150,13 +159,7 @@ def _kill_all(prefix: str, netns_inodes: set[int], timeout: float = 10) -> list[
     left: list[int] = []
     while True:
         left = []
-        for pid in _pids_of(prefix, netns_inodes):
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state == "Z":
-                continue
+        for pid in pids_of(prefix, netns_inodes):
             left.append(pid)
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -233,14 +236,13 @@ def remove_prefix(prefix: str) -> list[int]:
     if alive:
         _log(f"{prefix}: processes still alive after SIGKILL: {alive}")
     _remove_cgroups(prefix)
-    data, run = DATA_PARENT / prefix, RUN_PARENT / prefix
-    _unmount_under(data, run)
+    data = DATA_PARENT / prefix
+    _unmount_under(data)
     for n in names:
         r = subprocess.run(["ip", "netns", "del", n], capture_output=True, text=True, timeout=30)
         if r.returncode != 0:
             _log(f"ip netns del {n}: {r.stderr.strip()}")
     shutil.rmtree(data, ignore_errors=True)
-    shutil.rmtree(run, ignore_errors=True)
     (OWNER_DIR / prefix).unlink(missing_ok=True)
     return alive
 
@@ -262,7 +264,7 @@ def reap_stale_engines() -> list[str]:
     # first), but one killed while removing the marker last can leave pieces behind.
     owned = {m.name for m in OWNER_DIR.iterdir()} if OWNER_DIR.is_dir() else set()
     candidates = set()
-    for parent in (Path("/run/netns"), DATA_PARENT, RUN_PARENT):
+    for parent in (Path("/run/netns"), DATA_PARENT):
         try:
             candidates |= {n.split("-")[0] for n in os.listdir(parent) if n.startswith(PREFIX_STEM)}
         except OSError:
@@ -299,7 +301,7 @@ class Engine:
         self.ip = {"uplink": ENGINE_IP, "router": ROUTER_IP, "router_server": ROUTER_SERVER_IP, "server": SERVER_IP}
         self.ifname = {"uplink": "eth0"}
         self.data = DATA_PARENT / p
-        self.run_dir = RUN_PARENT / p
+        self.run_dir = self.data / "run"
         self.socket = self.run_dir / "docker.sock"
         self.host = f"unix://{self.socket}"
         self.image = IMAGE
@@ -387,7 +389,7 @@ class Engine:
     def _start_daemon(self) -> None:
         d, run = self.data, self.run_dir
         d.mkdir(mode=0o711)
-        run.mkdir(mode=0o711)
+        run.mkdir(mode=0o711)  # nothing of the engine's lands in the machine's /run (a tmpfs hides it, below)
         # containerd of our own: dockerd would otherwise use a system containerd at /run/containerd.
         (d / "containerd.toml").write_text(
             "version = 2\n"
@@ -398,14 +400,19 @@ class Engine:
             f'  address = "{run}/containerd.sock"\n'
             '[plugins."io.containerd.internal.v1.opt"]\n'
             f'  path = "{d}/containerd-opt"\n')
-        (d / "daemon.json").write_text("{}\n")  # not the machine's /etc/docker/daemon.json
+        # Not the machine's /etc/docker/daemon.json; and the trust key not in /etc/docker/key.json (a setting of
+        # the config file only, in 20.10).
+        (d / "daemon.json").write_text(json.dumps({"deprecated-key-path": f"{d}/key.json"}) + "\n")
         dockerd = ["dockerd", "--config-file", f"{d}/daemon.json", "--containerd", f"{run}/containerd.sock",
                    "--data-root", f"{d}/data", "--exec-root", f"{run}/exec", "-H", self.host,
                    "--pidfile", f"{run}/dockerd.pid", "--iptables=true", "--ip-forward=true",
                    "--cgroup-parent", self.prefix, "--shutdown-timeout", "1"]
         # One private mount namespace for containerd and dockerd: the shims must see dockerd's overlay
-        # mounts, and nothing of theirs is left mounted in the machine's mount namespace.
-        script = (f'containerd --config "{d}/containerd.toml" >"{d}/containerd.log" 2>&1 &\n'
+        # mounts, and nothing of theirs is left mounted in the machine's mount namespace. A tmpfs on /run there
+        # takes what they write to fixed paths (/run/containerd/s/ for the shims' sockets, /run/docker/plugins)
+        # and hides the machine's own /run/containerd and /run/docker from them.
+        script = ('mount -t tmpfs -o mode=755 hoptrace-engine-run /run || exit 1\n'
+                  f'containerd --config "{d}/containerd.toml" >"{d}/containerd.log" 2>&1 &\n'
                   f'i=0; while [ ! -S "{run}/containerd.sock" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n'
                   'exec "$@"\n')
         with open(d / "dockerd.log", "wb") as log:
