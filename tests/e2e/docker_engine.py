@@ -369,15 +369,26 @@ def check_published_port(scene: Scene, web_ip: str) -> None:
         t = ct[0].translated()
         expect((t.dst, str(t.dport)) == (tdst, tdport), f"conntrack {ct[0].raw} vs tcpdump {tdst}:{tdport}")
         flows = cap.flows("tcp", dst=odst, dport=int(odport))
-        expect(len(flows) == 1, f"{len(flows)} flows to {odst}:{odport}: {[f['original'] for f in cap.report['flows']]}")
+        expect(len(flows) == 1,
+               f"{len(flows)} flows to {odst}:{odport}: {[f['original'] for f in cap.report['flows']]}")
+        # The replies, undone on their way out: the SYN-ACK leaves docker0 from the container, the uplink from
+        # the published address.
+        synack = "tcp.flags.syn==1 && tcp.flags.ack==1"
+        r_br = set(cap.fields(bridge, ["ip.src", "tcp.srcport"], synack))
+        r_up = set(cap.fields(uplink, ["ip.src", "tcp.srcport"], synack))
+        expect(r_br == {(tdst, tdport)} and r_up == {(odst, odport)},
+               f"SYN-ACKs on {bridge} {r_br}, on {uplink} {r_up}")
         got = {(x["field"], str(x["from"]), str(x["to"]), tuple(x["between"]), x["direction"])
                for x in flows[0]["rewrites"]}
-        want = {("dst", odst, tdst, (uplink, bridge), "forward"), ("dport", odport, tdport, (uplink, bridge), "forward")}
-        expect(want <= got, f"rewrites {sorted(got)}, want {sorted(want)}")
+        want = {("dst", odst, tdst, (uplink, bridge), "forward"),
+                ("dport", odport, tdport, (uplink, bridge), "forward"),
+                ("src", tdst, odst, (bridge, uplink), "reply"), ("sport", tdport, odport, (bridge, uplink), "reply")}
+        expect(got == want, f"rewrites {sorted(got)}, want {sorted(want)}")
         expect(flows[0]["original"]["src"] == src and str(flows[0]["original"]["sport"]) == sport,
                f"original {flows[0]['original']}, tcpdump {src}:{sport}")
         return f"{src}:{sport} → {odst}:{odport} ⇒ {tdst}:{tdport} between {uplink} and {bridge}"
-    checks("published port: DNAT rewrite = tcpdump's SYN on the uplink vs on docker0, and conntrack's", dnat)
+    checks("published port: DNAT rewrites = tcpdump's SYN and SYN-ACK on the uplink vs on docker0, and conntrack's",
+           dnat)
 
 
 def check_same_icmp_id(scene: Scene, ips: dict[str, str]) -> None:

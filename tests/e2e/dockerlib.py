@@ -406,7 +406,8 @@ class Engine:
         dockerd = ["dockerd", "--config-file", f"{d}/daemon.json", "--containerd", f"{run}/containerd.sock",
                    "--data-root", f"{d}/data", "--exec-root", f"{run}/exec", "-H", self.host,
                    "--pidfile", f"{run}/dockerd.pid", "--iptables=true", "--ip-forward=true",
-                   "--cgroup-parent", self.prefix, "--shutdown-timeout", "1"]
+                   "--cgroup-parent", self.prefix, "--exec-opt", "native.cgroupdriver=cgroupfs",
+                   "--shutdown-timeout", "1"]
         # One private mount namespace for containerd and dockerd: the shims must see dockerd's overlay
         # mounts, and nothing of theirs is left mounted in the machine's mount namespace. A tmpfs on /run there
         # takes what they write to fixed paths (/run/containerd/s/ for the shims' sockets, /run/docker/plugins)
