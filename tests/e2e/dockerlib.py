@@ -412,7 +412,13 @@ class Engine:
         # mounts, and nothing of theirs is left mounted in the machine's mount namespace. A tmpfs on /run there
         # takes what they write to fixed paths (/run/containerd/s/ for the shims' sockets, /run/docker/plugins)
         # and hides the machine's own /run/containerd and /run/docker from them.
+        # Where the kernel has AppArmor (Debian's default), dockerd would load its docker-default profile into
+        # the kernel (shared with the machine's own Docker, and impossible without apparmor_parser, which
+        # docker.io only recommends): hiding securityfs there makes the engine and runc see AppArmor as off.
         script = ('mount -t tmpfs -o mode=755 hoptrace-engine-run /run || exit 1\n'
+                  'if [ -d /sys/kernel/security/apparmor ]; then\n'
+                  '  mount -t tmpfs -o mode=755 hoptrace-engine-nosec /sys/kernel/security || exit 1\n'
+                  'fi\n'
                   f'containerd --config "{d}/containerd.toml" >"{d}/containerd.log" 2>&1 &\n'
                   f'i=0; while [ ! -S "{run}/containerd.sock" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done\n'
                   'exec "$@"\n')
