@@ -49,6 +49,7 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
     for (const auto& p : options.pids) targets.push_back({Target::Kind::pid, p});
     for (const auto& c : options.containers) targets.push_back({Target::Kind::container, c});
     std::vector<NamespaceRef> refs{{r.namespaces[0].get(), ""}};
+    std::vector<const Target*> target_of_ns(1, nullptr);  // by namespace index: the target that named it
     for (const Target& t : targets) {
         auto ns = must(resolve(t));
         std::string label = t.kind == Target::Kind::netns ? t.value
@@ -56,6 +57,14 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
                                                           : t.value;
         const std::size_t i = index_of(r, std::move(ns));
         if (i == 0) throw Fatal(t.describe() + ": this is the host namespace itself; give the container's namespace");
+        // Two targets in one namespace (a `--network container:X` sidecar and X, or one container given twice)
+        // share every interface: both as refs would capture each point twice under two names.
+        if (i < target_of_ns.size()) {
+            throw Fatal(target_of_ns[i]->describe() + " and " + t.describe() +
+                        " are in the same network namespace, so they share every capture point; "
+                        "give only one of them");
+        }
+        target_of_ns.push_back(&t);
         refs.push_back({r.namespaces[i].get(), label});
     }
     if (refs.size() > 1) {

@@ -10,6 +10,8 @@ packages=(
   # lab, tests and benchmarks
   iproute2 iptables conntrack tcpdump tshark socat iputils-ping traceroute ethtool sqlite3 python3 procps
   chromium  # headless, renders the HTML report in tests/e2e/html_report.py
+  # tests/e2e/docker_engine.py: a real dockerd in a namespace of its own, an image built offline from busybox
+  docker.io busybox-static
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -21,6 +23,23 @@ if ((${#missing[@]})); then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
+  # No package may start a daemon here (docker.io's and containerd's postinst would start dockerd and
+  # containerd on this machine): invoke-rc.d and deb-systemd-invoke ask policy-rc.d, and 101 means "not
+  # allowed". The e2e test starts its own dockerd in a namespace of its own. Removed afterwards only if
+  # this script wrote it.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n# written by hoptrace install-deps.sh while apt runs: start no services\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  daemons() { { pgrep -x dockerd; pgrep -x containerd; } | sort; }
+  before=$(daemons || true)
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  started=$(comm -13 <(echo "$before") <(daemons || true))
+  if [[ -n $started ]]; then
+    echo "install-deps.sh: installing started a daemon anyway (pid ${started//$'\n'/, }); stop it: systemctl stop docker containerd" >&2
+    exit 1
+  fi
 fi

@@ -1,0 +1,586 @@
+#!/usr/bin/env python3
+"""End-to-end test against a real Docker engine (issue #14, items 1-2).
+
+dockerlib.Engine runs Debian's dockerd in a network namespace of its own (PREFIX-engine, with an uplink eth0
+203.0.113.2 to a router and a far server 198.51.100.10 behind it), with an image built offline from
+busybox-static. hoptrace is pointed at that namespace with --host-netns and at the engine with DOCKER_HOST.
+What hoptrace says is checked against references the test computes itself, never against hoptrace's output:
+
+- --container by name, by short ID and by full ID: the same points as the test's own walk of the links (`ip
+  -j link` in the container's namespace and the engine's: eth0's peer veth, its master bridge, the uplink);
+- a ping from a container on the default bridge (docker0), on a user-defined network (br-…), and from a
+  container on two networks (the interface of its route to the server): hoptrace's journeys = those the
+  independent matcher of trust_reference.py builds from the test's own tcpdump files at every point and
+  `conntrack -L` (same sightings, to the nanosecond); the MASQUERADE rewrite = the source address tcpdump saw
+  on the uplink and conntrack's reply tuple; every hop's count/min/p50/p90/p99/max = the differences of
+  tcpdump's timestamps along the reference journeys;
+- a published port (-p 8080:80, busybox httpd) fetched from the far server: the DNAT rewrite of dst and dport
+  = what tcpdump saw on the uplink and on docker0, and conntrack's entry;
+- two containers pinging with the same ICMP id at once (each ping is PID 1 of a `--network container:`
+  sidecar, so both use id 1): one flow and the right number of journeys per container (counted in the test's
+  capture on each container's eth0), no journey holding sightings of both (the reference matcher);
+- a sidecar (`--network container:alpha`) and alpha together: refused in one line (one network namespace, per
+  /proc/PID/ns/net), no database; the sidecar alone: alpha's points;
+- a stopped container: one clear line, exit 1, no database.
+
+Exit 0 if every check passed, 1 otherwise, 77 without root or docker.io/busybox-static (a failure under
+HOPTRACE_REQUIRE_NETNS=1). One line per check; the last line is exactly "N passed, M failed".
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dockerlib  # noqa: E402
+import lablib  # noqa: E402
+import trust_reference as ref  # noqa: E402
+from live_common import Checks, expect, guarded, report_json, run, short, workdir  # noqa: E402
+
+WATCHDOG_S = 150  # well below ctest's TIMEOUT; the test takes ~30 s
+PING_COUNT = 5
+PING_INTERVAL = "0.2"
+SAME_ID_COUNT = 8  # 1.4 s of pinging from each of the two containers: they overlap
+HTTP_PORT = 8080
+USER_NET = "htnet"
+# Where a dockerd/containerd left to its defaults writes on the machine: the test's engine must create none of them.
+MACHINE_DOCKER_PATHS = ("/run/docker", "/run/containerd", "/run/docker.sock", "/var/run/docker.pid", "/var/lib/docker",
+                        "/var/lib/containerd", "/etc/docker/key.json", "/opt/containerd")
+
+
+def require_engine_or_skip() -> None:
+    reason = dockerlib.unusable_reason()
+    if reason is None:
+        return
+    if os.environ.get("HOPTRACE_REQUIRE_NETNS") == "1":
+        print(f"FAIL: HOPTRACE_REQUIRE_NETNS=1 but {reason}", flush=True)
+        sys.exit(1)
+    print(f"SKIP: {reason}", flush=True)
+    sys.exit(lablib.SKIP_RETURN_CODE)
+
+
+class Scene:
+    """The engine, hoptrace and the scratch directory, with the few things every part needs."""
+
+    def __init__(self, checks: Checks, hoptrace: Path, engine: dockerlib.Engine, tmp: Path):
+        self.checks, self.hoptrace, self.engine, self.tmp = checks, hoptrace, engine, tmp
+        self.E = engine.ns["engine"]
+        self.server = engine.ip["server"]
+        self.uplink_ip = engine.ip["uplink"]
+
+    def hoptrace_run(self, *args, timeout: float = 60) -> subprocess.CompletedProcess:
+        return run(self.hoptrace, *args, timeout=timeout, env=self.engine.env())
+
+    def target_args(self, *containers: str) -> list[str]:
+        out = []
+        for c in containers:
+            out += ["--container", c]
+        return out + ["--host-netns", self.E, "--dest", self.server]
+
+    def docker_argv(self, *args: str) -> list[str]:
+        return [self.engine.client, "-H", self.engine.host, *args]
+
+    # -- the test's own view of the links (ip -j link), never hoptrace's
+
+    def links(self, ns: str) -> list[dict]:
+        return json.loads(self.engine.run_in(ns, "ip", "-j", "-d", "addr", "show").stdout)
+
+    def expected_points(self, container: str, label: str | None = None) -> list[dict]:
+        """The path of a container's route to the server, walked by the test: the interface `ip route get`
+        names in the container's namespace, its veth peer in the engine namespace (ifindex = the interface's
+        link index), the veth's master bridge, and the engine's route to the server (the uplink). Each as
+        {name, role, ifname, ifindex, mac}; the container point is named LABEL:IFNAME, LABEL = what was typed."""
+        ns = self.engine.attach(container)
+        route = json.loads(self.engine.run_in(ns, "ip", "-j", "route", "get", self.server).stdout)[0]
+        inner = next(link for link in self.links(ns) if link["ifname"] == route["dev"])
+        host = self.links(self.E)
+        veth = next(link for link in host if link["ifindex"] == inner["link_index"])
+        bridge = next(link for link in host if link["ifname"] == veth["master"])
+        up_dev = json.loads(self.engine.run_in(self.E, "ip", "-j", "route", "get", self.server).stdout)[0]["dev"]
+        uplink = next(link for link in host if link["ifname"] == up_dev)
+
+        def point(name: str, role: str, link: dict) -> dict:
+            return {"name": name, "role": role, "ifname": link["ifname"], "ifindex": link["ifindex"],
+                    "mac": link["address"]}
+        return [point(f"{label or container}:{inner['ifname']}", "container", inner),
+                point(veth["ifname"], "veth", veth), point(bridge["ifname"], "bridge", bridge),
+                point(uplink["ifname"], "uplink", uplink)]
+
+    def topology(self, *containers: str) -> list[dict]:
+        r = self.hoptrace_run("topology", *self.target_args(*containers), "--json")
+        expect(r.returncode == 0, f"hoptrace topology {' '.join(containers)}: exit {r.returncode}: {short(r.stderr)}")
+        return [{k: p[k] for k in ("name", "role", "ifname", "ifindex", "mac")} for p in json.loads(r.stdout)["points"]]
+
+    def netns_inode(self, container: str) -> int:
+        return os.stat(f"/proc/{self.engine.pid(container)}/ns/net").st_ino
+
+
+def without_names(points: list[dict]) -> list[tuple]:
+    return [(p["role"], p["ifname"], p["ifindex"], p["mac"]) for p in points]
+
+
+# --------------------------------------------------------------------------------------------
+# Captured traffic, checked against the test's own tcpdump files and conntrack
+
+
+class Captured:
+    """hoptrace trace of CMD with the test's own tcpdump on each expected point."""
+
+    def __init__(self, scene: Scene, name: str, containers: list[str], points: list[dict], cmd: list[str]):
+        self.scene, self.name, self.points = scene, name, points
+        self.db = scene.tmp / f"{name}.db"
+        engine = scene.engine
+        dumps = []
+        try:
+            for p in points:
+                ns = engine.attach(p["container"]) if p["role"] == "container" else scene.E
+                dumps.append(lablib.Tcpdump(ns, p["ifname"], scene.tmp / f"{name}-{p['name'].replace(':', '_')}.pcap"))
+            self.result = scene.hoptrace_run("trace", *scene.target_args(*containers), "--db", self.db,
+                                             "--user", "root", "--", *cmd, timeout=90)
+        finally:
+            files = lablib.stop_all(dumps)
+        self.files = {p["name"]: f for p, f in zip(points, files)}
+        self.conntrack = engine.conntrack()
+        self.report = report_json(scene.hoptrace, self.db) if self.result.returncode == 0 else {}
+
+    def fields(self, point: str, fields: list[str], filter: str) -> list[tuple[str, ...]]:
+        return lablib.tshark_fields(self.files[point], fields, filter)
+
+    def reference(self, owners: dict[str, set[str]]) -> ref.Reference:
+        """trust_reference's journeys from the test's tcpdump files: owners = container -> its addresses;
+        the engine's own addresses (bridges' gateways, the uplink) are local, the uplink's is the masquerade's."""
+        pts = {p["name"]: (p["role"], p.get("container")) for p in self.points}
+        local = {self.scene.uplink_ip} | {g for p in self.points if p["role"] == "bridge" for g in p["gateways"]}
+        bcast = {"255.255.255.255"} | {b for p in self.points if p["role"] == "bridge" for b in p["broadcasts"]}
+        topo = ref.Topology(pts, owners, local, {self.scene.uplink_ip}, bcast)
+        captures = {name: ref.read_capture(f) for name, f in self.files.items()}
+        return ref.build(topo, captures, self.conntrack)
+
+    def flows(self, proto: str, **original) -> list[dict]:
+        return [f for f in self.report.get("flows", []) if f["proto"] == proto
+                and all(f["original"].get(k) == v for k, v in original.items())]
+
+
+def with_addresses(scene: Scene, points: list[dict], container: str) -> list[dict]:
+    """Adds the container's name to its points, and each bridge's gateway and broadcast addresses (ip -j addr)."""
+    host = {link["ifname"]: link for link in scene.links(scene.E)}
+    out = []
+    for p in points:
+        p = dict(p)
+        if p["role"] in ("container", "veth"):
+            p["container"] = container
+        if p["role"] == "bridge":
+            infos = [a for a in host[p["ifname"]]["addr_info"] if a["family"] == "inet"]
+            p["gateways"] = {a["local"] for a in infos}
+            p["broadcasts"] = {a.get("broadcast") for a in infos if a.get("broadcast")}
+        out.append(p)
+    return out
+
+
+def hop_samples(reference: ref.Reference, relevant) -> dict[tuple, list[int]]:
+    """(orig tuple, direction, from, to) -> the differences of tcpdump's timestamps along each reference journey."""
+    out: dict[tuple, list[int]] = collections.defaultdict(list)
+    for j in reference.journeys:
+        if j.undecidable or not relevant(j):
+            continue
+        for a, b in zip(j.sightings, j.sightings[1:]):
+            out[(j.orig, j.direction, a.point, b.point)].append(b.ts_ns - a.ts_ns)
+    return out
+
+
+def stats(values: list[int]) -> dict[str, int]:
+    out = {"count": len(values), "min_ns": min(values), "max_ns": max(values)}
+    for key, p in (("p50_ns", 50), ("p90_ns", 90), ("p99_ns", 99)):
+        out[key] = lablib.nearest_rank(values, p)
+    return out
+
+
+def check_ping(scene: Scene, label: str, container: str, points: list[dict], cap: Captured, ip: str) -> None:
+    """The checks of one container's ping to the far server, against cap's tcpdump files and conntrack."""
+    checks = scene.checks
+    owners = {container: {ip}}
+    names = [p["name"] for p in points]
+    eth0, veth, bridge, uplink = names
+
+    if checks(f"{label}: hoptrace trace around the ping exits 0",
+              lambda: expect(cap.result.returncode == 0, f"exit {cap.result.returncode}: {short(cap.result.stderr)}")
+              or f"flows in the report: {len(cap.report.get('flows', []))}") is None:
+        return
+
+    requests = cap.fields(eth0, ["icmp.ident", "icmp.seq"], f"icmp.type==8 && ip.src=={ip}")
+    replies = cap.fields(eth0, ["icmp.ident", "icmp.seq"], f"icmp.type==0 && ip.dst=={ip}")
+    ident = int(requests[0][0]) if requests else None
+
+    def counted() -> str:
+        expect(len(requests) == PING_COUNT and len(replies) == PING_COUNT,
+               f"tcpdump on {eth0}: {len(requests)} requests, {len(replies)} replies, want {PING_COUNT} each")
+        return f"tcpdump on {eth0}: {len(requests)} echo requests (id {ident}) and {len(replies)} replies"
+    checks(f"{label}: the test's capture saw the ping", counted)
+
+    reference = cap.reference(owners)
+
+    def icmp_of_container(j: ref.Journey) -> bool:
+        return j.owner == container and j.orig is not None and j.orig[0] == 1
+
+    def journeys() -> str:
+        ht = ref.load_hoptrace(cap.db)
+        res = ref.compare(reference, ht, relevant=icmp_of_container)
+        expect(res["decided"] == 2 * PING_COUNT, f"reference: {ref.summary(reference)}")
+        for k in ("wrong", "merged", "missing", "undecidable", "flagged"):
+            expect(res[k] == 0, f"{k} {res[k]}: {'; '.join(res['examples'])}")
+        paths = {tuple(s.point for s in j.sightings) for j in reference.journeys if icmp_of_container(j)}
+        expect(paths == {(eth0, veth, bridge, uplink), (uplink, bridge, veth, eth0)}, f"reference paths {paths}")
+        return (f"{res['decided']} journeys eth0 → {veth} → {bridge} → {uplink} and back, each = the reference's "
+                "sightings to the ns")
+    checks(f"{label}: journeys = the reference matcher's on the test's tcpdump files", journeys)
+
+    flows = cap.flows("icmp", src=ip, dst=scene.server)
+
+    def masquerade() -> str:
+        expect(len(flows) == 1, f"{len(flows)} icmp flows from {ip}: {[f['original'] for f in cap.report['flows']]}")
+        seen = {r[0] for r in cap.fields(uplink, ["ip.src"], f"icmp.type==8 && ip.dst=={scene.server}")}
+        expect(seen == {scene.uplink_ip}, f"tcpdump on {uplink}: echo requests from {seen}")
+        ct = [e for e in cap.conntrack if e.proto == "icmp" and e.original.src == ip and e.original.dst == scene.server]
+        expect(len(ct) == 1, f"conntrack -L: {[e.raw for e in cap.conntrack]}")
+        t = ct[0].translated()
+        expect(t.src == scene.uplink_ip, f"conntrack translates to {t.src}")
+        rewrites = {(x["field"], str(x["from"]), str(x["to"]), tuple(x["between"]), x["direction"])
+                    for x in flows[0]["rewrites"]}
+        want = ("src", ip, t.src, (bridge, uplink), "forward")
+        expect(want in rewrites, f"rewrites {sorted(rewrites)}, want {want}")
+        expect(flows[0]["translated"]["src"] == t.src and flows[0]["translated"].get("id") == t.id,
+               f"translated {flows[0]['translated']}, conntrack {ct[0].raw}")
+        return f"src {ip} → {t.src} between {bridge} and {uplink} (tcpdump on {uplink}, conntrack -L)"
+    checks(f"{label}: MASQUERADE rewrite = tcpdump's source on the uplink and conntrack's", masquerade)
+
+    def hops() -> str:
+        expect(len(flows) == 1, "no single flow")
+        samples = hop_samples(reference, icmp_of_container)
+        want = {(d, a, b): stats(v) for (_, d, a, b), v in samples.items()}
+        got = {(h["direction"], h["from"], h["to"]): {k: h[k] for k in ("count", "min_ns", "p50_ns", "p90_ns",
+                                                                        "p99_ns", "max_ns")}
+               for h in flows[0]["hops"]}
+        expect(set(got) == set(want), f"hops {sorted(got)}, reference {sorted(want)}")
+        bad = [f"{k}: {got[k]} vs {want[k]}" for k in want if got[k] != want[k]]
+        expect(not bad, "; ".join(bad))
+        fwd = [want[k]["p50_ns"] for k in want if k[0] == "forward"]
+        return f"{len(want)} hops × {PING_COUNT} samples; forward p50s {fwd} ns = tcpdump's differences"
+    checks(f"{label}: per-hop latencies = tcpdump's timestamp differences (count, min, p50/90/99, max)", hops)
+
+
+# --------------------------------------------------------------------------------------------
+# The parts of the scenario
+
+
+def start_containers(scene: Scene) -> dict[str, str]:
+    """The containers, and their default-network addresses as `docker inspect` gives them."""
+    e = scene.engine
+    img = e.image
+    e.docker("network", "create", USER_NET)
+    e.docker("run", "-d", "--name", "alpha", img, "sleep", "600")
+    e.docker("run", "-d", "--name", "web", "-p", f"{HTTP_PORT}:80", img, "httpd", "-f", "-p", "80", "-h", "/www")
+    e.docker("run", "-d", "--name", "gamma", "--network", USER_NET, img, "sleep", "600")
+    e.docker("run", "-d", "--name", "delta", img, "sleep", "600")
+    e.docker("network", "connect", USER_NET, "delta")
+    e.docker("run", "-d", "--name", "side", "--network", "container:alpha", img, "sleep", "600")
+    e.docker("run", "-d", "--name", "c1", img, "sleep", "600")
+    e.docker("run", "-d", "--name", "c2", img, "sleep", "600")
+    e.docker("run", "-d", "--name", "stopped", img, "sleep", "600")
+    e.docker("stop", "-t", "0", "stopped")
+    ips = {}
+    for c in ("alpha", "web", "gamma", "delta", "c1", "c2"):
+        nets = e.inspect(c)["NetworkSettings"]["Networks"]
+        ips[c] = {n: v["IPAddress"] for n, v in nets.items()}
+    return ips
+
+
+def check_identity(scene: Scene) -> None:
+    e = scene.engine
+    full = e.inspect("alpha")["Id"]
+    want = scene.expected_points("alpha")
+
+    def by(label: str, ident: str) -> str:
+        got = scene.topology(ident)
+        expect(without_names(got) == without_names(want), f"points {got}, the test's walk {want}")
+        expect(got[0]["name"] == f"{ident}:eth0", f"container point named {got[0]['name']!r}")
+        return " ".join(p["name"] for p in got)
+    checks = scene.checks
+    checks("--container alpha (by name): the test's walk of the links", lambda: by("name", "alpha"))
+    checks("--container by short ID (12 hex): the same points", lambda: by("short", full[:12]))
+    checks("--container by full ID (64 hex): the same points", lambda: by("full", full))
+
+
+def ping_cmd(scene: Scene, container: str) -> list[str]:
+    return scene.docker_argv("exec", container, "ping", "-c", str(PING_COUNT), "-i", PING_INTERVAL, "-W", "2",
+                             scene.server)
+
+
+def check_ping_from(scene: Scene, label: str, container: str, ip: str, bridge_check=None) -> None:
+    points = with_addresses(scene, scene.expected_points(container), container)
+    if bridge_check is not None:
+        scene.checks(f"{label}: the path's bridge", lambda: bridge_check(points))
+
+    def topology() -> str:
+        got = scene.topology(container)
+        expect(without_names(got) == without_names(points) and [p["name"] for p in got] == [p["name"] for p in points],
+               f"points {got}, the test's walk {points}")
+        return " → ".join(p["name"] for p in got)
+    scene.checks(f"{label}: hoptrace topology = the test's walk of the links", topology)
+    cap = Captured(scene, label.replace(" ", "-"), [container], points, ping_cmd(scene, container))
+    check_ping(scene, label, container, points, cap, ip)
+
+
+def check_published_port(scene: Scene, web_ip: str) -> None:
+    checks = scene.checks
+    points = with_addresses(scene, scene.expected_points("web"), "web")
+    eth0, veth, bridge, uplink = (p["name"] for p in points)
+    url = f"http://{scene.uplink_ip}:{HTTP_PORT}/"
+    fetch = ["ip", "netns", "exec", scene.engine.ns["server"], sys.executable, "-c",
+             f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode(), end='')"]
+    cap = Captured(scene, "dnat", ["web"], points, fetch)
+
+    if checks("published port: hoptrace trace around a fetch from the far server exits 0, page fetched",
+              lambda: expect(cap.result.returncode == 0 and "hoptrace docker e2e" in cap.result.stdout,
+                             f"exit {cap.result.returncode}: {short(cap.result.stderr)}") or url) is None:
+        return
+
+    def rule() -> str:
+        nat = scene.engine.iptables_save("nat")
+        want = f"-A DOCKER ! -i docker0 -p tcp -m tcp --dport {HTTP_PORT} -j DNAT --to-destination {web_ip}:80"
+        expect(want in nat, f"no '{want}' in iptables-save: {short(' | '.join(nat))}")
+        return want
+    checks("published port: Docker's DNAT rule in the engine's namespace", rule)
+
+    def dnat() -> str:
+        syn = "tcp.flags.syn==1 && tcp.flags.ack==0"
+        at_up = set(cap.fields(uplink, ["ip.src", "tcp.srcport", "ip.dst", "tcp.dstport"], syn))
+        at_br = set(cap.fields(bridge, ["ip.src", "tcp.srcport", "ip.dst", "tcp.dstport"], syn))
+        expect(len(at_up) == 1 and len(at_br) == 1, f"SYNs on {uplink} {at_up}, on {bridge} {at_br}")
+        (src, sport, odst, odport), (_, _, tdst, tdport) = next(iter(at_up)), next(iter(at_br))
+        ct = [x for x in cap.conntrack if x.proto == "tcp" and x.original.dport == HTTP_PORT]
+        expect(len(ct) == 1, f"conntrack -L: {[x.raw for x in cap.conntrack]}")
+        t = ct[0].translated()
+        expect((t.dst, str(t.dport)) == (tdst, tdport), f"conntrack {ct[0].raw} vs tcpdump {tdst}:{tdport}")
+        flows = cap.flows("tcp", dst=odst, dport=int(odport))
+        expect(len(flows) == 1,
+               f"{len(flows)} flows to {odst}:{odport}: {[f['original'] for f in cap.report['flows']]}")
+        # The replies, undone on their way out: the SYN-ACK leaves docker0 from the container, the uplink from
+        # the published address.
+        synack = "tcp.flags.syn==1 && tcp.flags.ack==1"
+        r_br = set(cap.fields(bridge, ["ip.src", "tcp.srcport"], synack))
+        r_up = set(cap.fields(uplink, ["ip.src", "tcp.srcport"], synack))
+        expect(r_br == {(tdst, tdport)} and r_up == {(odst, odport)},
+               f"SYN-ACKs on {bridge} {r_br}, on {uplink} {r_up}")
+        got = {(x["field"], str(x["from"]), str(x["to"]), tuple(x["between"]), x["direction"])
+               for x in flows[0]["rewrites"]}
+        want = {("dst", odst, tdst, (uplink, bridge), "forward"),
+                ("dport", odport, tdport, (uplink, bridge), "forward"),
+                ("src", tdst, odst, (bridge, uplink), "reply"), ("sport", tdport, odport, (bridge, uplink), "reply")}
+        expect(got == want, f"rewrites {sorted(got)}, want {sorted(want)}")
+        expect(flows[0]["original"]["src"] == src and str(flows[0]["original"]["sport"]) == sport,
+               f"original {flows[0]['original']}, tcpdump {src}:{sport}")
+        return f"{src}:{sport} → {odst}:{odport} ⇒ {tdst}:{tdport} between {uplink} and {bridge}"
+    checks("published port: DNAT rewrites = tcpdump's SYN and SYN-ACK on the uplink vs on docker0, and conntrack's",
+           dnat)
+
+
+def check_same_icmp_id(scene: Scene, ips: dict[str, str]) -> None:
+    """c1 and c2 each get a sidecar whose PID 1 is ping: busybox ping's id is its pid, so both send id 1."""
+    checks = scene.checks
+    points = []
+    for c in ("c1", "c2"):
+        points += with_addresses(scene, scene.expected_points(c), c)
+    # One bridge and one uplink for both.
+    seen, unique = set(), []
+    for p in points:
+        if p["name"] not in seen:
+            seen.add(p["name"])
+            unique.append(p)
+    # c2's ping starts a little after c1's (the masquerade then keeps c1's id and rewrites c2's, as it would
+    # for two real clients), and both run long enough to overlap even when `docker run` is slow to start one.
+    pingers = " & sleep 0.2; ".join(" ".join(scene.docker_argv(
+        "run", "--rm", "--network", f"container:{c}", scene.engine.image, "ping", "-c", str(SAME_ID_COUNT), "-i",
+        PING_INTERVAL, "-W", "2", scene.server) + [">/dev/null"]) for c in ("c1", "c2"))
+    cap = Captured(scene, "same-id", ["c1", "c2"], unique, ["sh", "-c", pingers + " & wait"])
+    if checks("same ICMP id: hoptrace trace around both pings exits 0",
+              lambda: expect(cap.result.returncode == 0, f"exit {cap.result.returncode}: {short(cap.result.stderr)}")
+              or f"flows in the report: {len(cap.report.get('flows', []))}") is None:
+        return
+    counts = {}
+    for c in ("c1", "c2"):
+        eth0 = f"{c}:eth0"
+        req = cap.fields(eth0, ["icmp.ident"], f"icmp.type==8 && ip.src=={ips[c]}")
+        rep = cap.fields(eth0, ["icmp.ident"], f"icmp.type==0 && ip.dst=={ips[c]}")
+        stamps = [lablib.epoch_ns(r[1]) for r in cap.fields(eth0, ["icmp.ident", "frame.time_epoch"],
+                                                           f"icmp.type==8 && ip.src=={ips[c]}")]
+        counts[c] = (len(req), len(rep), {r[0] for r in req}, min(stamps, default=0), max(stamps, default=0))
+
+    def same_id() -> str:
+        ids = {c: v[2] for c, v in counts.items()}
+        expect(ids["c1"] == ids["c2"] and len(ids["c1"]) == 1, f"ids at each eth0: {ids}")
+        expect(all(v[0] == v[1] == SAME_ID_COUNT for v in counts.values()), f"requests/replies {counts}")
+        overlap_ns = min(counts["c1"][4], counts["c2"][4]) - max(counts["c1"][3], counts["c2"][3])
+        expect(overlap_ns > 0, f"the two pings did not overlap in time: {counts}")
+        up = {r[0] for r in cap.fields("eth0", ["icmp.ident"], f"icmp.type==8 && ip.dst=={scene.server}")}
+        expect(len(up) == 2, f"ids on the uplink {up}: the masquerade should keep one and rewrite the other")
+        return (f"both send id {next(iter(ids['c1']))}, {overlap_ns / 1e9:.2f} s at once; the uplink sees ids "
+                f"{sorted(up, key=int)}")
+    if checks("same ICMP id: the test's capture saw one id in both containers, two on the uplink", same_id) is None:
+        return
+
+    def per_container() -> str:
+        out = []
+        for c in ("c1", "c2"):
+            flows = cap.flows("icmp", src=ips[c], dst=scene.server)
+            expect(len(flows) == 1, f"{len(flows)} flows from {c} {ips[c]}")
+            f = flows[0]
+            want = counts[c][0] + counts[c][1]
+            n = f["forward_journeys"] + f["reply_journeys"]
+            expect(f["forward_journeys"] == counts[c][0] and f["reply_journeys"] == counts[c][1],
+                   f"{c}: {f['forward_journeys']} forward + {f['reply_journeys']} reply journeys, tcpdump "
+                   f"{counts[c][0]} + {counts[c][1]}")
+            out.append(f"{c} {n} = {want}")
+        return ", ".join(out)
+    checks("same ICMP id: one flow per container, its journeys = the requests and replies on its eth0", per_container)
+
+    def not_merged() -> str:
+        reference = cap.reference({"c1": {ips["c1"]}, "c2": {ips["c2"]}})
+        res = ref.compare(reference, ref.load_hoptrace(cap.db),
+                          relevant=lambda j: j.owner in ("c1", "c2") and j.orig is not None and j.orig[0] == 1)
+        expect(res["decided"] == 4 * SAME_ID_COUNT, f"reference: {ref.summary(reference)}")
+        for k in ("merged", "wrong", "missing"):
+            expect(res[k] == 0, f"{k} {res[k]}: {'; '.join(res['examples'])}")
+        return f"{res['decided']} journeys = the reference's, none holds sightings of both containers"
+    checks("same ICMP id: no journey merged across the containers (reference matcher)", not_merged)
+
+
+def check_sidecar(scene: Scene) -> None:
+    checks = scene.checks
+
+    def same_ns() -> str:
+        a, s = scene.netns_inode("alpha"), scene.netns_inode("side")
+        expect(a == s, f"alpha net:[{a}], side net:[{s}]")
+        return f"both net:[{a}] (/proc/PID/ns/net)"
+    if checks("sidecar: --network container:alpha shares alpha's namespace", same_ns) is None:
+        return
+
+    def refused() -> str:
+        db = scene.tmp / "sidecar.db"
+        r = scene.hoptrace_run("capture", *scene.target_args("alpha", "side"), "--db", db, "--duration", "1")
+        lines = r.stderr.strip().splitlines()
+        expect(r.returncode != 0, f"exit {r.returncode}, stderr {short(r.stderr)}")
+        expect(len(lines) == 1 and "same network namespace" in lines[0] and "alpha" in lines[0]
+               and "side" in lines[0], f"stderr {lines}")
+        expect(not db.exists(), f"{db} was created")
+        t = scene.hoptrace_run("topology", *scene.target_args("alpha", "side"))
+        # The same line after the subcommand's prefix ("hoptrace capture: " / "hoptrace topology: ").
+        expect(t.returncode == r.returncode and t.stderr.strip().split(": ", 1)[-1] == lines[0].split(": ", 1)[-1],
+               f"topology: exit {t.returncode}, {short(t.stderr)}")
+        return f"exit {r.returncode}: {lines[0]}"
+    checks("sidecar: --container alpha --container side is refused in one line, no database", refused)
+
+    def twice() -> str:
+        full = scene.engine.inspect("alpha")["Id"]
+        r = scene.hoptrace_run("topology", *scene.target_args("alpha", full[:12]))
+        lines = r.stderr.strip().splitlines()
+        expect(r.returncode == 1 and len(lines) == 1 and "same network namespace" in lines[0], f"exit {r.returncode}, "
+               f"stderr {lines}")
+        return f"exit 1: {lines[0]}"
+    checks("sidecar: one container given twice (name and short ID) is refused the same way", twice)
+
+    def alone() -> str:
+        got = scene.topology("side")
+        want = scene.expected_points("alpha", label="side")
+        expect(without_names(got) == without_names(want) and got[0]["name"] == "side:eth0",
+               f"points {got}, alpha's {want}")
+        return " ".join(p["name"] for p in got)
+    checks("sidecar: --container side alone gives alpha's points", alone)
+
+
+def check_stopped(scene: Scene) -> None:
+    def stopped() -> str:
+        state = scene.engine.inspect("stopped")["State"]
+        expect(not state["Running"] and state["Pid"] == 0, f"docker inspect: {state}")
+        db = scene.tmp / "stopped.db"
+        r = scene.hoptrace_run("trace", *scene.target_args("stopped"), "--db", db, "--", "true")
+        lines = r.stderr.strip().splitlines()
+        expect(r.returncode == 1, f"exit {r.returncode}")
+        expect(len(lines) == 1 and "stopped" in lines[0] and "not running" in lines[0], f"stderr {lines}")
+        left = [p.name for p in scene.tmp.iterdir() if p.name.startswith("stopped.db")]
+        expect(not left, f"created {left}")
+        return f"exit 1: {lines[0]}"
+    scene.checks("stopped container: one clear line, exit 1, no database", stopped)
+
+
+def run_scenario(checks: Checks, hoptrace: Path, engine: dockerlib.Engine, tmp: Path) -> None:
+    scene = Scene(checks, hoptrace, engine, tmp)
+    t0 = time.monotonic()
+    ips = start_containers(scene)
+    checks("engine: dockerd in its own namespace, containers from the offline busybox image",
+           lambda: f"dockerd {engine.server_version} in {scene.E}, 9 containers in {time.monotonic() - t0:.1f} s")
+    guarded(checks, "--container by name, short and full ID", check_identity, scene)
+    guarded(checks, "default bridge", check_ping_from, scene, "default bridge", "alpha", ips["alpha"]["bridge"])
+
+    def user_bridge(points: list[dict]) -> str:
+        net_id = engine.docker("network", "inspect", "-f", "{{.Id}}", USER_NET).stdout.strip()
+        expect(points[2]["ifname"] == "br-" + net_id[:12], f"bridge {points[2]['ifname']}, network {net_id[:12]}")
+        return points[2]["ifname"]
+    guarded(checks, "user-defined network", check_ping_from, scene, "user-defined network", "gamma",
+            ips["gamma"][USER_NET], user_bridge)
+
+    def routed_bridge(points: list[dict]) -> str:
+        # delta is on docker0 (eth0, its default route) and htnet (eth1): the path is its route's.
+        expect(points[0]["ifname"] == "eth0" and points[2]["ifname"] == "docker0", f"points {points}")
+        return f"route to the server via {points[0]['ifname']} on {points[2]['ifname']}, eth1 on {USER_NET} not on it"
+    guarded(checks, "two networks", check_ping_from, scene, "two networks", "delta", ips["delta"]["bridge"],
+            routed_bridge)
+    guarded(checks, "published port", check_published_port, scene, ips["web"]["bridge"])
+    guarded(checks, "same ICMP id", check_same_icmp_id, scene, {c: ips[c]["bridge"] for c in ("c1", "c2")})
+    guarded(checks, "sidecar", check_sidecar, scene)
+    guarded(checks, "stopped container", check_stopped, scene)
+
+
+def main() -> int:
+    lablib.require_root_or_skip()
+    require_engine_or_skip()
+    hoptrace = lablib.hoptrace_binary()
+    lablib.arm_watchdog(WATCHDOG_S)
+    checks = Checks()
+    t0 = time.monotonic()
+    prefix = None
+    machine_before = {p: os.path.lexists(p) for p in MACHINE_DOCKER_PATHS}
+    with workdir("hoptrace-docker-") as tmp:
+        engine = dockerlib.Engine()
+        prefix = engine.prefix
+        try:
+            engine.up()
+        except Exception as e:  # noqa: BLE001
+            checks("engine: dockerd in its own namespace", lambda: expect(False, f"{type(e).__name__}: {e}"))
+        else:
+            with engine:
+                guarded(checks, "docker engine scenario", run_scenario, checks, hoptrace, engine, tmp)
+
+    def nothing_left() -> str:
+        left = dockerlib.namespaces_of(prefix)
+        left += [str(p) for p in (dockerlib.DATA_PARENT / prefix, dockerlib.OWNER_DIR / prefix) if p.exists()]
+        procs = dockerlib.pids_of(prefix, set())
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines() if prefix in line]
+        expect(not left and not procs and not mounts, f"left: {left}, processes {procs}, mounts {mounts}")
+        made = [p for p in MACHINE_DOCKER_PATHS if os.path.lexists(p) and not machine_before[p]]
+        expect(not made, f"created on the machine: {made}")
+        return (f"no {prefix} namespace, root, process, cgroup member or mount; none of the machine's Docker paths "
+                "created")
+    checks("engine removed: nothing left behind", nothing_left)
+    print(f"run time {time.monotonic() - t0:.1f} s", flush=True)
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
