@@ -225,6 +225,8 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     if (!who) throw UsageError(who.error());
     if (!a.command.empty()) check_runnable(a.command[0], *who);
     Resolved r = resolve_targets(a.targets, true);
+    for (const auto& note : r.notes)
+        if (!a.quiet) std::fprintf(stderr, "hoptrace: note: %s\n", note.c_str());
 
     capture::SessionOptions options;
     options.live.filter = a.filter;

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdio>
 #include <iostream>
 
 namespace hoptrace::cli {
@@ -20,6 +21,7 @@ int cmd_topology(const Invocation& inv) {
                nullptr, vm))
         return k_exit_ok;
     const Resolved r = resolve_targets(targets, true);
+    for (const auto& note : r.notes) std::fprintf(stderr, "hoptrace: note: %s\n", note.c_str());
     const Topology& topo = r.topology;
 
     if (json) {

@@ -58,11 +58,11 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
         const std::size_t i = index_of(r, std::move(ns));
         if (i == 0) throw Fatal(t.describe() + ": this is the host namespace itself; give the container's namespace");
         // Two targets in one namespace (a `--network container:X` sidecar and X, or one container given twice)
-        // share every interface: both as refs would capture each point twice under two names.
+        // share every interface: they are one target, its points named after the first.
         if (i < target_of_ns.size()) {
-            throw Fatal(target_of_ns[i]->describe() + " and " + t.describe() +
-                        " are in the same network namespace, so they share every capture point; "
-                        "give only one of them");
+            r.notes.push_back(t.describe() + " is in the same network namespace as " + target_of_ns[i]->describe() +
+                              ": they share every capture point, named after the first");
+            continue;
         }
         target_of_ns.push_back(&t);
         refs.push_back({r.namespaces[i].get(), label});

@@ -30,6 +30,7 @@ struct TargetOptions {
 struct Resolved {
     std::vector<std::unique_ptr<Netns>> namespaces;
     Topology topology;
+    std::vector<std::string> notes;  // what resolving decided that the user should hear (targets merged)
 };
 
 // Resolves targets, discovers the path, applies --point. Throws Fatal / UsageError with one clear line.

@@ -19,8 +19,9 @@ What hoptrace says is checked against references the test computes itself, never
 - two containers pinging with the same ICMP id at once (each ping is PID 1 of a `--network container:`
   sidecar, so both use id 1): one flow and the right number of journeys per container (counted in the test's
   capture on each container's eth0), no journey holding sightings of both (the reference matcher);
-- a sidecar (`--network container:alpha`) and alpha together: refused in one line (one network namespace, per
-  /proc/PID/ns/net), no database; the sidecar alone: alpha's points;
+- a sidecar (`--network container:alpha`) and alpha together (one network namespace, per /proc/PID/ns/net): one
+  target, alpha's points once (the test's walk) and a note; the same for one container given twice; the sidecar
+  alone: alpha's points;
 - a stopped container: one clear line, exit 1, no database.
 
 Exit 0 if every check passed, 1 otherwise, 77 without root or docker.io/busybox-static (a failure under
@@ -32,6 +33,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -471,29 +473,33 @@ def check_sidecar(scene: Scene) -> None:
     if checks("sidecar: --network container:alpha shares alpha's namespace", same_ns) is None:
         return
 
-    def refused() -> str:
+    def merged() -> str:
+        # One namespace, one target: the points of the test's walk from alpha, each once, named after alpha.
+        want = scene.expected_points("alpha")
         db = scene.tmp / "sidecar.db"
         r = scene.hoptrace_run("capture", *scene.target_args("alpha", "side"), "--db", db, "--duration", "1")
-        lines = r.stderr.strip().splitlines()
-        expect(r.returncode != 0, f"exit {r.returncode}, stderr {short(r.stderr)}")
-        expect(len(lines) == 1 and "same network namespace" in lines[0] and "alpha" in lines[0]
-               and "side" in lines[0], f"stderr {lines}")
-        expect(not db.exists(), f"{db} was created")
-        t = scene.hoptrace_run("topology", *scene.target_args("alpha", "side"))
-        # The same line after the subcommand's prefix ("hoptrace capture: " / "hoptrace topology: ").
-        expect(t.returncode == r.returncode and t.stderr.strip().split(": ", 1)[-1] == lines[0].split(": ", 1)[-1],
-               f"topology: exit {t.returncode}, {short(t.stderr)}")
-        return f"exit {r.returncode}: {lines[0]}"
-    checks("sidecar: --container alpha --container side is refused in one line, no database", refused)
+        expect(r.returncode == 0, f"exit {r.returncode}, stderr {short(r.stderr)}")
+        notes = [line for line in r.stderr.splitlines() if "same network namespace" in line]
+        expect(len(notes) == 1 and "alpha" in notes[0] and "side" in notes[0], f"stderr {short(r.stderr)}")
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        stored = [row[0] for row in con.execute("SELECT name FROM points ORDER BY id")]
+        con.close()
+        expect(sorted(stored) == sorted(p["name"] for p in want), f"points stored {stored}, the walk {want}")
+        got = scene.topology("alpha", "side")
+        expect(got == want, f"topology alpha + side {got}, the walk from alpha {want}")
+        return f"one set of points ({', '.join(stored)}); {notes[0].strip()}"
+    checks("sidecar: --container alpha --container side are one target: alpha's points once, and a note", merged)
 
     def twice() -> str:
         full = scene.engine.inspect("alpha")["Id"]
-        r = scene.hoptrace_run("topology", *scene.target_args("alpha", full[:12]))
-        lines = r.stderr.strip().splitlines()
-        expect(r.returncode == 1 and len(lines) == 1 and "same network namespace" in lines[0], f"exit {r.returncode}, "
-               f"stderr {lines}")
-        return f"exit 1: {lines[0]}"
-    checks("sidecar: one container given twice (name and short ID) is refused the same way", twice)
+        r = scene.hoptrace_run("topology", *scene.target_args("alpha", full[:12]), "--json")
+        notes = [line for line in r.stderr.splitlines() if "same network namespace" in line]
+        expect(r.returncode == 0 and len(notes) == 1, f"exit {r.returncode}, stderr {short(r.stderr)}")
+        got = [{k: p[k] for k in ("name", "role", "ifname", "ifindex", "mac")} for p in json.loads(r.stdout)["points"]]
+        want = scene.expected_points("alpha")
+        expect(got == want, f"points {got}, the walk from alpha {want}")
+        return f"exit 0, {len(got)} points: {notes[0].strip()}"
+    checks("sidecar: one container given twice (name and short ID) is one target the same way", twice)
 
     def alone() -> str:
         got = scene.topology("side")
