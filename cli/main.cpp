@@ -8,6 +8,8 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <string>
+#include <string_view>
 
 namespace {
 
@@ -39,6 +41,17 @@ void usage(std::ostream& out) {
     out << "\n'hoptrace COMMAND --help' describes a command; 'hoptrace --version' prints the version.\n";
 }
 
+// `arg` as a POSIX shell would need it to get it back: as is when it holds only characters no shell treats
+// specially, else in single quotes (a quote inside as '\''). The recorded command line (meta, pcapng comment,
+// HTML header) can then be pasted to run again: `-- sh -c 'ping -c 3 x'` stays one argument.
+std::string shell_quoted(std::string_view arg) {
+    constexpr std::string_view plain = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./_-";
+    if (!arg.empty() && arg.find_first_not_of(plain) == std::string_view::npos) return std::string(arg);
+    std::string out = "'";
+    for (const char c : arg) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -66,7 +79,7 @@ int main(int argc, char** argv) {
     for (int i = 2; i < argc; ++i) inv.args.emplace_back(argv[i]);
     for (int i = 0; i < argc; ++i) {
         if (i > 0) inv.command_line += ' ';
-        inv.command_line += argv[i];
+        inv.command_line += shell_quoted(argv[i]);
     }
     try {
         return it->second.run(inv);

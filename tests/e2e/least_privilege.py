@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shlex
 import sqlite3
 import sys
 import time
@@ -120,6 +121,14 @@ def body(checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
     checks("--user nobody: CMD runs as nobody",
            lambda: expect(r.returncode == 0 and uid == str(nobody.pw_uid), f"rc={r.returncode} uid={uid}: "
                           f"{short(r.stderr)}") or f"uid {uid}")
+
+    # The recorded command line is the argv given, quoted as a shell needs it (sh -c's script stays one argument).
+    argv = [str(hoptrace), "capture", "--db", str(db2), "--netns", lab.ns["c1"], "--host-netns", lab.ns["host"],
+            "--user", "nobody", "--grace", "0.2", "--", "sh", "-c", f"id -u > {shared}/uid"]
+    recorded = query(db2, "SELECT value FROM meta WHERE key = 'command_line'")
+    checks("meta command_line splits (shlex) back into the argv given",
+           lambda: expect(recorded and shlex.split(recorded[0][0]) == argv, f"recorded {recorded}, argv {argv}")
+           or recorded[0][0])
 
     # 3. An unknown user.
     db3 = tmp / "nouser.db"
