@@ -2,11 +2,14 @@
 
 #include "cli/command.hpp"
 #include "cli/targets.hpp"
+#include "report/format.hpp"
 
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <iostream>
+#include <string>
+#include <vector>
 
 namespace hoptrace::cli {
 
@@ -83,16 +86,15 @@ int cmd_topology(const Invocation& inv) {
     for (const auto& line : paths)
         std::cout << line << (topo.masquerade ? " [MASQUERADE]" : "") << (dnat ? " [DNAT]" : "") << "\n";
     std::cout << "\n";
-    std::cout << "  role       point             netns            ifindex  mac                addresses\n";
+    // Columns as wide as their widest cell: a container named by its 64-character ID keeps the table aligned.
+    std::vector<std::vector<std::string>> rows{{"role", "point", "netns", "ifindex", "mac", "addresses"}};
     for (const auto& p : topo.points) {
         std::string addrs;
         for (const auto& a : p.link.addresses) addrs += (addrs.empty() ? "" : " ") + a;
         const std::string ns = netns_label(r, p.netns).empty() ? "(host)" : netns_label(r, p.netns);
-        char line[512];
-        std::snprintf(line, sizeof line, "  %-10s %-17s %-16s %7u  %-17s  %s\n", to_string(p.role), p.name.c_str(),
-                      ns.c_str(), p.link.ifindex, p.link.mac.c_str(), addrs.c_str());
-        std::cout << line;
+        rows.push_back({to_string(p.role), p.name, ns, std::to_string(p.link.ifindex), p.link.mac, addrs});
     }
+    std::cout << report::table(rows, "  ", {false, false, false, true, false, false});
     if (!topo.nat.empty()) {
         std::cout << "\nNAT rules in the host namespace that apply (iptables and ip6tables nat tables):\n";
         for (const auto& n : topo.nat) std::cout << "  " << n.rule << "\n";

@@ -1,5 +1,6 @@
 #include "report/format.hpp"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 
@@ -81,6 +82,34 @@ std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::i
 
 std::string counted(std::int64_t n, std::string_view one, std::string_view many) {
     return std::to_string(n) + " " + std::string(n == 1 ? one : many);
+}
+
+std::size_t display_width(const std::string& s) {
+    std::size_t n = 0;
+    for (unsigned char c : s) n += (c & 0xC0) != 0x80;  // count UTF-8 code points, not bytes
+    return n;
+}
+
+std::string table(const std::vector<std::vector<std::string>>& rows, const std::string& indent,
+                  const std::vector<bool>& right_aligned) {
+    std::vector<std::size_t> width;
+    for (const auto& row : rows) {
+        if (width.size() < row.size()) width.resize(row.size(), 0);
+        for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], display_width(row[i]));
+    }
+    std::string out;
+    for (const auto& row : rows) {
+        std::string line = indent;
+        for (std::size_t i = 0; i < row.size(); ++i) {
+            const std::string pad(width[i] - display_width(row[i]), ' ');
+            const bool right = i < right_aligned.size() && right_aligned[i];
+            line += right ? pad + row[i] : row[i] + (i + 1 < row.size() ? pad : "");
+            if (i + 1 < row.size()) line += "  ";
+        }
+        while (!line.empty() && line.back() == ' ') line.pop_back();
+        out += line + "\n";
+    }
+    return out;
 }
 
 }  // namespace hoptrace::report

@@ -3,9 +3,11 @@
 
 #include "tracer/packet.hpp"
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace hoptrace::report {
 
@@ -16,6 +18,14 @@ bool has_ports(std::int64_t proto);  // TCP, UDP, SCTP
 
 // "850 ns", "12.4 µs", "3.20 ms", "1.500 s".
 std::string format_duration(std::int64_t ns);
+
+// Display columns of UTF-8 text (code points, not bytes).
+std::size_t display_width(const std::string& s);
+
+// A table of text: one column per cell, space-padded to the widest (display_width) and two spaces apart, the
+// columns `right_aligned` says right-aligned, trailing spaces trimmed, each line after `indent`.
+std::string table(const std::vector<std::vector<std::string>>& rows, const std::string& indent,
+                  const std::vector<bool>& right_aligned);
 
 // "1 flow", "3 flows": a count and the noun it takes.
 std::string counted(std::int64_t n, std::string_view one, std::string_view many);

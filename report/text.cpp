@@ -132,35 +132,6 @@ ReportModel printable_copy(ReportModel m) {
 // ---------------------------------------------------------------------------------------------------------------
 // Layout.
 
-std::size_t display_width(const std::string& s) {
-    std::size_t n = 0;
-    for (unsigned char c : s) n += (c & 0xC0) != 0x80;  // count UTF-8 code points, not bytes
-    return n;
-}
-
-// Left-aligned table with one space-padded column per cell; the first row is the header.
-std::string table(const std::vector<std::vector<std::string>>& rows, const std::string& indent,
-                  const std::vector<bool>& right_aligned) {
-    std::vector<std::size_t> width;
-    for (const auto& row : rows) {
-        if (width.size() < row.size()) width.resize(row.size(), 0);
-        for (std::size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], display_width(row[i]));
-    }
-    std::string out;
-    for (const auto& row : rows) {
-        std::string line = indent;
-        for (std::size_t i = 0; i < row.size(); ++i) {
-            const std::string pad(width[i] - display_width(row[i]), ' ');
-            const bool right = i < right_aligned.size() && right_aligned[i];
-            line += right ? pad + row[i] : row[i] + (i + 1 < row.size() ? pad : "");
-            if (i + 1 < row.size()) line += "  ";
-        }
-        while (!line.empty() && line.back() == ' ') line.pop_back();
-        out += line + "\n";
-    }
-    return out;
-}
-
 // Word-wraps `text` at `width` display columns, each line indented.
 std::string wrap(const std::string& text, const std::string& indent, std::size_t width) {
     std::string out;
@@ -468,7 +439,8 @@ std::string conntrack_text(const Flow& f) {
     if (!f.conntrack) return "";
     switch (f.conntrack->state) {
         case ConntrackState::agrees:
-            return "  conntrack agrees: the kernel translated it the same way\n";
+            return f.rewrites.empty() ? "  conntrack agrees: the kernel did not translate it either\n"
+                                      : "  conntrack agrees: the kernel translated it the same way\n";
         case ConntrackState::differs:
             return "  conntrack DIFFERS: the kernel's entry translates it to " +
                    tuple_text(f.proto, f.conntrack->entry ? f.conntrack->entry->translated : Tuple{}) + "\n";
