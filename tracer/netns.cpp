@@ -2,6 +2,7 @@
 #include "tracer/errno_text.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -75,18 +76,22 @@ std::string Target::describe() const {
 }
 
 std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv) {
-    int pipefd[2];
-    if (::pipe2(pipefd, O_CLOEXEC) != 0) return std::nullopt;
+    int out_pipe[2] = {-1, -1};
+    int err_pipe[2] = {-1, -1};
+    if (::pipe2(out_pipe, O_CLOEXEC) != 0) return std::nullopt;
+    if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+        ::close(out_pipe[0]);
+        ::close(out_pipe[1]);
+        return std::nullopt;
+    }
     const pid_t child = ::fork();
     if (child < 0) {
-        ::close(pipefd[0]);
-        ::close(pipefd[1]);
+        for (const int fd : {out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) ::close(fd);
         return std::nullopt;
     }
     if (child == 0) {
-        ::dup2(pipefd[1], STDOUT_FILENO);
-        const int devnull = ::open("/dev/null", O_WRONLY);
-        if (devnull >= 0) ::dup2(devnull, STDERR_FILENO);
+        ::dup2(out_pipe[1], STDOUT_FILENO);
+        ::dup2(err_pipe[1], STDERR_FILENO);
         std::vector<char*> args;
         args.reserve(argv.size() + 1);
         for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -94,15 +99,32 @@ std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv) {
         ::execvp(args[0], args.data());
         ::_exit(127);
     }
-    ::close(pipefd[1]);
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
     ProgramOutput result;
+    // Both pipes at once: a program that fills one while we wait on the other must not block.
+    std::array<pollfd, 2> fds{pollfd{out_pipe[0], POLLIN, 0}, pollfd{err_pipe[0], POLLIN, 0}};
+    std::array<std::string*, 2> into{&result.out, &result.err};
     std::array<char, 4096> buf{};
-    for (;;) {
-        const ssize_t n = ::read(pipefd[0], buf.data(), buf.size());
-        if (n > 0) result.out.append(buf.data(), static_cast<std::size_t>(n));
-        else if (n == 0 || errno != EINTR) break;
+    for (int open = 2; open > 0;) {
+        if (::poll(fds.data(), fds.size(), -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (std::size_t k = 0; k < fds.size(); ++k) {
+            if (fds[k].fd < 0 || fds[k].revents == 0) continue;
+            const ssize_t n = ::read(fds[k].fd, buf.data(), buf.size());
+            if (n > 0) {
+                into[k]->append(buf.data(), static_cast<std::size_t>(n));
+            } else if (n == 0 || errno != EINTR) {
+                ::close(fds[k].fd);
+                fds[k].fd = -1;
+                --open;
+            }
+        }
     }
-    ::close(pipefd[0]);
+    for (const auto& f : fds)
+        if (f.fd >= 0) ::close(f.fd);
     int status = 0;
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
     }
@@ -126,6 +148,18 @@ std::string container_name_error(const std::string& name) {
 
 namespace {
 
+// The first non-empty line of a program's message, without control characters, at most 300 bytes.
+std::string first_line(const std::string& text) {
+    std::string line;
+    for (const char c : text) {
+        if (c == '\n' && !line.empty()) break;
+        if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f) line += c;
+        if (line.size() >= 300) break;
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    return line;
+}
+
 bool on_path(const std::string& program) {
     const char* path = std::getenv("PATH");
     std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
@@ -147,8 +181,12 @@ tl::expected<pid_t, std::string> container_pid(const std::string& container) {
         // "--": whatever the name looks like, it is an argument, never an option of docker's.
         auto r = run_program({engine, "inspect", "-f", "{{.State.Pid}}", "--", container});
         if (!r || r->status != 0) {
-            return tl::unexpected("--container " + container + ": " + engine +
-                                  " does not know this container (or its daemon is not running)");
+            // docker's own first line says which it is ("No such object", "Cannot connect to the Docker daemon
+            // at …"), printable and cut to one line.
+            const std::string said = r ? first_line(r->err) : "";
+            return tl::unexpected(
+                "--container " + container + ": " + engine +
+                (said.empty() ? " does not know this container (or its daemon is not running)" : " says: " + said));
         }
         std::string text = r->out;
         while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();

@@ -77,11 +77,12 @@ auto run_in(const Netns& ns, Fn&& fn) -> std::invoke_result_t<Fn> {
     return std::move(*result);
 }
 
-// Runs argv (no shell; stderr to /dev/null) in the calling thread's network namespace — a forked child
-// inherits it — and returns its exit status and stdout; nullopt when the program cannot be run.
+// Runs argv (no shell) in the calling thread's network namespace — a forked child inherits it — and returns its
+// exit status, stdout and stderr; nullopt when the program cannot be run.
 struct ProgramOutput {
     int status = -1;
     std::string out;
+    std::string err;
 };
 std::optional<ProgramOutput> run_program(const std::vector<std::string>& argv);
 
