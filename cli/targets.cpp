@@ -51,11 +51,10 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
     std::vector<NamespaceRef> refs{{r.namespaces[0].get(), ""}};
     std::vector<const Target*> target_of_ns(1, nullptr);  // by namespace index: the target that named it
     for (const Target& t : targets) {
-        auto ns = must(resolve(t));
-        std::string label = t.kind == Target::Kind::netns ? t.value
-                            : t.kind == Target::Kind::pid ? "pid" + t.value
-                                                          : t.value;
-        const std::size_t i = index_of(r, std::move(ns));
+        auto resolved = resolve(t);
+        if (!resolved) throw Fatal(resolved.error());
+        std::string label = std::move(resolved->label);
+        const std::size_t i = index_of(r, std::make_unique<Netns>(std::move(resolved->ns)));
         if (i == 0) throw Fatal(t.describe() + ": this is the host namespace itself; give the container's namespace");
         // Two targets in one namespace (a `--network container:X` sidecar and X, or one container given twice)
         // share every interface: they are one target, its points named after the first.

@@ -174,12 +174,17 @@ bool on_path(const std::string& program) {
     return false;
 }
 
-tl::expected<pid_t, std::string> container_pid(const std::string& container) {
+struct Container {
+    pid_t pid = 0;
+    std::string name;  // the engine's, without its leading '/'
+};
+
+tl::expected<Container, std::string> inspect_container(const std::string& container) {
     if (!is_container_name(container)) return tl::unexpected(container_name_error(container));
     for (const char* engine : {"docker", "podman"}) {
         if (!on_path(engine)) continue;
         // "--": whatever the name looks like, it is an argument, never an option of docker's.
-        auto r = run_program({engine, "inspect", "-f", "{{.State.Pid}}", "--", container});
+        auto r = run_program({engine, "inspect", "-f", "{{.State.Pid}} {{.Name}}", "--", container});
         if (!r || r->status != 0) {
             // docker's own first line says which it is ("No such object", "Cannot connect to the Docker daemon
             // at …"), printable and cut to one line.
@@ -188,14 +193,17 @@ tl::expected<pid_t, std::string> container_pid(const std::string& container) {
                 "--container " + container + ": " + engine +
                 (said.empty() ? " does not know this container (or its daemon is not running)" : " says: " + said));
         }
-        std::string text = r->out;
-        while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-        pid_t pid = 0;
-        auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), pid);
-        if (ec != std::errc() || ptr != text.data() + text.size())
+        const std::string text = first_line(r->out);
+        const auto space = text.find(' ');
+        Container c;
+        auto [ptr, ec] = std::from_chars(text.data(), text.data() + std::min(space, text.size()), c.pid);
+        if (ec != std::errc() || ptr != text.data() + std::min(space, text.size()))
             return tl::unexpected("--container " + container + ": " + engine + " gave no pid ('" + text + "')");
-        if (pid <= 0) return tl::unexpected("--container " + container + ": the container is not running");
-        return pid;
+        if (c.pid <= 0) return tl::unexpected("--container " + container + ": the container is not running");
+        c.name = space == std::string::npos ? "" : text.substr(space + 1);
+        if (!c.name.empty() && c.name.front() == '/') c.name.erase(0, 1);
+        if (!is_container_name(c.name)) c.name = container;  // an engine that names it otherwise: as typed
+        return c;
     }
     return tl::unexpected("--container " + container +
                           ": neither docker nor podman is installed; use --pid PID or --netns NAME");
@@ -203,19 +211,25 @@ tl::expected<pid_t, std::string> container_pid(const std::string& container) {
 
 }  // namespace
 
-tl::expected<Netns, std::string> resolve(const Target& target) {
+tl::expected<TargetNamespace, std::string> resolve(const Target& target) {
+    auto labelled = [](std::string label) {
+        return [label = std::move(label)](Netns ns) { return TargetNamespace{std::move(ns), label}; };
+    };
     switch (target.kind) {
         case Target::Kind::netns:
-            return Netns::by_name(target.value);
+            return Netns::by_name(target.value).map(labelled(target.value));
         case Target::Kind::pid: {
             pid_t pid = 0;
             auto [ptr, ec] = std::from_chars(target.value.data(), target.value.data() + target.value.size(), pid);
             if (ec != std::errc() || ptr != target.value.data() + target.value.size())
                 return tl::unexpected("--pid '" + target.value + "': not a process id");
-            return Netns::by_pid(pid);
+            return Netns::by_pid(pid).map(labelled("pid" + target.value));
         }
-        case Target::Kind::container:
-            return container_pid(target.value).and_then([](pid_t pid) { return Netns::by_pid(pid); });
+        case Target::Kind::container: {
+            auto c = inspect_container(target.value);
+            if (!c) return tl::unexpected(c.error());
+            return Netns::by_pid(c->pid).map(labelled(c->name));
+        }
     }
     return tl::unexpected(std::string("unknown target"));
 }

@@ -95,10 +95,17 @@ struct Target {
     [[nodiscard]] std::string describe() const;  // "--netns c1"
 };
 
+// A target's namespace and the label its points are named with: the netns name, `pidPID`, or the container's
+// own name as the engine knows it — the same however it was typed (name, `/name`, short or full ID).
+struct TargetNamespace {
+    Netns ns;
+    std::string label;
+};
+
 // Resolves a target to its namespace. Containers are asked of the Docker CLI
-// (`docker inspect -f '{{.State.Pid}}' -- NAME`), or podman when that is what is installed; a NAME that is not a
-// valid container name or id is refused before either is run.
-tl::expected<Netns, std::string> resolve(const Target& target);
+// (`docker inspect -f '{{.State.Pid}} {{.Name}}' -- NAME`), or podman when that is what is installed; a NAME that is
+// not a valid container name or id is refused before either is run.
+tl::expected<TargetNamespace, std::string> resolve(const Target& target);
 
 // Whether `name` can be a Docker/podman container name or id: [a-zA-Z0-9][a-zA-Z0-9_.-]*, optionally after one '/'
 // (as `docker inspect` prints names). Anything else (an empty name, "--format=…", spaces) is never passed on.

@@ -98,7 +98,7 @@ class Scene:
         """The path of a container's route to the server, walked by the test: the interface `ip route get`
         names in the container's namespace, its veth peer in the engine namespace (ifindex = the interface's
         link index), the veth's master bridge, and the engine's route to the server (the uplink). Each as
-        {name, role, ifname, ifindex, mac}; the container point is named LABEL:IFNAME, LABEL = what was typed."""
+        {name, role, ifname, ifindex, mac}; the container point is named LABEL:IFNAME, LABEL = the container's name."""
         ns = self.engine.attach(container)
         route = json.loads(self.engine.run_in(ns, "ip", "-j", "route", "get", self.server).stdout)[0]
         inner = next(link for link in self.links(ns) if link["ifname"] == route["dev"])
@@ -311,12 +311,15 @@ def check_identity(scene: Scene) -> None:
     def by(label: str, ident: str) -> str:
         got = scene.topology(ident)
         expect(without_names(got) == without_names(want), f"points {got}, the test's walk {want}")
-        expect(got[0]["name"] == f"{ident}:eth0", f"container point named {got[0]['name']!r}")
+        # Named after the container's own name (docker inspect's .Name), however it was given.
+        expect(got[0]["name"] == f"{e.inspect('alpha')['Name'].lstrip('/')}:eth0",
+               f"container point named {got[0]['name']!r}")
         return " ".join(p["name"] for p in got)
     checks = scene.checks
     checks("--container alpha (by name): the test's walk of the links", lambda: by("name", "alpha"))
     checks("--container by short ID (12 hex): the same points", lambda: by("short", full[:12]))
     checks("--container by full ID (64 hex): the same points", lambda: by("full", full))
+    checks("--container /alpha (docker's own spelling of the name): the same points", lambda: by("slash", "/alpha"))
 
 
 def ping_cmd(scene: Scene, container: str) -> list[str]:
