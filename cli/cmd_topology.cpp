@@ -50,6 +50,8 @@ int cmd_topology(const Invocation& inv) {
         for (const auto& n : topo.nat)
             out["nat"].push_back({{"kind", n.kind}, {"chain", n.chain}, {"rule", n.rule}, {"family", n.family}});
         out["dest"] = topo.dest;
+        out["destination"] = to_string(topo.destination);  // routed | host | isolated
+        out["destination_note"] = topo.destination_note;
         std::cout << out.dump(2) << "\n";
         return k_exit_ok;
     }

@@ -71,6 +71,7 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
         auto topo = discover(refs, dest);
         if (!topo) throw Fatal(topo.error());
         r.topology = std::move(*topo);
+        if (!r.topology.destination_note.empty()) r.notes.push_back(r.topology.destination_note);
     }
 
     for (const std::string& spec : options.points) {

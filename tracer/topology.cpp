@@ -31,6 +31,12 @@ std::string addr_text(nl_addr* a) {
 struct Snapshot {
     std::vector<LinkInfo> links;
     std::uint32_t route_oif = 0;  // output interface toward dest (or of the default route); 0 = none
+    bool route_local = false;     // the route to dest is the local table's: dest is this namespace's own address
+};
+
+struct RouteAnswer {
+    std::uint32_t oif = 0;
+    bool local = false;
 };
 
 tl::expected<NlSocketPtr, std::string> route_socket() {
@@ -44,17 +50,17 @@ tl::expected<NlSocketPtr, std::string> route_socket() {
 int on_route(nl_msg* msg, void* arg) {
     rtnl_route* route = nullptr;
     if (rtnl_route_parse(nlmsg_hdr(msg), &route) == 0 && route != nullptr) {
-        if (rtnl_route_get_nnexthops(route) > 0) {
-            *static_cast<std::uint32_t*>(arg) =
-                static_cast<std::uint32_t>(rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(route, 0)));
-        }
+        auto* answer = static_cast<RouteAnswer*>(arg);
+        if (rtnl_route_get_nnexthops(route) > 0)
+            answer->oif = static_cast<std::uint32_t>(rtnl_route_nh_get_ifindex(rtnl_route_nexthop_n(route, 0)));
+        answer->local = rtnl_route_get_type(route) == RTN_LOCAL;
         rtnl_route_put(route);
     }
     return NL_OK;
 }
 
 // RTM_GETROUTE for one address: the kernel's own answer, policy routing included.
-tl::expected<std::uint32_t, std::string> route_lookup(const std::string& dest) {
+tl::expected<RouteAnswer, std::string> route_lookup(const std::string& dest) {
     auto sock = route_socket();
     if (!sock) return tl::unexpected(sock.error());
     nl_socket_disable_auto_ack(sock->get());
@@ -69,14 +75,14 @@ tl::expected<std::uint32_t, std::string> route_lookup(const std::string& dest) {
     if (!msg || nlmsg_append(msg.get(), &header, sizeof header, NLMSG_ALIGNTO) < 0 ||
         nla_put_addr(msg.get(), RTA_DST, addr.get()) < 0)
         return tl::unexpected(std::string("netlink: cannot build a route request"));
-    std::uint32_t oif = 0;
-    nl_socket_modify_cb(sock->get(), NL_CB_VALID, NL_CB_CUSTOM, on_route, &oif);
+    RouteAnswer answer;
+    nl_socket_modify_cb(sock->get(), NL_CB_VALID, NL_CB_CUSTOM, on_route, &answer);
     if (int err = nl_send_auto(sock->get(), msg.get()); err < 0) return tl::unexpected(nl_error("route lookup", err));
     if (int err = nl_recvmsgs_default(sock->get()); err < 0) {
-        if (err == -NLE_NOADDR || err == -NLE_OBJ_NOTFOUND || err == -NLE_FAILURE) return 0U;  // unreachable
+        if (err == -NLE_NOADDR || err == -NLE_OBJ_NOTFOUND || err == -NLE_FAILURE) return RouteAnswer{};  // none
         return tl::unexpected("route to " + dest + ": " + nl_geterror(err));
     }
-    return oif;
+    return answer;
 }
 
 tl::expected<Snapshot, std::string> snapshot(const std::optional<std::string>& dest) {
@@ -110,9 +116,10 @@ tl::expected<Snapshot, std::string> snapshot(const std::optional<std::string>& d
             if (l.ifindex == ifindex) l.addresses.push_back(addr_text(rtnl_addr_get_local(addr)));  // "a.b.c.d/len"
     }
     if (dest) {
-        auto oif = route_lookup(*dest);
-        if (!oif) return tl::unexpected(oif.error());
-        snap.route_oif = *oif;
+        auto route = route_lookup(*dest);
+        if (!route) return tl::unexpected(route.error());
+        snap.route_oif = route->oif;
+        snap.route_local = route->local;
     } else {
         if (int err = rtnl_route_alloc_cache(sock->get(), AF_INET, 0, &raw); err < 0)
             return tl::unexpected(nl_error("netlink route dump", err));
@@ -143,10 +150,10 @@ struct NatDump {
     std::string v4;
     std::string v6;
 };
-NatDump iptables_nat_rules() {
+NatDump iptables_rules(const char* table) {
     NatDump dump;
-    if (auto r = run_program({"iptables-save", "-t", "nat"}); r && r->status == 0) dump.v4 = r->out;
-    if (auto r = run_program({"ip6tables-save", "-t", "nat"}); r && r->status == 0) dump.v6 = r->out;
+    if (auto r = run_program({"iptables-save", "-t", table}); r && r->status == 0) dump.v4 = r->out;
+    if (auto r = run_program({"ip6tables-save", "-t", table}); r && r->status == 0) dump.v6 = r->out;
     return dump;
 }
 
@@ -178,60 +185,98 @@ std::string dnat_address(const std::string& to) {
     return to.substr(0, to.find(':'));
 }
 
+// One `-A CHAIN …` line of iptables-save, the options hoptrace reads.
+struct Rule {
+    std::string chain;
+    std::string target;
+    std::string source;
+    std::string destination;
+    std::string to_destination;
+    std::string in_if;
+    std::string out_if;
+    bool in_negated = false;
+    bool out_negated = false;
+    bool destination_negated = false;
+};
+
+std::optional<Rule> parse_rule(const std::string& line) {
+    if (line.rfind("-A ", 0) != 0) return std::nullopt;
+    std::istringstream words(line);
+    std::vector<std::string> w;
+    for (std::string x; words >> x;) w.push_back(x);
+    Rule r;
+    r.chain = w.size() > 1 ? w[1] : "";
+    for (std::size_t i = 2; i + 1 < w.size(); ++i) {
+        const bool negated = w[i] == "!" && i + 2 < w.size();
+        const std::string& opt = negated ? w[i + 1] : w[i];
+        const std::string& val = negated ? w[i + 2] : w[i + 1];
+        if (opt == "-j") r.target = val;
+        else if (opt == "-s") r.source = val;
+        else if (opt == "-d") r.destination = val, r.destination_negated = negated;
+        else if (opt == "-i") r.in_if = val, r.in_negated = negated;
+        else if (opt == "-o") r.out_if = val, r.out_negated = negated;
+        else if (opt == "--to-destination") r.to_destination = val;
+        if (negated) ++i;
+    }
+    return r;
+}
+
 // Which nat rules apply to the path: MASQUERADE/SNAT for a container address leaving by the uplink (not
 // Docker's hairpin rule for a published port, whose destination is the container itself), DNAT to a
-// container address.
+// container address. Without an uplink (delivered to the host itself) nothing is source-translated.
 void nat_rules(const std::string& dump, const std::string& family, const std::vector<std::string>& container_addrs,
                const std::string& uplink, Topology& topo) {
     std::istringstream in(dump);
     std::string line;
     while (std::getline(in, line)) {
-        if (line.rfind("-A ", 0) != 0) continue;
-        std::istringstream words(line);
-        std::vector<std::string> w;
-        for (std::string x; words >> x;) w.push_back(x);
-        std::string chain = w.size() > 1 ? w[1] : "";
-        std::string target;
-        std::string source;
-        std::string destination;
-        std::string to_destination;
-        std::string out_if;
-        bool out_negated = false;
-        bool destination_negated = false;
-        for (std::size_t i = 2; i + 1 < w.size(); ++i) {
-            const bool negated = w[i] == "!" && i + 2 < w.size();
-            const std::string& opt = negated ? w[i + 1] : w[i];
-            const std::string& val = negated ? w[i + 2] : w[i + 1];
-            if (opt == "-j") target = val;
-            else if (opt == "-s") source = val;
-            else if (opt == "-d") destination = val, destination_negated = negated;
-            else if (opt == "-o") out_if = val, out_negated = negated;
-            else if (opt == "--to-destination") to_destination = val;
-            if (negated) ++i;
-        }
-        if (target == "MASQUERADE" || target == "SNAT") {
-            bool covers = source.empty();
+        const auto r = parse_rule(line);
+        if (!r) continue;
+        if (r->target == "MASQUERADE" || r->target == "SNAT") {
+            bool covers = r->source.empty();
             bool to_container = false;
             for (const auto& a : container_addrs) {
-                covers = covers || in_cidr(a, source);
+                covers = covers || in_cidr(a, r->source);
                 to_container =
-                    to_container || (!destination.empty() && !destination_negated && in_cidr(a, destination));
+                    to_container || (!r->destination.empty() && !r->destination_negated && in_cidr(a, r->destination));
             }
-            const bool leaves_uplink = out_if.empty() || (out_negated ? out_if != uplink : out_if == uplink);
+            const bool leaves_uplink =
+                !uplink.empty() && (r->out_if.empty() || (r->out_negated ? r->out_if != uplink : r->out_if == uplink));
             if (covers && leaves_uplink && !to_container) {
-                topo.nat.push_back({target, chain, line, family});
+                topo.nat.push_back({r->target, r->chain, line, family});
                 topo.masquerade = true;
             }
-        } else if (target == "DNAT") {
-            const std::string to = dnat_address(to_destination);
+        } else if (r->target == "DNAT") {
+            const std::string to = dnat_address(r->to_destination);
             for (const auto& a : container_addrs) {
                 if (a.substr(0, a.find('/')) == to) {
-                    topo.nat.push_back({target, chain, line, family});
+                    topo.nat.push_back({r->target, r->chain, line, family});
                     break;
                 }
             }
         }
     }
+}
+
+// Docker's network isolation between two bridges, in the filter table: DOCKER-ISOLATION-STAGE-1 sends what comes
+// in from `from` and leaves by another interface to DOCKER-ISOLATION-STAGE-2, which drops what leaves by `to`.
+// The two rules, or nothing when they are not both there.
+std::vector<std::string> isolation_rules(const std::string& filter_dump, const std::string& from,
+                                         const std::string& to) {
+    std::string stage1;
+    std::string stage2;
+    std::istringstream in(filter_dump);
+    for (std::string line; std::getline(in, line);) {
+        const auto r = parse_rule(line);
+        if (!r) continue;
+        if (r->chain == "DOCKER-ISOLATION-STAGE-1" && r->target == "DOCKER-ISOLATION-STAGE-2" && !r->in_negated &&
+            r->in_if == from && (r->out_if.empty() || (r->out_negated ? r->out_if != to : r->out_if == to)))
+            stage1 = line;
+        if (r->chain == "DOCKER-ISOLATION-STAGE-2" && r->target == "DROP" && !r->out_negated && r->out_if == to &&
+            (r->in_if.empty() || (r->in_negated ? r->in_if != from : r->in_if == from)))
+            stage2 = line;
+    }
+    if (stage1.empty() || stage2.empty()) return {};
+    return {stage1, stage2};
 }
 
 }  // namespace
@@ -252,11 +297,44 @@ const char* to_string(Role role) noexcept {
     return "other";
 }
 
+const char* to_string(Destination d) noexcept {
+    switch (d) {
+        case Destination::routed:
+            return "routed";
+        case Destination::host:
+            return "host";
+        case Destination::isolated:
+            return "isolated";
+    }
+    return "routed";
+}
+
 tl::expected<std::vector<LinkInfo>, std::string> list_links(const Netns& ns) {
     auto snap = run_in(ns, [] { return snapshot(std::nullopt); });
     if (!snap) return tl::unexpected(snap.error());
     return std::move(snap->links);
 }
+
+namespace {
+
+// A destination behind `other`, another bridge than the path's: blocked when Docker isolates the two networks.
+void isolation_of(const Netns& host_ns, const std::vector<TopologyPoint>& shared, const LinkInfo& other,
+                  const std::string& what, Topology& topo) {
+    auto filter = run_in(host_ns, [] { return tl::expected<NatDump, std::string>(iptables_rules("filter")); });
+    if (!filter) return;
+    for (const auto& s : shared) {
+        if (s.role != Role::bridge) continue;
+        auto rules = isolation_rules(filter->v4, s.link.ifname, other.ifname);
+        if (rules.empty()) rules = isolation_rules(filter->v6, s.link.ifname, other.ifname);
+        if (rules.empty()) continue;
+        topo.destination = Destination::isolated;
+        topo.destination_note = what + " is on " + other.ifname + ", another Docker network than " + s.link.ifname +
+                                "'s: blocked by Docker's network isolation (" + rules[0] + "; " + rules[1] + ")";
+        return;
+    }
+}
+
+}  // namespace
 
 tl::expected<Topology, std::string> discover(const std::vector<NamespaceRef>& namespaces,
                                              const std::optional<std::string>& dest) {
@@ -301,14 +379,22 @@ tl::expected<Topology, std::string> discover(const std::vector<NamespaceRef>& na
         if (const LinkInfo* bridge = by_index(*host, veth->master))
             add_shared({bridge->ifname, Role::bridge, 0, *bridge});
     }
-    const LinkInfo* uplink = by_index(*host, host->route_oif);
+    // The host's route to the destination: out of an uplink; or the local table's (an address of the host: no
+    // uplink, lo is never one); or another container network's bridge, which Docker may isolate from this one.
+    const std::string what = dest ? *dest : std::string("the default route's destination");
+    const LinkInfo* uplink = host->route_local ? nullptr : by_index(*host, host->route_oif);
+    if (host->route_local) {
+        topo.destination = Destination::host;
+        topo.destination_note = what + " is an address of the host: delivered to the host itself (no uplink)";
+    }
     if (uplink != nullptr) {
         bool is_bridge = false;
         for (const auto& s : shared) is_bridge = is_bridge || s.link.ifindex == uplink->ifindex;
+        if (!is_bridge && uplink->kind == "bridge") isolation_of(host_ns, shared, *uplink, what, topo);
         if (!is_bridge) add_shared({uplink->ifname, Role::uplink, 0, *uplink});
     }
     for (auto& s : shared) topo.points.push_back(std::move(s));
-    auto rules = run_in(host_ns, [] { return tl::expected<NatDump, std::string>(iptables_nat_rules()); });
+    auto rules = run_in(host_ns, [] { return tl::expected<NatDump, std::string>(iptables_rules("nat")); });
     if (rules) {
         const std::string up = uplink != nullptr ? uplink->ifname : "";
         nat_rules(rules->v4, "ipv4", container_addrs, up, topo);

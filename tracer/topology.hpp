@@ -42,11 +42,21 @@ struct NatRule {
     std::string family;  // ipv4 | ipv6
 };
 
+// Where the host sends what the containers send to the destination.
+enum class Destination {
+    routed,    // out of an uplink (or another bridge) the host routes it to
+    host,      // an address of the host itself: delivered to the host (INPUT), no uplink
+    isolated,  // on another Docker network: Docker's isolation rules drop what crosses between the two bridges
+};
+[[nodiscard]] const char* to_string(Destination d) noexcept;
+
 struct Topology {
     std::vector<TopologyPoint> points;  // path order: container, veth, bridge, uplink (per target, shared last)
     std::vector<NatRule> nat;           // nat-table rules in the host namespace that apply to the path
     bool masquerade = false;            // a MASQUERADE/SNAT rule covers a container address leaving the uplink
     std::string dest;                   // --dest, or "" for the default route
+    Destination destination = Destination::routed;
+    std::string destination_note;  // one sentence for host and isolated: what happens and why
 };
 
 struct NamespaceRef {

@@ -22,7 +22,10 @@ What hoptrace says is checked against references the test computes itself, never
 - a sidecar (`--network container:alpha`) and alpha together (one network namespace, per /proc/PID/ns/net): one
   target, alpha's points once (the test's walk) and a note; the same for one container given twice; the sidecar
   alone: alpha's points;
-- a stopped container: one clear line, exit 1, no database.
+- a stopped container: one clear line, exit 1, no database;
+- --dest the host's own addresses (the uplink's, docker0's): "delivered to the host", no lo and no uplink point
+  (the kernel's `ip route get` says local); --dest a container on the user network: "blocked by Docker's network
+  isolation" (Docker's own DROP rule counts the pings alpha sends there, which fail).
 
 Exit 0 if every check passed, 1 otherwise, 77 without root or docker.io/busybox-static (a failure under
 HOPTRACE_REQUIRE_NETNS=1). One line per check; the last line is exactly "N passed, M failed".
@@ -528,6 +531,58 @@ def check_stopped(scene: Scene) -> None:
     scene.checks("stopped container: one clear line, exit 1, no database", stopped)
 
 
+def check_destinations(scene: Scene, ips: dict[str, dict[str, str]]) -> None:
+    """--dest the host itself (its uplink address, docker0's gateway) and --dest a container on another Docker network:
+    the kernel's own answer (`ip -j route get` in the engine namespace: type local) and Docker's own verdict (a ping
+    across the networks fails and the DOCKER-ISOLATION-STAGE-2 DROP rule's counter for that bridge grows)."""
+    e, checks = scene.engine, scene.checks
+
+    def topology_to(dest: str) -> tuple[subprocess.CompletedProcess, dict]:
+        r = scene.hoptrace_run("topology", "--container", "alpha", "--host-netns", scene.E, "--dest", dest, "--json")
+        expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}")
+        return r, json.loads(r.stdout)
+
+    docker0 = next(link for link in scene.links(scene.E) if link["ifname"] == "docker0")
+    gateway = next(a["local"] for a in docker0["addr_info"] if a["family"] == "inet")
+    for label, dest in (("the engine's uplink address", scene.uplink_ip), ("docker0's own address", gateway)):
+        def local(dest=dest) -> str:
+            route = json.loads(e.run_in(scene.E, "ip", "-j", "route", "get", dest).stdout)[0]
+            expect(route.get("type") == "local", f"ip route get {dest}: {route}")
+            r, topo = topology_to(dest)
+            roles = [(p["role"], p["ifname"]) for p in topo["points"]]
+            expect(topo.get("destination") == "host" and not any(i == "lo" for _, i in roles)
+                   and not any(role == "uplink" for role, _ in roles), f"destination {topo.get('destination')!r}, "
+                   f"points {roles}")
+            expect("delivered to the host" in r.stderr, f"stderr {short(r.stderr)}")
+            return f"{dest}: kernel says local; hoptrace: delivered to the host, points {[i for _, i in roles]}"
+        checks(f"--dest {label}: delivered to the host, lo never an uplink", local)
+
+    def isolated() -> str:
+        target = ips["gamma"][USER_NET]
+        net_id = e.docker("network", "inspect", "-f", "{{.Id}}", USER_NET).stdout.strip()
+        bridge = "br-" + net_id[:12]
+
+        def drops() -> int:
+            rows = e.run_in(scene.E, "iptables", "-t", "filter", "-L", "DOCKER-ISOLATION-STAGE-2", "-v", "-x", "-n")
+            for line in rows.stdout.splitlines():
+                w = line.split()
+                if len(w) >= 7 and w[2] == "DROP" and bridge in w:
+                    return int(w[0])
+            raise AssertionError(f"no DROP rule for {bridge} in DOCKER-ISOLATION-STAGE-2: {rows.stdout}")
+        before = drops()
+        ping = e.docker("exec", "alpha", "ping", "-c", "2", "-W", "1", target, check=False)
+        after = drops()
+        expect(ping.returncode != 0 and after >= before + 2, f"ping alpha → gamma exit {ping.returncode}, the DROP "
+               f"rule's packets {before} → {after}")
+        r, topo = topology_to(target)
+        expect(topo.get("destination") == "isolated" and bridge in topo.get("destination_note", ""),
+               f"destination {topo.get('destination')!r}: {topo.get('destination_note')!r}")
+        expect("network isolation" in r.stderr, f"stderr {short(r.stderr)}")
+        return f"Docker dropped {after - before} of alpha's pings to {target} on {bridge}; hoptrace: " \
+               f"{topo['destination_note'][:80]}…"
+    checks("--dest a container on another Docker network: blocked by Docker's network isolation", isolated)
+
+
 def run_scenario(checks: Checks, hoptrace: Path, engine: dockerlib.Engine, tmp: Path) -> None:
     scene = Scene(checks, hoptrace, engine, tmp)
     t0 = time.monotonic()
@@ -554,6 +609,7 @@ def run_scenario(checks: Checks, hoptrace: Path, engine: dockerlib.Engine, tmp: 
     guarded(checks, "same ICMP id", check_same_icmp_id, scene, {c: ips[c]["bridge"] for c in ("c1", "c2")})
     guarded(checks, "sidecar", check_sidecar, scene)
     guarded(checks, "stopped container", check_stopped, scene)
+    guarded(checks, "destinations", check_destinations, scene, ips)
 
 
 def main() -> int:
