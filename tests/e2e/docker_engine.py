@@ -61,14 +61,7 @@ MACHINE_DOCKER_PATHS = ("/run/docker", "/run/containerd", "/run/docker.sock", "/
 
 
 def require_engine_or_skip() -> None:
-    reason = dockerlib.unusable_reason()
-    if reason is None:
-        return
-    if os.environ.get("HOPTRACE_REQUIRE_NETNS") == "1":
-        print(f"FAIL: HOPTRACE_REQUIRE_NETNS=1 but {reason}", flush=True)
-        sys.exit(1)
-    print(f"SKIP: {reason}", flush=True)
-    sys.exit(lablib.SKIP_RETURN_CODE)
+    lablib.skip_unless_usable(dockerlib.unusable_reason())
 
 
 class Scene:

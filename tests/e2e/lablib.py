@@ -77,7 +77,11 @@ def _log(msg: str) -> None:
 def require_root_or_skip() -> None:
     """Returns if namespaces can be built here; otherwise exits 77 (ctest skip), or exits 1 with
     the reason when HOPTRACE_REQUIRE_NETNS=1 (in CI a skip is a failure)."""
-    reason = _netns_unusable_reason()
+    skip_unless_usable(_netns_unusable_reason())
+
+
+def skip_unless_usable(reason: str | None) -> None:
+    """Returns when `reason` is None; otherwise exits 77 (ctest skip) saying it, or 1 when HOPTRACE_REQUIRE_NETNS=1."""
     if reason is None:
         return
     if os.environ.get("HOPTRACE_REQUIRE_NETNS") == "1":
