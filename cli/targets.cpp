@@ -48,13 +48,29 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
     for (const auto& n : options.netns) targets.push_back({Target::Kind::netns, n});
     for (const auto& p : options.pids) targets.push_back({Target::Kind::pid, p});
     for (const auto& c : options.containers) targets.push_back({Target::Kind::container, c});
+    std::vector<TargetNamespace> resolved;
+    for (const Target& t : targets) {
+        auto one = resolve(t);
+        if (!one) throw Fatal(one.error());
+        resolved.push_back(std::move(*one));
+    }
+    const std::optional<std::string> dest = options.dest.empty() ? std::nullopt : std::optional(options.dest);
+    // Without --host-netns, the host is where the first target's veth peer is (hoptrace may run in another
+    // namespace than Docker's host side); hoptrace's own namespace when the peer is there or cannot be found.
+    if (options.host_netns.empty() && !resolved.empty()) {
+        if (auto peer = peer_namespace(resolved.front().ns, *r.namespaces[0], dest); peer && *peer) {
+            r.notes.push_back("the host side of " + targets.front().describe() + " is in namespace " + (*peer)->name() +
+                              " (its veth peer's), not hoptrace's own: that is the host here; " +
+                              "--host-netns NS says otherwise");
+            r.namespaces[0] = std::make_unique<Netns>(std::move(**peer));
+        }
+    }
     std::vector<NamespaceRef> refs{{r.namespaces[0].get(), ""}};
     std::vector<const Target*> target_of_ns(1, nullptr);  // by namespace index: the target that named it
-    for (const Target& t : targets) {
-        auto resolved = resolve(t);
-        if (!resolved) throw Fatal(resolved.error());
-        std::string label = std::move(resolved->label);
-        const std::size_t i = index_of(r, std::make_unique<Netns>(std::move(resolved->ns)));
+    for (std::size_t k = 0; k < targets.size(); ++k) {
+        const Target& t = targets[k];
+        std::string label = std::move(resolved[k].label);
+        const std::size_t i = index_of(r, std::make_unique<Netns>(std::move(resolved[k].ns)));
         if (i == 0) throw Fatal(t.describe() + ": this is the host namespace itself; give the container's namespace");
         // Two targets in one namespace (a `--network container:X` sidecar and X, or one container given twice)
         // share every interface: they are one target, its points named after the first.
@@ -67,7 +83,6 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
         refs.push_back({r.namespaces[i].get(), label});
     }
     if (refs.size() > 1) {
-        const std::optional<std::string> dest = options.dest.empty() ? std::nullopt : std::optional(options.dest);
         auto topo = discover(refs, dest);
         if (!topo) throw Fatal(topo.error());
         r.topology = std::move(*topo);

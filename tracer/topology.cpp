@@ -1,7 +1,9 @@
 #include "tracer/topology.hpp"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
+#include <linux/net_namespace.h>
 #include <net/if.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
@@ -107,6 +109,7 @@ tl::expected<Snapshot, std::string> snapshot(const std::optional<std::string>& d
         info.peer_ifindex = static_cast<std::uint32_t>(std::max(0, rtnl_link_get_link(link)));
         info.master = static_cast<std::uint32_t>(std::max(0, rtnl_link_get_master(link)));
         info.up = (rtnl_link_get_flags(link) & IFF_UP) != 0;
+        if (std::int32_t nsid = -1; rtnl_link_get_link_netnsid(link, &nsid) == 0 && nsid >= 0) info.link_netnsid = nsid;
         snap.links.push_back(std::move(info));
     }
     for (nl_object* o = nl_cache_get_first(addrs.get()); o != nullptr; o = nl_cache_get_next(o)) {
@@ -401,6 +404,82 @@ tl::expected<Topology, std::string> discover(const std::vector<NamespaceRef>& na
         nat_rules(rules->v6, "ipv6", container_addrs, up, topo);
     }
     return topo;
+}
+
+namespace {
+
+int on_nsid(nl_msg* msg, void* arg) {
+    std::array<nlattr*, NETNSA_MAX + 1> tb{};
+    if (nlmsg_parse(nlmsg_hdr(msg), sizeof(rtgenmsg), tb.data(), NETNSA_MAX, nullptr) == 0 &&
+        tb[NETNSA_NSID] != nullptr)
+        *static_cast<std::int32_t*>(arg) = nla_get_s32(tb[NETNSA_NSID]);
+    return NL_OK;
+}
+
+// RTM_GETNSID: the id the calling thread's namespace gives the namespace open as `fd` (-1: none assigned).
+std::int32_t nsid_of(int fd) {
+    auto sock = route_socket();
+    if (!sock) return -1;
+    nl_socket_disable_auto_ack(sock->get());
+    NlMsgPtr msg(nlmsg_alloc_simple(RTM_GETNSID, NLM_F_REQUEST));
+    rtgenmsg header{};
+    header.rtgen_family = AF_UNSPEC;
+    if (!msg || nlmsg_append(msg.get(), &header, sizeof header, NLMSG_ALIGNTO) < 0 ||
+        nla_put_u32(msg.get(), NETNSA_FD, static_cast<std::uint32_t>(fd)) < 0)
+        return -1;
+    std::int32_t nsid = -1;
+    nl_socket_modify_cb(sock->get(), NL_CB_VALID, NL_CB_CUSTOM, on_nsid, &nsid);
+    if (nl_send_auto(sock->get(), msg.get()) < 0 || nl_recvmsgs_default(sock->get()) < 0) return -1;
+    return nsid;
+}
+
+// Every network namespace hoptrace can name: the `ip netns` ones first, then those of processes (one each).
+std::vector<Netns> candidate_namespaces() {
+    std::vector<Netns> out;
+    auto add = [&](tl::expected<Netns, std::string> ns) {
+        if (!ns) return;
+        for (const auto& n : out)
+            if (n.same_as(*ns)) return;
+        out.push_back(std::move(*ns));
+    };
+    auto each_entry = [](const char* dir, auto&& fn) {
+        std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir), ::closedir);
+        if (!d) return;
+        while (const dirent* e = ::readdir(d.get())) fn(std::string(e->d_name));
+    };
+    each_entry("/run/netns", [&](const std::string& name) {
+        if (name != "." && name != "..") add(Netns::by_name(name));
+    });
+    each_entry("/proc", [&](const std::string& name) {
+        if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos)
+            add(Netns::by_pid(static_cast<pid_t>(std::stol(name))));
+    });
+    return out;
+}
+
+}  // namespace
+
+tl::expected<std::optional<Netns>, std::string> peer_namespace(const Netns& target, const Netns& self,
+                                                               const std::optional<std::string>& dest) {
+    auto snap = run_in(target, [&] { return snapshot(dest); });
+    if (!snap) return tl::unexpected(snap.error());
+    const LinkInfo* inner = by_index(*snap, snap->route_oif);
+    if (inner == nullptr || inner->kind != "veth" || !inner->link_netnsid) return std::nullopt;
+    auto mine = run_in(self, [] { return snapshot(std::nullopt); });
+    if (mine) {
+        for (const auto& l : mine->links)
+            if (l.ifindex == inner->peer_ifindex && l.kind == "veth" && l.peer_ifindex == inner->ifindex)
+                return std::nullopt;  // the peer is here: self is the host
+    }
+    std::vector<Netns> candidates = candidate_namespaces();
+    auto found = run_in(target, [&]() -> tl::expected<std::size_t, std::string> {
+        for (std::size_t i = 0; i < candidates.size(); ++i)
+            if (!candidates[i].same_as(target) && nsid_of(candidates[i].fd()) == *inner->link_netnsid) return i;
+        return candidates.size();
+    });
+    if (!found) return tl::unexpected(found.error());
+    if (*found == candidates.size() || candidates[*found].same_as(self)) return std::nullopt;
+    return std::optional<Netns>(std::move(candidates[*found]));
 }
 
 }  // namespace hoptrace

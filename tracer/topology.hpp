@@ -26,6 +26,7 @@ struct LinkInfo {
     std::uint32_t peer_ifindex = 0;      // IFLA_LINK (a veth's peer, in the peer's namespace)
     std::uint32_t master = 0;            // IFLA_MASTER (the bridge of a port)
     bool up = false;
+    std::optional<std::int32_t> link_netnsid;  // IFLA_LINK_NETNSID: the peer's namespace, as this one numbers it
 };
 
 struct TopologyPoint {
@@ -68,6 +69,12 @@ struct NamespaceRef {
 // interface is the uplink; without it, the default route's. Errors are one line naming what was missing.
 tl::expected<Topology, std::string> discover(const std::vector<NamespaceRef>& namespaces,
                                              const std::optional<std::string>& dest);
+
+// Where the host side of `target` is when it is not `self`: the namespace holding the veth peer of the target's
+// interface toward `dest` (IFLA_LINK_NETNSID, matched with RTM_GETNSID against the `ip netns` namespaces and
+// those of processes). nullopt when the peer is in `self`, the interface is no veth, or no namespace matches.
+tl::expected<std::optional<Netns>, std::string> peer_namespace(const Netns& target, const Netns& self,
+                                                               const std::optional<std::string>& dest);
 
 // The interfaces of one namespace (for --point checks and diagnostics).
 tl::expected<std::vector<LinkInfo>, std::string> list_links(const Netns& ns);

@@ -163,6 +163,18 @@ def main() -> int:
             return f"uplink {topo['points'][-1]['name']} for --dest {lab.ip['server']}, as for the default route"
         checks("--dest 198.51.100.10 gives the same uplink", dest)
 
+        def host_found() -> str:
+            # No --host-netns: the host is where c1's veth peer is, the lab's host namespace (ip -o link in it shows
+            # the peer), not hoptrace's own; the path is the same one, and stderr says which namespace was taken.
+            r = run(hoptrace, "topology", "--netns", lab.ns["c1"], "--dest", lab.ip["server"], "--json", timeout=60)
+            expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}")
+            topo = json.loads(r.stdout)
+            check_path(lab, topo, ("c1",))
+            notes = [line for line in r.stderr.splitlines() if "veth peer" in line]
+            expect(len(notes) == 1 and host in notes[0], f"stderr {short(r.stderr)}")
+            return notes[0].strip()
+        checks("without --host-netns: the host namespace is found from c1's veth peer", host_found)
+
         def rename() -> str:
             topo = topology(hoptrace, "--netns", lab.ns["c1"], "--host-netns", host, "--point", f"{host}:eth0=wan")
             check_path(lab, topo, ("c1",), rename={"eth0": "wan"})
