@@ -233,6 +233,9 @@ std::vector<Flow> load_flows(const store::Database& db, const Names& name_of, st
     load_rewrites_hops_losses(db, name_of, c);
     load_paths_and_observers(db, name_of, c);
     const auto kernel = load_conntrack(db);
+    // The same entries by their translation: a flow first seen already translated (host-sent, nat OUTPUT).
+    std::map<std::tuple<std::int64_t, Tuple>, const ConntrackEntry*> by_translation;
+    for (const auto& [key, e] : kernel) by_translation.try_emplace({std::get<0>(key), e.translated}, &e);
     std::vector<Flow> flows;
     auto q = db.prepare(
         "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, "
@@ -261,6 +264,10 @@ std::vector<Flow> load_flows(const store::Database& db, const Names& name_of, st
             if (const auto it = kernel.find({f.proto, f.original}); it != kernel.end()) {
                 ct.entry = it->second;
                 ct.state = ct.entry->translated == f.translated ? ConntrackState::agrees : ConntrackState::differs;
+            } else if (const auto t = by_translation.find({f.proto, f.original});
+                       t != by_translation.end() && !(t->second->original == f.original)) {
+                ct.entry = *t->second;
+                ct.state = ConntrackState::before_path;
             }
             f.conntrack = std::move(ct);
         }
@@ -653,6 +660,8 @@ const char* to_string(ConntrackState s) noexcept {
             return "differs";
         case ConntrackState::not_reached:
             return "not-reached";
+        case ConntrackState::before_path:
+            return "before-path";
         case ConntrackState::not_found:
             break;
     }

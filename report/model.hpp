@@ -118,8 +118,11 @@ struct Segmentation {
     std::int64_t max_segment_bytes = 0;
 };
 
-enum class ConntrackState : std::uint8_t { agrees, differs, not_found, not_reached };
-const char* to_string(ConntrackState s) noexcept;  // "agrees", "differs", "not found", "not-reached"
+// before_path: the flow's first sighting is already the kernel's translation of an entry (the host itself sent it,
+// and nat OUTPUT rewrote it before the first point: `curl http://HOST-ADDRESS:PUBLISHED-PORT` on the host).
+enum class ConntrackState : std::uint8_t { agrees, differs, not_found, not_reached, before_path };
+// "agrees", "differs", "not found", "not-reached", "before-path"
+const char* to_string(ConntrackState s) noexcept;
 
 // The kernel's NAT of a flow (live captures): conntrack's original and reply tuples, and the translation the reply
 // tuple implies (reversed).

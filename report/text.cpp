@@ -446,6 +446,10 @@ std::string conntrack_text(const Flow& f) {
                    tuple_text(f.proto, f.conntrack->entry ? f.conntrack->entry->translated : Tuple{}) + "\n";
         case ConntrackState::not_reached:
             return "  conntrack: never reached the NAT point (no uplink saw it)\n";
+        case ConntrackState::before_path:
+            return "  conntrack: translated before the first point: the host itself sent it as " +
+                   tuple_text(f.proto, f.conntrack->entry->original) + ", and its nat OUTPUT chain rewrote it to " +
+                   tuple_text(f.proto, f.conntrack->entry->translated) + "\n";
         case ConntrackState::not_found:
             break;
     }

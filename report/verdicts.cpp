@@ -78,7 +78,9 @@ void apply_verdicts(ReportModel& model, const VerdictInputs& in,
             const auto df = in.df_journeys.find(f.id);
             f.pmtu = path_mtu(end->second, df == in.df_journeys.end() ? none : df->second, in.error_of_probe, name_of);
         }
-        if (f.conntrack && !in.reached_uplink.contains(f.id)) f.conntrack->state = ConntrackState::not_reached;
+        // A flow translated before the path (host-sent) needs no uplink to have met the NAT.
+        if (f.conntrack && f.conntrack->state != ConntrackState::before_path && !in.reached_uplink.contains(f.id))
+            f.conntrack->state = ConntrackState::not_reached;
     }
     for (IcmpError& e : model.icmp_errors) {
         if (const auto it = in.error_losses.find(e.journey); it != in.error_losses.end()) e.lost = it->second;

@@ -23,6 +23,8 @@ What hoptrace says is checked against references the test computes itself, never
   target, alpha's points once (the test's walk) and a note; the same for one container given twice; the sidecar
   alone: alpha's points;
 - a stopped container: one clear line, exit 1, no database;
+- a fetch of the published port from the host itself (nat OUTPUT): the flow tied to conntrack's entry
+  (before-path, the host's original tuple), against the test's conntrack -L and its SYN on docker0;
 - --dest the host's own addresses (the uplink's, docker0's): "delivered to the host", no lo and no uplink point
   (the kernel's `ip route get` says local); --dest a container on the user network: "blocked by Docker's network
   isolation" (Docker's own DROP rule counts the pings alpha sends there, which fail).
@@ -392,6 +394,49 @@ def check_published_port(scene: Scene, web_ip: str) -> None:
            dnat)
 
 
+def check_host_sent(scene: Scene, web_ip: str) -> None:
+    """A fetch of the published port from the engine's namespace itself (the host): Docker's nat OUTPUT rule
+    (`-A OUTPUT … --dst-type LOCAL -j DOCKER`) translates it before any point sees it. The flow hoptrace reports
+    must be tied to conntrack's entry (state before-path, the host's original tuple) — checked against the
+    test's own `conntrack -L` and its tcpdump SYN on docker0."""
+    checks = scene.checks
+    points = with_addresses(scene, scene.expected_points("web"), "web")
+    bridge = points[2]["name"]
+    url = f"http://{scene.uplink_ip}:{HTTP_PORT}/"
+    fetch = ["ip", "netns", "exec", scene.E, sys.executable, "-c",
+             f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode(), end='')"]
+    cap = Captured(scene, "host-sent", ["web"], points, fetch)
+    if checks("host-sent: hoptrace trace around a fetch from the host itself exits 0, page fetched",
+              lambda: expect(cap.result.returncode == 0 and "hoptrace docker e2e" in cap.result.stdout,
+                             f"exit {cap.result.returncode}: {short(cap.result.stderr)}") or url) is None:
+        return
+
+    def before_path() -> str:
+        nat = scene.engine.iptables_save("nat")
+        expect(any(line.startswith("-A OUTPUT") and "-j DOCKER" in line for line in nat), f"no OUTPUT rule: {nat}")
+        # The host's own entry (the far server's fetch of the published-port check is there too).
+        ct = [x for x in cap.conntrack if x.proto == "tcp" and x.original.dport == HTTP_PORT
+              and x.original.dst == scene.uplink_ip and x.original.src == scene.uplink_ip]
+        expect(len(ct) == 1, f"conntrack -L: {[x.raw for x in cap.conntrack]}")
+        syn = set(cap.fields(bridge, ["ip.src", "tcp.srcport", "ip.dst", "tcp.dstport"],
+                             "tcp.flags.syn==1 && tcp.flags.ack==0"))
+        expect(len(syn) == 1, f"SYNs on {bridge}: {syn}")
+        src, sport, dst, dport = next(iter(syn))
+        t = ct[0].translated()
+        expect((t.src, str(t.sport), t.dst, str(t.dport)) == (src, sport, dst, dport) and dst == web_ip,
+               f"conntrack {ct[0].raw} vs the SYN on {bridge} {syn}")
+        flows = cap.flows("tcp", dst=dst, dport=int(dport))
+        expect(len(flows) == 1, f"{len(flows)} flows to {dst}:{dport}")
+        c = flows[0].get("conntrack", {})
+        o = ct[0].original
+        expect(c.get("state") == "before-path" and c.get("original", {}).get("dst") == o.dst
+               and c["original"].get("dport") == o.dport and c["original"].get("src") == o.src,
+               f"report conntrack {c}, conntrack -L original {o}")
+        return f"{o.src}:{o.sport} → {o.dst}:{o.dport} sent by the host, translated to {dst}:{dport} before {bridge}"
+    checks("host-sent: the flow is tied to conntrack's entry, translated before the first point (nat OUTPUT)",
+           before_path)
+
+
 def check_same_icmp_id(scene: Scene, ips: dict[str, str]) -> None:
     """c1 and c2 each get a sidecar whose PID 1 is ping: busybox ping's id is its pid, so both send id 1."""
     checks = scene.checks
@@ -599,6 +644,7 @@ def run_scenario(checks: Checks, hoptrace: Path, engine: dockerlib.Engine, tmp: 
     guarded(checks, "two networks", check_ping_from, scene, "two networks", "delta", ips["delta"]["bridge"],
             routed_bridge)
     guarded(checks, "published port", check_published_port, scene, ips["web"]["bridge"])
+    guarded(checks, "host-sent", check_host_sent, scene, ips["web"]["bridge"])
     guarded(checks, "same ICMP id", check_same_icmp_id, scene, {c: ips[c]["bridge"] for c in ("c1", "c2")})
     guarded(checks, "sidecar", check_sidecar, scene)
     guarded(checks, "stopped container", check_stopped, scene)
