@@ -120,9 +120,7 @@ public:
     }
 
 private:
-    [[nodiscard]] bool holds(const Lock& lock) const noexcept {
-        return lock.owns_lock() && lock.mutex() == &m_mutex;
-    }
+    [[nodiscard]] bool holds(const Lock& lock) const noexcept { return lock.owns_lock() && lock.mutex() == &m_mutex; }
 
     void run() noexcept {
         drop_all_capabilities();

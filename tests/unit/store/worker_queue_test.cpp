@@ -49,9 +49,8 @@ TEST(WorkerQueue, close_processes_everything_pushed_in_order) {
     within(30s, [] {
         std::vector<int> processed;  // only the queue's thread touches it until close() joined it
         int done = 0;                // guarded by the queue's lock
-        Queue queue(4, {.process = [&](int& item) { processed.push_back(item); },
-                        .done = [&](int&) { ++done; },
-                        .lost = {}});
+        Queue queue(
+            4, {.process = [&](int& item) { processed.push_back(item); }, .done = [&](int&) { ++done; }, .lost = {}});
         for (int i = 0; i < 1000; ++i) {
             push(queue, i);
         }
