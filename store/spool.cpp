@@ -3,7 +3,6 @@
 #include "store/private_file.hpp"
 #include "tracer/dissect.hpp"
 #include "tracer/errno_text.hpp"
-#include "tracer/privileges.hpp"
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -240,7 +239,11 @@ void write_all(int fd, const std::string& path, std::span<iovec> parts) {
 // ---------------------------------------------------------------------------------------------------------------
 // SpoolFile
 
-SpoolFile::SpoolFile(Database& db) : m_path(db.path() + "-spool") {
+SpoolFile::SpoolFile(Database& db)
+    : m_path(db.path() + "-spool"),
+      m_queue(k_max_pending_chunks, {.process = [this](SpoolChunk& chunk) { write_whole_chunk(chunk); },
+                                     .done = [this](SpoolChunk& chunk) { chunk_written(chunk); },
+                                     .lost = [this](SpoolChunk& chunk) { note_lost(chunk); }}) {
     if (db.meta(k_meta_spool_file)) {
         throw Error(db.path() + ": already has a pending capture spool; store it first ('hoptrace correlate')");
     }
@@ -259,13 +262,10 @@ SpoolFile::SpoolFile(Database& db) : m_path(db.path() + "-spool") {
         throw Error(m_path + ": cannot truncate the capture spool: " + errno_text(errno));
     }
     m_headroom = headroom_for(m_fd.get());
-    {
-        Transaction txn(db);
-        db.set_meta(k_meta_spool_file, std::filesystem::path(m_path).filename().string());
-        db.set_meta(k_meta_spool_stored, "0");
-        txn.commit();
-    }
-    m_thread = std::thread([this] { run(); });
+    Transaction txn(db);
+    db.set_meta(k_meta_spool_file, std::filesystem::path(m_path).filename().string());
+    db.set_meta(k_meta_spool_stored, "0");
+    txn.commit();
 }
 
 SpoolFile::~SpoolFile() {
@@ -276,18 +276,17 @@ SpoolFile::~SpoolFile() {
 }
 
 std::vector<std::uint8_t> SpoolFile::append(SpoolChunk chunk) {
-    std::unique_lock lock(m_mutex);
-    m_cv_space.wait(lock, [this] { return m_pending.size() < k_max_pending_chunks || m_error != nullptr; });
-    if (m_error != nullptr) {
+    Lock lock = m_queue.lock();
+    try {
+        m_queue.wait_for_room(lock);
+    } catch (...) {
         note_lost(chunk);
-        std::rethrow_exception(m_error);
+        throw;
     }
     if (m_closed) {
         throw Error(m_path + ": chunk added to a closed spool");
     }
-    m_pending.push_back(std::move(chunk));
-    m_peak_pending = std::max(m_peak_pending, m_pending.size());
-    m_cv_work.notify_one();
+    m_queue.push(lock, std::move(chunk));
     std::vector<std::uint8_t> spare;
     if (!m_spare_buffers.empty()) {
         spare = std::move(m_spare_buffers.back());
@@ -298,23 +297,20 @@ std::vector<std::uint8_t> SpoolFile::append(SpoolChunk chunk) {
 
 void SpoolFile::close() {
     {
-        const std::lock_guard lock(m_mutex);
+        const Lock lock = m_queue.lock();
         m_closed = true;
-        m_stop = true;
-        m_cv_work.notify_all();
     }
-    if (m_thread.joinable()) {
-        m_thread.join();
+    try {
+        m_queue.close();
+    } catch (...) {
+        m_fd.reset();  // unlocks
+        throw;
     }
-    m_fd.reset();  // unlocks
-    const std::lock_guard lock(m_mutex);
-    if (m_error != nullptr) {
-        std::rethrow_exception(m_error);
-    }
+    m_fd.reset();
 }
 
 std::uint64_t SpoolFile::bytes_written() const noexcept {
-    const std::lock_guard lock(m_mutex);
+    const Lock lock = m_queue.lock();
     return m_bytes;
 }
 
@@ -324,69 +320,45 @@ void SpoolFile::note_lost(const SpoolChunk& chunk) {
 }
 
 std::optional<std::int64_t> SpoolFile::lost_from() const noexcept {
-    const std::lock_guard lock(m_mutex);
+    const Lock lock = m_queue.lock();
     return m_lost_from;
 }
 
 std::uint64_t SpoolFile::reserve_bytes() const noexcept {
-    const std::lock_guard lock(m_mutex);
+    const Lock lock = m_queue.lock();
     return m_headroom + m_frames * k_reserve_per_frame + m_bytes / k_reserve_fraction;
 }
 
 bool SpoolFile::disk_full() const noexcept {
-    const std::lock_guard lock(m_mutex);
+    const Lock lock = m_queue.lock();
     return m_disk_full;
 }
 
 std::size_t SpoolFile::peak_pending_chunks() const noexcept {
-    const std::lock_guard lock(m_mutex);
-    return m_peak_pending;
+    const Lock lock = m_queue.lock();
+    return m_queue.peak(lock);
 }
 
-void SpoolFile::run() noexcept {
-    drop_all_capabilities();  // it only appends to a file already open
-    for (;;) {
-        SpoolChunk chunk;
-        {
-            std::unique_lock lock(m_mutex);
-            m_cv_work.wait(lock, [this] { return !m_pending.empty() || m_stop; });
-            if (m_pending.empty()) {
-                return;  // stopped, and everything handed over is written
-            }
-            // The chunk stays in the queue while it is written: the queue's bound counts it.
-            chunk = std::move(m_pending.front());
+void SpoolFile::write_whole_chunk(const SpoolChunk& chunk) {
+    try {
+        write_chunk(chunk);
+    } catch (const Error& e) {
+        if (e.disk_full()) {
+            const Lock lock = m_queue.lock();
+            // A chunk either is in the file whole or not at all: cut a partly written one off again.
+            static_cast<void>(::ftruncate(m_fd.get(), static_cast<off_t>(m_bytes)));
+            m_disk_full = true;
         }
-        try {
-            write_chunk(chunk);
-        } catch (const Error& e) {
-            const std::lock_guard lock(m_mutex);
-            if (e.disk_full()) {
-                // A chunk either is in the file whole or not at all: cut a partly written one off again.
-                static_cast<void>(::ftruncate(m_fd.get(), static_cast<off_t>(m_bytes)));
-                m_disk_full = true;
-            }
-            m_error = std::current_exception();
-            for (const SpoolChunk& lost : m_pending) note_lost(lost);  // the failed chunk is the first of them
-            m_pending.clear();
-            m_cv_space.notify_all();
-            return;
-        } catch (...) {
-            const std::lock_guard lock(m_mutex);
-            m_error = std::current_exception();
-            for (const SpoolChunk& lost : m_pending) note_lost(lost);
-            m_pending.clear();
-            m_cv_space.notify_all();
-            return;
-        }
-        const std::lock_guard lock(m_mutex);
-        m_pending.pop_front();
-        m_bytes += k_chunk_header + chunk.data.size() + k_chunk_trailer;
-        m_frames += chunk.frames;
-        if (m_spare_buffers.size() < k_max_spare_buffers) {
-            chunk.data.clear();  // keeps the capacity
-            m_spare_buffers.push_back(std::move(chunk.data));
-        }
-        m_cv_space.notify_all();
+        throw;  // the queue stops, and note_lost() sees this chunk and every one behind it
+    }
+}
+
+void SpoolFile::chunk_written(SpoolChunk& chunk) {
+    m_bytes += k_chunk_header + chunk.data.size() + k_chunk_trailer;
+    m_frames += chunk.frames;
+    if (m_spare_buffers.size() < k_max_spare_buffers) {
+        chunk.data.clear();  // keeps the capacity
+        m_spare_buffers.push_back(std::move(chunk.data));
     }
 }
 

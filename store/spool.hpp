@@ -10,23 +10,19 @@
 
 #include "store/chunk.hpp"
 #include "store/database.hpp"
+#include "store/worker_queue.hpp"
 #include "store/writer.hpp"
 #include "tracer/handles.hpp"
 #include "tracer/packet.hpp"
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
-#include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace hoptrace::store {
@@ -61,7 +57,8 @@ public:
     SpoolFile& operator=(const SpoolFile&) = delete;
     ~SpoolFile();  // close()s, swallowing errors (call close() yourself to see them)
 
-    // Thread-safe. Appends the chunk after every chunk handed over before; blocks while k_max_pending_chunks wait.
+    // Thread-safe. Appends the chunk after every chunk handed over before; blocks while k_max_pending_chunks are in
+    // the spool thread's hands (the one being written included).
     // Returns the (cleared) buffer of a chunk already written, for the next chunk, or an empty vector: a capture
     // then reuses a few buffers instead of allocating and faulting in a fresh one per chunk. Rethrows a failed
     // write (Error naming the file: disk full …).
@@ -88,32 +85,29 @@ public:
     static constexpr std::uint64_t k_reserve_per_frame = 256;
     static constexpr std::uint64_t k_reserve_fraction = 2;
     [[nodiscard]] std::uint64_t reserve_bytes() const noexcept;
-    // The most chunks that ever waited for the thread at once (never above k_max_pending_chunks).
+    // The most chunks that were ever in the thread's hands at once (never above k_max_pending_chunks).
     [[nodiscard]] std::size_t peak_pending_chunks() const noexcept;
 
 private:
-    void run() noexcept;
+    using Lock = WorkerQueue<SpoolChunk>::Lock;
+    // On the queue's thread: writes the chunk whole, or (the disk filled) cuts the file back to the chunks before.
+    void write_whole_chunk(const SpoolChunk& chunk);
     void write_chunk(const SpoolChunk& chunk);
-    void note_lost(const SpoolChunk& chunk);  // with m_mutex held
-
-    std::optional<std::int64_t> m_lost_from;
+    // With the queue's lock.
+    void chunk_written(SpoolChunk& chunk);
+    void note_lost(const SpoolChunk& chunk);
 
     std::string m_path;
     UniqueFd m_fd;
-    mutable std::mutex m_mutex;
-    std::condition_variable m_cv_work;
-    std::condition_variable m_cv_space;
-    std::deque<SpoolChunk> m_pending;
+    std::uint64_t m_headroom = 0;
+    // Guarded by the queue's lock.
+    std::optional<std::int64_t> m_lost_from;
     std::vector<std::vector<std::uint8_t>> m_spare_buffers;
     std::uint64_t m_bytes = 0;
-    std::size_t m_peak_pending = 0;
-    std::uint64_t m_headroom = 0;
     std::uint64_t m_frames = 0;
     bool m_disk_full = false;
-    bool m_stop = false;
     bool m_closed = false;
-    std::exception_ptr m_error;
-    std::thread m_thread;
+    WorkerQueue<SpoolChunk> m_queue;  // last: its thread starts once everything above is constructed
 };
 
 class Spool {

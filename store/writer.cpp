@@ -1,7 +1,6 @@
 #include "store/writer.hpp"
 
 #include "store/schema.hpp"
-#include "tracer/privileges.hpp"
 
 #include <algorithm>
 #include <array>
@@ -312,9 +311,10 @@ Writer::Writer(Database& db, std::size_t batch_rows)
       m_batch_rows(std::max<std::size_t>(batch_rows, 1)),
       m_inserter(std::make_unique<PacketInserter>(db)),
       m_count_point(db.prepare(k_count_point_sql)),
-      m_advance_spool(db.prepare(k_advance_spool_sql)) {
-    m_thread = std::thread([this] { run(); });
-}
+      m_advance_spool(db.prepare(k_advance_spool_sql)),
+      m_queue(k_max_pending_batches, {.process = [this](Batch& batch) { write_batch(batch); },
+                                      .done = [this](Batch& batch) { m_rows_written += batch.rows.size(); },
+                                      .lost = {}}) {}
 
 Writer::~Writer() {
     try {
@@ -327,39 +327,24 @@ bool Writer::filling_is_full() const noexcept {
     return m_filling.rows.size() >= m_batch_rows || m_filling.rows.bytes.size() >= k_max_batch_bytes;
 }
 
-void Writer::enqueue_filling(std::unique_lock<std::mutex>& lock, bool only_if_full) {
-    m_cv_space.wait(lock, [this] { return m_pending.size() < k_max_pending_batches || m_error != nullptr; });
-    if (m_error != nullptr) {
-        std::rethrow_exception(m_error);
-    }
+void Writer::enqueue_filling(Lock& lock, bool only_if_full) {
+    m_queue.wait_for_room(lock);
     if (m_filling.empty() || (only_if_full && !filling_is_full())) {
         return;  // another thread handed this batch over while we waited
     }
-    m_pending.push_back(std::move(m_filling));
+    m_queue.push(lock, std::move(m_filling));  // there is room: the lock was held since the wait
     m_filling = Batch{};
     m_filling.rows.records.reserve(m_batch_rows);
     m_filling.rows.offsets.reserve(m_batch_rows + 1);
-    ++m_enqueued_batches;
-    m_peak_pending = std::max(m_peak_pending, m_pending.size());
-    m_cv_work.notify_one();
 }
 
-void Writer::enqueue_after_filling(std::unique_lock<std::mutex>& lock, Batch batch) {
-    if (m_error != nullptr) {
-        std::rethrow_exception(m_error);
-    }
+void Writer::enqueue_after_filling(Lock& lock, Batch batch) {
+    m_queue.throw_if_failed(lock);
     if (m_closed) {
         throw Error(m_db.path() + ": rows added to a closed writer");
     }
     enqueue_filling(lock, false);  // what add() collected so far goes first
-    m_cv_space.wait(lock, [this] { return m_pending.size() < k_max_pending_batches || m_error != nullptr; });
-    if (m_error != nullptr) {
-        std::rethrow_exception(m_error);
-    }
-    m_pending.push_back(std::move(batch));
-    ++m_enqueued_batches;
-    m_peak_pending = std::max(m_peak_pending, m_pending.size());
-    m_cv_work.notify_one();
+    m_queue.push(lock, std::move(batch));
 }
 
 void Writer::PacketRows::add(const PacketRecord& record, std::span<const std::uint8_t> raw) {
@@ -375,15 +360,13 @@ void Writer::add_rows(PacketRows rows, std::uint64_t spool_from, std::uint64_t s
     Batch batch;
     batch.rows = std::move(rows);
     batch.spooled.emplace(spool_from, spool_to);
-    std::unique_lock lock(m_mutex);
+    Lock lock = m_queue.lock();
     enqueue_after_filling(lock, std::move(batch));
 }
 
 void Writer::add(const PacketRecord& record, std::span<const std::uint8_t> raw) {
-    std::unique_lock lock(m_mutex);
-    if (m_error != nullptr) {
-        std::rethrow_exception(m_error);
-    }
+    Lock lock = m_queue.lock();
+    m_queue.throw_if_failed(lock);
     if (m_closed) {
         throw Error(m_db.path() + ": packet added to a closed writer");
     }
@@ -394,83 +377,37 @@ void Writer::add(const PacketRecord& record, std::span<const std::uint8_t> raw) 
 }
 
 void Writer::flush() {
-    std::unique_lock lock(m_mutex);
-    if (m_error != nullptr) {
-        std::rethrow_exception(m_error);
-    }
+    Lock lock = m_queue.lock();
+    m_queue.throw_if_failed(lock);
     if (m_closed) {
         return;  // close() already wrote everything
     }
     enqueue_filling(lock, false);
-    const std::uint64_t target = m_enqueued_batches;
-    m_cv_space.wait(lock, [&] { return m_written_batches >= target || m_error != nullptr; });
-    if (m_error != nullptr) {
-        std::rethrow_exception(m_error);
-    }
+    m_queue.drain(lock);
 }
 
 void Writer::close() {
     {
-        std::unique_lock lock(m_mutex);
+        Lock lock = m_queue.lock();
         if (!m_closed) {
             m_closed = true;  // add() refuses from now on, so m_filling only shrinks
-            if (m_error == nullptr) {
-                try {
-                    enqueue_filling(lock, false);
-                } catch (...) {  // NOLINT(bugprone-empty-catch): m_error holds it; rethrown below after the join
-                }
+            try {
+                enqueue_filling(lock, false);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): the queue holds the failure; its close() rethrows it
             }
-            m_stop = true;
-            m_cv_work.notify_all();
         }
     }
-    if (m_thread.joinable()) {
-        m_thread.join();
-    }
-    const std::lock_guard lock(m_mutex);
-    if (m_error != nullptr) {
-        std::rethrow_exception(m_error);
-    }
+    m_queue.close();
 }
 
 std::uint64_t Writer::rows_written() const noexcept {
-    const std::lock_guard lock(m_mutex);
+    const Lock lock = m_queue.lock();
     return m_rows_written;
 }
 
 std::size_t Writer::peak_pending_batches() const noexcept {
-    const std::lock_guard lock(m_mutex);
-    return m_peak_pending;
-}
-
-void Writer::run() noexcept {
-    drop_all_capabilities();  // it only writes rows to a database already open
-    for (;;) {
-        Batch batch;
-        {
-            std::unique_lock lock(m_mutex);
-            m_cv_work.wait(lock, [this] { return !m_pending.empty() || m_stop; });
-            if (m_pending.empty()) {
-                return;  // stopped, and everything handed over is written
-            }
-            batch = std::move(m_pending.front());
-            m_pending.pop_front();
-            m_cv_space.notify_all();
-        }
-        try {
-            write_batch(batch);
-        } catch (...) {
-            const std::lock_guard lock(m_mutex);
-            m_error = std::current_exception();
-            m_pending.clear();
-            m_cv_space.notify_all();  // producers waiting for room, flush() and close() see the error
-            return;
-        }
-        const std::lock_guard lock(m_mutex);
-        ++m_written_batches;
-        m_rows_written += batch.rows.size();
-        m_cv_space.notify_all();
-    }
+    const Lock lock = m_queue.lock();
+    return m_queue.peak(lock);
 }
 
 void Writer::write_batch(const Batch& batch) {

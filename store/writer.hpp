@@ -1,20 +1,17 @@
 #pragma once
 // The packet writer: producers (import, the spool's ingest) hand PacketRecords plus their raw bytes to add()
-// or add_rows(). A single writer thread inserts them into `packets` in batched transactions. Memory is bounded:
-// producers block while k_max_pending_batches batches wait for the writer.
+// or add_rows(). A single writer thread (store/worker_queue.hpp) inserts them into `packets` in batched
+// transactions. Memory is bounded: producers block while k_max_pending_batches batches are in the writer's hands.
 
 #include "store/database.hpp"
+#include "store/worker_queue.hpp"
 #include "tracer/packet.hpp"
 
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
-#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -65,7 +62,8 @@ public:
 
     std::uint64_t rows_written() const noexcept;
 
-    // The most full batches that ever waited for the writer thread at once (never above k_max_pending_batches).
+    // The most batches that were ever in the writer thread's hands at once, the one being written included
+    // (never above k_max_pending_batches).
     std::size_t peak_pending_batches() const noexcept;
 
 private:
@@ -77,34 +75,26 @@ private:
         [[nodiscard]] bool empty() const noexcept { return rows.empty() && !spooled; }
     };
     class PacketInserter;  // writer.cpp: multi-row INSERTs, binding only the parameters that changed
-    void run() noexcept;
-    void write_batch(const Batch& batch);
-    // With m_mutex held: wait until a batch may be enqueued (or the writer failed), then enqueue m_filling if it
-    // holds rows (and, with only_if_full, is still full: another producer may have handed it over meanwhile).
-    void enqueue_filling(std::unique_lock<std::mutex>& lock, bool only_if_full);
-    // With m_mutex held: hands m_filling over if it holds anything, then waits for room and enqueues `batch`.
-    void enqueue_after_filling(std::unique_lock<std::mutex>& lock, Batch batch);
+    using Lock = WorkerQueue<Batch>::Lock;
+    void write_batch(const Batch& batch);  // on the queue's thread
+    // With the queue's lock: wait until a batch may be enqueued (or the writer failed), then enqueue m_filling if
+    // it holds rows (and, with only_if_full, is still full: another producer may have handed it over meanwhile).
+    void enqueue_filling(Lock& lock, bool only_if_full);
+    // With the queue's lock: hands m_filling over if it holds anything, then waits for room and enqueues `batch`.
+    void enqueue_after_filling(Lock& lock, Batch batch);
     bool filling_is_full() const noexcept;
 
     Database& m_db;
     std::size_t m_batch_rows;
-    mutable std::mutex m_mutex;
-    std::condition_variable m_cv_work;   // writer waits for batches
-    std::condition_variable m_cv_space;  // producers wait for room / flush completion
+    // Guarded by the queue's lock.
     Batch m_filling;
-    std::deque<Batch> m_pending;
-    std::uint64_t m_enqueued_batches = 0;
-    std::uint64_t m_written_batches = 0;
     std::uint64_t m_rows_written = 0;
-    bool m_stop = false;
     bool m_closed = false;
-    std::exception_ptr m_error;
-    std::size_t m_peak_pending = 0;
-    // Prepared once, then used only by the writer thread.
+    // Prepared once, then used only by the queue's thread.
     std::unique_ptr<PacketInserter> m_inserter;
     Statement m_count_point;
     Statement m_advance_spool;
-    std::thread m_thread;
+    WorkerQueue<Batch> m_queue;  // last: its thread starts once everything above is constructed
 };
 
 }  // namespace hoptrace::store

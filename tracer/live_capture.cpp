@@ -5,7 +5,10 @@
 #include <poll.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <optional>
+#include <string>
 
 namespace hoptrace {
 namespace {
@@ -113,6 +116,108 @@ std::string activate_error(int rc, pcap_t* h, const LivePoint& p) {
     }
 }
 
+// A point's libpcap handle, activated, with what its frames need.
+struct OpenedHandle {
+    PcapPtr handle;
+    LinkType link_type = LinkType::ethernet;
+    std::int64_t ts_scale = 1;  // 1 for nanosecond timestamps, 1000 for microsecond
+};
+
+// Creates and activates the handle on the point's interface (in the namespace the thread entered), or says why not.
+tl::expected<OpenedHandle, std::string> open_handle(const LivePoint& p, const LiveOptions& options) {
+    std::array<char, PCAP_ERRBUF_SIZE> errbuf{};
+    OpenedHandle out;
+    out.handle = PcapPtr(pcap_create(p.ifname.c_str(), errbuf.data()));
+    pcap_t* h = out.handle.get();
+    if (h == nullptr) {
+        return tl::unexpected(p.name + ": " + errbuf.data());
+    }
+    pcap_set_snaplen(h, options.snaplen);
+    pcap_set_promisc(h, 1);  // like tcpdump: a bridge shows port-to-port traffic only when promiscuous
+    pcap_set_timeout(h, k_timeout_ms);
+    pcap_set_buffer_size(h, options.buffer_bytes);
+    const bool nano = pcap_set_tstamp_precision(h, PCAP_TSTAMP_PRECISION_NANO) == 0;
+    if (const int rc = pcap_activate(h); rc < 0) {
+        return tl::unexpected(activate_error(rc, h, p));
+    }
+    const auto link = link_type_of(pcap_datalink(h));
+    if (!link) {
+        return tl::unexpected(p.name + ": unsupported link type " + std::to_string(pcap_datalink(h)) + " on " +
+                              p.ifname);
+    }
+    out.link_type = *link;
+    out.ts_scale = nano && pcap_get_tstamp_precision(h) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000;
+    return out;
+}
+
+// Compiles and sets --filter (when given) on the handle.
+tl::expected<void, std::string> set_filter(pcap_t* h, const LivePoint& p, const std::string& filter) {
+    if (filter.empty()) {
+        return {};
+    }
+    bpf_program program{};
+    if (pcap_compile(h, &program, filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
+        return tl::unexpected("--filter '" + filter + "': " + pcap_geterr(h));
+    }
+    const int rc = pcap_setfilter(h, &program);
+    pcap_freecode(&program);
+    if (rc != 0) {
+        return tl::unexpected(p.name + ": cannot set the filter: " + pcap_geterr(h));
+    }
+    return {};
+}
+
+// libpcap's blocking read can wait for ever on an idle interface: with TPACKET_V3 it leaves the waking to the
+// kernel's block timer, and the kernel retires no empty block. So the thread polls the socket itself and reads
+// without blocking: it comes back at least every k_timeout_ms, for the tick (a sink's buffered frames reach
+// the store on a quiet point too) and to see a stop. Without non-blocking mode (-1) it reads as before.
+int pollable_fd(pcap_t* h) {
+    std::array<char, PCAP_ERRBUF_SIZE> errbuf{};
+    return pcap_setnonblock(h, 1, errbuf.data()) == 0 ? pcap_get_selectable_fd(h) : -1;
+}
+
+// Hands the point's frames to the sink until `stop` or the sink fails. Returns the note for the point when its
+// interface went away (container stopped) or its socket broke first.
+std::optional<std::string> read_until_stopped(Context& ctx, const std::atomic<bool>& stop, const PointTick& tick,
+                                              int fd) {
+    auto* user = reinterpret_cast<u_char*>(&ctx);
+    while (!stop.load() && !ctx.error) {
+        pollfd ready_fd{fd, POLLIN, 0};
+        if (fd >= 0) static_cast<void>(::poll(&ready_fd, 1, k_timeout_ms));  // a retired block, or the timeout
+        const int n = pcap_dispatch(ctx.handle, -1, on_packet, user);
+        if (n == PCAP_ERROR) {
+            std::string why = pcap_geterr(ctx.handle);  // libpcap's sentence: "The interface disappeared"
+            if (!why.empty() && why[0] >= 'A' && why[0] <= 'Z' && (why.size() < 2 || why[1] < 'A' || why[1] > 'Z'))
+                why[0] = static_cast<char>(why[0] - 'A' + 'a');
+            return "capture ended early: " + why;
+        }
+        run_tick(ctx, tick, false);
+        // libpcap reports a broken socket itself; never spin on a poll that keeps failing without a reason it gives.
+        if (n == 0 && (ready_fd.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return std::nullopt;
+}
+
+// Drains what the kernel already captured. With TPACKET_V3 the kernel hands over a partly filled block only when
+// the block timeout (the pcap timeout) expires, so keep reading without blocking for a little longer than that
+// timeout. Also after the interface disappeared: the frames it captured until then wait in the ring's last block,
+// which the kernel's block timer still retires (libpcap reads a retired block before it looks at the socket's
+// error again).
+void drain_ring(Context& ctx, bool ended_early) {
+    std::array<char, PCAP_ERRBUF_SIZE> errbuf{};
+    if (ctx.error || pcap_setnonblock(ctx.handle, 1, errbuf.data()) != 0) {
+        return;
+    }
+    auto* user = reinterpret_cast<u_char*>(&ctx);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3 * k_timeout_ms);
+    while (std::chrono::steady_clock::now() < until) {
+        const int n = pcap_dispatch(ctx.handle, -1, on_packet, user);
+        if (n == PCAP_ERROR && !ended_early) break;
+        if (n <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+}
+
 }  // namespace
 
 LiveCapture::LiveCapture(std::vector<LivePoint> points, LiveOptions options, FrameSink sink, PointTick tick)
@@ -206,105 +311,41 @@ void LiveCapture::run_point(std::size_t index) noexcept {
         ++m_ready;
         m_cv.notify_all();
     };
+    auto cannot_start = [&](const std::string& error) {
+        st.ended = true;
+        ready(error);
+    };
     if (auto entered = p.ns->enter(); !entered) {
-        st.ended = true;
-        ready(p.name + ": " + entered.error());
+        cannot_start(p.name + ": " + entered.error());
         return;
     }
-    std::array<char, PCAP_ERRBUF_SIZE> errbuf{};
-    PcapPtr h(pcap_create(p.ifname.c_str(), errbuf.data()));
-    if (!h) {
-        st.ended = true;
-        ready(p.name + ": " + errbuf.data());
+    auto opened = open_handle(p, m_options);
+    if (!opened) {
+        cannot_start(opened.error());
         return;
     }
-    pcap_set_snaplen(h.get(), m_options.snaplen);
-    pcap_set_promisc(h.get(), 1);  // like tcpdump: a bridge shows port-to-port traffic only when promiscuous
-    pcap_set_timeout(h.get(), k_timeout_ms);
-    pcap_set_buffer_size(h.get(), m_options.buffer_bytes);
-    const bool nano = pcap_set_tstamp_precision(h.get(), PCAP_TSTAMP_PRECISION_NANO) == 0;
-    if (const int rc = pcap_activate(h.get()); rc < 0) {
-        st.ended = true;
-        ready(activate_error(rc, h.get(), p));
+    pcap_t* h = opened->handle.get();
+    st.link_type = opened->link_type;  // read by stats() after join()
+    if (auto filtered = set_filter(h, p, m_options.filter); !filtered) {
+        cannot_start(filtered.error());
         return;
     }
-    const auto link = link_type_of(pcap_datalink(h.get()));
-    if (!link) {
-        st.ended = true;
-        ready(p.name + ": unsupported link type " + std::to_string(pcap_datalink(h.get())) + " on " + p.ifname);
-        return;
-    }
-    st.link_type = *link;  // read by stats() after join()
-    if (!m_options.filter.empty()) {
-        bpf_program program{};
-        if (pcap_compile(h.get(), &program, m_options.filter.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
-            st.ended = true;
-            ready("--filter '" + m_options.filter + "': " + pcap_geterr(h.get()));
-            return;
-        }
-        const int rc = pcap_setfilter(h.get(), &program);
-        pcap_freecode(&program);
-        if (rc != 0) {
-            st.ended = true;
-            ready(p.name + ": cannot set the filter: " + pcap_geterr(h.get()));
-            return;
-        }
-    }
-    // libpcap's blocking read can wait for ever on an idle interface: with TPACKET_V3 it leaves the waking to the
-    // kernel's block timer, and the kernel retires no empty block. So the thread polls the socket itself and reads
-    // without blocking: it comes back at least every k_timeout_ms, for the tick (a sink's buffered frames reach
-    // the store on a quiet point too) and to see a stop. Without non-blocking mode it reads as before.
-    const int fd = pcap_setnonblock(h.get(), 1, errbuf.data()) == 0 ? pcap_get_selectable_fd(h.get()) : -1;
+    const int fd = pollable_fd(h);
     {
         std::lock_guard lock(m_mutex);
-        st.handle.store(h.get());
+        st.handle.store(h);
     }
     // Reading the open handle needs no privilege: from here the thread that sees the traffic has none.
     if (m_options.drop_capabilities) drop_all_capabilities();
     ready("");
 
-    Context ctx{this,
-                &m_sink,
-                p.point_id,
-                *link,
-                nano && pcap_get_tstamp_precision(h.get()) == PCAP_TSTAMP_PRECISION_NANO ? 1 : 1000,
-                &st.packets,
-                &m_total,
-                h.get(),
-                nullptr};
-    auto* user = reinterpret_cast<u_char*>(&ctx);
-    bool ended_early = false;
-    while (!m_stop.load() && !ctx.error) {
-        pollfd ready_fd{fd, POLLIN, 0};
-        if (fd >= 0) static_cast<void>(::poll(&ready_fd, 1, k_timeout_ms));  // a retired block, or the timeout
-        const int n = pcap_dispatch(h.get(), -1, on_packet, user);
-        if (n == PCAP_ERROR) {  // the interface went away (container stopped) or the socket broke
-            std::lock_guard lock(m_mutex);
-            std::string why = pcap_geterr(h.get());  // libpcap's sentence: "The interface disappeared"
-            if (!why.empty() && why[0] >= 'A' && why[0] <= 'Z' && (why.size() < 2 || why[1] < 'A' || why[1] > 'Z'))
-                why[0] = static_cast<char>(why[0] - 'A' + 'a');
-            st.note = "capture ended early: " + why;
-            ended_early = true;
-            break;
-        }
-        run_tick(ctx, m_tick, false);
-        // libpcap reports a broken socket itself; never spin on a poll that keeps failing without a reason it gives.
-        if (n == 0 && (ready_fd.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0)
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    Context ctx{this, &m_sink, p.point_id, opened->link_type, opened->ts_scale, &st.packets, &m_total, h, nullptr};
+    const std::optional<std::string> ended_early = read_until_stopped(ctx, m_stop, m_tick, fd);
+    if (ended_early) {
+        std::lock_guard lock(m_mutex);
+        st.note = *ended_early;
     }
-    // Drain what the kernel already captured. With TPACKET_V3 the kernel hands over a partly filled block
-    // only when the block timeout (the pcap timeout) expires, so keep reading without blocking for a little
-    // longer than that timeout. Also after the interface disappeared: the frames it captured until then wait in
-    // the ring's last block, which the kernel's block timer still retires (libpcap reads a retired block before it
-    // looks at the socket's error again).
-    if (!ctx.error && pcap_setnonblock(h.get(), 1, errbuf.data()) == 0) {
-        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(3 * k_timeout_ms);
-        while (std::chrono::steady_clock::now() < until) {
-            const int n = pcap_dispatch(h.get(), -1, on_packet, user);
-            if (n == PCAP_ERROR && !ended_early) break;
-            if (n <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        }
-    }
+    drain_ring(ctx, ended_early.has_value());
     if (ended_early) st.ended = true;
     run_tick(ctx, m_tick, true);  // this point delivers nothing more
     pcap_stat ps{};
@@ -313,9 +354,9 @@ void LiveCapture::run_point(std::size_t index) noexcept {
         if (!m_sink_error) m_sink_error = ctx.error;
         m_stop.store(true);
         for (auto& other : m_state)
-            if (pcap_t* o = other->handle.load(); o != nullptr && o != h.get()) pcap_breakloop(o);
+            if (pcap_t* o = other->handle.load(); o != nullptr && o != h) pcap_breakloop(o);
     }
-    if (pcap_stats(h.get(), &ps) == 0) {
+    if (pcap_stats(h, &ps) == 0) {
         st.kernel_drops = ps.ps_drop;
         st.interface_drops = ps.ps_ifdrop;
     }

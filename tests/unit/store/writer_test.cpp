@@ -7,13 +7,11 @@
 #include <gtest/gtest.h>
 
 #include "temp_dir.hpp"
+#include "within.hpp"
 
 #include <atomic>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -30,20 +28,7 @@ using namespace std::chrono_literals;
 
 using test::TempDir;
 
-// Runs `body` on its own thread; a hang (the bug these tests look for) aborts the test binary instead of
-// blocking ctest forever.
-template <typename Body>
-void within(std::chrono::seconds limit, Body body) {
-    std::packaged_task<void()> task(std::move(body));
-    std::future<void> done = task.get_future();
-    std::thread thread(std::move(task));
-    if (done.wait_for(limit) == std::future_status::timeout) {
-        std::fprintf(stderr, "test body still running after %llds: deadlock\n", static_cast<long long>(limit.count()));
-        std::abort();
-    }
-    thread.join();
-    done.get();
-}
+using test::within;
 
 std::int64_t scalar(const Database& db, const std::string& sql) {
     Statement stmt = db.prepare(sql);
