@@ -1,7 +1,6 @@
 #include "capture/session.hpp"
 
 #include "store/conntrack.hpp"
-#include "store/correlation.hpp"
 #include "store/private_file.hpp"
 #include "store/writer.hpp"
 #include "tracer/conntrack.hpp"
@@ -223,15 +222,10 @@ std::vector<PointResult> Session::results() const {
 
 store::SpoolIngest store_leftover_spool(store::Database& db, const std::function<bool(std::uint64_t)>& progress) {
     const auto spooled = store::spool_size(db);
-    store::SpoolIngest stored;
-    if (spooled.pending || spooled.legacy_frames != 0) {
-        store::Writer writer(db);
-        stored = store::ingest_spool(db, writer, progress);
-        writer.close();
-    }
-    // Chunks of other points the spool had written before it lost frames may hold frames from after the window's
-    // new end: nothing stamped after it is kept, once every chunk is in (a stopped ingest leaves the cut pending).
-    if (!stored.stopped) store::apply_spool_cut(db);
+    if (!spooled.pending && spooled.legacy_frames == 0) return {};
+    store::Writer writer(db);
+    auto stored = store::ingest_spool(db, writer, progress);
+    writer.close();
     return stored;
 }
 

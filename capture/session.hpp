@@ -109,8 +109,7 @@ private:
 
 // A capture that was killed before it stored its spool leaves frames in its spool file (FILE-spool): the commands
 // that write (correlate, import) store them as packets first. Takes nothing when none wait; returns what was
-// stored. `progress` as in store::ingest_spool. Then a window cut the capture left pending (store::apply_spool_cut)
-// is applied, also when no frames were waiting (a run killed between storing and cutting).
+// stored. `progress` as in store::ingest_spool (whose last transaction applies a window cut the capture left).
 store::SpoolIngest store_leftover_spool(store::Database& db,
                                         const std::function<bool(std::uint64_t frames)>& progress = {});
 

@@ -113,19 +113,6 @@ std::map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> packet_windows(co
     return out;
 }
 
-bool apply_spool_cut(Database& db) {
-    const auto cut = db.meta(k_meta_spool_cut);
-    if (!cut) return false;
-    Transaction txn(db);
-    auto late = db.prepare("DELETE FROM packets WHERE ts_ns > ?");
-    late.bind(1, static_cast<std::int64_t>(std::stoll(*cut)));
-    late.run();
-    db.remove_meta(k_meta_spool_cut);
-    db.exec("UPDATE points SET packets = (SELECT count(*) FROM packets WHERE point_id = points.id)");
-    txn.commit();
-    return true;
-}
-
 CorrelationWriter::CorrelationWriter(Database& db) : m_db(db) {
     {
         Transaction txn(db);

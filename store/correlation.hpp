@@ -64,15 +64,6 @@ void for_each_dissected_packet(const Database& db, const std::function<void(cons
 // Per point id: the first and the last packet's timestamp.
 [[nodiscard]] std::map<std::uint32_t, std::pair<std::int64_t, std::int64_t>> packet_windows(const Database& db);
 
-// The meta key of a capture window cut short: when the spool lost frames (a full disk), the window ends before the
-// first one lost, and frames of other points stamped after it would be packets only some points saw.
-inline constexpr std::string_view k_meta_spool_cut = "spool_cut_ns";
-
-// Applies a pending cut (meta spool_cut_ns) once the spool is stored: deletes the packets stamped after it,
-// recounts points.packets and removes the key, in one transaction, so that a killed run leaves either the cut
-// still pending or applied. False when none was pending.
-bool apply_spool_cut(Database& db);
-
 // Ids below are the stored ones (1-based); a NULL column is an empty optional.
 struct AddressTuple {
     std::string src;

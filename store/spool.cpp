@@ -557,12 +557,30 @@ SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(
         if (!result.torn.empty()) {
             db.set_meta("spool_lost", result.torn);
         }
+        apply_spool_cut(db);  // with the spool's keys: a kill leaves both pending or neither
         txn.commit();
     }
     if (::unlink(path->c_str()) != 0 && errno != ENOENT) {
         throw Error(*path + ": stored, but cannot remove the capture spool: " + errno_text(errno));
     }
     return result;
+}
+
+bool apply_spool_cut(Database& db) {
+    const auto cut = db.meta(k_meta_spool_cut);
+    if (!cut) return false;
+    std::int64_t ts_ns = 0;
+    if (std::from_chars(cut->data(), cut->data() + cut->size(), ts_ns).ec != std::errc())
+        throw Error(db.path() + ": meta " + k_meta_spool_cut + " is not a timestamp ('" + *cut + "')");
+    constexpr const char* live = "(SELECT id FROM points WHERE source = 'live')";
+    auto late = db.prepare(std::string("DELETE FROM packets WHERE ts_ns > ?1 AND point_id IN ") + live);
+    late.bind(1, ts_ns);
+    late.run();
+    db.remove_meta(k_meta_spool_cut);
+    db.exec(std::string("UPDATE points SET packets = (SELECT count(*) FROM packets WHERE point_id = points.id) "
+                        "WHERE id IN ") +
+            live);
+    return true;
 }
 
 }  // namespace hoptrace::store

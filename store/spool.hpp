@@ -31,6 +31,9 @@ namespace hoptrace::store {
 // stored as packets rows (advanced in the transaction that inserts them).
 inline constexpr const char* k_meta_spool_file = "spool_file";
 inline constexpr const char* k_meta_spool_stored = "spool_stored_bytes";
+// A capture window cut short: when the spool lost frames (a full disk), the window ends before the first one lost,
+// and the live points' frames stamped after it would be packets only some points saw. Written with the window.
+inline constexpr const char* k_meta_spool_cut = "spool_cut_ns";
 
 // When a point's chunk is handed over to the SpoolFile: once it holds `chunk_bytes` bytes of records or
 // `chunk_frames` frames, or once its first frame waited `chunk_age` (so a quiet point's frames reach the file
@@ -171,6 +174,12 @@ struct SpoolIngest {
 // capture, damaged before its end (naming the byte, and how to skip the chunk), or when the database holds
 // chunks of the old capture_chunks table. Returns at once when the database names no spool.
 inline constexpr std::uint64_t k_punch_bytes = std::uint64_t{32} << 20;
+// The spool's last transaction, which stops naming it, also applies a pending window cut (apply_spool_cut).
 SpoolIngest ingest_spool(Database& db, Writer& writer, const std::function<bool(std::uint64_t frames)>& progress = {});
+
+// A pending cut (meta spool_cut_ns): deletes the live points' packets stamped after it, recounts their
+// points.packets and removes the key — in the caller's transaction. Imported points are never touched. False when
+// none was pending.
+bool apply_spool_cut(Database& db);
 
 }  // namespace hoptrace::store
