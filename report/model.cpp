@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <array>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <tuple>
 #include <utility>
@@ -221,6 +223,19 @@ std::map<std::tuple<std::int64_t, Tuple>, ConntrackEntry> load_conntrack(const s
     return kernel;
 }
 
+// The host's own addresses as a live capture recorded them: those of its bridges and uplinks (points.addresses,
+// "172.17.0.1/16 fd00:17::1/64"), without their prefix lengths.
+std::set<std::string> host_addresses(const store::Database& db) {
+    std::set<std::string> out;
+    auto q = db.prepare("SELECT addresses FROM points WHERE source = 'live' AND role IN (?1, ?2)");
+    q.bind(1, name(Role::bridge)).bind(2, name(Role::uplink));
+    while (q.step()) {
+        std::istringstream words(q.column_text(0));
+        for (std::string a; words >> a;) out.insert(a.substr(0, a.find('/')));
+    }
+    return out;
+}
+
 template <typename T>
 std::vector<T> take(std::map<std::int64_t, std::vector<T>>& from, std::int64_t id) {
     const auto it = from.find(id);
@@ -233,9 +248,18 @@ std::vector<Flow> load_flows(const store::Database& db, const Names& name_of, st
     load_rewrites_hops_losses(db, name_of, c);
     load_paths_and_observers(db, name_of, c);
     const auto kernel = load_conntrack(db);
-    // The same entries by their translation: a flow first seen already translated (host-sent, nat OUTPUT).
+    // The entries whose translation only rewrote the destination (nat OUTPUT's DNAT of what the host sent), by that
+    // translation: a flow first seen already translated. A source rewrite (MASQUERADE) is never taken for one — a
+    // flow first seen at the uplink would otherwise be "sent by the host".
+    // The host must have sent it: its source is one of the host's own addresses.
     std::map<std::tuple<std::int64_t, Tuple>, const ConntrackEntry*> by_translation;
-    for (const auto& [key, e] : kernel) by_translation.try_emplace({std::get<0>(key), e.translated}, &e);
+    const auto host = kernel.empty() ? std::set<std::string>{} : host_addresses(db);
+    for (const auto& [key, e] : kernel) {
+        const bool dnat_only = e.original.src == e.translated.src && e.original.sport == e.translated.sport &&
+                               !(e.original.dst == e.translated.dst && e.original.dport == e.translated.dport);
+        if (dnat_only && host.contains(e.original.src))
+            by_translation.try_emplace({std::get<0>(key), e.translated}, &e);
+    }
     std::vector<Flow> flows;
     auto q = db.prepare(
         "SELECT id, proto, orig_src, orig_dst, orig_sport, orig_dport, trans_src, trans_dst, trans_sport, "
@@ -264,8 +288,7 @@ std::vector<Flow> load_flows(const store::Database& db, const Names& name_of, st
             if (const auto it = kernel.find({f.proto, f.original}); it != kernel.end()) {
                 ct.entry = it->second;
                 ct.state = ct.entry->translated == f.translated ? ConntrackState::agrees : ConntrackState::differs;
-            } else if (const auto t = by_translation.find({f.proto, f.original});
-                       t != by_translation.end() && !(t->second->original == f.original)) {
+            } else if (const auto t = by_translation.find({f.proto, f.original}); t != by_translation.end()) {
                 ct.entry = *t->second;
                 ct.state = ConntrackState::before_path;
             }
