@@ -1,5 +1,7 @@
 #include "cli/targets.hpp"
 
+#include <algorithm>
+
 namespace hoptrace::cli {
 
 void TargetOptions::add_to(po::options_description& options) {
@@ -58,7 +60,12 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
     // Without --host-netns, the host is where the first target's veth peer is (hoptrace may run in another
     // namespace than Docker's host side); hoptrace's own namespace when the peer is there or cannot be found.
     if (options.host_netns.empty() && !resolved.empty()) {
-        if (auto peer = peer_namespace(resolved.front().ns, *r.namespaces[0], dest); peer && *peer) {
+        auto peer = peer_namespace(resolved.front().ns, *r.namespaces[0], dest);
+        // A peer in another target's namespace (one container routing through another) is no host.
+        const bool a_target = peer && *peer && std::any_of(resolved.begin(), resolved.end(), [&](const auto& t) {
+                                  return t.ns.same_as(**peer);
+                              });
+        if (peer && *peer && !a_target) {
             r.notes.push_back("the host side of " + targets.front().describe() + " is in namespace " + (*peer)->name() +
                               " (its veth peer's), not hoptrace's own: that is the host here; " +
                               "--host-netns NS says otherwise");

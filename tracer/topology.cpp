@@ -9,12 +9,14 @@
 #include <netlink/route/addr.h>
 #include <netlink/route/link.h>
 #include <netlink/route/route.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <sstream>
 
 namespace hoptrace {
@@ -332,7 +334,8 @@ void isolation_of(const Netns& host_ns, const std::vector<TopologyPoint>& shared
         if (rules.empty()) continue;
         topo.destination = Destination::isolated;
         topo.destination_note = what + " is on " + other.ifname + ", another Docker network than " + s.link.ifname +
-                                "'s: blocked by Docker's network isolation (" + rules[0] + "; " + rules[1] + ")";
+                                "'s: blocked by Docker's network isolation (" + rules[0] + "; " + rules[1] +
+                                "), unless a DOCKER-USER rule accepts it first";
         return;
     }
 }
@@ -388,7 +391,9 @@ tl::expected<Topology, std::string> discover(const std::vector<NamespaceRef>& na
     const LinkInfo* uplink = host->route_local ? nullptr : by_index(*host, host->route_oif);
     if (host->route_local) {
         topo.destination = Destination::host;
-        topo.destination_note = what + " is an address of the host: delivered to the host itself (no uplink)";
+        topo.destination_note = what +
+                                " is an address of the host: delivered to the host itself (no uplink), unless a "
+                                "published port's DNAT sends it on to a container";
     }
     if (uplink != nullptr) {
         bool is_bridge = false;
@@ -433,28 +438,40 @@ std::int32_t nsid_of(int fd) {
     return nsid;
 }
 
-// Every network namespace hoptrace can name: the `ip netns` ones first, then those of processes (one each).
-std::vector<Netns> candidate_namespaces() {
-    std::vector<Netns> out;
-    auto add = [&](tl::expected<Netns, std::string> ns) {
-        if (!ns) return;
-        for (const auto& n : out)
-            if (n.same_as(*ns)) return;
-        out.push_back(std::move(*ns));
+// A namespace by where it can be opened: an `ip netns` name, or a process.
+struct NamespacePath {
+    std::string netns;  // the ip-netns name, or "" for a process's
+    pid_t pid = 0;
+    [[nodiscard]] std::string path() const {
+        return netns.empty() ? "/proc/" + std::to_string(pid) + "/ns/net" : "/run/netns/" + netns;
+    }
+};
+
+// Calls fn for every network namespace hoptrace can name, once each (by inode): the `ip netns` ones first, then
+// those of processes. Nothing is kept open. Stops when fn returns true.
+template <typename Fn>
+void each_namespace(Fn&& fn) {
+    std::set<ino_t> seen;
+    auto visit = [&](const NamespacePath& where) {
+        struct stat st {};
+        if (::stat(where.path().c_str(), &st) != 0 || !seen.insert(st.st_ino).second) return false;
+        return fn(where, st.st_ino);
     };
-    auto each_entry = [](const char* dir, auto&& fn) {
+    auto each_entry = [](const char* dir, auto&& on_name) {
         std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir), ::closedir);
-        if (!d) return;
-        while (const dirent* e = ::readdir(d.get())) fn(std::string(e->d_name));
+        if (!d) return false;
+        while (const dirent* e = ::readdir(d.get()))
+            if (on_name(std::string(e->d_name))) return true;
+        return false;
     };
-    each_entry("/run/netns", [&](const std::string& name) {
-        if (name != "." && name != "..") add(Netns::by_name(name));
-    });
+    if (each_entry("/run/netns", [&](const std::string& name) {
+            return name != "." && name != ".." && visit(NamespacePath{name, 0});
+        }))
+        return;
     each_entry("/proc", [&](const std::string& name) {
-        if (!name.empty() && name.find_first_not_of("0123456789") == std::string::npos)
-            add(Netns::by_pid(static_cast<pid_t>(std::stol(name))));
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) return false;
+        return visit(NamespacePath{"", static_cast<pid_t>(std::stol(name))});
     });
-    return out;
 }
 
 }  // namespace
@@ -471,15 +488,23 @@ tl::expected<std::optional<Netns>, std::string> peer_namespace(const Netns& targ
             if (l.ifindex == inner->peer_ifindex && l.kind == "veth" && l.peer_ifindex == inner->ifindex)
                 return std::nullopt;  // the peer is here: self is the host
     }
-    std::vector<Netns> candidates = candidate_namespaces();
-    auto found = run_in(target, [&]() -> tl::expected<std::size_t, std::string> {
-        for (std::size_t i = 0; i < candidates.size(); ++i)
-            if (!candidates[i].same_as(target) && nsid_of(candidates[i].fd()) == *inner->link_netnsid) return i;
-        return candidates.size();
+    // Each candidate opened only while it is asked about: a host may have more namespaces than descriptors.
+    auto found = run_in(target, [&]() -> tl::expected<std::optional<NamespacePath>, std::string> {
+        std::optional<NamespacePath> match;
+        each_namespace([&](const NamespacePath& where, ino_t inode) {
+            if (inode == target.inode()) return false;
+            UniqueFd fd(::open(where.path().c_str(), O_RDONLY | O_CLOEXEC));
+            if (!fd || nsid_of(fd.get()) != *inner->link_netnsid) return false;
+            match = where;
+            return true;
+        });
+        return match;
     });
     if (!found) return tl::unexpected(found.error());
-    if (*found == candidates.size() || candidates[*found].same_as(self)) return std::nullopt;
-    return std::optional<Netns>(std::move(candidates[*found]));
+    if (!*found) return std::nullopt;
+    auto ns = (*found)->netns.empty() ? Netns::by_pid((*found)->pid) : Netns::by_name((*found)->netns);
+    if (!ns || ns->same_as(self)) return std::nullopt;
+    return std::optional<Netns>(std::move(*ns));
 }
 
 }  // namespace hoptrace
