@@ -90,7 +90,12 @@ void check_runnable(const std::string& program, const std::optional<RunAs>& who)
         int fds[2] = {-1, -1};
         if (::pipe2(fds, O_CLOEXEC) != 0) throw Fatal(std::string("cannot check the command: ") + errno_text(errno));
         const pid_t child = ::fork();
-        if (child < 0) throw Fatal(std::string("cannot check the command: ") + errno_text(errno));
+        if (child < 0) {
+            const int error = errno;
+            ::close(fds[0]);
+            ::close(fds[1]);
+            throw Fatal(std::string("cannot check the command: ") + errno_text(error));
+        }
         if (child == 0) {
             ::close(fds[0]);
             const int error = become(*who);
@@ -102,10 +107,18 @@ void check_runnable(const std::string& program, const std::optional<RunAs>& who)
         ::close(fds[1]);
         std::string said;
         char buf[256];
-        for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) said.append(buf, static_cast<std::size_t>(n));
+        for (;;) {
+            const ssize_t n = ::read(fds[0], buf, sizeof buf);
+            if (n > 0) said.append(buf, static_cast<std::size_t>(n));
+            else if (n == 0 || errno != EINTR) break;
+        }
         ::close(fds[0]);
         int status = 0;
-        ::waitpid(child, &status, 0);
+        while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+        }
+        // A child that did not say its answer whole cannot vouch for CMD.
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            throw Fatal("cannot check whether '" + program + "' can run as " + who->name + "; nothing was captured");
         if (!said.empty()) why = said + " (as " + who->name + ")";
     }
     if (why) throw Fatal("'" + program + "': " + *why + "; nothing was captured");

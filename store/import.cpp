@@ -214,6 +214,8 @@ ImportResult import_file(Database& db, Writer& writer, const ImportSpec& spec,
 }
 
 std::string import_name(const Point& p) {
+    // The CLI's NAME never holds a '/' (in NAME=FILE a '=' after a '/' belongs to the path), so a '/' in a point's
+    // name is the one the interface suffix added; the suffix is checked against the point's interface anyway.
     const auto slash = p.name.rfind('/');
     if (slash == std::string::npos) return p.name;
     const std::string_view label = std::string_view(p.name).substr(slash + 1);

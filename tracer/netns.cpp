@@ -184,7 +184,9 @@ tl::expected<Container, std::string> inspect_container(const std::string& contai
     for (const char* engine : {"docker", "podman"}) {
         if (!on_path(engine)) continue;
         // "--": whatever the name looks like, it is an argument, never an option of docker's.
-        auto r = run_program({engine, "inspect", "-f", "{{.State.Pid}} {{.Name}}", "--", container});
+        // --type container: an image of the same name is not what was asked for.
+        auto r =
+            run_program({engine, "inspect", "--type", "container", "-f", "{{.State.Pid}} {{.Name}}", "--", container});
         if (!r || r->status != 0) {
             // docker's own first line says which it is ("No such object", "Cannot connect to the Docker daemon
             // at …"), printable and cut to one line.
@@ -223,7 +225,7 @@ tl::expected<TargetNamespace, std::string> resolve(const Target& target) {
             auto [ptr, ec] = std::from_chars(target.value.data(), target.value.data() + target.value.size(), pid);
             if (ec != std::errc() || ptr != target.value.data() + target.value.size())
                 return tl::unexpected("--pid '" + target.value + "': not a process id");
-            return Netns::by_pid(pid).map(labelled("pid" + target.value));
+            return Netns::by_pid(pid).map(labelled("pid" + std::to_string(pid)));
         }
         case Target::Kind::container: {
             auto c = inspect_container(target.value);
