@@ -20,13 +20,14 @@ count the test computes by walking the pcap file's bytes, and (d) whose report o
    handed to the spool: a chunk goes once its first frame is 1 s old, looked at every 100 ms, then queued for the
    spool's thread: 1.3 s allowed, and every lost frame must be that recent); a torn last chunk's loss ("N frames of
    point X are lost") agrees with meta spool_lost and the count.
-4. import + SIGKILL at three moments (the point just created, half-way, 90 %) of a 300k-frame pcap the test writes:
+4. import + SIGKILL at three moments (the point just created, half-way, 90 %), and SIGINT (Ctrl-C) half-way, of a
+   300k-frame pcap the test writes:
    points.complete = 0; `report` and `correlate` warn "incomplete" naming the point and --replace; importing again
    without --replace fails naming --replace; `import --replace` stores exactly the file's record count, complete 1.
 5. import into a database a running capture holds: exit 1 at once, one line saying another hoptrace writes it; the
    database gains no point from it.
-6. correlate + SIGKILL at ~30 % and ~70 % of a clean run's duration, on case 2's database: integrity ok, report reads
-   or says "not correlated yet", a second correlate gives the journeys/flows/losses of a clean correlate of a copy.
+6. correlate + SIGKILL at ~30 % and ~70 %, and SIGINT at ~50 %, of a clean run's duration, on case 2's database:
+   integrity ok, report reads or says "not correlated yet", a second correlate gives the journeys/flows/losses of a clean correlate of a copy.
 7. disk full during a capture (a 48 MiB tmpfs, 1400-byte datagrams): the capture stops by itself, says "the disk is
    full", stop_reason "disk full", exit 0 (or 1 with a line saying what to do); integrity ok; report reads (after
    the correlate the message asks for, run while the disk is still full); counts = tcpdump's (tcpdump writing to a
@@ -602,8 +603,11 @@ def case_import_kill(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path)
     records = pcap_record_count(big)
     checks(f"{case}: the test's pcap", lambda: expect(records == IMPORT_FRAMES, f"{records} records")
            or f"{big.name}: {records} records, {big.stat().st_size} bytes (counted by walking its bytes)")
-    for label, fraction in (("just after the point appeared", 0.0), ("half-way", 0.5), ("at 90 %", 0.9)):
-        guarded(checks, f"{case} {label}", import_kill_one, checks, hoptrace, tmp, big, records, label, fraction)
+    for label, fraction, sig in (("just after the point appeared", 0.0, signal.SIGKILL),
+                                 ("half-way", 0.5, signal.SIGKILL), ("at 90 %", 0.9, signal.SIGKILL),
+                                 ("half-way (Ctrl-C)", 0.5, signal.SIGINT)):
+        guarded(checks, f"{case} {label}", import_kill_one, checks, hoptrace, tmp, big, records, label, fraction,
+                sig)
 
 
 def wait_rows(db: Path, want: int, proc: subprocess.Popen, timeout: float = 60) -> tuple[int, int] | None:
@@ -626,13 +630,13 @@ def wait_rows(db: Path, want: int, proc: subprocess.Popen, timeout: float = 60) 
 
 
 def import_kill_one(checks: Checks, hoptrace: Path, tmp: Path, big: Path, records: int, label: str,
-                    fraction: float) -> None:
-    case = f"4 SIGKILL import {label}"
-    db = tmp / f"import-{int(fraction * 100)}.db"
+                    fraction: float, sig: signal.Signals = signal.SIGKILL) -> None:
+    case = f"4 {sig.name} import {label}"
+    db = tmp / f"import-{int(fraction * 100)}-{sig.name}.db"
     proc = subprocess.Popen([str(hoptrace), "import", "--db", str(db), str(big)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     seen = wait_rows(db, max(0, int(records * fraction)), proc)
-    proc.kill()
+    proc.send_signal(sig)
     proc.wait()
     checks(f"{case}: killed while it read the file",
            lambda: expect(seen is not None, f"the import ended (exit {proc.returncode}) before the point had "
@@ -760,17 +764,17 @@ def case_correlate_kill(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Pa
            lambda: expect(r.returncode == 0 and clean_s > 1.0,
                           f"exit {r.returncode}, {clean_s:.2f} s on {packets} packets: {short(r.stderr)}")
            or f"{clean_s:.2f} s on {packets} packets: {r.stdout.strip()}; tables {want}")
-    for fraction in (0.3, 0.7):
-        label = f"{case} at {int(fraction * 100)} %"
+    for fraction, sig in ((0.3, signal.SIGKILL), (0.7, signal.SIGKILL), (0.5, signal.SIGINT)):
+        label = f"6 {sig.name} correlate at {int(fraction * 100)} %"
         proc = subprocess.Popen([str(hoptrace), "correlate", "--db", str(db)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         time.sleep(clean_s * fraction)
         alive = proc.poll() is None
-        proc.kill()
+        proc.send_signal(sig)
         proc.wait()
         checks(f"{label}: killed while it ran", lambda: expect(alive, f"it had ended (exit {proc.returncode}) "
                                                                      f"after {clean_s * fraction:.2f} s")
-               or f"SIGKILL after {clean_s * fraction:.2f} s")
+               or f"{sig.name} after {clean_s * fraction:.2f} s")
         sound_database(checks, label, db)
 
         def report_after_kill() -> str:
