@@ -25,15 +25,16 @@ run() { printf '\n$ %s\n' "$*"; "$@"; }
 echo; echo "== 1. The path of container c1, discovered with netlink"
 run "$hoptrace" topology --netns "$prefix-c1" --host-netns "$prefix-host"
 
+# `--user root`: under sudo, hoptrace runs CMD as the user who ran sudo; `ip netns exec` needs root.
 echo; echo "== 2. One command instead of four tcpdumps: trace a ping from c1 through every hop"
-run "$hoptrace" trace --netns "$prefix-c1" --host-netns "$prefix-host" -- \
+run "$hoptrace" trace --netns "$prefix-c1" --host-netns "$prefix-host" --user root -- \
   ip netns exec "$prefix-c1" ping -c 3 -i 0.2 198.51.100.10
 
 echo; echo "== 3. Both containers ping with the same ICMP id: masquerade must rewrite the second one's id"
-run "$hoptrace" trace --netns "$prefix-c1" --netns "$prefix-c2" --host-netns "$prefix-host" --quiet -- \
+run "$hoptrace" trace --netns "$prefix-c1" --netns "$prefix-c2" --host-netns "$prefix-host" --quiet --user root -- \
   sh -c "ip netns exec $prefix-c1 ping -q -c 3 -i 0.2 -e 7777 198.51.100.10 &
          sleep 0.1; ip netns exec $prefix-c2 ping -q -c 3 -i 0.2 -e 7777 198.51.100.10; wait"
 
 echo; echo "== 4. traceroute from c1: who answered each TTL, which of our points each probe passed, round trips"
-run "$hoptrace" trace --netns "$prefix-c1" --host-netns "$prefix-host" --quiet -- \
+run "$hoptrace" trace --netns "$prefix-c1" --host-netns "$prefix-host" --quiet --user root -- \
   ip netns exec "$prefix-c1" traceroute -n -q 2 -N 1 198.51.100.10

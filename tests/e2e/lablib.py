@@ -47,6 +47,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_SH = REPO_ROOT / "examples" / "lab.sh"
 SKIP_RETURN_CODE = 77
 
+# Under `sudo ./tests/run.sh`, hoptrace would run every `-- CMD` as the user who ran sudo (as it should), and the
+# tests' CMDs (`ip netns exec …`) need root: they run as root, as without sudo. least_privilege.py sets SUDO_* for
+# the one test of that rule itself.
+for _name in ("SUDO_UID", "SUDO_GID", "SUDO_USER", "SUDO_COMMAND"):
+    os.environ.pop(_name, None)
+
 # Traffic of the scenario; tests and scenario.sh share these through the functions below.
 PING_IDENT = 7777
 PING_COUNT = 5
