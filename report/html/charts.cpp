@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <string_view>
 #include <vector>
 
 namespace hoptrace::report::html {
@@ -47,30 +49,11 @@ void open_svg(std::string& out, const char* cls, double width, double height) {
         .append("\"><g class=\"axis\">");
 }
 
-// A tick of a time axis: a line from y1 to y2 and its label at label_y.
-void time_tick(std::string& out, const Tick& t, double x, double y1, double y2, double label_y) {
-    out.append("<line x1=\"")
-        .append(px(x))
-        .append("\" y1=\"")
-        .append(px(y1))
-        .append("\" x2=\"")
-        .append(px(x))
-        .append("\" y2=\"")
-        .append(px(y2))
-        .append("\"/><text x=\"")
-        .append(px(x))
-        .append("\" y=\"")
-        .append(px(label_y))
-        .append("\" text-anchor=\"middle\">")
-        .append(t.label)
-        .append("</text>");
-}
-
-// A vertical line of class `cls` at x from y1 to y2.
-void vertical_line(std::string& out, const char* cls, double x, double y1, double y2) {
-    out.append("<line class=\"")
-        .append(cls)
-        .append("\" x1=\"")
+// A vertical line at x from y1 to y2, of class `cls` unless it is empty.
+void vertical_line(std::string& out, std::string_view cls, double x, double y1, double y2) {
+    out.append("<line ");
+    if (!cls.empty()) out.append("class=\"").append(cls).append("\" ");
+    out.append("x1=\"")
         .append(px(x))
         .append("\" y1=\"")
         .append(px(y1))
@@ -79,6 +62,18 @@ void vertical_line(std::string& out, const char* cls, double x, double y1, doubl
         .append("\" y2=\"")
         .append(px(y2))
         .append("\"/>");
+}
+
+// A tick of a time axis: a line from y1 to y2 and its label at label_y.
+void time_tick(std::string& out, const Tick& t, double x, double y1, double y2, double label_y) {
+    vertical_line(out, "", x, y1, y2);
+    out.append("<text x=\"")
+        .append(px(x))
+        .append("\" y=\"")
+        .append(px(label_y))
+        .append("\" text-anchor=\"middle\">")
+        .append(t.label)
+        .append("</text>");
 }
 
 double as_ns(std::int64_t ns) { return static_cast<double>(ns); }

@@ -340,18 +340,25 @@ def check_ping_from(scene: Scene, label: str, container: str, ip: str, bridge_ch
     check_ping(scene, label, container, points, cap, ip)
 
 
+def traced_fetch(scene: Scene, name: str, points: list[dict], ns: str, label: str, where: str) -> Captured | None:
+    """hoptrace trace of web's path around a fetch of the published port from namespace ns; None (after a FAIL
+    line) when the trace or the fetch failed."""
+    url = f"http://{scene.uplink_ip}:{HTTP_PORT}/"
+    fetch = ["ip", "netns", "exec", ns, sys.executable, "-c",
+             f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode(), end='')"]
+    cap = Captured(scene, name, ["web"], points, fetch)
+    ok = scene.checks(f"{label}: hoptrace trace around a fetch from {where} exits 0, page fetched",
+                      lambda: expect(cap.result.returncode == 0 and "hoptrace docker e2e" in cap.result.stdout,
+                                     f"exit {cap.result.returncode}: {short(cap.result.stderr)}") or url)
+    return None if ok is None else cap
+
+
 def check_published_port(scene: Scene, web_ip: str) -> None:
     checks = scene.checks
     points = with_addresses(scene, scene.expected_points("web"), "web")
     eth0, veth, bridge, uplink = (p["name"] for p in points)
-    url = f"http://{scene.uplink_ip}:{HTTP_PORT}/"
-    fetch = ["ip", "netns", "exec", scene.engine.ns["server"], sys.executable, "-c",
-             f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode(), end='')"]
-    cap = Captured(scene, "dnat", ["web"], points, fetch)
-
-    if checks("published port: hoptrace trace around a fetch from the far server exits 0, page fetched",
-              lambda: expect(cap.result.returncode == 0 and "hoptrace docker e2e" in cap.result.stdout,
-                             f"exit {cap.result.returncode}: {short(cap.result.stderr)}") or url) is None:
+    cap = traced_fetch(scene, "dnat", points, scene.engine.ns["server"], "published port", "the far server")
+    if cap is None:
         return
 
     def rule() -> str:
@@ -402,13 +409,8 @@ def check_host_sent(scene: Scene, web_ip: str) -> None:
     checks = scene.checks
     points = with_addresses(scene, scene.expected_points("web"), "web")
     bridge = points[2]["name"]
-    url = f"http://{scene.uplink_ip}:{HTTP_PORT}/"
-    fetch = ["ip", "netns", "exec", scene.E, sys.executable, "-c",
-             f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode(), end='')"]
-    cap = Captured(scene, "host-sent", ["web"], points, fetch)
-    if checks("host-sent: hoptrace trace around a fetch from the host itself exits 0, page fetched",
-              lambda: expect(cap.result.returncode == 0 and "hoptrace docker e2e" in cap.result.stdout,
-                             f"exit {cap.result.returncode}: {short(cap.result.stderr)}") or url) is None:
+    cap = traced_fetch(scene, "host-sent", points, scene.E, "host-sent", "the host itself")
+    if cap is None:
         return
 
     def before_path() -> str:
