@@ -98,10 +98,17 @@ private:
             }
             const Sighting& head = m_sightings[members.front()];
             if (const int r = rank_of(head.point); r >= 0 && r <= 2) inside.insert(head.tuple.src);
-            if (info.relation == Relation::reassembly_of)
+            if (info.relation == Relation::reassembly_of) {
                 for (const std::uint32_t m : members) m_reassembled_at.insert({info.flow, m_sightings[m].point});
-            if (is_fragment(j))
+                m_reassembly.try_emplace(info.related, static_cast<std::uint32_t>(j));
+                m_reassembled_on[{info.flow, info.direction}].try_emplace(m_sightings[members.front()].point,
+                                                                          static_cast<std::uint32_t>(j));
+            }
+            if (is_fragment(j)) {
                 for (const std::uint32_t m : members) m_fragment_seen_at.insert({info.flow, m_sightings[m].point});
+                if (info.relation == Relation::fragment_of)
+                    m_later_fragments[info.related].push_back(static_cast<std::uint32_t>(j));
+            }
             if (info.icmp_error || skipped(info)) continue;
             auto [it, inserted] = m_longest.try_emplace({info.flow, info.direction}, j);
             if (!inserted && members.size() > m_journeys.of(it->second).size()) it->second = j;
@@ -137,6 +144,8 @@ private:
         const auto key = std::pair{flow, direction};
         if (auto it = m_paths.find(key); it != m_paths.end()) return it->second;
         std::vector<std::uint32_t> path = points_of(m_longest.at(key));
+        if (const auto it = m_reassembled_on.find(key); it != m_reassembled_on.end())
+            for (const auto& [point, reassembly] : it->second) place_reassembly(path, point, reassembly);
         const Tuple& original = m_out.flows[flow].original;
         if (direction == FlowDirection::forward) {
             // Outward to an outside address: on to the next role while exactly one point has it.
@@ -153,6 +162,20 @@ private:
                     if (std::find(path.begin(), path.end(), *it) == path.end()) path.push_back(*it);
         }
         return m_paths.emplace(key, std::move(path)).first->second;
+    }
+
+    // Where a host reassembled the flow's fragments (br_netfilter at docker0), the whole datagram is seen at a point
+    // that its fragments go round: that point is on the path too, where the reassembly came in time among the
+    // points its first fragment passed.
+    void place_reassembly(std::vector<std::uint32_t>& path, std::uint32_t point, std::uint32_t reassembly) const {
+        if (std::find(path.begin(), path.end(), point) != path.end()) return;
+        const std::int64_t at_ts = m_sightings[m_journeys.of(reassembly).front()].ts_ns;
+        auto after = path.end();
+        for (const std::uint32_t m : m_journeys.of(m_out.journeys[reassembly].related)) {
+            if (m_sightings[m].ts_ns > at_ts) break;
+            if (const auto it = std::find(path.begin(), path.end(), m_sightings[m].point); it != path.end()) after = it;
+        }
+        if (after != path.end()) path.insert(after + 1, point);
     }
 
     // The path of journey j's flow and direction; fragments go round a point that sees only their reassembled
@@ -184,6 +207,54 @@ private:
         return 0;
     }
 
+    // Where journey j stopped short of `path`: its last point and the next one the path expects there.
+    struct Stop {
+        std::uint32_t journey = 0;  // whose last sighting it was
+        std::uint32_t after = 0;
+        std::uint32_t expected = 0;
+    };
+    [[nodiscard]] std::optional<Stop> stop_of(std::uint32_t j, const std::vector<std::uint32_t>& path) const {
+        const std::uint32_t last = m_sightings[m_journeys.of(j).back()].point;
+        const auto at = std::find(path.begin(), path.end(), last);
+        if (at == path.end() || at + 1 == path.end()) return std::nullopt;
+        return Stop{j, last, *(at + 1)};
+    }
+
+    // A fragmented datagram is one packet and is judged once (flows count datagrams, not fragments). When a host
+    // reassembled it (a reassembly-of journey), it went on as the whole datagram: its fragments' journeys end
+    // there by right, and it stopped where the reassembled datagram did, unless pieces of it (cut again) turn up
+    // further along the path. Otherwise it stopped where the first of its fragments to stop short did.
+    [[nodiscard]] std::optional<Stop> datagram_stop(std::uint32_t first) {
+        const JourneyInfo& info = m_out.journeys[first];
+        std::vector<std::uint32_t> pieces{first};
+        if (const auto it = m_later_fragments.find(first); it != m_later_fragments.end())
+            pieces.insert(pieces.end(), it->second.begin(), it->second.end());
+        if (const auto r = m_reassembly.find(first); r != m_reassembly.end()) {
+            const std::vector<std::uint32_t>& path = expected_path(info.flow, info.direction);
+            const std::optional<Stop> stop = stop_of(r->second, path);
+            if (!stop) return std::nullopt;
+            const auto beyond = std::find(path.begin(), path.end(), stop->after) + 1;
+            for (const std::uint32_t piece : pieces)
+                for (const std::uint32_t m : m_journeys.of(piece))
+                    if (std::find(beyond, path.end(), m_sightings[m].point) != path.end()) return std::nullopt;
+            return stop;
+        }
+        // Nothing of it was seen reassembled: it is expected at each point of the path, the one that reassembles
+        // others included.
+        const std::vector<std::uint32_t>& path = expected_path(info.flow, info.direction);
+        std::optional<Stop> earliest;
+        auto rank = [&](const Stop& s) { return std::find(path.begin(), path.end(), s.after) - path.begin(); };
+        for (const std::uint32_t piece : pieces)
+            if (const std::optional<Stop> stop = stop_of(piece, path);
+                stop && (!earliest || rank(*stop) < rank(*earliest)))
+                earliest = stop;
+        return earliest;
+    }
+
+    [[nodiscard]] bool first_fragment(std::uint32_t j) const {
+        return is_fragment(j) && m_sightings[m_journeys.of(j).front()].frag_offset == 0;
+    }
+
     // The flows' own packets, counted per (flow, direction, last point, expected point, cause).
     void packets_lost() {
         using LossKey = std::tuple<std::uint32_t, FlowDirection, std::uint32_t, std::uint32_t, LossCause>;
@@ -195,17 +266,18 @@ private:
         std::map<LossKey, Lost> lost;
         for (std::uint32_t j = 0; j < m_journeys.count(); ++j) {
             const JourneyInfo& info = m_out.journeys[j];
-            if (info.icmp_error || skipped(info) || m_continued.contains(j)) continue;
-            const std::vector<std::uint32_t> path = path_of(j);
-            const auto members = m_journeys.of(j);
-            const Sighting& last = m_sightings[members.back()];
-            const auto at = std::find(path.begin(), path.end(), last.point);
-            if (at == path.end() || at + 1 == path.end()) continue;
-            const std::uint32_t expected = *(at + 1);
-            const int capturing = was_capturing(info.flow, expected, m_sightings[members.front()].ts_ns, last.ts_ns);
+            // Later fragments and reassemblies are judged with their datagram (its first fragment's journey).
+            if (info.icmp_error || skipped(info) || info.relation == Relation::fragment_of || m_continued.contains(j))
+                continue;
+            const std::optional<Stop> stop = first_fragment(j) ? datagram_stop(j) : stop_of(j, path_of(j));
+            if (!stop) continue;
+            const std::int64_t last_ts = m_sightings[m_journeys.of(stop->journey).back()].ts_ns;
+            const int capturing =
+                was_capturing(info.flow, stop->expected, m_sightings[m_journeys.of(j).front()].ts_ns, last_ts);
             if (capturing == 0) continue;
-            const auto cause = m_ended_by.find(j);
-            Lost& entry = lost[{info.flow, info.direction, last.point, expected,
+            auto cause = m_ended_by.find(j);
+            if (cause == m_ended_by.end()) cause = m_ended_by.find(stop->journey);
+            Lost& entry = lost[{info.flow, info.direction, stop->after, stop->expected,
                                 cause == m_ended_by.end() ? LossCause::dropped : cause->second.first}];
             ++entry.count;
             if (capturing == 1) ++entry.outside_window;
@@ -249,8 +321,12 @@ private:
     std::vector<std::uint32_t> m_by_rank[4];
     std::map<FlowPoint, std::int64_t> m_flow_seen;  // (flow, point) -> last ts
     std::map<std::pair<std::uint32_t, FlowDirection>, std::size_t> m_longest;
-    std::set<FlowPoint> m_reassembled_at;    // (flow, point) saw a reassembled datagram
-    std::set<FlowPoint> m_fragment_seen_at;  // (flow, point) saw a fragment
+    std::set<FlowPoint> m_reassembled_at;                           // (flow, point) saw a reassembled datagram
+    std::set<FlowPoint> m_fragment_seen_at;                         // (flow, point) saw a fragment
+    std::unordered_map<std::uint32_t, std::uint32_t> m_reassembly;  // first fragment's journey -> its reassembly
+    // (flow, direction) -> the points that saw its datagrams reassembled, each with one such reassembly's journey
+    std::map<std::pair<std::uint32_t, FlowDirection>, std::map<std::uint32_t, std::uint32_t>> m_reassembled_on;
+    std::unordered_map<std::uint32_t, std::vector<std::uint32_t>> m_later_fragments;  // first fragment -> the rest
     std::set<IpAddr> m_inside;
     std::vector<std::pair<IpAddr, int>> m_networks;
     std::map<std::pair<std::uint32_t, FlowDirection>, std::vector<std::uint32_t>> m_paths;

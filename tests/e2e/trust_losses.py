@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end trust test of loss localisation (issue #9, cases 8, 9, 10, 11).
+"""End-to-end trust test of loss localisation (issue #9, cases 8, 9, 10, 11; 12: fragments).
 
 Each case runs real traffic from c1 in a fresh lab while `hoptrace trace --netns c1 --host-netns host`
 captures it live AND the test's own tcpdump runs at the same four points (c1 eth0, its veth, docker0,
@@ -28,6 +28,11 @@ the count of packets that crossed a point, the ICMP type/code/next-hop MTU of th
     report says `LOST: 10 … after docker0 … uplink`; imported without --role the inferred roles (stderr
     and points[].role) are the lab's truth; imported with a wrong role and `hoptrace correlate --role`
     corrected, the role changes in the JSON and the loss is reported.
+12. 10 UDP datagrams of 3000 bytes without DF (the kernel cuts each into 3 fragments), 2 of them dropped in
+    FORWARD after the host reassembled them (`-m string` on the whole datagram): each flow counts datagrams,
+    so exactly 2 are lost after docker0, expected at the uplink (= the rule's counter; tcpdump: 10 whole
+    datagrams on docker0, 8 x 3 fragments on the uplink) and none "after the veth" — the fragments that
+    stopped there went on as the reassembled datagram.
 
 Exit 0 if every check passed, 1 otherwise, 77 if namespaces are unavailable (a failure under
 HOPTRACE_REQUIRE_NETNS=1). One line per check; the last line is exactly "N passed, M failed".
@@ -806,7 +811,89 @@ def case11(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-CASES = (("case 8", case8), ("case 9a", case9a), ("case 9b", case9b), ("case 10", case10), ("case 11", case11))
+# --------------------------------------------------------------------------------------------
+# Case 12: fragmented datagrams reassembled on docker0 and dropped in FORWARD
+
+
+C12_N, C12_DPORT, C12_SPORT, C12_MARK, C12_DROP = 10, 9994, 40994, "trust12", (3, 6)
+FRAGMENTING_SENDER = r"""
+import socket, sys, time
+dst, sport, dport, n, mark = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+drop = {int(x) for x in sys.argv[6].split(",")}
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT: no DF, the kernel fragments
+s.bind(("0.0.0.0", sport))
+s.connect((dst, dport))
+for i in range(n):
+    head = f"{mark} seq={i:06d} {'drop' if i in drop else 'pass'}|".encode()
+    s.send(head + bytes(3000 - len(head)))
+    time.sleep(0.005)
+print(n)
+"""
+
+
+def case12(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
+    tag = "case 12"
+    server, points = lab.ip["server"], Points(lab)
+    rule = ["FORWARD", "-p", "udp", "--dport", str(C12_DPORT), "-m", "string", "--algo", "bm", "--string",
+            "drop|", "-j", "DROP"]
+    lab.run("host", "iptables", "-I", *rule)
+    try:
+        with udp_sink(lab, C12_DPORT):
+            lab.flush_conntrack()
+            before = rule_packets(lab, "FORWARD", f"dpt:{C12_DPORT}")
+            caps = Captures(points, tmp, "c12")
+            try:
+                r = trace(hoptrace, lab, tmp / "c12-live.db",
+                          [in_c1(lab, sys.executable, "-c", FRAGMENTING_SENDER, server, C12_SPORT, C12_DPORT, C12_N,
+                                 C12_MARK, ",".join(map(str, C12_DROP)))])
+            finally:
+                pkts = caps.stop()
+            dropped = rule_packets(lab, "FORWARD", f"dpt:{C12_DPORT}") - before
+    finally:
+        lab.run("host", "iptables", "-D", *rule, check=False)
+    live_ok = check_trace_ran(checks, tag, r, caps)
+
+    def ours(p: Pkt) -> bool:  # whole datagrams and first fragments (they carry the ports and the marker)
+        return p.proto == 17 and p.dport == C12_DPORT and p.payload.startswith(C12_MARK.encode())
+
+    def pieces(role: str) -> int:  # every fragment of the flow's datagrams (later ones carry no ports)
+        return count(pkts[role], lambda p: p.proto == 17 and p.frag and p.dst in (server,))
+
+    def reference() -> str:
+        expect(dropped == len(C12_DROP), f"DROP counter {dropped}, want {len(C12_DROP)}")
+        veth = [p for p in pkts["veth"] if ours(p)]
+        expect(len(veth) == C12_N and all(p.frag for p in veth) and pieces("veth") == 3 * C12_N,
+               f"veth: {len(veth)} first fragments, {pieces('veth')} fragments; want {C12_N}, {3 * C12_N}")
+        whole = [p for p in pkts["bridge"] if ours(p) and not p.frag]
+        expect(len(whole) == C12_N, f"docker0: {len(whole)} reassembled datagrams, want {C12_N}")
+        up = [p for p in pkts["uplink"] if ours(p)]
+        expect(len(up) == C12_N - len(C12_DROP) and pieces("uplink") == 3 * len(up),
+               f"uplink: {len(up)} first fragments, {pieces('uplink')} fragments; want {C12_N - len(C12_DROP)}")
+        return (f"DROP counter {dropped}; {3 * C12_N} fragments on the veth, {C12_N} whole datagrams on docker0, "
+                f"{pieces('uplink')} fragments of {len(up)} datagrams on the uplink")
+    checks(f"{tag}: references agree (rule counter, tcpdump: fragments on the veth and the uplink, whole datagrams "
+           f"on docker0)", reference)
+
+    for v, report in variants(checks, hoptrace, points, caps, tmp / "c12-live.db", tmp, tag, live_ok):
+        if report is None:
+            continue
+
+        def lost(v=v, report=report) -> str:
+            f = one_flow(report, udp_to(C12_DPORT), f"udp/{C12_DPORT}")
+            want = [{"after": v.name("bridge"), "expected": v.name("uplink"), "direction": "forward",
+                     "count": dropped}]
+            expect(projected(f["lost"]) == want, f"lost {projected(f['lost'])}, want {want} (DROP counter "
+                   f"{dropped}); path {f.get('path')}")
+            expect(f.get("forward_journeys") == C12_N and (f.get("fragments") or {}).get("datagrams") == C12_N,
+                   f"{f.get('forward_journeys')} forward journeys, fragments {f.get('fragments')}; sent {C12_N}")
+            return f"exactly {dropped} datagrams lost after {v.name('bridge')}, expected at {v.name('uplink')}"
+        checks(f"{tag} {v.label}: the dropped datagrams lost after docker0 (= rule counter), none after the veth",
+               lost)
+
+
+CASES = (("case 8", case8), ("case 9a", case9a), ("case 9b", case9b), ("case 10", case10), ("case 11", case11),
+         ("case 12", case12))
 
 
 def run_all(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:

@@ -187,9 +187,10 @@ def run_random(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path, seed:
             if len(pj) != n_pings:
                 problems.append(f"{c}: {len(pj)} echo requests, sent {n_pings}")
         lost = ref.losses()
-        # iptables counts datagrams (the host reassembles before FORWARD): compare per datagram. Fragmented
-        # datagrams the host never reassembled (two containers' fragments with one IP id at one instant) are
-        # lost after the veth without reaching the rule: they are the only surplus allowed.
+        # iptables counts datagrams (the host reassembles before FORWARD): so does the reference, a fragmented
+        # datagram's loss on its first fragment's journey. Fragmented datagrams the host never reassembled (two
+        # containers' fragments with one IP id at one instant) are lost before docker0 without reaching the
+        # rule: they are the only surplus allowed.
         dg = [j for j in ref.journeys if j.relation is None and j.direction == "forward" and j.orig
               and j.orig[0] == 17 and j.orig[4] == drops["forward_dport"] and j.lost_after]
         at_rule = sum(1 for j in dg if j.lost_after == "docker0")

@@ -23,7 +23,8 @@ At each hop the possible continuations form a bipartite graph (chains ending at 
 at the point after). Every maximum FIFO-consistent matching is enumerated per connected component; a
 sighting whose partner is the same in all of them is decided, otherwise the journeys involved are
 "undecidable" (two byte-identical packets whose order nothing fixes). Losses are where the path says
-the packet should appear next and it did not.
+the packet should appear next and it did not; a fragmented datagram is one packet (lost where its reassembly
+stopped when the host reassembled it, else where its first fragment to stop short did).
 
 Standard library only. `python3 trust_reference.py selftest` checks the matcher on synthetic captures.
 """
@@ -866,18 +867,46 @@ def _relations(journeys: list[Journey], window: int) -> None:
                 j.undecidable = True
 
 
+def _stop(j: Journey, path: list[str], last: Packet | None = None) -> tuple[str, str] | None:
+    """Where j stopped short of path: (its last point, the next point the path expects), or None."""
+    seen = [s.point for s in j.sightings] + j.skipped
+    last = (last or j.last).point
+    if last not in path:
+        return None
+    rest = [p for p in path[path.index(last) + 1:] if p not in seen]
+    return (last, rest[0]) if rest else None
+
+
 def _losses(journeys: list[Journey], topo: Topology) -> None:
+    """Per packet; a fragmented datagram is one packet, its loss put on its first fragment's journey: when the host
+    reassembled it, where the reassembled datagram stopped (unless pieces of it turn up further along the path);
+    otherwise where the first of its fragments to stop short did."""
+    later: dict[int, list[Journey]] = collections.defaultdict(list)
+    reassembly: dict[int, Journey] = {}
     for j in journeys:
-        if j.owner is None or j.relation == "reassembly-of":
+        if j.relation == "fragment-of":
+            later[j.related].append(j)
+        elif j.relation == "reassembly-of":
+            reassembly.setdefault(j.related, j)
+    for j in journeys:
+        if j.owner is None or j.relation in ("reassembly-of", "fragment-of"):
             continue
         path = topo.path(j.owner, j.direction, j.orig)
-        seen = [s.point for s in j.sightings] + j.skipped
-        last = j.last.point
-        if last not in path:
-            continue
-        rest = [p for p in path[path.index(last) + 1:] if p not in seen]
-        if rest:
-            j.lost_after, j.lost_expected = last, rest[0]
+        s = j.sightings[0]
+        if not (s.is_frag and s.frag_off == 0):
+            stop = _stop(j, path)
+        elif j.id in reassembly:
+            r = reassembly[j.id]
+            stop = _stop(r, path)
+            if stop:
+                beyond = path[path.index(stop[0]) + 1:]
+                if any(x.point in beyond for piece in [j] + later[j.id] for x in piece.sightings):
+                    stop = None
+        else:
+            stops = [x for x in (_stop(piece, path) for piece in [j] + later[j.id]) if x]
+            stop = min(stops, key=lambda x: path.index(x[0])) if stops else None
+        if stop:
+            j.lost_after, j.lost_expected = stop
 
 
 # --------------------------------------------------------------------------------------------
@@ -1088,6 +1117,25 @@ def selftest() -> int:
         lost = r.losses()
         if (any(flags) != und) or sum(lost.values()) != 1:
             print(f"selftest 3 gap {gap}: {[(j.describe(), j.undecidable) for j in r.journeys]} lost {lost}")
+            fails += 1
+    # 4: a fragmented datagram is one packet: reassembled on docker0 and cut again to the uplink (no loss),
+    # reassembled and dropped after docker0 (one loss there), never reassembled (one loss before docker0)
+    udp = _udp(41000, 7000, bytes(range(256)) * 11 + bytes(192))  # 3008 bytes: three fragments at MTU 1500
+
+    def pieces(src, ttl):
+        return [_ip4(src, srv, 99, ttl, udp[a:b], frag=f) for a, b, f in
+                ((0, 1480, 0x2000), (1480, 2960, 0x2000 | 185), (2960, len(udp), 370))]
+    inner, outer, whole = pieces("172.17.0.2", 64), pieces("192.168.43.116", 63), _ip4("172.17.0.2", srv, 99, 64, udp)
+    for case, want in (("cut again", {}), ("dropped", {("docker0", "uplink"): 1}), ("not reassembled",
+                                                                                   {("c1-veth", "docker0"): 1})):
+        caps4 = {"c1-eth0": frames([(T + i, f) for i, f in enumerate(inner)]),
+                 "c1-veth": frames([(T + 10 + i, f) for i, f in enumerate(inner)]),
+                 "docker0": frames([] if case == "not reassembled" else [(T + 20, whole)]),
+                 "uplink": frames([(T + 30 + i, f) for i, f in enumerate(outer)] if case == "cut again" else [])}
+        r = build(topo, caps4, ct)
+        lost = {(a, e): n for (o, d, a, e), n in r.losses().items()}
+        if lost != want:
+            print(f"selftest 4 {case}: lost {lost}, want {want}: {[(j.describe(), j.relation) for j in r.journeys]}")
             fails += 1
     print(f"selftest: {'ok' if not fails else f'{fails} failed'}")
     return 1 if fails else 0
