@@ -245,7 +245,12 @@ bool takes_sequence_space(const Sighting& s) noexcept {
 class Relations {
 public:
     Relations(std::span<const Sighting> sightings, const Journeys& journeys, Analysis& out, const MatchOptions& options)
-        : m_sightings(sightings), m_journeys(journeys), m_out(out), m_options(options) {}
+        : m_sightings(sightings),
+          m_journeys(journeys),
+          m_out(out),
+          m_options(options),
+          m_prev_ip_id(journeys.count(), k_no_journey),
+          m_prev_seq(journeys.count(), k_no_journey) {}
 
     void run() {
         for (std::uint32_t j = 0; j < m_journeys.count(); ++j) {
@@ -267,7 +272,7 @@ public:
                 // segment — equal timestamps — must not be taken for a retransmission of it.)
                 sent_range(info, first, j, true);
             }
-            if (!info.icmp_error) m_sent[key(info.flow, info.direction)].push_back(j);
+            if (!info.icmp_error) remember(j, info, first);
         }
     }
 
@@ -306,9 +311,6 @@ private:
         else if (s.ip_len > first.ip_len) link(j, Relation::reassembly_of, it->second);
     }
 
-    // How far back a search looks among a flow's journeys: answers follow their probe closely.
-    static constexpr std::size_t k_max_search = 4096;
-
     const Sighting& head(std::uint32_t j) const { return m_sightings[m_journeys.of(j).front()]; }
     static std::uint64_t key(std::uint32_t flow, FlowDirection d) noexcept {
         return (std::uint64_t{flow} << 1) | (d == FlowDirection::reply ? 1U : 0U);
@@ -318,34 +320,76 @@ private:
         m_out.journeys[j].relation = r;
         m_out.journeys[j].related = *other;
     }
-    // The latest earlier journey of (flow, direction) that `pred` accepts.
+
+    // What answers quote, indexed however far back it lies (journeys are numbered in time order, so the latest is
+    // the highest number): per (flow, direction) its latest journey and its latest one without a TCP or echo
+    // sequence number, and chains, newest first, of its journeys with one IPv4 id and of those with one sequence
+    // number.
+    struct ChainKey {
+        std::uint64_t flow_direction;
+        std::uint32_t value;
+        bool operator==(const ChainKey&) const = default;
+    };
+    struct ChainKeyHash {
+        std::size_t operator()(const ChainKey& k) const noexcept {
+            return std::hash<std::uint64_t>{}(k.flow_direction * 0x9e3779b97f4a7c15ULL ^ k.value);
+        }
+    };
+    using Chains = std::unordered_map<ChainKey, std::uint32_t, ChainKeyHash>;  // -> the chain's newest journey
+    static constexpr std::uint32_t k_no_journey = std::numeric_limits<std::uint32_t>::max();
+
+    static bool sequenced(const Sighting& s) noexcept { return is_tcp(s) || is_echo_request(s); }
+    static void chain(Chains& heads, std::vector<std::uint32_t>& previous, ChainKey k, std::uint32_t j) {
+        const auto [it, fresh] = heads.try_emplace(k, j);
+        if (!fresh) {
+            previous[j] = it->second;
+            it->second = j;
+        }
+    }
+    void remember(std::uint32_t j, const JourneyInfo& info, const Sighting& s) {
+        const std::uint64_t fd = key(info.flow, info.direction);
+        m_latest.insert_or_assign(fd, j);
+        if (s.tuple.src.family == 4) chain(m_by_ip_id, m_prev_ip_id, {fd, s.ip_id}, j);
+        if (sequenced(s)) chain(m_by_seq, m_prev_seq, {fd, s.seq}, j);
+        else m_latest_unsequenced.insert_or_assign(fd, j);
+    }
+    // The newest journey of a chain that `pred` accepts.
     template <typename Pred>
-    std::optional<std::uint32_t> latest(std::uint32_t flow, FlowDirection d, Pred&& pred) const {
-        const auto it = m_sent.find(key(flow, d));
-        if (it == m_sent.end()) return std::nullopt;
-        const auto& list = it->second;
-        const std::size_t stop = list.size() > k_max_search ? list.size() - k_max_search : 0;
-        for (std::size_t i = list.size(); i-- > stop;)
-            if (pred(head(list[i]))) return list[i];
+    std::optional<std::uint32_t> newest(const Chains& heads, const std::vector<std::uint32_t>& previous, ChainKey k,
+                                        Pred&& pred) const {
+        const auto it = heads.find(k);
+        for (std::uint32_t j = it == heads.end() ? k_no_journey : it->second; j != k_no_journey; j = previous[j])
+            if (pred(head(j))) return j;
         return std::nullopt;
     }
+    static std::optional<std::uint32_t> at(const std::unordered_map<std::uint64_t, std::uint32_t>& latest,
+                                           std::uint64_t fd) {
+        const auto it = latest.find(fd);
+        if (it == latest.end()) return std::nullopt;
+        return it->second;
+    }
+
     // An ICMP error quotes its probe's IPv4 id and TCP/echo sequence: the probe is the latest journey of the
     // flow that carried them. Without either (IPv6 UDP), the latest journey the other way is the probe.
     std::optional<std::uint32_t> probe_of(const JourneyInfo& info, const Sighting& error) const {
-        return latest(info.flow, flip(info.direction), [&](const Sighting& p) {
-            if (error.has_inner_ip_id && (p.tuple.src.family != 4 || p.ip_id != error.inner_ip_id)) return false;
-            if (error.has_inner_seq && (is_tcp(p) || is_echo_request(p)) && p.seq != error.inner_seq) return false;
-            return true;
-        });
+        const std::uint64_t fd = key(info.flow, flip(info.direction));
+        auto seq_fits = [&](const Sighting& p) {
+            return !error.has_inner_seq || !sequenced(p) || p.seq == error.inner_seq;
+        };
+        if (error.has_inner_ip_id) return newest(m_by_ip_id, m_prev_ip_id, {fd, error.inner_ip_id}, seq_fits);
+        if (!error.has_inner_seq) return at(m_latest, fd);
+        const auto with_seq = newest(m_by_seq, m_prev_seq, {fd, error.inner_seq}, seq_fits);
+        const auto without = at(m_latest_unsequenced, fd);
+        if (!with_seq || !without) return with_seq ? with_seq : without;
+        return std::max(*with_seq, *without);
     }
     // An echo reply answers the request with its sequence number; a SYN-ACK or RST answers the SYN it acks.
     std::optional<std::uint32_t> request_of(const JourneyInfo& info, const Sighting& s) const {
-        if (is_echo_reply(s))
-            return latest(info.flow, flip(info.direction),
-                          [&](const Sighting& p) { return is_echo_request(p) && p.seq == s.seq; });
+        const std::uint64_t fd = key(info.flow, flip(info.direction));
+        if (is_echo_reply(s)) return newest(m_by_seq, m_prev_seq, {fd, s.seq}, is_echo_request);
         const bool syn_ack = (s.tcp_flags & (k_tcp_syn | k_tcp_ack)) == (k_tcp_syn | k_tcp_ack);
         if (is_tcp(s) && (syn_ack || (s.tcp_flags & k_tcp_rst) != 0) && (s.tcp_flags & k_tcp_ack) != 0)
-            return latest(info.flow, flip(info.direction), [&](const Sighting& p) {
+            return newest(m_by_seq, m_prev_seq, {fd, s.ack - 1}, [&](const Sighting& p) {
                 return (p.tcp_flags & (k_tcp_syn | k_tcp_ack)) == k_tcp_syn && p.seq + 1 == s.ack;
             });
         return std::nullopt;
@@ -420,7 +464,12 @@ private:
     const MatchOptions& m_options;
     std::unordered_map<std::uint64_t, std::uint32_t> m_copies;  // fingerprint -> its first journey (recent)
     std::unordered_map<FragmentKey, std::uint32_t, FragmentKeyHash> m_first_fragment;
-    std::unordered_map<std::uint64_t, std::vector<std::uint32_t>> m_sent;       // (flow, direction) -> journeys
+    std::unordered_map<std::uint64_t, std::uint32_t> m_latest;              // (flow, direction) -> newest journey
+    std::unordered_map<std::uint64_t, std::uint32_t> m_latest_unsequenced;  // ... without a TCP/echo sequence
+    Chains m_by_ip_id;                                                      // IPv4 journeys by (flow, direction, IP id)
+    Chains m_by_seq;                          // TCP segments and echo requests by (flow, direction, sequence)
+    std::vector<std::uint32_t> m_prev_ip_id;  // journey -> the next older one in its chain, or k_no_journey
+    std::vector<std::uint32_t> m_prev_seq;
     std::unordered_map<DuplicateKey, std::uint32_t, DuplicateKeyHash> m_first;  // non-TCP: first of each fingerprint
     std::unordered_map<std::uint64_t, SentBytes> m_sent_bytes;                  // TCP: sequence ranges sent
 };
@@ -578,10 +627,9 @@ void find_segments(std::span<const Sighting> sightings, const Journeys& journeys
     struct Waiting {
         std::map<std::uint32_t, std::uint32_t> by_seq;
         std::deque<std::uint32_t> arrival;
+        std::uint32_t longest = 0;  // the most bytes one of them carried
     };
     std::unordered_map<std::uint64_t, Waiting> waiting;
-    // Retransmissions overlap earlier super-packets: a few neighbours below the segment's sequence are examined.
-    constexpr int k_max_overlaps = 8;
     for (const Candidate& c : order) {
         const std::uint32_t j = c.journey;
         const std::uint64_t key = key_of(j);
@@ -597,13 +645,16 @@ void find_segments(std::span<const Sighting> sightings, const Journeys& journeys
         if (c.position != k_off_path && c.position > 0 && !w.by_seq.empty()) {
             const std::uint32_t before = path[c.position - 1];
             std::optional<std::uint32_t> super;
+            // Every journey below the segment's sequence number that could hold it (retransmissions overlap earlier
+            // super-packets): downwards, until one starts too far below to reach it.
             auto it = w.by_seq.upper_bound(s.seq);
-            for (int n = 0; n < k_max_overlaps && n < static_cast<int>(w.by_seq.size()); ++n) {
+            for (std::size_t n = 0; n < w.by_seq.size(); ++n) {
                 if (it == w.by_seq.begin()) it = w.by_seq.end();  // sequence numbers wrap
                 --it;
                 const Sighting& whole = head(it->second);
                 const Sighting& at_p = tail(it->second);
-                const std::uint32_t offset = s.seq - whole.seq;  // mod 2^32
+                const std::uint32_t offset = s.seq - whole.seq;  // mod 2^32, growing along the walk
+                if (offset >= w.longest) break;
                 if (at_p.point != before || at_p.ts_ns > s.ts_ns || s.ts_ns - at_p.ts_ns > options.max_hop_gap_ns ||
                     s.payload_len >= whole.payload_len || offset >= whole.payload_len ||
                     std::uint64_t{offset} + s.payload_len > whole.payload_len)
@@ -620,6 +671,7 @@ void find_segments(std::span<const Sighting> sightings, const Journeys& journeys
         if (end != k_off_path && end + 1 < path.size()) {
             w.by_seq.insert_or_assign(s.seq, j);
             w.arrival.push_back(j);
+            w.longest = std::max(w.longest, s.payload_len);
         }
     }
 }

@@ -566,6 +566,31 @@ TEST(Relations, echo_replies_answer_their_request_and_tcp_retransmissions_repeat
     EXPECT_EQ(info(next).relation, Relation::none);
 }
 
+TEST(Relations, an_answer_finds_its_request_however_many_journeys_of_the_flow_came_between) {
+    // A ping flood: 6000 echo requests of one flow, 6000 journeys between the first request and its reply (the
+    // others' replies never came), then an ICMP error quoting the first request by its IPv4 id and sequence.
+    Builder b;
+    const Tuple echo{1, ip("172.17.0.2"), ip("198.51.100.10"), 9, 0};
+    std::vector<std::size_t> requests;
+    for (std::uint32_t n = 0; n < 6000; ++n) {
+        const std::size_t i = b.add(1, 1'000 + 1'000 * n, 100 + n, echo);
+        b.sightings[i].icmp_type = 8, b.sightings[i].seq = n + 1, b.sightings[i].ip_id = static_cast<std::uint16_t>(n);
+        requests.push_back(i);
+    }
+    const std::size_t reply = b.add(1, 7'000'000, 50, echo.reversed());
+    b.sightings[reply].icmp_type = 0, b.sightings[reply].seq = 1;
+    const std::size_t error = b.add(1, 7'001'000, 51, Tuple{1, ip("172.17.0.1"), ip("172.17.0.2"), 0, 0});
+    Sighting& e = b.sightings[error];
+    e.flags = packet_flag::k_icmp_error, e.icmp_type = 11, e.inner = echo;
+    e.has_inner_ip_id = true, e.inner_ip_id = 0, e.has_inner_seq = true, e.inner_seq = 1;
+    Journeys j = match(b.sightings);
+    const Analysis a = analyse(b.sightings, j);
+    EXPECT_EQ(a.journeys[journey_index(j, reply)].relation, Relation::answers);
+    EXPECT_EQ(a.journeys[journey_index(j, reply)].related, journey_index(j, requests.front()));
+    EXPECT_EQ(a.journeys[journey_index(j, error)].relation, Relation::answers);
+    EXPECT_EQ(a.journeys[journey_index(j, error)].related, journey_index(j, requests.front()));
+}
+
 TEST(Relations, ip_id_reuse_is_neither_merged_nor_a_repeat) {
     // Two different datagrams of one flow with the same IPv4 id (the id wrapped, or a sender that reuses it):
     // different payloads give different fingerprints, so two journeys, and neither repeats the other.

@@ -292,6 +292,21 @@ TEST(Segments, a_retransmitted_super_packet_takes_the_segments_that_follow_it) {
     EXPECT_TRUE(a.losses.empty());
 }
 
+TEST(Segments, however_many_smaller_journeys_wait_below_a_segment_the_super_packet_holding_it_is_found) {
+    // A 60 000-byte super-packet, then 40 small pieces of it sent again that all stopped at docker0 too: they wait
+    // between the super-packet's first byte and the segment's, and none of them holds the segment.
+    Upload u;
+    const std::uint32_t seq = 10'000;
+    u.syn(0, seq - 1);
+    const std::size_t whole = u.super(1'000'000, seq, 60'000);
+    for (std::uint32_t k = 1; k <= 40; ++k) u.super(1'010'000 + 10 * k, seq + 100 * k, 50);
+    const std::size_t seg = u.segment(1'020'000, seq + 5'000, 1448);
+    Journeys j = match(u.sightings, u.options);
+    const Analysis a = analyse(u.sightings, j, u.options);
+    EXPECT_EQ(a.journeys[journey_of(j, seg)].relation, Relation::segment_of);
+    EXPECT_EQ(a.journeys[journey_of(j, seg)].related, journey_of(j, whole));
+}
+
 TEST(Segments, a_super_packet_first_seen_at_the_same_instant_as_its_segment_still_comes_first) {
     // Microsecond captures of docker0 and the uplink only: the super-packet and its first segment share a
     // timestamp, and the segment's fingerprint sorts first.
