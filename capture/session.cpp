@@ -2,6 +2,7 @@
 
 #include "store/conntrack.hpp"
 #include "store/private_file.hpp"
+#include "store/rule_traces.hpp"
 #include "store/writer.hpp"
 #include "tracer/conntrack.hpp"
 #include "version.hpp"
@@ -114,7 +115,39 @@ void Session::store_conntrack(const char* event) {
     store::insert_conntrack(m_db, now_ns(), event, *entries);
 }
 
+// Tables a killed capture left (its process gone) are removed by every capture; with trace_rules this one's is added.
+tl::expected<void, std::string> Session::start_tracing() {
+    if (auto stale = remove_stale_trace_tables(m_host); stale) {
+        for (const auto& name : *stale)
+            m_notes.push_back("removed the nftables table inet " + name + " that a killed hoptrace left");
+    } else if (m_options.trace_rules) {
+        return tl::unexpected("--trace-rules: " + stale.error());
+    }
+    if (!m_options.trace_rules) return {};
+    auto tracer = RuleTracer::start(m_host, *m_options.trace_rules);
+    if (!tracer) return tl::unexpected(tracer.error());
+    m_tracer = std::move(*tracer);
+    m_db.set_meta("trace_rules", m_tracer->table_name());
+    return {};
+}
+
+void Session::store_rule_traces() {
+    if (!m_tracer) return;
+    const std::vector<RuleTraceEvent> events = m_tracer->stop();
+    for (const auto& note : m_tracer->notes()) m_notes.push_back(note);
+    store::insert_rule_traces(m_db, m_host.name(), events);
+    m_db.set_meta("rule_trace_overflows", std::to_string(m_tracer->overflows()));
+    if (m_tracer->overflows() > 0)
+        m_notes.push_back("--trace-rules: the kernel could not deliver trace events " +
+                          std::to_string(m_tracer->overflows()) +
+                          " times (its socket was full): some packets' verdicts are missing");
+}
+
 tl::expected<void, std::string> Session::start() {
+    if (auto tracing = start_tracing(); !tracing) {
+        discard();
+        return tl::unexpected(tracing.error());
+    }
     std::vector<std::uint32_t> point_ids;
     point_ids.reserve(m_live.size());
     for (const auto& p : m_live) point_ids.push_back(p.point_id);
@@ -131,6 +164,7 @@ tl::expected<void, std::string> Session::start() {
             else spool.tick(point);
         });
     if (auto started = m_capture->start(); !started) {
+        m_tracer.reset();  // its table goes with it
         discard();
         return tl::unexpected(started.error());
     }
@@ -181,6 +215,11 @@ std::string Session::stop(const std::string& reason) {
         txn.commit();
     }
     store_conntrack("dump-end");
+    try {
+        store_rule_traces();
+    } catch (const store::Error& e) {
+        m_notes.push_back(std::string("--trace-rules: the trace events could not be stored: ") + e.what());
+    }
     return stored_reason;
 }
 

@@ -5,6 +5,7 @@
 //
 //   Session s(db_path, points, host, options);   // database created (0600) or claimed, meta, points, conntrack
 //   s.start();                                   // every point captures; frames go to the spool file only
+//                                                // (and with trace_rules, the firewall's verdicts are traced)
 //   … s.capture().stats() …                      // while the CLI waits for a stop
 //   s.stop("signal");                            // points drained, spool closed, conntrack dumped, window kept
 //   s.store(progress);                           // spool -> packets rows, point statistics, indexes
@@ -18,6 +19,7 @@
 #include "tracer/conntrack.hpp"
 #include "tracer/live_capture.hpp"
 #include "tracer/netns.hpp"
+#include "tracer/rule_trace.hpp"
 
 #include <tl/expected.hpp>
 
@@ -40,6 +42,9 @@ struct SessionOptions {
     std::string command_line;  // meta command_line
     bool masquerade = false;   // meta masquerade: the topology found MASQUERADE on the uplink
     store::SpoolLimits spool;
+    // --trace-rules: the firewall's verdicts for packets of these networks, traced in the host namespace
+    // (tracer/rule_trace.hpp) from start() to stop(), stored in rule_traces.
+    std::optional<std::vector<TracedNetwork>> trace_rules;
 };
 
 // Why the capture stopped, in the words stored in meta's stop_reason and printed.
@@ -87,6 +92,8 @@ public:
 
 private:
     void store_conntrack(const char* event);
+    tl::expected<void, std::string> start_tracing();
+    void store_rule_traces();
     void discard() noexcept;
 
     std::string m_path;
@@ -101,6 +108,7 @@ private:
     std::optional<store::SpoolFile> m_spool_file;
     std::unique_ptr<store::Spool> m_spool;
     std::unique_ptr<LiveCapture> m_capture;
+    std::unique_ptr<RuleTracer> m_tracer;
     bool m_started = false;
     bool m_stopped = false;
     std::optional<std::string> m_failure;  // why the capture stopped itself (the spool's error), once known

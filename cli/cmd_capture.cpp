@@ -24,6 +24,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -163,6 +164,7 @@ struct CaptureArgs {
     double grace_s = 1.0;
     bool quiet = false;
     bool no_correlate = false;
+    bool trace_rules = false;
     std::string user;
     std::vector<std::string> command;
 };
@@ -183,6 +185,27 @@ std::vector<capture::SessionPoint> session_points(const Resolved& r) {
         points.push_back(std::move(sp));
     }
     return points;
+}
+
+// --trace-rules traces the packets of the containers' networks: their eth0 and bridge addresses with their
+// prefixes (link-local ones left out).
+std::vector<TracedNetwork> traced_networks(const Resolved& r) {
+    std::vector<TracedNetwork> out;
+    for (const auto& p : r.topology.points) {
+        if (p.role != Role::container && p.role != Role::bridge) continue;
+        for (const auto& text : p.link.addresses) {
+            const auto slash = text.find('/');
+            const auto address = IpAddr::parse(text.substr(0, slash));
+            if (!address || slash == std::string::npos) continue;
+            const int prefix = std::stoi(text.substr(slash + 1));
+            if (address->family == 6 && address->bytes[0] == 0xfe && (address->bytes[1] & 0xc0) == 0x80) continue;
+            const bool known = std::any_of(out.begin(), out.end(), [&](const TracedNetwork& n) {
+                return n.prefix == prefix && n.address == *address;
+            });
+            if (!known) out.push_back({*address, prefix});
+        }
+    }
+    return out;
 }
 
 // Waits for a stop: a signal, --duration, --count, every point ended, the disk filled, or CMD done (+ grace).
@@ -249,6 +272,11 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     options.live.drop_capabilities = true;
     options.command_line = inv.command_line;
     options.masquerade = r.topology.masquerade;
+    if (a.trace_rules) {
+        options.trace_rules = traced_networks(r);
+        if (options.trace_rules->empty())
+            throw Fatal("--trace-rules: the targets have no IP address to trace the firewall's verdicts for");
+    }
     capture::Session session(a.db_path, session_points(r), *r.namespaces[0], options);
     auto print_notes = [&, printed = std::size_t{0}]() mutable {
         for (; printed < session.notes().size(); ++printed)
@@ -368,6 +396,8 @@ int capture_command(const Invocation& inv, bool trace) {
         ("grace", po::value(&a.grace_s)->default_value(1.0), "seconds to keep capturing after CMD exits (replies)")
         ("user", po::value(&a.user), "run CMD as this user (name or uid; default: the user who ran sudo, else as "
                                      "hoptrace runs)")
+        ("trace-rules", po::bool_switch(&a.trace_rules), "trace the firewall's verdicts (nftables tracing in the host "
+                                                         "namespace): which rule dropped or translated each packet")
         ("quiet,q", po::bool_switch(&a.quiet), "no status line or summary on stderr");
     // clang-format on
     if (!trace) options.add_options()("no-correlate", po::bool_switch(&a.no_correlate), "only capture");

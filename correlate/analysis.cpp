@@ -153,7 +153,7 @@ public:
             auto probe = find(first.inner, first.ts_ns);
             if (!probe) probe = find(last.inner, first.ts_ns);
             if (probe) {
-                info = JourneyInfo{probe->first, flip(probe->second), true};
+                info = JourneyInfo{probe->first, flip(probe->second), true, Relation::none, 0, std::nullopt};
                 count(info.flow, members.size(), first.ts_ns, last.ts_ns);
                 m_out.journeys.push_back(info);
                 return;
@@ -182,7 +182,7 @@ public:
                 enter(found->first);
             }
         }
-        info = JourneyInfo{found->first, found->second, is_icmp_error(first)};
+        info = JourneyInfo{found->first, found->second, is_icmp_error(first), Relation::none, 0, std::nullopt};
         count(info.flow, members.size(), first.ts_ns, last.ts_ns);
         m_out.journeys.push_back(info);
     }

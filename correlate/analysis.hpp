@@ -45,6 +45,9 @@ struct JourneyInfo {
     bool icmp_error = false;  // an ICMP error, tied to the flow of the probe it quotes
     Relation relation = Relation::none;
     std::uint32_t related = 0;  // the journey (index) it answers / repeats / is a segment of
+    // The loss (index into Analysis::losses) this journey is one of; a fragmented datagram's is on its first
+    // fragment's journey.
+    std::optional<std::uint32_t> loss;
 };
 
 struct Rewrite {

@@ -1,5 +1,7 @@
 #include "correlate/correlate.hpp"
 
+#include "store/rule_traces.hpp"
+
 #include "correlate/analysis.hpp"
 #include "store/correlation.hpp"
 
@@ -177,6 +179,7 @@ void save_journeys(store::CorrelationWriter& out, std::span<const Sighting> sigh
         row.last_point = last.point;
         row.first_ts_ns = first.ts_ns;
         row.last_ts_ns = last.ts_ns;
+        if (info.loss) row.loss_id = stored_id(*info.loss);
         if (info.relation != Relation::none) {
             row.related_id = stored_id(info.related);
             row.relation = to_string(info.relation);
@@ -197,8 +200,10 @@ void save_findings(store::CorrelationWriter& out, const Analysis& a) {
         out.add(store::HopRow{flow, to_string(h.direction), h.from_point, h.to_point, h.count, h.min_ns, h.p50_ns,
                               h.p90_ns, h.p99_ns, h.max_ns});
     }
-    for (const Loss& l : a.losses) {
+    for (std::size_t i = 0; i < a.losses.size(); ++i) {
+        const Loss& l = a.losses[i];
         store::LossRow row;
+        row.id = stored_id(i);
         row.flow_id = stored_id(l.flow);
         row.direction = to_string(l.direction);
         row.after_point = l.after_point;
@@ -344,6 +349,8 @@ Summary run(store::Database& db, const MatchOptions& given) {
     const Analysis analysis = analyse(sightings, journeys, options);
     save(db, sightings, journeys, analysis);
     db.build_indexes();
+    // The firewall's verdicts (capture --trace-rules) to the journeys of the packets they traced.
+    summary.rule_walks_tied = store::tie_rule_traces(db, options.max_hop_gap_ns);
     summary.sightings = sightings.size();
     summary.journeys = journeys.count();
     summary.flows = analysis.flows.size();

@@ -264,6 +264,7 @@ private:
             std::optional<std::uint32_t> evidence;
         };
         std::map<LossKey, Lost> lost;
+        std::vector<std::pair<std::uint32_t, LossKey>> lost_journeys;
         for (std::uint32_t j = 0; j < m_journeys.count(); ++j) {
             const JourneyInfo& info = m_out.journeys[j];
             // Later fragments and reassemblies are judged with their datagram (its first fragment's journey).
@@ -277,17 +278,22 @@ private:
             if (capturing == 0) continue;
             auto cause = m_ended_by.find(j);
             if (cause == m_ended_by.end()) cause = m_ended_by.find(stop->journey);
-            Lost& entry = lost[{info.flow, info.direction, stop->after, stop->expected,
-                                cause == m_ended_by.end() ? LossCause::dropped : cause->second.first}];
+            const LossKey key{info.flow, info.direction, stop->after, stop->expected,
+                              cause == m_ended_by.end() ? LossCause::dropped : cause->second.first};
+            Lost& entry = lost[key];
+            lost_journeys.emplace_back(j, key);
             ++entry.count;
             if (capturing == 1) ++entry.outside_window;
             if (cause != m_ended_by.end() && !entry.evidence) entry.evidence = cause->second.second;
         }
+        std::map<LossKey, std::uint32_t> index;
         for (const auto& [key, value] : lost) {
             const auto& [flow, dir, after, expected, cause] = key;
+            index.emplace(key, static_cast<std::uint32_t>(m_out.losses.size()));
             m_out.losses.push_back(Loss{flow, dir, after, expected, value.count, cause, std::nullopt, value.evidence,
                                         value.outside_window});
         }
+        for (const auto& [j, key] : lost_journeys) m_out.journeys[j].loss = index.at(key);
     }
 
     // ICMP errors on their way back: they retrace the probe's path to its sender.
@@ -306,6 +312,7 @@ private:
             const std::uint32_t expected = *(at + 1);
             const int capturing = was_capturing(info.flow, expected, first.ts_ns, last.ts_ns);
             if (capturing == 0) continue;
+            m_out.journeys[j].loss = static_cast<std::uint32_t>(m_out.losses.size());
             m_out.losses.push_back(Loss{info.flow, info.direction, last.point, expected, 1, LossCause::dropped, j,
                                         std::nullopt, capturing == 1 ? 1U : 0U});
         }

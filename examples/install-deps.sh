@@ -6,9 +6,10 @@ packages=(
   build-essential cmake pkg-config
   libpcap-dev libnl-3-dev libnl-route-3-dev libnl-nf-3-dev libboost-program-options-dev libsqlite3-dev
   libexpected-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev libcap-dev
+  libmnl-dev libnftnl-dev  # --trace-rules: netfilter trace events
   clang clang-tidy clang-format  # libFuzzer targets (fuzz/) and .ci/lint.sh, run by .ci/run
   # lab, tests and benchmarks
-  iproute2 iptables conntrack tcpdump tshark socat iputils-ping traceroute ethtool sqlite3 python3 procps
+  iproute2 iptables nftables conntrack tcpdump tshark socat iputils-ping traceroute ethtool sqlite3 python3 procps
   chromium  # headless, renders the HTML report in tests/e2e/html_report.py
   # tests/e2e/docker_engine.py: a real dockerd in a namespace of its own, an image built offline from busybox
   docker.io busybox-static

@@ -48,6 +48,19 @@ Json point_json(const Point& p) {
     return j;
 }
 
+Json firewall_rule_json(const FirewallRule& r) {
+    Json j;
+    j["netns"] = r.netns;
+    j["family"] = r.family;
+    j["table"] = r.table;
+    j["chain"] = r.chain;
+    j["rule"] = r.rule;
+    if (r.policy) j["policy"] = true;
+    j["verdict"] = r.verdict;
+    j["packets"] = r.packets;
+    return j;
+}
+
 Json rewrite_json(const Rewrite& r) {
     auto value = [&](const std::string& v) { return r.numeric() ? Json(std::stoll(v)) : Json(v); };
     Json j;
@@ -57,6 +70,7 @@ Json rewrite_json(const Rewrite& r) {
     j["between"] = Json::array({r.from_point, r.to_point});
     j["direction"] = correlate::to_string(r.direction);
     j["packets"] = r.packets;
+    if (r.rule) j["rule"] = firewall_rule_json(*r.rule);
     return j;
 }
 
@@ -91,6 +105,7 @@ Json loss_json(const Loss& l) {
         if (l.evidence->mtu != 0) e["mtu"] = l.evidence->mtu;
         j["evidence"] = std::move(e);
     }
+    if (!l.rules.empty()) j["rules"] = array_of(l.rules, firewall_rule_json);
     return j;
 }
 
@@ -250,6 +265,15 @@ Json to_json(const ReportModel& m) {
     report["hop_totals"] = array_of(m.hop_totals, hop_json);
     report["traceroutes"] = array_of(m.traceroutes, traceroute_json);
     report["ambiguous_journeys"] = m.ambiguous_journeys;
+    if (m.rule_traces) {
+        Json t;
+        t["events"] = m.rule_traces->events;
+        t["packets"] = m.rule_traces->packets;
+        t["tied"] = m.rule_traces->tied;
+        t["untied"] = m.rule_traces->packets - m.rule_traces->tied;
+        t["lost_events"] = m.rule_traces->overflows;
+        report["rule_traces"] = std::move(t);
+    }
     if (m.flow_filter) report["flow_filter"] = *m.flow_filter;
     return report;
 }

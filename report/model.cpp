@@ -110,7 +110,7 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
     while (rq.step()) {
         Rewrite r{rq.column_text(1),         rq.column_text(2),         rq.column_text(3),
                   name_of(rq.column_int(4)), name_of(rq.column_int(5)), direction_of(rq.column_text(6)),
-                  rq.column_int(7)};
+                  rq.column_int(7), std::nullopt};
         if (r.numeric()) {  // ports and ids are numbers
             r.from = std::to_string(std::stoll(r.from));
             r.to = std::to_string(std::stoll(r.to));
@@ -130,13 +130,86 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
     }
     auto lq = db.prepare(
         "SELECT l.flow_id, l.after_point, l.expected_point, l.direction, l.count, l.cause, p.kernel_drops, "
-        "l.outside_window "
+        "l.outside_window, l.id "
         "FROM losses l LEFT JOIN points p ON p.id = l.expected_point WHERE l.error_journey IS NULL "
         "ORDER BY l.flow_id, l.id");
     while (lq.step()) {
-        c.lost[lq.column_int(0)].push_back(
-            {name_of(lq.column_int(1)), name_of(lq.column_int(2)), direction_of(lq.column_text(3)), lq.column_int(4),
-             cause_of(lq.column_text(5)), lq.column_int(6), std::max<std::int64_t>(lq.column_int(7), 0), std::nullopt});
+        c.lost[lq.column_int(0)].push_back({name_of(lq.column_int(1)), name_of(lq.column_int(2)),
+                                            direction_of(lq.column_text(3)), lq.column_int(4),
+                                            cause_of(lq.column_text(5)), lq.column_int(6),
+                                            std::max<std::int64_t>(lq.column_int(7), 0), std::nullopt, {},
+                                            lq.column_int(8)});
+    }
+}
+
+// capture --trace-rules: what the traced packets met (rule_traces, tied to journeys by correlate). A loss gets the
+// drop verdicts of its journeys (a reassembled datagram's walk is its first fragment's loss); a forward rewrite,
+// the nat rule that made it (MASQUERADE/SNAT for the source, DNAT/REDIRECT for the destination).
+FirewallRule firewall_rule(const store::Statement& q, int first) {
+    FirewallRule r;
+    r.netns = q.column_text(first);
+    r.family = q.column_text(first + 1);
+    r.table = q.column_text(first + 2);
+    r.chain = q.column_text(first + 3);
+    r.policy = q.column_text(first + 4) == "policy";
+    r.rule = q.column_text(first + 5);
+    r.verdict = q.column_text(first + 6);
+    r.packets = q.column_int(first + 7);
+    return r;
+}
+
+bool changes_source(const std::string& rule) {
+    return rule.find("MASQUERADE") != std::string::npos || rule.find("SNAT") != std::string::npos ||
+           rule.find("masq") != std::string::npos || rule.find("snat") != std::string::npos;
+}
+bool changes_destination(const std::string& rule) {
+    return rule.find("DNAT") != std::string::npos || rule.find("REDIRECT") != std::string::npos ||
+           rule.find("dnat") != std::string::npos || rule.find("redir") != std::string::npos;
+}
+
+void load_firewall_verdicts(const store::Database& db, ReportModel& m) {
+    const auto traced = db.meta("trace_rules");
+    if (!traced) return;
+    RuleTraceSummary summary;
+    auto sq = db.prepare(
+        "SELECT count(*), count(DISTINCT walk), count(DISTINCT CASE WHEN journey_id IS NOT NULL THEN walk END) "
+        "FROM rule_traces");
+    if (sq.step()) summary = {sq.column_int(0), sq.column_int(1), sq.column_int(2), 0};
+    if (auto overflows = db.meta("rule_trace_overflows")) summary.overflows = std::stoll(*overflows);
+    m.rule_traces = summary;
+    const std::string columns =
+        "t.netns, t.family, t.tbl, t.chain, t.type, t.rule, t.verdict, count(DISTINCT t.walk) AS n ";
+    auto dq = db.prepare(
+        "WITH lost AS (SELECT id, loss_id FROM journeys WHERE loss_id IS NOT NULL UNION ALL "
+        "  SELECT r.id, f.loss_id FROM journeys r JOIN journeys f ON f.id = r.related_id "
+        "  WHERE r.relation = 'reassembly-of' AND f.loss_id IS NOT NULL) "
+        "SELECT lost.loss_id, " + columns + "FROM lost JOIN rule_traces t ON t.journey_id = lost.id "
+        "WHERE t.verdict IN ('drop', 'queue', 'stolen') AND t.type IN ('rule', 'policy') "
+        "GROUP BY lost.loss_id, t.netns, t.family, t.tbl, t.chain, t.type, t.rule, t.verdict "
+        "ORDER BY lost.loss_id, n DESC, t.tbl, t.chain, t.rule");
+    std::map<std::int64_t, std::vector<FirewallRule>> drops;
+    while (dq.step()) drops[dq.column_int(0)].push_back(firewall_rule(dq, 1));
+    auto nq = db.prepare(
+        "SELECT j.flow_id, " + columns + "FROM rule_traces t JOIN journeys j ON j.id = t.journey_id "
+        "WHERE t.tbl = 'nat' AND t.type = 'rule' AND t.verdict = 'accept' "
+        "GROUP BY j.flow_id, t.netns, t.family, t.tbl, t.chain, t.type, t.rule, t.verdict "
+        "ORDER BY j.flow_id, n DESC");
+    std::map<std::int64_t, std::vector<FirewallRule>> nat;
+    while (nq.step()) nat[nq.column_int(0)].push_back(firewall_rule(nq, 1));
+    for (Flow& f : m.flows) {
+        for (Loss& l : f.lost)
+            if (auto it = drops.find(l.id); it != drops.end()) l.rules = std::move(it->second);
+        const auto it = nat.find(f.id);
+        if (it == nat.end()) continue;
+        for (Rewrite& r : f.rewrites) {
+            if (r.direction != FlowDirection::forward) continue;
+            const bool source = r.field == "src" || r.field == "sport" || r.field == "id";
+            for (const FirewallRule& rule : it->second)
+                if (source ? changes_source(rule.rule) : changes_destination(rule.rule)) {
+                    r.rule = rule;
+                    break;
+                }
+        }
     }
 }
 
@@ -722,6 +795,7 @@ ReportModel load_report(const store::Database& db, const Selection& selection) {
     m.points = load_points(db);
     const Names name_of(m.points);
     m.flows = load_flows(db, name_of, m.hop_totals);
+    load_firewall_verdicts(db, m);
     m.icmp_errors = load_icmp_errors(db, name_of);
     // Each flow says which ICMP errors answered it (a traceroute probe, a closed port).
     std::map<std::int64_t, std::vector<IcmpAnswer>> answers;

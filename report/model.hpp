@@ -57,6 +57,26 @@ struct Point {
     bool complete = true;  // false: an import of its file was interrupted (points.complete = 0)
 };
 
+// A firewall rule the traced packets met (capture --trace-rules: rule_traces), with how many of them.
+struct FirewallRule {
+    std::string netns;
+    std::string family;  // ip | ip6 | inet | …
+    std::string table;
+    std::string chain;
+    std::string rule;     // as iptables-save prints it (without "-A CHAIN"), or "nft: " and its expressions
+    bool policy = false;  // the chain's policy decided (rule is "")
+    std::string verdict;  // drop | accept | queue | stolen
+    std::int64_t packets = 0;
+};
+
+// What --trace-rules traced: events, packets (walks through the hooks) and how many of those were tied to a journey.
+struct RuleTraceSummary {
+    std::int64_t events = 0;
+    std::int64_t packets = 0;
+    std::int64_t tied = 0;
+    std::int64_t overflows = 0;  // times the kernel could not deliver trace events (lost)
+};
+
 struct Rewrite {
     std::string field;  // src | dst | sport | dport | id
     std::string from;   // addresses as stored; ports and ids in decimal
@@ -65,6 +85,7 @@ struct Rewrite {
     std::string to_point;
     FlowDirection direction = FlowDirection::forward;
     std::int64_t packets = 0;
+    std::optional<FirewallRule> rule;  // the traced nat rule that did it (forward direction)
     [[nodiscard]] bool numeric() const { return field != "src" && field != "dst"; }
 };
 
@@ -97,6 +118,8 @@ struct Loss {
     std::int64_t kernel_drops_at_expected = 0;  // the capture's drops at the point that should have seen them
     std::int64_t outside_window = 0;            // imports: of count, lost while only the other files show capturing
     std::optional<LossEvidence> evidence;
+    std::vector<FirewallRule> rules;  // the verdicts that dropped the traced ones (most packets first)
+    std::int64_t id = 0;              // losses.id
 };
 
 // A bridge that saw the flow's frames while switching them between two of its ports: no hop of the flow.
@@ -354,6 +377,7 @@ struct ReportModel {
     std::vector<HopStats> hop_totals;  // all flows together (or the selected ones', recomputed)
     std::vector<Traceroute> traceroutes;
     std::int64_t ambiguous_journeys = 0;  // in the whole store
+    std::optional<RuleTraceSummary> rule_traces;  // captured with --trace-rules
     std::optional<std::string> flow_filter;
     CaptureInfo capture;
     std::optional<HtmlSamples> html;

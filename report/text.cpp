@@ -47,11 +47,16 @@ void make_printable(std::optional<std::string>& s) {
     if (s) make_printable(*s);
 }
 
+void make_printable(FirewallRule& r) {
+    for (std::string* s : {&r.netns, &r.family, &r.table, &r.chain, &r.rule, &r.verdict}) make_printable(*s);
+}
+
 void make_printable(Flow& f) {
     make_printable(f.original);
     make_printable(f.translated);
     for (Rewrite& r : f.rewrites) {
         for (std::string* s : {&r.field, &r.from, &r.to, &r.from_point, &r.to_point}) make_printable(*s);
+        if (r.rule) make_printable(*r.rule);
     }
     make_printable(f.path);
     for (HopStats& h : f.hops) {
@@ -62,6 +67,7 @@ void make_printable(Flow& f) {
         make_printable(l.after);
         make_printable(l.expected);
         if (l.evidence) make_printable(l.evidence->reporter);
+        for (FirewallRule& r : l.rules) make_printable(r);
     }
     for (Observer& o : f.observers) {
         make_printable(o.point);
@@ -197,6 +203,12 @@ std::string observer_between(const Flow& flow, const std::string& from, const st
     return "";
 }
 
+// "filter FORWARD -p udp -m udp --dport 9999 -j DROP", "the policy of filter FORWARD" (--trace-rules).
+std::string rule_text(const FirewallRule& r) {
+    if (r.policy) return "the policy of " + r.table + " " + r.chain;
+    return r.table + " " + r.chain + " " + r.rule;
+}
+
 // One loss line: what ended the packets, and whether the capture itself could have missed them.
 std::string loss_text(const Loss& l) {
     const std::string n = std::to_string(l.count);
@@ -213,6 +225,9 @@ std::string loss_text(const Loss& l) {
     if (l.outside_window > 0)
         text += "; " + std::to_string(l.outside_window) + " of them while " + l.expected +
                 "'s file shows no packet yet (or any more): it is taken to have captured along with the other files";
+    for (const FirewallRule& r : l.rules)
+        text += "; " + std::string(r.verdict == "drop" ? "dropped" : r.verdict == "queue" ? "queued" : "stolen") +
+                " by " + rule_text(r) + " (" + counted(r.packets, "traced packet", "traced packets") + ")";
     return text;
 }
 
@@ -407,8 +422,8 @@ std::string rewrites_text(const Flow& f) {
     if (f.rewrites.empty()) return "  no rewrite\n";
     std::vector<std::vector<std::string>> rows;
     for (const Rewrite& r : f.rewrites)
-        rows.push_back(
-            {name(r.direction), r.field, r.from + " → " + r.to, "between " + r.from_point + " and " + r.to_point});
+        rows.push_back({name(r.direction), r.field, r.from + " → " + r.to,
+                        "between " + r.from_point + " and " + r.to_point + (r.rule ? ", by " + rule_text(*r.rule) : "")});
     return "  rewrites:\n" + table(rows, "    ", {});
 }
 
@@ -623,6 +638,18 @@ std::string render_text(const ReportModel& given) {
                " AMBIGUOUS: a sighting could have continued another flow's journey just as well "
                "(journeys.ambiguous = 1; see docs/correlation.md)\n";
     out += traceroutes_text(m.traceroutes);
+    if (m.rule_traces) {
+        const RuleTraceSummary& t = *m.rule_traces;
+        out += "\nFirewall verdicts (--trace-rules): " + counted(t.packets, "packet", "packets") + " traced (" +
+               counted(t.events, "event", "events") + "), " + std::to_string(t.tied) + " of them tied to a journey";
+        if (t.packets > t.tied)
+            out += "; " + std::to_string(t.packets - t.tied) +
+                   " not (the host's own packets, or headers that fit several journeys)";
+        if (t.overflows > 0)
+            out += "; the kernel could not deliver trace events " + std::to_string(t.overflows) +
+                   " times: some verdicts are missing";
+        out += "\n";
+    }
     return out;
 }
 

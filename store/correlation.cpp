@@ -119,6 +119,7 @@ CorrelationWriter::CorrelationWriter(Database& db) : m_db(db) {
         db.exec(
             "DELETE FROM meta WHERE key = 'correlated_ns';"
             "DELETE FROM losses; DELETE FROM hops; DELETE FROM nat_rewrites; DELETE FROM journeys; DELETE FROM flows;"
+            "UPDATE rule_traces SET journey_id = NULL WHERE journey_id IS NOT NULL;"
             // Rebuilt by build_indexes once the journeys are written: cheaper than a million index updates.
             "DROP INDEX IF EXISTS packets_journey;"
             "UPDATE points SET path_order = NULL;");
@@ -183,7 +184,8 @@ void CorrelationWriter::add(const JourneyRow& row) {
     if (!m_journey)
         m_journey.emplace(m_db.prepare(
             "INSERT INTO journeys (id, flow_id, direction, fingerprint, sightings, first_point, last_point, "
-            "first_ts_ns, last_ts_ns, related_id, relation, ambiguous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+            "first_ts_ns, last_ts_ns, related_id, relation, ambiguous, loss_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     Statement& st = *m_journey;
     st.bind(1, row.id).bind(2, row.flow_id).bind(3, row.direction).bind(4, as_int(row.fingerprint));
     st.bind(5, as_int(row.sightings)).bind(6, row.first_point).bind(7, row.last_point);
@@ -192,6 +194,7 @@ void CorrelationWriter::add(const JourneyRow& row) {
     if (row.related_id) st.bind(11, row.relation);
     else st.bind_null(11);
     st.bind(12, std::int64_t{row.ambiguous ? 1 : 0});
+    bind(st, 13, row.loss_id);
     st.run();
     st.reset();
 }
@@ -228,13 +231,14 @@ void CorrelationWriter::add(const LossRow& row) {
     if (!m_loss)
         m_loss.emplace(m_db.prepare(
             "INSERT INTO losses (flow_id, direction, after_point, expected_point, count, cause, error_journey, "
-            "evidence_id, outside_window) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+            "evidence_id, outside_window, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
     Statement& st = *m_loss;
     st.bind(1, row.flow_id).bind(2, row.direction).bind(3, row.after_point).bind(4, row.expected_point);
     st.bind(5, as_int(row.count)).bind(6, row.cause);
     bind(st, 7, row.error_journey);
     bind(st, 8, row.evidence_id);
     st.bind(9, std::int64_t{row.outside_window ? 1 : 0});
+    st.bind(10, row.id);
     st.run();
     st.reset();
 }

@@ -96,6 +96,7 @@ struct JourneyRow {
     std::optional<std::int64_t> related_id;  // with `relation`
     std::string relation;
     bool ambiguous = false;
+    std::optional<std::int64_t> loss_id;  // the loss it is one of
 };
 
 struct RewriteRow {
@@ -123,6 +124,7 @@ struct HopRow {
 };
 
 struct LossRow {
+    std::int64_t id = 0;
     std::int64_t flow_id = 0;
     std::string direction;
     std::int64_t after_point = 0;

@@ -439,6 +439,11 @@ void migrate(sqlite3* db, const std::string& name, int from_version) {
     if (from_version < 4) {
         sql += "ALTER TABLE points ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;";
     }
+    if (from_version < 5) {
+        // rule_traces comes with the schema's CREATE TABLE IF NOT EXISTS, run below.
+        sql += "ALTER TABLE journeys ADD COLUMN loss_id INTEGER REFERENCES losses(id);";
+        sql += k_schema_sql;
+    }
     sql += concat("PRAGMA user_version = ", std::to_string(k_schema_version), ";");
     exec_or_fail(db, name, "BEGIN IMMEDIATE", "cannot upgrade the schema");
     std::string error;
@@ -597,7 +602,7 @@ void Database::begin_snapshot() { exec("BEGIN"); }
 
 void Database::clear() {
     Transaction txn(*this);
-    exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM meta;");
+    exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM rule_traces; DELETE FROM meta;");
     txn.commit();
 }
 

@@ -4,7 +4,7 @@
 
 namespace hoptrace::store {
 
-inline constexpr int k_schema_version = 4;
+inline constexpr int k_schema_version = 5;
 
 inline constexpr const char* k_schema_sql = R"sql(
 CREATE TABLE IF NOT EXISTS meta (
@@ -100,7 +100,8 @@ CREATE TABLE IF NOT EXISTS journeys (
   last_ts_ns    INTEGER NOT NULL,
   related_id    INTEGER REFERENCES journeys(id), -- the journey this one answers / repeats / is a segment of (v2)
   relation      TEXT,                           -- answers | repeats | segment-of | fragment-of | reassembly-of | copy-of
-  ambiguous     INTEGER NOT NULL DEFAULT 0      -- 1: a sighting could have continued another journey too (v3)
+  ambiguous     INTEGER NOT NULL DEFAULT 0,     -- 1: a sighting could have continued another journey too (v3)
+  loss_id       INTEGER REFERENCES losses(id)   -- the loss this journey is one of (a datagram's: its first fragment) (v5)
 );
 CREATE TABLE IF NOT EXISTS nat_rewrites (
   id            INTEGER PRIMARY KEY,
@@ -137,6 +138,32 @@ CREATE TABLE IF NOT EXISTS losses (
   error_journey  INTEGER REFERENCES journeys(id), -- set: this loss is of that ICMP error, on its way back (v3)
   evidence_id    INTEGER REFERENCES journeys(id), -- an ICMP error journey that explains it (rejected, expired) (v3)
   outside_window INTEGER NOT NULL DEFAULT 0       -- of count: lost while only the other files show capturing (v3)
+);
+CREATE TABLE IF NOT EXISTS rule_traces (            -- v5: netfilter trace events (capture --trace-rules)
+  id            INTEGER PRIMARY KEY,
+  ts_ns         INTEGER NOT NULL,               -- when hoptrace received it (the kernel does not stamp them)
+  trace_id      INTEGER NOT NULL,               -- the kernel's id of one packet's walk through the hooks
+  walk          INTEGER NOT NULL,               -- hoptrace's number for that walk (trace ids are reused)
+  netns         TEXT NOT NULL,                  -- the namespace traced
+  family        TEXT NOT NULL,                  -- ip | ip6 | inet | bridge | arp | netdev
+  tbl           TEXT NOT NULL,
+  chain         TEXT NOT NULL,
+  type          TEXT NOT NULL,                  -- packet (its headers, entering a chain) | rule | return | policy
+  handle        INTEGER,                        -- the rule's handle (type rule)
+  rule          TEXT NOT NULL DEFAULT '',       -- the rule: as iptables-save prints it, or 'nft: ' and its expressions
+  verdict       TEXT NOT NULL DEFAULT '',       -- accept | drop | continue | jump | goto | return | queue | ...
+  target        TEXT NOT NULL DEFAULT '',       -- jump, goto: the chain
+  iif           INTEGER NOT NULL DEFAULT 0,     -- interface indexes in that namespace (0: none)
+  oif           INTEGER NOT NULL DEFAULT 0,
+  ip_version    INTEGER NOT NULL DEFAULT 0,     -- the packet as that hook saw it
+  proto         INTEGER NOT NULL DEFAULT 0,
+  src           TEXT NOT NULL DEFAULT '',
+  dst           TEXT NOT NULL DEFAULT '',
+  sport         INTEGER NOT NULL DEFAULT 0,
+  dport         INTEGER NOT NULL DEFAULT 0,
+  ip_id         INTEGER NOT NULL DEFAULT 0,
+  ip_len        INTEGER NOT NULL DEFAULT 0,
+  journey_id    INTEGER REFERENCES journeys(id) -- set by correlate: the journey of the packet it traced
 );
 CREATE TABLE IF NOT EXISTS conntrack (
   id            INTEGER PRIMARY KEY,

@@ -1,7 +1,7 @@
 #pragma once
 // Owners of the C library handles hoptrace uses, one of each: a file descriptor, a stdio FILE, a libpcap handle
 // and the libnl objects. unique_ptr with a stateless deleter (or, for a descriptor, a small class), so a handle is
-// closed exactly once on every path. The libnl and libpcap types are only declared here: whoever creates one
+// closed exactly once on every path. The libnl, libmnl/libnftnl and libpcap types are only declared here: whoever creates one
 // includes the library's header, whoever only holds one does not need to.
 
 #include <unistd.h>
@@ -16,6 +16,11 @@ struct nl_sock;
 struct nl_cache;
 struct nl_addr;
 struct nl_msg;
+struct mnl_socket;
+struct nftnl_table;
+struct nftnl_chain;
+struct nftnl_rule;
+struct nftnl_trace;
 
 namespace hoptrace {
 
@@ -58,6 +63,12 @@ struct CHandleDeleter {
     void operator()(nl_cache* c) const noexcept;     // nl_cache_free
     void operator()(nl_addr* a) const noexcept;      // nl_addr_put
     void operator()(nl_msg* m) const noexcept;       // nlmsg_free
+    // handles_nftables.cpp
+    void operator()(mnl_socket* s) const noexcept;   // mnl_socket_close
+    void operator()(nftnl_table* t) const noexcept;  // nftnl_table_free
+    void operator()(nftnl_chain* c) const noexcept;  // nftnl_chain_free
+    void operator()(nftnl_rule* r) const noexcept;   // nftnl_rule_free
+    void operator()(nftnl_trace* t) const noexcept;  // nftnl_trace_free
 };
 using PcapPtr = std::unique_ptr<pcap, CHandleDeleter>;
 using PcapDumperPtr = std::unique_ptr<pcap_dumper, CHandleDeleter>;
@@ -65,5 +76,10 @@ using NlSocketPtr = std::unique_ptr<nl_sock, CHandleDeleter>;
 using NlCachePtr = std::unique_ptr<nl_cache, CHandleDeleter>;
 using NlAddrPtr = std::unique_ptr<nl_addr, CHandleDeleter>;
 using NlMsgPtr = std::unique_ptr<nl_msg, CHandleDeleter>;
+using MnlSocketPtr = std::unique_ptr<mnl_socket, CHandleDeleter>;
+using NftnlTablePtr = std::unique_ptr<nftnl_table, CHandleDeleter>;
+using NftnlChainPtr = std::unique_ptr<nftnl_chain, CHandleDeleter>;
+using NftnlRulePtr = std::unique_ptr<nftnl_rule, CHandleDeleter>;
+using NftnlTracePtr = std::unique_ptr<nftnl_trace, CHandleDeleter>;
 
 }  // namespace hoptrace
