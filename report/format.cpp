@@ -1,5 +1,7 @@
 #include "report/format.hpp"
 
+#include "report/model.hpp"
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
@@ -110,6 +112,11 @@ std::string table(const std::vector<std::vector<std::string>>& rows, const std::
         out += line + "\n";
     }
     return out;
+}
+
+std::string rule_text(const FirewallRule& r) {
+    if (r.policy) return "the policy of " + r.table + " " + r.chain;
+    return r.table + " " + r.chain + " " + r.rule;
 }
 
 }  // namespace hoptrace::report

@@ -11,6 +11,8 @@
 
 namespace hoptrace::report {
 
+struct FirewallRule;  // model.hpp
+
 // "icmp", "tcp", "udp", "icmpv6", "sctp", else "ip-proto-N".
 std::string proto_name(std::int64_t proto);
 using hoptrace::is_icmp;             // tracer/packet.hpp: ICMP or ICMPv6, the tuple has an echo id, no ports
@@ -32,5 +34,9 @@ std::string counted(std::int64_t n, std::string_view one, std::string_view many)
 
 // What an ICMP error means, in words ("time exceeded", "port unreachable" …); family_proto 1 or 58.
 std::string icmp_error_name(std::int64_t family_proto, std::int64_t type, std::int64_t code);
+
+// A traced firewall rule (--trace-rules) in words: "filter FORWARD -p udp -m udp --dport 9999 -j DROP", or "the
+// policy of filter FORWARD".
+std::string rule_text(const FirewallRule& r);
 
 }  // namespace hoptrace::report

@@ -108,9 +108,10 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
         "SELECT flow_id, field, from_value, to_value, from_point, to_point, direction, packets FROM nat_rewrites "
         "ORDER BY flow_id, direction, from_point, to_point, field, id");
     while (rq.step()) {
-        Rewrite r{rq.column_text(1),         rq.column_text(2),         rq.column_text(3),
-                  name_of(rq.column_int(4)), name_of(rq.column_int(5)), direction_of(rq.column_text(6)),
-                  rq.column_int(7), std::nullopt};
+        Rewrite r{rq.column_text(1),         rq.column_text(2),
+                  rq.column_text(3),         name_of(rq.column_int(4)),
+                  name_of(rq.column_int(5)), direction_of(rq.column_text(6)),
+                  rq.column_int(7),          std::nullopt};
         if (r.numeric()) {  // ports and ids are numbers
             r.from = std::to_string(std::stoll(r.from));
             r.to = std::to_string(std::stoll(r.to));
@@ -134,10 +135,15 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
         "FROM losses l LEFT JOIN points p ON p.id = l.expected_point WHERE l.error_journey IS NULL "
         "ORDER BY l.flow_id, l.id");
     while (lq.step()) {
-        c.lost[lq.column_int(0)].push_back({name_of(lq.column_int(1)), name_of(lq.column_int(2)),
-                                            direction_of(lq.column_text(3)), lq.column_int(4),
-                                            cause_of(lq.column_text(5)), lq.column_int(6),
-                                            std::max<std::int64_t>(lq.column_int(7), 0), std::nullopt, {},
+        c.lost[lq.column_int(0)].push_back({name_of(lq.column_int(1)),
+                                            name_of(lq.column_int(2)),
+                                            direction_of(lq.column_text(3)),
+                                            lq.column_int(4),
+                                            cause_of(lq.column_text(5)),
+                                            lq.column_int(6),
+                                            std::max<std::int64_t>(lq.column_int(7), 0),
+                                            std::nullopt,
+                                            {},
                                             lq.column_int(8)});
     }
 }
@@ -183,17 +189,19 @@ void load_firewall_verdicts(const store::Database& db, ReportModel& m) {
         "WITH lost AS (SELECT id, loss_id FROM journeys WHERE loss_id IS NOT NULL UNION ALL "
         "  SELECT r.id, f.loss_id FROM journeys r JOIN journeys f ON f.id = r.related_id "
         "  WHERE r.relation = 'reassembly-of' AND f.loss_id IS NOT NULL) "
-        "SELECT lost.loss_id, " + columns + "FROM lost JOIN rule_traces t ON t.journey_id = lost.id "
+        "SELECT lost.loss_id, " +
+        columns +
+        "FROM lost JOIN rule_traces t ON t.journey_id = lost.id "
         "WHERE t.verdict IN ('drop', 'queue', 'stolen') AND t.type IN ('rule', 'policy') "
         "GROUP BY lost.loss_id, t.netns, t.family, t.tbl, t.chain, t.type, t.rule, t.verdict "
         "ORDER BY lost.loss_id, n DESC, t.tbl, t.chain, t.rule");
     std::map<std::int64_t, std::vector<FirewallRule>> drops;
     while (dq.step()) drops[dq.column_int(0)].push_back(firewall_rule(dq, 1));
-    auto nq = db.prepare(
-        "SELECT j.flow_id, " + columns + "FROM rule_traces t JOIN journeys j ON j.id = t.journey_id "
-        "WHERE t.tbl = 'nat' AND t.type = 'rule' AND t.verdict = 'accept' "
-        "GROUP BY j.flow_id, t.netns, t.family, t.tbl, t.chain, t.type, t.rule, t.verdict "
-        "ORDER BY j.flow_id, n DESC");
+    auto nq = db.prepare("SELECT j.flow_id, " + columns +
+                         "FROM rule_traces t JOIN journeys j ON j.id = t.journey_id "
+                         "WHERE t.tbl = 'nat' AND t.type = 'rule' AND t.verdict = 'accept' "
+                         "GROUP BY j.flow_id, t.netns, t.family, t.tbl, t.chain, t.type, t.rule, t.verdict "
+                         "ORDER BY j.flow_id, n DESC");
     std::map<std::int64_t, std::vector<FirewallRule>> nat;
     while (nq.step()) nat[nq.column_int(0)].push_back(firewall_rule(nq, 1));
     for (Flow& f : m.flows) {

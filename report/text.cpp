@@ -203,12 +203,6 @@ std::string observer_between(const Flow& flow, const std::string& from, const st
     return "";
 }
 
-// "filter FORWARD -p udp -m udp --dport 9999 -j DROP", "the policy of filter FORWARD" (--trace-rules).
-std::string rule_text(const FirewallRule& r) {
-    if (r.policy) return "the policy of " + r.table + " " + r.chain;
-    return r.table + " " + r.chain + " " + r.rule;
-}
-
 // One loss line: what ended the packets, and whether the capture itself could have missed them.
 std::string loss_text(const Loss& l) {
     const std::string n = std::to_string(l.count);
@@ -226,7 +220,10 @@ std::string loss_text(const Loss& l) {
         text += "; " + std::to_string(l.outside_window) + " of them while " + l.expected +
                 "'s file shows no packet yet (or any more): it is taken to have captured along with the other files";
     for (const FirewallRule& r : l.rules)
-        text += "; " + std::string(r.verdict == "drop" ? "dropped" : r.verdict == "queue" ? "queued" : "stolen") +
+        text += "; " +
+                std::string(r.verdict == "drop"    ? "dropped"
+                            : r.verdict == "queue" ? "queued"
+                                                   : "stolen") +
                 " by " + rule_text(r) + " (" + counted(r.packets, "traced packet", "traced packets") + ")";
     return text;
 }
@@ -422,8 +419,9 @@ std::string rewrites_text(const Flow& f) {
     if (f.rewrites.empty()) return "  no rewrite\n";
     std::vector<std::vector<std::string>> rows;
     for (const Rewrite& r : f.rewrites)
-        rows.push_back({name(r.direction), r.field, r.from + " → " + r.to,
-                        "between " + r.from_point + " and " + r.to_point + (r.rule ? ", by " + rule_text(*r.rule) : "")});
+        rows.push_back(
+            {name(r.direction), r.field, r.from + " → " + r.to,
+             "between " + r.from_point + " and " + r.to_point + (r.rule ? ", by " + rule_text(*r.rule) : "")});
     return "  rewrites:\n" + table(rows, "    ", {});
 }
 

@@ -692,7 +692,7 @@ Database Database::open_read_only(const std::string& path) {
         throw Error(name + ": schema version " + std::to_string(state.user_version) + " is newer than this hoptrace (" +
                     std::to_string(k_schema_version) + "); upgrade hoptrace");
     }
-    if (state.user_version < k_schema_version) {
+    if (state.user_version < k_oldest_readable_version) {
         throw Error(name + ": written by an older hoptrace (schema version " + std::to_string(state.user_version) +
                     "); upgrade it once with 'hoptrace correlate --db " + name + "'");
     }

@@ -5,6 +5,9 @@
 namespace hoptrace::store {
 
 inline constexpr int k_schema_version = 5;
+// Readers (read-only) also take files of versions from this one on: version 5 only added what --trace-rules fills
+// (rule_traces, journeys.loss_id), which the report reads only when meta trace_rules says the capture has them.
+inline constexpr int k_oldest_readable_version = 4;
 
 inline constexpr const char* k_schema_sql = R"sql(
 CREATE TABLE IF NOT EXISTS meta (

@@ -48,29 +48,47 @@ std::int64_t realtime_ns() {
 
 std::string family_name(std::uint32_t family) {
     switch (family) {
-        case NFPROTO_IPV4: return "ip";
-        case NFPROTO_IPV6: return "ip6";
-        case NFPROTO_INET: return "inet";
-        case NFPROTO_BRIDGE: return "bridge";
-        case NFPROTO_ARP: return "arp";
-        case NFPROTO_NETDEV: return "netdev";
-        default: return std::to_string(family);
+        case NFPROTO_IPV4:
+            return "ip";
+        case NFPROTO_IPV6:
+            return "ip6";
+        case NFPROTO_INET:
+            return "inet";
+        case NFPROTO_BRIDGE:
+            return "bridge";
+        case NFPROTO_ARP:
+            return "arp";
+        case NFPROTO_NETDEV:
+            return "netdev";
+        default:
+            return std::to_string(family);
     }
 }
 
 std::string verdict_name(std::uint32_t verdict) {
     switch (static_cast<std::int32_t>(verdict)) {
-        case NF_DROP: return "drop";
-        case NF_ACCEPT: return "accept";
-        case NF_STOLEN: return "stolen";
-        case NF_QUEUE: return "queue";
-        case NF_REPEAT: return "repeat";
-        case NFT_CONTINUE: return "continue";
-        case NFT_BREAK: return "break";
-        case NFT_JUMP: return "jump";
-        case NFT_GOTO: return "goto";
-        case NFT_RETURN: return "return";
-        default: break;
+        case NF_DROP:
+            return "drop";
+        case NF_ACCEPT:
+            return "accept";
+        case NF_STOLEN:
+            return "stolen";
+        case NF_QUEUE:
+            return "queue";
+        case NF_REPEAT:
+            return "repeat";
+        case NFT_CONTINUE:
+            return "continue";
+        case NFT_BREAK:
+            return "break";
+        case NFT_JUMP:
+            return "jump";
+        case NFT_GOTO:
+            return "goto";
+        case NFT_RETURN:
+            return "return";
+        default:
+            break;
     }
     // NF_QUEUE with a queue number, NF_DROP with an errno: the low byte is the verdict.
     if ((verdict & NF_VERDICT_MASK) == NF_QUEUE) return "queue";
@@ -103,8 +121,7 @@ tl::expected<void, std::string> send_batch(mnl_socket* nl, std::uint32_t& seq, F
     const std::uint32_t last = seq;
     nftnl_batch_end(static_cast<char*>(mnl_nlmsg_batch_current(batch)), seq++);
     mnl_nlmsg_batch_next(batch);
-    const bool sent =
-        mnl_socket_sendto(nl, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch)) >= 0;
+    const bool sent = mnl_socket_sendto(nl, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch)) >= 0;
     mnl_nlmsg_batch_stop(batch);
     if (!sent) return tl::unexpected("cannot send to nf_tables: " + errno_text(errno));
     // Acknowledged: the last message asks for it; an error for any message comes first and aborts the batch.
@@ -130,7 +147,8 @@ tl::expected<void, std::string> dump(mnl_socket* nl, std::uint32_t& seq, std::ui
     std::vector<char> buf(static_cast<std::size_t>(MNL_SOCKET_BUFFER_SIZE));
     const std::uint32_t mine = seq++;
     nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), type, NFPROTO_UNSPEC, NLM_F_DUMP, mine);
-    if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) return tl::unexpected("cannot ask nf_tables: " + errno_text(errno));
+    if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
+        return tl::unexpected("cannot ask nf_tables: " + errno_text(errno));
     const unsigned portid = mnl_socket_get_portid(nl);
     auto cb = [](const nlmsghdr* m, void* data) -> int {
         (*static_cast<Each*>(data))(m);
@@ -257,8 +275,8 @@ tl::expected<void, std::string> add_table(mnl_socket* nl, std::uint32_t& seq, co
                                           const std::vector<TracedNetwork>& networks) {
     return send_batch(nl, seq, [&](mnl_nlmsg_batch* batch, std::uint32_t& s) {
         auto next = [&](std::uint16_t type, std::uint16_t flags) {
-            return nftnl_nlmsg_build_hdr(static_cast<char*>(mnl_nlmsg_batch_current(batch)), type, NFPROTO_INET,
-                                         flags, s++);
+            return nftnl_nlmsg_build_hdr(static_cast<char*>(mnl_nlmsg_batch_current(batch)), type, NFPROTO_INET, flags,
+                                         s++);
         };
         TablePtr t(nftnl_table_alloc());
         nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, name.c_str());
@@ -463,10 +481,18 @@ void RuleTracer::State::on_message(const nlmsghdr* nlh,
     e.chain = str(NFTNL_TRACE_CHAIN);
     if (e.table == table) return;  // our own marking rules
     switch (u32(NFTNL_TRACE_TYPE)) {
-        case NFT_TRACETYPE_RULE: e.type = "rule"; break;
-        case NFT_TRACETYPE_RETURN: e.type = "return"; break;
-        case NFT_TRACETYPE_POLICY: e.type = "policy"; break;
-        default: e.type = "other"; break;
+        case NFT_TRACETYPE_RULE:
+            e.type = "rule";
+            break;
+        case NFT_TRACETYPE_RETURN:
+            e.type = "return";
+            break;
+        case NFT_TRACETYPE_POLICY:
+            e.type = "policy";
+            break;
+        default:
+            e.type = "other";
+            break;
     }
     if (nftnl_trace_is_set(t.get(), NFTNL_TRACE_RULE_HANDLE))
         e.handle = nftnl_trace_get_u64(t.get(), NFTNL_TRACE_RULE_HANDLE);
@@ -474,8 +500,7 @@ void RuleTracer::State::on_message(const nlmsghdr* nlh,
         e.type = "packet";  // a chain's first event: the packet's headers, before any of its rules
     if (e.type == "policy" && nftnl_trace_is_set(t.get(), NFTNL_TRACE_POLICY))
         e.verdict = verdict_name(u32(NFTNL_TRACE_POLICY));
-    else if (nftnl_trace_is_set(t.get(), NFTNL_TRACE_VERDICT))
-        e.verdict = verdict_name(u32(NFTNL_TRACE_VERDICT));
+    else if (nftnl_trace_is_set(t.get(), NFTNL_TRACE_VERDICT)) e.verdict = verdict_name(u32(NFTNL_TRACE_VERDICT));
     e.target = str(NFTNL_TRACE_JUMP_TARGET);
     e.iif = u32(NFTNL_TRACE_IIF);
     e.oif = u32(NFTNL_TRACE_OIF);
@@ -544,8 +569,8 @@ tl::expected<std::unique_ptr<RuleTracer>, std::string> RuleTracer::start(const N
             return tl::unexpected("cannot listen to netfilter trace events: " + errno_text(errno));
         int bytes = 32 << 20;  // bursts of traced packets: every rule they meet is an event
         if (::setsockopt(mnl_socket_get_fd(s.events.get()), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
-            static_cast<void>(::setsockopt(mnl_socket_get_fd(s.events.get()), SOL_SOCKET, SO_RCVBUF, &bytes,
-                                           sizeof bytes));
+            static_cast<void>(
+                ::setsockopt(mnl_socket_get_fd(s.events.get()), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes));
         if (auto added = add_table(s.control.get(), s.seq, s.table, networks); !added)
             return tl::unexpected("cannot add the table " + s.table + ": " + added.error());
         // The rules' texts now, while iptables-save can still be run here (the rules met later are read again at

@@ -314,7 +314,13 @@ void nat_row(Page& page, const Flow& f, bool& any_conntrack, std::string& body) 
             .append(" <span class=\"badge b-nat\">")
             .append(page.e(direction));
         for (std::size_t k = 0; k < fields.size(); ++k) body.append(k ? ", " : " ").append(page.e(fields[k]));
-        body.append("</span><br>");
+        body.append("</span>");
+        std::set<std::string> rules;  // --trace-rules: the nat rules that made them
+        for (const Rewrite& r : f.rewrites)
+            if (r.rule && direction_name(r.direction) == direction && r.from_point == from && r.to_point == to)
+                rules.insert(rule_text(*r.rule));
+        for (const std::string& rule : rules) body.append(" by <code>").append(page.e(rule)).append("</code>");
+        body.append("<br>");
     }
     body.append("</td><td class=\"mono\">");
     if (f.conntrack) {
@@ -397,6 +403,12 @@ void flow_summary(Page& page, const Flow& f) {
         else if (l.cause == LossCause::rejected) out.append(" answered by an ICMP error after ");
         else out.append(" lost after ");
         out.append(page.e(l.after)).append(", never at ").append(page.e(l.expected)).append("</span>");
+        for (const FirewallRule& r : l.rules)  // --trace-rules: the rule that dropped them
+            out.append(" dropped by <code>")
+                .append(page.e(rule_text(r)))
+                .append("</code> (")
+                .append(plural(r.packets, "traced packet", "traced packets"))
+                .append(")");
     }
     for (const Segmentation& g : f.segmentation) {  // GSO/TSO super-packets cut into segments
         out.append(" · <span class=\"badge b-none\">")

@@ -25,6 +25,7 @@ constexpr std::size_t k_off_per_row = 6;
 struct Edge {
     std::map<std::string, std::set<std::pair<std::string, std::string>>> nat[2];  // [forward, reply] field -> from, to
     std::int64_t lost[2] = {0, 0};
+    std::set<std::string> dropped_by[2];  // --trace-rules: the chains whose rules dropped them
     std::int64_t flows = 0;
 };
 
@@ -131,7 +132,11 @@ void add_flow(const Page& page, Graph& g, const Flow& f) {
         const auto b = index_of(page, l.expected);
         if (!a || !b) continue;
         const auto key = std::minmax(*a, *b);
-        g.edges[{key.first, key.second}].lost[l.direction == FlowDirection::reply ? 1 : 0] += l.count;
+        Edge& edge = g.edges[{key.first, key.second}];
+        const int d = l.direction == FlowDirection::reply ? 1 : 0;
+        edge.lost[d] += l.count;
+        for (const FirewallRule& r : l.rules)
+            if (edge.dropped_by[d].size() < 4) edge.dropped_by[d].insert(r.table + " " + r.chain);
     }
 }
 
@@ -522,9 +527,12 @@ void draw_tags(Page& page, const Graph& g, const Layout& l) {
         }
         for (int d = 0; d < 2; ++d) {
             if (edge.lost[d] == 0) continue;
-            y += tag(out, cx, y, "loss", {"✕ " + num(edge.lost[d]) + (d == 0 ? " forward" : " reply") + " lost"},
+            std::vector<std::string> lines{"✕ " + num(edge.lost[d]) + (d == 0 ? " forward" : " reply") + " lost"};
+            for (const std::string& chain : edge.dropped_by[d]) lines.push_back(esc("by " + chain, 28));
+            y += tag(out, cx, y, "loss", lines,
                      plural(edge.lost[d], "packet", "packets") + " seen at one of " + between +
-                         " and never at the other") +
+                         " and never at the other" +
+                         (edge.dropped_by[d].empty() ? "" : " (dropped by the firewall: --trace-rules)")) +
                  6;
         }
     }

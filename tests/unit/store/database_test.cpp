@@ -114,8 +114,8 @@ TEST(Database, memory_database_gets_every_table_and_the_schema_version) {
     while (stmt.step()) {
         tables.insert(stmt.column_text(0));
     }
-    const std::set<std::string> expected{"meta",         "points", "packets", "flows",    "journeys",
-                                         "nat_rewrites", "hops",   "losses",  "conntrack"};
+    const std::set<std::string> expected{"meta",         "points", "packets", "flows",     "journeys",
+                                         "nat_rewrites", "hops",   "losses",  "conntrack", "rule_traces"};
     EXPECT_EQ(tables, expected);
     EXPECT_EQ(db.path(), ":memory:");
 }
@@ -185,6 +185,7 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
             "ALTER TABLE losses DROP COLUMN error_journey; ALTER TABLE losses DROP COLUMN evidence_id;"
             "ALTER TABLE losses DROP COLUMN outside_window;"
             "ALTER TABLE points DROP COLUMN complete;"
+            "ALTER TABLE journeys DROP COLUMN loss_id; DROP TABLE rule_traces;"
             "PRAGMA user_version = 1;"
             "INSERT INTO flows VALUES (1, 17, 'a', 'b', 1, 2, 'a', 'b', 1, 2, 3, 1, 0, 0);"
             "INSERT INTO losses (flow_id, direction, after_point, expected_point, count) VALUES (1, 'forward', 1, 1, "
@@ -203,6 +204,8 @@ TEST(Database, version_1_file_is_upgraded_in_place_and_keeps_its_rows) {
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('journeys') WHERE name = 'ambiguous'"), 1);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE role_evidence = '' AND addresses = ''"), 1);
     EXPECT_EQ(scalar(db, "SELECT count(*) FROM points WHERE complete = 1"), 1);  // an old point was read to its end
+    EXPECT_EQ(scalar(db, "SELECT count(*) FROM pragma_table_info('journeys') WHERE name = 'loss_id'"), 1);
+    EXPECT_EQ(scalar(db, "SELECT count(*) FROM rule_traces"), 0);  // version 5's table, empty
     // Opening it again is a no-op.
     EXPECT_EQ(scalar(Database::open(path), "PRAGMA user_version"), k_schema_version);
 }
