@@ -123,6 +123,9 @@ tl::expected<void, std::string> Session::start_tracing() {
     } else if (m_options.trace_rules) {
         return tl::unexpected("--trace-rules: " + stale.error());
     }
+    // The rules' counters, read now and at the stop, say which rules matched packets meanwhile (without
+    // --trace-rules the report names the drop rules that moved, as an inference). Best effort.
+    if (auto counters = RuleCounters::start(m_host)) m_counters = std::move(*counters);
     if (!m_options.trace_rules) return {};
     auto tracer = RuleTracer::start(m_host, *m_options.trace_rules);
     if (!tracer) return tl::unexpected(tracer.error());
@@ -132,6 +135,12 @@ tl::expected<void, std::string> Session::start_tracing() {
 }
 
 void Session::store_rule_traces() {
+    if (m_counters) {
+        if (auto moved = m_counters->stop()) {
+            store::insert_rule_counts(m_db, m_host.name(), *moved);
+            m_db.set_meta("rule_counters", "read");
+        }
+    }
     if (!m_tracer) return;
     const std::vector<RuleTraceEvent> events = m_tracer->stop();
     for (const auto& note : m_tracer->notes()) m_notes.push_back(note);

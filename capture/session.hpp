@@ -109,6 +109,7 @@ private:
     std::unique_ptr<store::Spool> m_spool;
     std::unique_ptr<LiveCapture> m_capture;
     std::unique_ptr<RuleTracer> m_tracer;
+    std::unique_ptr<RuleCounters> m_counters;
     bool m_started = false;
     bool m_stopped = false;
     std::optional<std::string> m_failure;  // why the capture stopped itself (the spool's error), once known

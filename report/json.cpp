@@ -106,6 +106,17 @@ Json loss_json(const Loss& l) {
         j["evidence"] = std::move(e);
     }
     if (!l.rules.empty()) j["rules"] = array_of(l.rules, firewall_rule_json);
+    if (!l.probable_rules.empty())
+        j["probable_rules"] = array_of(l.probable_rules, [](const FirewallRule& r) {
+            Json p;
+            p["netns"] = r.netns;
+            p["family"] = r.family;
+            p["table"] = r.table;
+            p["chain"] = r.chain;
+            p["rule"] = r.rule;
+            p["counter"] = r.packets;
+            return p;
+        });
     return j;
 }
 

@@ -135,16 +135,16 @@ void load_rewrites_hops_losses(const store::Database& db, const Names& name_of, 
         "FROM losses l LEFT JOIN points p ON p.id = l.expected_point WHERE l.error_journey IS NULL "
         "ORDER BY l.flow_id, l.id");
     while (lq.step()) {
-        c.lost[lq.column_int(0)].push_back({name_of(lq.column_int(1)),
-                                            name_of(lq.column_int(2)),
-                                            direction_of(lq.column_text(3)),
-                                            lq.column_int(4),
-                                            cause_of(lq.column_text(5)),
-                                            lq.column_int(6),
-                                            std::max<std::int64_t>(lq.column_int(7), 0),
-                                            std::nullopt,
-                                            {},
-                                            lq.column_int(8)});
+        Loss l;
+        l.after = name_of(lq.column_int(1));
+        l.expected = name_of(lq.column_int(2));
+        l.direction = direction_of(lq.column_text(3));
+        l.count = lq.column_int(4);
+        l.cause = cause_of(lq.column_text(5));
+        l.kernel_drops_at_expected = lq.column_int(6);
+        l.outside_window = std::max<std::int64_t>(lq.column_int(7), 0);
+        l.id = lq.column_int(8);
+        c.lost[lq.column_int(0)].push_back(std::move(l));
     }
 }
 
@@ -173,9 +173,44 @@ bool changes_destination(const std::string& rule) {
            rule.find("dnat") != std::string::npos || rule.find("redir") != std::string::npos;
 }
 
+bool drops(const std::string& rule) {
+    return rule.find("-j DROP") != std::string::npos || rule.find("-j REJECT") != std::string::npos ||
+           (rule.starts_with("nft: ") &&
+            (rule.find(" drop") != std::string::npos || rule.find("reject") != std::string::npos));
+}
+
+// Without --trace-rules: the filter rules that drop and whose counters moved, for every loss on the host's side.
+void load_probable_rules(const store::Database& db, ReportModel& m) {
+    if (!db.meta("rule_counters")) return;
+    std::vector<FirewallRule> moved;
+    auto q = db.prepare("SELECT netns, family, tbl, chain, rule, packets FROM rule_counters ORDER BY id");
+    while (q.step()) {
+        FirewallRule r{q.column_text(0), q.column_text(1), q.column_text(2), q.column_text(3), q.column_text(4), false,
+                       "drop",           q.column_int(5)};
+        if (drops(r.rule)) moved.push_back(std::move(r));
+    }
+    if (moved.empty()) return;
+    std::set<std::string> host_side;
+    for (const Point& p : m.points)
+        if (p.role == Role::veth || p.role == Role::bridge || p.role == Role::uplink) host_side.insert(p.name);
+    for (Flow& f : m.flows)
+        for (Loss& l : f.lost) {
+            if (!l.rules.empty() || l.cause != LossCause::dropped) continue;
+            if (!host_side.contains(l.after) && !host_side.contains(l.expected)) continue;
+            l.probable_rules = moved;
+            std::stable_sort(l.probable_rules.begin(), l.probable_rules.end(),
+                             [&](const FirewallRule& a, const FirewallRule& b) {
+                                 return std::llabs(a.packets - l.count) < std::llabs(b.packets - l.count);
+                             });
+        }
+}
+
 void load_firewall_verdicts(const store::Database& db, ReportModel& m) {
     const auto traced = db.meta("trace_rules");
-    if (!traced) return;
+    if (!traced) {
+        load_probable_rules(db, m);
+        return;
+    }
     RuleTraceSummary summary;
     auto sq = db.prepare(
         "SELECT count(*), count(DISTINCT walk), count(DISTINCT CASE WHEN journey_id IS NOT NULL THEN walk END) "
@@ -219,6 +254,7 @@ void load_firewall_verdicts(const store::Database& db, ReportModel& m) {
                 }
         }
     }
+    load_probable_rules(db, m);  // for the losses no traced verdict explains
 }
 
 void load_paths_and_observers(const store::Database& db, const Names& name_of, FlowChildren& c) {

@@ -119,6 +119,9 @@ struct Loss {
     std::int64_t outside_window = 0;            // imports: of count, lost while only the other files show capturing
     std::optional<LossEvidence> evidence;
     std::vector<FirewallRule> rules;  // the verdicts that dropped the traced ones (most packets first)
+    // Without traced verdicts: the host's drop rules whose counters moved during the capture (packets = how much),
+    // nearest to count first — an inference, not proof.
+    std::vector<FirewallRule> probable_rules;
     std::int64_t id = 0;              // losses.id
 };
 

@@ -68,6 +68,7 @@ void make_printable(Flow& f) {
         make_printable(l.expected);
         if (l.evidence) make_printable(l.evidence->reporter);
         for (FirewallRule& r : l.rules) make_printable(r);
+        for (FirewallRule& r : l.probable_rules) make_printable(r);
     }
     for (Observer& o : f.observers) {
         make_printable(o.point);
@@ -225,6 +226,13 @@ std::string loss_text(const Loss& l) {
                             : r.verdict == "queue" ? "queued"
                                                    : "stolen") +
                 " by " + rule_text(r) + " (" + counted(r.packets, "traced packet", "traced packets") + ")";
+    if (!l.probable_rules.empty()) {
+        text += "; probably dropped by ";
+        for (std::size_t i = 0; i < l.probable_rules.size() && i < 3; ++i)
+            text += (i > 0 ? " or " : "") + rule_text(l.probable_rules[i]) + " (its counter moved by " +
+                    std::to_string(l.probable_rules[i].packets) + ")";
+        text += " — an inference from the rules' counters; --trace-rules would tell";
+    }
     return text;
 }
 

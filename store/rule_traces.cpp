@@ -27,6 +27,19 @@ void insert_rule_traces(Database& db, const std::string& netns, std::span<const 
     txn.commit();
 }
 
+void insert_rule_counts(Database& db, const std::string& netns, std::span<const RuleCount> counts) {
+    auto st = db.prepare(
+        "INSERT INTO rule_counters (netns, family, tbl, chain, handle, rule, packets) VALUES (?, ?, ?, ?, ?, ?, ?)");
+    Transaction txn(db);
+    for (const RuleCount& c : counts) {
+        st.bind(1, netns).bind(2, c.family).bind(3, c.table).bind(4, c.chain);
+        st.bind(5, static_cast<std::int64_t>(c.handle)).bind(6, c.rule).bind(7, static_cast<std::int64_t>(c.packets));
+        st.run();
+        st.reset();
+    }
+    txn.commit();
+}
+
 std::uint64_t tie_rule_traces(Database& db, std::int64_t window_ns) {
     {
         auto any = db.prepare("SELECT 1 FROM rule_traces LIMIT 1");

@@ -168,6 +168,16 @@ CREATE TABLE IF NOT EXISTS rule_traces (            -- v5: netfilter trace event
   ip_len        INTEGER NOT NULL DEFAULT 0,
   journey_id    INTEGER REFERENCES journeys(id) -- set by correlate: the journey of the packet it traced
 );
+CREATE TABLE IF NOT EXISTS rule_counters (          -- v5: nf_tables rules whose counters moved during a live capture
+  id            INTEGER PRIMARY KEY,
+  netns         TEXT NOT NULL,                  -- the host namespace
+  family        TEXT NOT NULL,                  -- ip | ip6 | inet | …
+  tbl           TEXT NOT NULL,
+  chain         TEXT NOT NULL,
+  handle        INTEGER NOT NULL,
+  rule          TEXT NOT NULL,                  -- as iptables-save prints it, or 'nft: ' and its expressions
+  packets       INTEGER NOT NULL                -- how much its counter moved (every packet it matched, not only ours)
+);
 CREATE TABLE IF NOT EXISTS conntrack (
   id            INTEGER PRIMARY KEY,
   ts_ns         INTEGER NOT NULL,

@@ -28,7 +28,9 @@
 #include <charconv>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
+#include <string_view>
 #include <thread>
 #include <tuple>
 
@@ -323,9 +325,12 @@ struct RuleKey {
     std::string family, table, chain;
     auto operator<=>(const RuleKey&) const = default;
 };
+using RuleId = std::tuple<std::string, std::string, std::uint64_t>;  // (family, table, handle)
 struct Rules {
     std::map<RuleKey, std::vector<std::uint64_t>> order;
-    std::map<std::tuple<std::string, std::string, std::uint64_t>, std::string> text;  // (family, table, handle)
+    std::map<RuleId, std::string> text;
+    std::map<RuleId, std::string> chain;
+    std::map<RuleId, std::uint64_t> packets;  // its counters' packets, when it has any (iptables-nft rules do)
 };
 
 std::string one_line(const std::string& s) {
@@ -360,7 +365,19 @@ tl::expected<void, std::string> read_rules(mnl_socket* nl, std::uint32_t& seq, R
             const auto sp = t.find(' ');
             t = sp == std::string::npos ? "" : t.substr(sp + 1);
         }
-        rules.text.try_emplace({k.family, k.table, handle}, "nft: " + t);
+        const RuleId id{k.family, k.table, handle};
+        rules.text.try_emplace(id, "nft: " + t);
+        rules.chain.insert_or_assign(id, k.chain);
+        std::optional<std::uint64_t> counted;
+        nftnl_expr_iter* it = nftnl_expr_iter_create(r.get());
+        for (nftnl_expr* e = it != nullptr ? nftnl_expr_iter_next(it) : nullptr; e != nullptr;
+             e = nftnl_expr_iter_next(it)) {
+            const char* kind = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+            if (kind != nullptr && std::string_view(kind) == "counter")
+                counted = counted.value_or(0) + nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+        }
+        if (it != nullptr) nftnl_expr_iter_destroy(it);
+        if (counted) rules.packets.insert_or_assign(id, *counted);
     });
 }
 
@@ -621,6 +638,51 @@ std::vector<RuleTraceEvent> RuleTracer::stop() {
 std::uint64_t RuleTracer::overflows() const noexcept { return m_state->overflows.load(); }
 std::vector<std::string> RuleTracer::notes() const { return m_state->notes; }
 const std::string& RuleTracer::table_name() const noexcept { return m_state->table; }
+
+struct RuleCounters::State {
+    std::string label;
+    MnlSocketPtr control;
+    std::uint32_t seq = 1;
+    Rules at_start;
+    bool stopped = false;
+};
+
+RuleCounters::RuleCounters(std::unique_ptr<State> state) : m_state(std::move(state)) {}
+RuleCounters::~RuleCounters() = default;
+
+tl::expected<std::unique_ptr<RuleCounters>, std::string> RuleCounters::start(const Netns& ns) {
+    auto state = std::make_unique<State>();
+    state->label = ns.name().empty() ? "" : ns.name() + ": ";
+    State& s = *state;
+    auto opened = run_in(ns, [&s]() -> tl::expected<void, std::string> {
+        auto control = open_socket();
+        if (!control) return tl::unexpected(control.error());
+        s.control = std::move(*control);
+        if (auto read = read_rules(s.control.get(), s.seq, s.at_start); !read) return tl::unexpected(read.error());
+        read_iptables(s.at_start);
+        return {};
+    });
+    if (!opened) return tl::unexpected(state->label + opened.error());
+    return std::unique_ptr<RuleCounters>(new RuleCounters(std::move(state)));
+}
+
+tl::expected<std::vector<RuleCount>, std::string> RuleCounters::stop() {
+    State& s = *m_state;
+    if (s.stopped) return std::vector<RuleCount>{};
+    s.stopped = true;
+    Rules now = s.at_start;  // the texts read at the start (iptables-save), the counters read again
+    now.packets.clear();
+    if (auto read = read_rules(s.control.get(), s.seq, now); !read) return tl::unexpected(s.label + read.error());
+    std::vector<RuleCount> out;
+    for (const auto& [id, packets] : now.packets) {
+        const auto before = s.at_start.packets.find(id);
+        const std::uint64_t was = before == s.at_start.packets.end() ? 0 : before->second;
+        if (packets <= was) continue;
+        const auto& [family, table, handle] = id;
+        out.push_back({family, table, now.chain[id], handle, now.text[id], packets - was});
+    }
+    return out;
+}
 
 tl::expected<std::vector<std::string>, std::string> remove_stale_trace_tables(const Netns& ns) {
     return run_in(ns, []() -> tl::expected<std::vector<std::string>, std::string> {

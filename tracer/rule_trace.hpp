@@ -85,6 +85,36 @@ private:
     std::unique_ptr<State> m_state;
 };
 
+// A rule whose counter moved during a capture: what a capture without --trace-rules can still say about the
+// firewall (an inference: the counter counts every packet the rule matched, not only the traced containers').
+struct RuleCount {
+    std::string family;
+    std::string table;
+    std::string chain;
+    std::uint64_t handle = 0;
+    std::string rule;          // as iptables-save prints it, else "nft: " and nft's expressions
+    std::uint64_t packets = 0;  // how much its counter moved
+};
+
+// The counters of every rule of a namespace (its nf_tables rules, iptables-nft's included), read at start() (which
+// enters the namespace: CAP_SYS_ADMIN, CAP_NET_ADMIN) and again at stop() (through the socket opened then: no
+// capability needed). iptables-legacy rules are not nf_tables rules and are not seen.
+class RuleCounters {
+public:
+    static tl::expected<std::unique_ptr<RuleCounters>, std::string> start(const Netns& ns);
+    RuleCounters(const RuleCounters&) = delete;
+    RuleCounters& operator=(const RuleCounters&) = delete;
+    ~RuleCounters();
+    // The rules whose counters moved since start(). Idempotent (later calls return nothing).
+    tl::expected<std::vector<RuleCount>, std::string> stop();
+
+    struct State;  // rule_trace.cpp
+
+private:
+    explicit RuleCounters(std::unique_ptr<State> state);
+    std::unique_ptr<State> m_state;
+};
+
 // The tables `inet hoptrace_<pid>` in `ns` whose process is gone, removed (runs in `ns`). Returns their names.
 tl::expected<std::vector<std::string>, std::string> remove_stale_trace_tables(const Netns& ns);
 // Whether a table `inet hoptrace_*` exists in `ns` (for tests and checks).
