@@ -199,8 +199,15 @@ std::vector<TracedNetwork> traced_networks(const Resolved& r) {
             if (!address || slash == std::string::npos) continue;
             const int prefix = std::stoi(text.substr(slash + 1));
             if (address->family == 6 && address->bytes[0] == 0xfe && (address->bytes[1] & 0xc0) == 0x80) continue;
+            auto masked = [prefix](IpAddr a) {  // the network's own address: one rule per network
+                for (std::size_t i = 0; i < a.bytes.size(); ++i) {
+                    const int bits = std::clamp(prefix - static_cast<int>(8 * i), 0, 8);
+                    a.bytes[i] = static_cast<std::uint8_t>(a.bytes[i] & (bits == 0 ? 0 : 0xff << (8 - bits)));
+                }
+                return a;
+            };
             const bool known = std::any_of(out.begin(), out.end(), [&](const TracedNetwork& n) {
-                return n.prefix == prefix && n.address == *address;
+                return n.prefix == prefix && masked(n.address) == masked(*address);
             });
             if (!known) out.push_back({*address, prefix});
         }

@@ -279,9 +279,10 @@ Json to_json(const ReportModel& m) {
     if (m.rule_traces) {
         Json t;
         t["events"] = m.rule_traces->events;
-        t["packets"] = m.rule_traces->packets;
+        t["walks"] = m.rule_traces->walks;
         t["tied"] = m.rule_traces->tied;
-        t["untied"] = m.rule_traces->packets - m.rule_traces->tied;
+        t["untied"] = m.rule_traces->walks - m.rule_traces->tied;
+        t["packets"] = m.rule_traces->packets;
         t["lost_events"] = m.rule_traces->overflows;
         report["rule_traces"] = std::move(t);
     }

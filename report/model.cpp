@@ -213,9 +213,9 @@ void load_firewall_verdicts(const store::Database& db, ReportModel& m) {
     }
     RuleTraceSummary summary;
     auto sq = db.prepare(
-        "SELECT count(*), count(DISTINCT walk), count(DISTINCT CASE WHEN journey_id IS NOT NULL THEN walk END) "
-        "FROM rule_traces");
-    if (sq.step()) summary = {sq.column_int(0), sq.column_int(1), sq.column_int(2), 0};
+        "SELECT count(*), count(DISTINCT walk), count(DISTINCT CASE WHEN journey_id IS NOT NULL THEN walk END), "
+        "count(DISTINCT journey_id) FROM rule_traces");
+    if (sq.step()) summary = {sq.column_int(0), sq.column_int(1), sq.column_int(2), sq.column_int(3), 0};
     if (auto overflows = db.meta("rule_trace_overflows")) summary.overflows = std::stoll(*overflows);
     m.rule_traces = summary;
     const std::string columns =

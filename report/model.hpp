@@ -69,11 +69,13 @@ struct FirewallRule {
     std::int64_t packets = 0;
 };
 
-// What --trace-rules traced: events, packets (walks through the hooks) and how many of those were tied to a journey.
+// What --trace-rules traced: events, walks (a packet's way through one hook), how many walks were tied to a
+// journey, and how many journeys (packets) those were.
 struct RuleTraceSummary {
     std::int64_t events = 0;
-    std::int64_t packets = 0;
+    std::int64_t walks = 0;
     std::int64_t tied = 0;
+    std::int64_t packets = 0;
     std::int64_t overflows = 0;  // times the kernel could not deliver trace events (lost)
 };
 

@@ -646,11 +646,12 @@ std::string render_text(const ReportModel& given) {
     out += traceroutes_text(m.traceroutes);
     if (m.rule_traces) {
         const RuleTraceSummary& t = *m.rule_traces;
-        out += "\nFirewall verdicts (--trace-rules): " + counted(t.packets, "packet", "packets") + " traced (" +
-               counted(t.events, "event", "events") + "), " + std::to_string(t.tied) + " of them tied to a journey";
-        if (t.packets > t.tied)
-            out += "; " + std::to_string(t.packets - t.tied) +
-                   " not (the host's own packets, or headers that fit several journeys)";
+        out += "\nFirewall verdicts (--trace-rules): " + counted(t.events, "event", "events") + " in " +
+               counted(t.walks, "pass", "passes") + " of a packet through a hook; " + std::to_string(t.tied) +
+               " tied to " + counted(t.packets, "packet", "packets") + " of the report";
+        if (t.walks > t.tied)
+            out += ", " + std::to_string(t.walks - t.tied) +
+                   " not (the host's own packets, or headers that fit several packets)";
         if (t.overflows > 0)
             out += "; the kernel could not deliver trace events " + std::to_string(t.overflows) +
                    " times: some verdicts are missing";

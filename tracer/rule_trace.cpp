@@ -14,6 +14,7 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -229,6 +230,18 @@ nftnl_expr* cmp_eq(const void* data, std::uint32_t len) {
     return e;
 }
 
+void set_nftrace(nftnl_rule* r) {
+    nftnl_expr* one = nftnl_expr_alloc("immediate");
+    const std::uint8_t on = 1;
+    nftnl_expr_set_u32(one, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+    nftnl_expr_set(one, NFTNL_EXPR_IMM_DATA, &on, 1);
+    add_expr(r, one);
+    nftnl_expr* set = nftnl_expr_alloc("meta");
+    nftnl_expr_set_u32(set, NFTNL_EXPR_META_KEY, NFT_META_NFTRACE);
+    nftnl_expr_set_u32(set, NFTNL_EXPR_META_SREG, NFT_REG_1);
+    add_expr(r, set);
+}
+
 RulePtr marking_rule(const std::string& table, const char* chain, const TracedNetwork& net, std::uint32_t ct_key,
                      std::uint8_t ct_dir) {
     const bool v6 = net.address.family == 6;
@@ -261,15 +274,44 @@ RulePtr marking_rule(const std::string& table, const char* chain, const TracedNe
     nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, zero.data(), len);
     add_expr(r.get(), bw);
     add_expr(r.get(), cmp_eq(value.data(), len));
-    nftnl_expr* one = nftnl_expr_alloc("immediate");
-    const std::uint8_t on = 1;
-    nftnl_expr_set_u32(one, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
-    nftnl_expr_set(one, NFTNL_EXPR_IMM_DATA, &on, 1);
-    add_expr(r.get(), one);
-    nftnl_expr* set = nftnl_expr_alloc("meta");
-    nftnl_expr_set_u32(set, NFTNL_EXPR_META_KEY, NFT_META_NFTRACE);
-    nftnl_expr_set_u32(set, NFTNL_EXPR_META_SREG, NFT_REG_1);
-    add_expr(r.get(), set);
+    set_nftrace(r.get());
+    return r;
+}
+
+// `ct state new fib daddr type local meta nftrace set 1`: the first packet of a connection to one of the host's own
+// addresses. A published port's DNAT rewrites it to a container only at the nat hook, after the marking chains (its
+// conntrack entry does not name the container yet); later packets are the container's by their reply tuple.
+NftnlRulePtr new_local_connection_rule(const std::string& table, const char* chain) {
+    NftnlRulePtr r(nftnl_rule_alloc());
+    nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain);
+    nftnl_expr* state = nftnl_expr_alloc("ct");
+    nftnl_expr_set_u32(state, NFTNL_EXPR_CT_KEY, NFT_CT_STATE);
+    nftnl_expr_set_u32(state, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+    add_expr(r.get(), state);
+    const std::uint32_t new_bit = 1U << 3;  // NF_CT_STATE_BIT(IP_CT_NEW)
+    const std::uint32_t zero = 0;
+    nftnl_expr* bw = nftnl_expr_alloc("bitwise");
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+    nftnl_expr_set_u32(bw, NFTNL_EXPR_BITWISE_LEN, sizeof new_bit);
+    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_MASK, &new_bit, sizeof new_bit);
+    nftnl_expr_set(bw, NFTNL_EXPR_BITWISE_XOR, &zero, sizeof zero);
+    add_expr(r.get(), bw);
+    nftnl_expr* is_new = nftnl_expr_alloc("cmp");
+    nftnl_expr_set_u32(is_new, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+    nftnl_expr_set_u32(is_new, NFTNL_EXPR_CMP_OP, NFT_CMP_NEQ);
+    nftnl_expr_set(is_new, NFTNL_EXPR_CMP_DATA, &zero, sizeof zero);
+    add_expr(r.get(), is_new);
+    nftnl_expr* fib = nftnl_expr_alloc("fib");
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_RESULT, NFT_FIB_RESULT_ADDRTYPE);
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_FLAGS, NFTA_FIB_F_DADDR);
+    nftnl_expr_set_u32(fib, NFTNL_EXPR_FIB_DREG, NFT_REG_1);
+    add_expr(r.get(), fib);
+    const std::uint32_t local = RTN_LOCAL;
+    add_expr(r.get(), cmp_eq(&local, sizeof local));
+    set_nftrace(r.get());
     return r;
 }
 
@@ -311,6 +353,11 @@ tl::expected<void, std::string> add_table(mnl_socket* nl, std::uint32_t& seq, co
                     mnl_nlmsg_batch_next(batch);
                 }
             }
+        }
+        {
+            NftnlRulePtr r = new_local_connection_rule(name, "prerouting");
+            nftnl_rule_nlmsg_build_payload(next(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND), r.get());
+            mnl_nlmsg_batch_next(batch);
         }
         // The last message asks for the acknowledgement send_batch waits for.
         TablePtr again(nftnl_table_alloc());
@@ -436,6 +483,12 @@ TracedPacket parse_traced_headers(std::span<const std::uint8_t> network, std::sp
         p.proto = network[6];
         p.src = IpAddr::v6(network.subspan<8, 16>());
         p.dst = IpAddr::v6(network.subspan<24, 16>());
+        // The event holds the fixed header only: behind an extension header (hop-by-hop, routing, fragment,
+        // destination options, AH) the transport protocol is not known.
+        if (p.proto == 0 || p.proto == 43 || p.proto == 44 || p.proto == 51 || p.proto == 60) {
+            p.proto = 0;
+            return p;
+        }
     } else {
         return p;
     }
@@ -522,8 +575,12 @@ void RuleTracer::State::on_message(const nlmsghdr* nlh,
     e.iif = u32(NFTNL_TRACE_IIF);
     e.oif = u32(NFTNL_TRACE_OIF);
     e.headers = parse_traced_headers(bytes(NFTNL_TRACE_NETWORK_HEADER), bytes(NFTNL_TRACE_TRANSPORT_HEADER));
+    // A base chain's first event carries the packet's headers: from there to the next such event of that trace id,
+    // the events are one packet's way through one hook (trace ids are neither unique to a packet nor kept by it
+    // from hook to hook, so the walk is no longer than that).
+    const bool headers = nftnl_trace_is_set(t.get(), NFTNL_TRACE_NETWORK_HEADER);
     auto [walk, fresh] = walks.try_emplace(e.trace_id, e.ts_ns, 0);
-    if (fresh || e.ts_ns - walk->second.first > k_same_walk_ns) walk->second.second = next_walk++;
+    if (fresh || headers || e.ts_ns - walk->second.first > k_same_walk_ns) walk->second.second = next_walk++;
     walk->second.first = e.ts_ns;
     e.packet = walk->second.second;
     std::lock_guard lock(mutex);
