@@ -332,9 +332,10 @@ def lost_rule_case(checks: Checks, hoptrace: Path | None, lab: lablib.Lab, tmp: 
         return
 
     if not trace_rules:
-        checks(f"{case}: no trace event at all (nothing set nftrace)",
-               lambda: expect(not mon.events, f"{len(mon.events)} events: {short(repr(mon.events[:5]))}")
-               or f"counter +{dropped}, nft monitor silent")
+        checks(f"{case}: no table while it ran, no trace event at all (nothing set nftrace)",
+               lambda: (expect(not parse_tables(r.during), f"tables while it ran: {short(r.during)}"),
+                        expect(not mon.events, f"{len(mon.events)} events: {short(repr(mon.events[:5]))}")) and None
+               or f"counter +{dropped}, no hoptrace_ table, nft monitor silent")
         if EVIDENCE_ONLY:
             return
         report = report_json(hoptrace, r.db)
@@ -407,7 +408,9 @@ def case_masquerade(checks: Checks, hoptrace: Path | None, lab: lablib.Lab, tmp:
     if not check_run(checks, case, r, lab, mon):
         return
 
-    def evidence() -> int:
+    found: dict[str, int] = {}
+
+    def evidence() -> str:
         out = ping_out.read_text() if ping_out.exists() else ""
         expect(f"{PING3_COUNT} packets transmitted, {PING3_COUNT} received" in out, f"ping: {short(out)}")
         first = [e for e in mon.events if (e.family, e.table, e.chain) == ("ip", "nat", "POSTROUTING")
@@ -415,11 +418,12 @@ def case_masquerade(checks: Checks, hoptrace: Path | None, lab: lablib.Lab, tmp:
                  and "echo-request" in e.pkt and f"icmp id {PING3_IDENT} " in e.pkt and "icmp sequence 1 " in e.pkt]
         expect(len(first) == 1 and "masquerade" in (first[0].rule or "") and first[0].verdict == "accept",
                f"nat POSTROUTING rules of the first echo request: {first}")
-        return first[0].handle
-    handle = checks(f"{case}: evidence: the ping passed, nft monitor saw nat POSTROUTING masquerade its first "
-                    "echo request", lambda: evidence())
-    if handle is None:
+        found["handle"] = first[0].handle
+        return f"{PING3_COUNT}/{PING3_COUNT} answered; trace id {first[0].id}: nat POSTROUTING handle {first[0].handle}"
+    if checks(f"{case}: evidence: the ping passed, nft monitor saw nat POSTROUTING masquerade its first echo request",
+              evidence) is None:
         return
+    handle = found["handle"]
     rule_text = iptables_rule(lab, "nat", "POSTROUTING", handle)
     lab_rule = f"-s {lab.env['BRIDGE_SUBNET']} ! -o {lab.ifname['bridge']} -j MASQUERADE"
     checks(f"{case}: evidence: that handle is the lab's MASQUERADE rule in iptables -t nat -S POSTROUTING",
