@@ -229,18 +229,18 @@ def rule_counter(lab: lablib.Lab, chain: str, pattern: str, table: str = "filter
 
 def hoptrace_tables(lab: lablib.Lab) -> list[tuple[str, str, int]]:
     """(family, name, pid) of every hoptrace_<pid> table in the host namespace (`nft list tables`)."""
-    out = lab.run("host", "nft", "list", "tables").stdout
-    return [(m[1], m[2], int(m[3])) for m in map(TABLE_RE.match, out.splitlines()) if m]
+    return parse_tables(lab.run("host", "nft", "list", "tables").stdout)
 
 
 def parse_tables(text: str) -> list[tuple[str, str, int]]:
+    """The hoptrace_<pid> tables in `nft list tables` output, as (family, name, pid)."""
     return [(m[1], m[2], int(m[3])) for m in map(TABLE_RE.match, text.splitlines()) if m]
 
 
 # --------------------------------------------------------------------------------------------
 # Running hoptrace (or, with --evidence-only, the traffic under the test's own nftrace table)
 
-OWN_TABLE = "hoptrace_evidence_test"
+OWN_TABLE = "trace_rules_evidence"  # not hoptrace_<pid>: no hoptrace run would take it for its own
 
 
 class Run:
@@ -254,8 +254,8 @@ def traced(hoptrace: Path | None, lab: lablib.Lab, tmp: Path, tag: str, traffic:
     CMD first saves `nft list tables` of the host namespace (the tables while hoptrace runs)."""
     db = tmp / f"{tag}.db"
     during = tmp / f"{tag}.tables"
-    cmds = [["ip", "netns", "exec", lab.ns["host"], "nft", "list", "tables"]]
-    script = shlex.join(cmds[0]) + f" > {shlex.quote(str(during))}; " + " ; ".join(
+    list_tables = ["ip", "netns", "exec", lab.ns["host"], "nft", "list", "tables"]
+    script = shlex.join(list_tables) + f" > {shlex.quote(str(during))}; " + " ; ".join(
         shlex.join(list(map(str, c))) for c in traffic) + " ; true"
     if hoptrace is None:
         if trace_rules:
