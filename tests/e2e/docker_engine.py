@@ -28,6 +28,17 @@ What hoptrace says is checked against references the test computes itself, never
 - --dest the host's own addresses (the uplink's, docker0's): "delivered to the host", no lo and no uplink point
   (the kernel's `ip route get` says local); --dest a container on the user network: "blocked by Docker's network
   isolation" (Docker's own DROP rule counts the pings alpha sends there, which fail).
+- --trace-rules (the firewall's verdicts), each against the test's own `iptables -S CHAIN` (the rule's text),
+  `iptables -L CHAIN -v -x` before and after (its counter) and `nft -a monitor trace` in the engine's namespace
+  during the run (the kernel's trace events, by the rule's handle from `nft -a list chain`): a DROP the test inserts
+  in DOCKER-USER for alpha's pings to the far server, and Docker's DOCKER-ISOLATION-STAGE-2 DROP for alpha's pings
+  to gamma on the user network — the flow's lost entry names table, chain, the rule's text, packets = the counter's
+  growth = the drop verdicts nft saw = the requests ping sent (JSON, and the text report's LOST line); a fetch from
+  alpha (docker0) and from gamma (user network) to an httpd on the far server — the src rewrite names that
+  network's MASQUERADE rule (`iptables -t nat -S POSTROUTING`, the subnet per `docker network inspect`); the far
+  server's fetch of the published port — the dst rewrite names the DNAT rule of chain DOCKER (`iptables -t nat -S
+  DOCKER`); while each run's command runs, `nft list tables` shows `inet hoptrace_<hoptrace's pid>`, after it no
+  hoptrace_ table.
 
 Exit 0 if every check passed, 1 otherwise, 77 without root or docker.io/busybox-static (a failure under
 HOPTRACE_REQUIRE_NETNS=1). One line per check; the last line is exactly "N passed, M failed".
@@ -51,11 +62,12 @@ import lablib  # noqa: E402
 import trust_reference as ref  # noqa: E402
 from live_common import Checks, expect, guarded, report_json, run, short, workdir  # noqa: E402
 
-WATCHDOG_S = 150  # well below ctest's TIMEOUT; the test takes ~30 s
+WATCHDOG_S = 150  # well below ctest's TIMEOUT; the test takes ~45 s
 PING_COUNT = 5
 PING_INTERVAL = "0.2"
 SAME_ID_COUNT = 8  # 1.4 s of pinging from each of the two containers: they overlap
 HTTP_PORT = 8080
+FAR_PORT = 8000  # the far server's httpd (--trace-rules: MASQUERADE of a container's fetch)
 USER_NET = "htnet"
 # Where a dockerd/containerd left to its defaults writes on the machine: the test's engine must create none of them.
 MACHINE_DOCKER_PATHS = ("/run/docker", "/run/containerd", "/run/docker.sock", "/var/run/docker.pid", "/var/lib/docker",
@@ -623,6 +635,277 @@ def check_destinations(scene: Scene, ips: dict[str, dict[str, str]]) -> None:
     checks("--dest a container on another Docker network: blocked by Docker's network isolation", isolated)
 
 
+# --------------------------------------------------------------------------------------------
+# --trace-rules: the rules hoptrace names, against iptables' own text and counters and nft's own trace monitor
+
+
+class RuleTraced:
+    """`hoptrace trace --trace-rules` of CMD, with the test's own evidence around it: the packet counters of the
+    chains named (iptables -L -v -x, before and after), `nft -a monitor trace` in the engine's namespace during the
+    run, `nft list tables` while CMD runs (from inside CMD) and after hoptrace has exited."""
+
+    def __init__(self, scene: Scene, name: str, container: str, dest: str, cmd: list[str],
+                 chains: list[tuple[str, str]]):
+        e = scene.engine
+        self.scene, self.name = scene, name
+        self.db = scene.tmp / f"{name}.db"
+        tables_file = scene.tmp / f"{name}.tables"
+        before = {c: e.rule_counters(c[1], c[0]) for c in chains}
+        # CMD lists the engine's tables first (hoptrace's own is in place by then), then runs; its exit status is
+        # printed, so that a failing ping (the point of a drop) is not hoptrace's exit status.
+        wrapped = ["sh", "-c", f'ip netns exec {scene.E} nft list tables >{tables_file}; "$@"; echo "cmd exit $?"',
+                   "sh", *cmd]
+        monitor = e.nft_monitor_trace(scene.tmp / f"{name}.nft-trace")
+        try:
+            argv = [str(scene.hoptrace), "trace", "--trace-rules", "--container", container, "--host-netns", scene.E,
+                    "--dest", dest, "--db", str(self.db), "--user", "root", "--", *wrapped]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e.env())
+            self.pid = proc.pid
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise
+            self.result = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        finally:
+            self.monitor = monitor.stop()
+        self.tables_after = e.nft_tables()
+        self.tables_during = [line.split(None, 1)[1] for line in tables_file.read_text().splitlines()
+                              if line.startswith("table ")] if tables_file.exists() else []
+        self.delta = {c: [b - a for a, b in zip(before[c], e.rule_counters(c[1], c[0]))] for c in chains}
+        self.report = report_json(scene.hoptrace, self.db) if self.result.returncode == 0 else {}
+
+    def ran(self) -> str:
+        expect(self.result.returncode == 0, f"exit {self.result.returncode}: {short(self.result.stderr)}")
+        expect("rule_traces" in self.report, f"no rule_traces in the JSON report: {sorted(self.report)}")
+        rt = self.report["rule_traces"]
+        keys = {"events", "packets", "tied", "untied", "lost_events"}
+        expect(keys <= set(rt), f"rule_traces {rt}, want the keys {sorted(keys)}")
+        expect(rt["lost_events"] == 0 and rt["tied"] + rt["untied"] == rt["packets"], f"rule_traces {rt}")
+        return f"rule_traces {rt}"
+
+    def verdicts(self, table: str, chain: str, handle: int, verdict: str) -> int:
+        """How many trace events of the test's own monitor name that rule (by handle) with that verdict."""
+        return sum(1 for m in self.monitor if (m["family"], m["table"], m["chain"], m["handle"], m["verdict"])
+                   == ("ip", table, chain, handle, verdict))
+
+    def table_checks(self) -> None:
+        """While CMD ran: exactly one `inet hoptrace_<hoptrace's pid>`; after hoptrace exited: no hoptrace_ table."""
+        checks = self.scene.checks
+
+        def during() -> str:
+            ours = [t for t in self.tables_during if "hoptrace_" in t]
+            expect(ours == [f"inet hoptrace_{self.pid}"], f"nft list tables during the run: {self.tables_during} "
+                   f"(hoptrace's pid {self.pid})")
+            return f"nft list tables: {', '.join(self.tables_during)}"
+        checks(f"{self.name}: while it runs, the engine's namespace has hoptrace's table inet hoptrace_PID", during)
+
+        def after() -> str:
+            left = [t for t in self.tables_after if "hoptrace_" in t]
+            expect(not left, f"nft list tables after the run: {self.tables_after}")
+            return f"nft list tables: {', '.join(self.tables_after)}"
+        checks(f"{self.name}: after it, nft list tables lists no hoptrace_ table", after)
+
+    def text_report(self) -> str:
+        r = run(self.scene.hoptrace, "report", "--db", self.db)
+        expect(r.returncode == 0, f"hoptrace report: exit {r.returncode}: {short(r.stderr)}")
+        return r.stdout
+
+
+def rule_index(rules: list[str], chain: str, *words: str) -> int:
+    """The position of the one rule (iptables -S text) holding every one of words."""
+    found = [i for i, r in enumerate(rules) if all(w in r.split() for w in words)]
+    expect(len(found) == 1, f"iptables -S {chain}: {len(found)} rules with {' '.join(words)}: {rules}")
+    return found[0]
+
+
+def flow_check(scene: Scene, label: str, run_: RuleTraced, proto: str, **original) -> dict | None:
+    """The one flow of the report with that protocol and original tuple's fields (a check), or None."""
+    found = []
+
+    def one() -> str:
+        found.append(the_flow(run_, proto, **original))
+        f = found[0]
+        return f"{f['original']}, {f['forward_journeys']} forward and {f['reply_journeys']} reply journeys"
+    scene.checks(f"{label}: one {proto} flow {' '.join(f'{k}={v}' for k, v in original.items())}", one)
+    return found[0] if found else None
+
+
+def the_flow(run_: RuleTraced, proto: str, **original) -> dict:
+    flows = [f for f in run_.report.get("flows", []) if f["proto"] == proto
+             and all(f["original"].get(k) == v for k, v in original.items())]
+    expect(len(flows) == 1, f"{len(flows)} {proto} flows {original}: "
+           f"{[(f['proto'], f['original']) for f in run_.report.get('flows', [])]}")
+    return flows[0]
+
+
+def check_rule_drop(scene: Scene, label: str, run_: RuleTraced, flow: dict, chain: str, index: int, rule: str,
+                    handle: int, sent) -> None:
+    """A lost entry of flow names the rule at chain[index] of filter: its text (iptables -S), its packets = the rule's
+    counter delta = the drop verdicts the test's nft monitor saw for the rule's handle (read while the rule was
+    there) = the requests ping sent (sent(): read from ping's own output)."""
+    checks = scene.checks
+    sent_by = sent
+    delta = run_.delta[("filter", chain)][index]
+    seen = run_.verdicts("filter", chain, handle, "drop")
+
+    def evidence() -> str:
+        sent = sent_by()
+        expect(delta == sent and seen == sent, f"the rule's counter grew by {delta}, nft monitor trace saw {seen} drop "
+               f"verdicts of handle {handle}; ping sent {sent}")
+        return f"'{rule}' (handle {handle}): counter +{delta}, nft monitor trace {seen} drop verdicts, ping {sent} sent"
+    checks(f"{label}: the test's evidence: the rule's counter and nft's own trace count every request", evidence)
+
+    def named() -> str:
+        want = {"netns": scene.E, "family": "ip", "table": "filter", "chain": chain, "rule": rule, "verdict": "drop",
+                "packets": delta}
+        lost = flow.get("lost", [])
+        expect(len(lost) == 1, f"lost {lost}")
+        expect(lost[0].get("rules") == [want], f"lost[0].rules {lost[0].get('rules')}, want [{want}]")
+        expect(lost[0]["count"] == delta, f"lost {lost[0]['count']} packets, the rule dropped {delta}")
+        text = run_.text_report()
+        line = f"dropped by filter {chain} {rule} ({delta} traced packets)"
+        expect(any("LOST:" in t and line in t for t in text.splitlines()),
+               f"no LOST line with '{line}': {short(text, 2000)}")
+        return f"lost {lost[0]['count']} after {lost[0]['after']}: {line}"
+    checks(f"{label}: the lost entry names filter {chain}, the rule's iptables -S text, packets = its counter (JSON "
+           "and text)", named)
+
+
+def check_rule_rewrite(scene: Scene, label: str, run_: RuleTraced, flow: dict, field: str, chain: str, index: int,
+                       rule: str, handle: int) -> None:
+    """flow's forward FIELD rewrite names the nat rule at chain[index]: its text (iptables -t nat -S), its packets =
+    the rule's counter delta = the accept verdicts the test's nft monitor saw for its handle."""
+    checks = scene.checks
+    delta = run_.delta[("nat", chain)][index]
+    seen = run_.verdicts("nat", chain, handle, "accept")
+
+    def named() -> str:
+        expect(delta == 1, f"the rule's counter grew by {delta}, want 1 (one connection)")
+        rewrites = [r for r in flow["rewrites"] if r["field"] == field and r["direction"] == "forward"]
+        expect(len(rewrites) == 1, f"forward {field} rewrites: {flow['rewrites']}")
+        want = {"netns": scene.E, "family": "ip", "table": "nat", "chain": chain, "rule": rule, "verdict": "accept",
+                "packets": delta}
+        got = rewrites[0].get("rule")
+        why = "" if seen else (" (nft monitor trace saw no event of that rule: the connection's first packet, the "
+                               "only one nat rules see, was not traced)")
+        # Which packets the kernel reported under the same trace id as the rule's event (their IPv4 ids, as nft
+        # printed their headers): more than one, and a reader that takes one id for one packet cannot tell them apart.
+        ids = {m["id"] for m in run_.monitor if (m["table"], m["chain"], m["handle"]) == ("nat", chain, handle)}
+        for tid in sorted(ids):
+            ip_ids = sorted({m["text"].split(" ip id ", 1)[1].split()[0] for m in run_.monitor
+                             if m["id"] == tid and m["kind"] == "packet" and " ip id " in m["text"]}, key=int)
+            why += f"; nft monitor: trace id {tid} (the rule's event) also carried the packets of ip id {ip_ids}"
+        expect(got == want, f"the {field} rewrite's rule {got}, want {want}; nft monitor trace saw {seen} accept "
+               f"verdicts of handle {handle}{why}; rule_traces {run_.report.get('rule_traces')}")
+        expect(seen == delta, f"nft monitor trace saw {seen} accept verdicts of handle {handle}, the counter {delta}")
+        text = run_.text_report()
+        by = f"by nat {chain} {rule}"
+        expect(by in text, f"no '{by}' in the text report: {short(text, 2000)}")
+        return f"{rewrites[0]['from']} → {rewrites[0]['to']} {by} (counter +{delta}, nft monitor {seen})"
+    checks(f"{label}: the {field} rewrite names nat {chain} and the rule's iptables -t nat -S text, packets = its "
+           "counter", named)
+
+
+def check_trace_rules(scene: Scene, ips: dict[str, dict[str, str]]) -> None:
+    """--trace-rules: the rule that dropped a lost packet, and the nat rule of a rewrite, as hoptrace names them,
+    against the test's own `iptables -S` (the text), `iptables -L -v -x` (the counters, before and after) and `nft
+    monitor trace` (the kernel's trace events, by the rule's handle)."""
+    e, checks = scene.engine, scene.checks
+    alpha = ips["alpha"]["bridge"]
+    count = 3
+
+    def pinged(r: RuleTraced) -> int:
+        line = next((x for x in r.result.stdout.splitlines() if "packets transmitted" in x), "")
+        expect(line and "cmd exit" in r.result.stdout, f"ping's output: {short(r.result.stdout)}")
+        return int(line.split()[0])
+
+    # 1. DOCKER-USER: a rule of the test's own drops alpha's pings to the far server.
+    e.run_in(scene.E, "iptables", "-I", "DOCKER-USER", "-d", scene.server, "-p", "icmp", "-j", "DROP")
+    try:
+        rules = e.iptables_rules("DOCKER-USER")
+        i = rule_index(rules, "DOCKER-USER", "-j", "DROP", "icmp")
+        handle = e.nft_rule_handles("DOCKER-USER")[i]
+        cmd = scene.docker_argv("exec", "alpha", "ping", "-c", str(count), "-i", PING_INTERVAL, "-W", "1",
+                                scene.server)
+        r = RuleTraced(scene, "rules-docker-user", "alpha", scene.server, cmd, [("filter", "DOCKER-USER")])
+    finally:
+        e.run_in(scene.E, "iptables", "-D", "DOCKER-USER", "-d", scene.server, "-p", "icmp", "-j", "DROP")
+    label = "--trace-rules DOCKER-USER drop"
+    if checks(f"{label}: hoptrace trace --trace-rules around alpha's pings exits 0", r.ran) is not None:
+        flow = flow_check(scene, label, r, "icmp", src=alpha, dst=scene.server)
+        if flow is not None:
+            check_rule_drop(scene, label, r, flow, "DOCKER-USER", i, rules[i], handle, lambda: pinged(r))
+    r.table_checks()
+
+    # 2. Docker's network isolation: alpha (docker0) pings gamma (USER_NET), DOCKER-ISOLATION-STAGE-2 drops them.
+    gamma = ips["gamma"][USER_NET]
+    bridge = "br-" + e.docker("network", "inspect", "-f", "{{.Id}}", USER_NET).stdout.strip()[:12]
+    chain = "DOCKER-ISOLATION-STAGE-2"
+    rules = e.iptables_rules(chain)
+    i = rule_index(rules, chain, "-o", bridge, "DROP")
+    handle = e.nft_rule_handles(chain)[i]
+    cmd = scene.docker_argv("exec", "alpha", "ping", "-c", str(count), "-i", PING_INTERVAL, "-W", "1", gamma)
+    r = RuleTraced(scene, "rules-isolation", "alpha", gamma, cmd, [("filter", chain)])
+    label = "--trace-rules isolation drop"
+    if checks(f"{label}: hoptrace trace --trace-rules around alpha's pings to gamma exits 0", r.ran) is not None:
+        flow = flow_check(scene, label, r, "icmp", src=alpha, dst=gamma)
+        if flow is not None:
+            check_rule_drop(scene, label, r, flow, chain, i, rules[i], handle, lambda: pinged(r))
+    r.table_checks()
+
+    # 3. MASQUERADE: a fetch from a container (docker0, USER_NET) to an httpd on the far server.
+    www = scene.tmp / "server-www"
+    www.mkdir(exist_ok=True)
+    (www / "index.html").write_text("far server\n")
+    httpd = e.popen_in(e.ns["server"], dockerlib.static_busybox(), "httpd", "-f", "-p", f"{scene.server}:{FAR_PORT}",
+                       "-h", www, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        e.run_in(e.ns["server"], sys.executable, "-c", "import socket, time\nfor _ in range(100):\n    try:\n"
+                 f"        socket.create_connection(({scene.server!r}, {FAR_PORT}), 1).close(); break\n"
+                 "    except OSError: time.sleep(0.05)")
+        for container, network in (("alpha", "bridge"), ("gamma", USER_NET)):
+            ip = ips[container][network]
+            cfg = json.loads(e.docker("network", "inspect", network).stdout)[0]
+            subnet = cfg["IPAM"]["Config"][0]["Subnet"]
+            out_if = "docker0" if network == "bridge" else "br-" + cfg["Id"][:12]
+            rules = e.iptables_rules("POSTROUTING", "nat")
+            i = rule_index(rules, "POSTROUTING", "-s", subnet, out_if, "MASQUERADE")
+            handle = e.nft_rule_handles("POSTROUTING", "nat")[i]
+            cmd = scene.docker_argv("exec", container, "wget", "-q", "-O", "-", f"http://{scene.server}:{FAR_PORT}/")
+            r = RuleTraced(scene, f"rules-masquerade-{container}", container, scene.server, cmd,
+                           [("nat", "POSTROUTING")])
+            label = f"--trace-rules MASQUERADE ({network})"
+            if checks(f"{label}: hoptrace trace --trace-rules around {container}'s fetch from the far server exits 0, "
+                      "page fetched", lambda: r.ran() if "far server" in r.result.stdout else
+                      expect(False, f"stdout {short(r.result.stdout)}")) is not None:
+                flow = flow_check(scene, label, r, "tcp", src=ip, dst=scene.server, dport=FAR_PORT)
+                if flow is not None:
+                    check_rule_rewrite(scene, label, r, flow, "src", "POSTROUTING", i, rules[i], handle)
+            r.table_checks()
+    finally:
+        httpd.terminate()
+        httpd.wait(5)
+
+    # 4. DNAT: the far server fetches web's published port.
+    rules = e.iptables_rules("DOCKER", "nat")
+    i = rule_index(rules, "DOCKER", "--dport", str(HTTP_PORT), "DNAT")
+    handle = e.nft_rule_handles("DOCKER", "nat")[i]
+    url = f"http://{scene.uplink_ip}:{HTTP_PORT}/"
+    fetch = ["ip", "netns", "exec", e.ns["server"], sys.executable, "-c",
+             f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode(), end='')"]
+    r = RuleTraced(scene, "rules-dnat", "web", scene.server, fetch, [("nat", "DOCKER")])
+    label = "--trace-rules DNAT (published port)"
+    if checks(f"{label}: hoptrace trace --trace-rules around the far server's fetch exits 0, page fetched",
+              lambda: r.ran() if "hoptrace docker e2e" in r.result.stdout else
+              expect(False, f"stdout {short(r.result.stdout)}")) is not None:
+        flow = flow_check(scene, label, r, "tcp", dst=scene.uplink_ip, dport=HTTP_PORT)
+        if flow is not None:
+            check_rule_rewrite(scene, label, r, flow, "dst", "DOCKER", i, rules[i], handle)
+    r.table_checks()
+
+
 def run_scenario(checks: Checks, hoptrace: Path, engine: dockerlib.Engine, tmp: Path) -> None:
     scene = Scene(checks, hoptrace, engine, tmp)
     t0 = time.monotonic()
@@ -651,6 +934,7 @@ def run_scenario(checks: Checks, hoptrace: Path, engine: dockerlib.Engine, tmp: 
     guarded(checks, "sidecar", check_sidecar, scene)
     guarded(checks, "stopped container", check_stopped, scene)
     guarded(checks, "destinations", check_destinations, scene, ips)
+    guarded(checks, "--trace-rules", check_trace_rules, scene, ips)
 
 
 def main() -> int:

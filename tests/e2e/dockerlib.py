@@ -505,6 +505,86 @@ class Engine:
     def iptables_save(self, table: str) -> list[str]:
         return self.run_in("engine", "iptables-save", "-t", table).stdout.splitlines()
 
+    # -- Docker's firewall as iptables and nft themselves print it (the references of the --trace-rules checks).
+    # The three listings keep the chain's order, so a rule's position in one is its position in the others.
+
+    def iptables_rules(self, chain: str, table: str = "filter") -> list[str]:
+        """The rules of a chain as `iptables -S CHAIN` prints them, minus the leading `-A CHAIN `."""
+        lines = self.run_in("engine", "iptables", "-t", table, "-S", chain).stdout.splitlines()
+        head = f"-A {chain} "
+        return [line[len(head):] for line in lines if line.startswith(head)]
+
+    def rule_counters(self, chain: str, table: str = "filter") -> list[int]:
+        """Each rule's packet counter, in the chain's order (`iptables -L CHAIN -v -x -n`)."""
+        lines = self.run_in("engine", "iptables", "-t", table, "-L", chain, "-v", "-x", "-n").stdout.splitlines()
+        return [int(line.split()[0]) for line in lines[2:] if line.strip()]
+
+    def nft_rule_handles(self, chain: str, table: str = "filter", family: str = "ip") -> list[int]:
+        """Each rule's nftables handle, in the chain's order (`nft -a list chain FAMILY TABLE CHAIN`)."""
+        out = self.run_in("engine", "nft", "-a", "list", "chain", family, table, chain).stdout
+        return [int(line.rsplit("# handle ", 1)[1]) for line in out.splitlines()
+                if "# handle " in line and not line.strip().startswith("chain ")]
+
+    def nft_tables(self) -> list[str]:
+        """`nft list tables` in the engine's namespace: "FAMILY NAME" each."""
+        out = self.run_in("engine", "nft", "list", "tables").stdout
+        return [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("table ")]
+
+    def nft_monitor_trace(self, path: Path) -> "NftTrace":
+        """`nft -a monitor trace` in the engine's namespace, writing to path, until its stop()."""
+        return NftTrace(self, path)
+
+
+class NftTrace:
+    """The kernel's trace events as nft itself prints them (`nft -a monitor trace`, line-buffered to a file), for
+    packets someone marked with nftrace. stop() ends it and returns the events, each a dict: id, family, table, chain,
+    kind ("rule", "policy", "packet", "return", …), handle (rules; None otherwise), verdict ("drop", "accept", …;
+    "" for a packet line), text (the rest of the line)."""
+
+    def __init__(self, engine: Engine, path: Path):
+        self.path = Path(path)
+        self._out = open(self.path, "wb")
+        self._proc = engine.popen_in("engine", "stdbuf", "-oL", "nft", "-a", "monitor", "trace", stdout=self._out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # Subscribed once nft is running; give it a moment (nothing is traced before hoptrace's table anyway).
+        time.sleep(0.3)
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"nft monitor trace exited {self._proc.returncode}: {self.path.read_text()}")
+
+    def stop(self, settle: float = 0.3) -> list[dict]:
+        time.sleep(settle)  # the last events of the traffic are read and printed
+        if self._proc.poll() is None:
+            self._proc.terminate()
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(5)
+        self._out.close()
+        return parse_nft_trace(self.path.read_text(errors="replace"))
+
+
+def parse_nft_trace(text: str) -> list[dict]:
+    """Lines of `nft -a monitor trace`: `trace id ID FAMILY TABLE CHAIN rule TEXT # handle N (verdict V)`,
+    `… CHAIN policy accept`, `… CHAIN packet: HEADERS`."""
+    events = []
+    for line in text.splitlines():
+        w = line.split(None, 6)
+        if len(w) < 6 or w[:2] != ["trace", "id"]:
+            continue
+        rest = w[6] if len(w) > 6 else ""
+        e = {"id": w[2], "family": w[3], "table": w[4], "chain": w[5], "kind": rest.split(" ", 1)[0].rstrip(":"),
+             "handle": None, "verdict": "", "text": rest}
+        if e["kind"] == "rule" and "(verdict " in rest:
+            body, verdict = rest.rsplit("(verdict ", 1)
+            e["verdict"] = verdict.rstrip(") ").split()[0]
+            if "# handle " in body:
+                e["handle"] = int(body.rsplit("# handle ", 1)[1].split()[0])
+        elif e["kind"] == "policy":
+            e["verdict"] = rest.split()[1] if len(rest.split()) > 1 else ""
+        events.append(e)
+    return events
+
 
 _cleanup_installed = False
 
