@@ -680,9 +680,9 @@ class RuleTraced:
         expect(self.result.returncode == 0, f"exit {self.result.returncode}: {short(self.result.stderr)}")
         expect("rule_traces" in self.report, f"no rule_traces in the JSON report: {sorted(self.report)}")
         rt = self.report["rule_traces"]
-        keys = {"events", "packets", "tied", "untied", "lost_events"}
+        keys = {"events", "walks", "packets", "tied", "untied", "lost_events"}
         expect(keys <= set(rt), f"rule_traces {rt}, want the keys {sorted(keys)}")
-        expect(rt["lost_events"] == 0 and rt["tied"] + rt["untied"] == rt["packets"], f"rule_traces {rt}")
+        expect(rt["lost_events"] == 0 and rt["tied"] + rt["untied"] == rt["walks"], f"rule_traces {rt}")
         return f"rule_traces {rt}"
 
     def verdicts(self, table: str, chain: str, handle: int, verdict: str) -> int:
