@@ -1,6 +1,7 @@
 #include "capture/session.hpp"
 
 #include "store/conntrack.hpp"
+#include "store/containers.hpp"
 #include "store/private_file.hpp"
 #include "store/rule_traces.hpp"
 #include "store/writer.hpp"
@@ -57,6 +58,7 @@ Session::Session(const std::string& db_path, std::vector<SessionPoint> points, c
             p.point.source = "live";
             p.point.link_type = static_cast<std::uint32_t>(LinkType::ethernet);
             const auto id = static_cast<std::uint32_t>(m_db.add_point(p.point));
+            if (p.container) store::add_container(m_db, id, *p.container);
             m_live.push_back({id, p.point.name, p.ns, p.point.ifname});
         }
         store_conntrack("dump-start");

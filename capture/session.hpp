@@ -35,6 +35,7 @@ namespace hoptrace::capture {
 struct SessionPoint {
     store::Point point;         // name, netns label, ifname, role, evidence, addresses, ifindex (id is assigned)
     const Netns* ns = nullptr;  // where the interface is
+    std::optional<ContainerInfo> container;  // a --container target's own point: what the engine said
 };
 
 struct SessionOptions {

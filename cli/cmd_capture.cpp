@@ -182,6 +182,8 @@ std::vector<capture::SessionPoint> session_points(const Resolved& r) {
             sp.point.addresses += (sp.point.addresses.empty() ? "" : " ") + address;
         sp.point.ifindex = p.link.ifindex;
         sp.ns = r.namespaces[p.netns].get();
+        if (const auto c = r.containers.find(p.netns); c != r.containers.end() && p.role == Role::container)
+            sp.container = c->second;
         points.push_back(std::move(sp));
     }
     return points;

@@ -87,6 +87,7 @@ Resolved resolve_targets(const TargetOptions& options, bool require_target) {
             continue;
         }
         target_of_ns.push_back(&t);
+        if (resolved[k].container) r.containers.emplace(i, std::move(*resolved[k].container));
         refs.push_back({r.namespaces[i].get(), label});
     }
     if (refs.size() > 1) {

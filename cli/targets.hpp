@@ -7,6 +7,7 @@
 #include "tracer/netns.hpp"
 #include "tracer/topology.hpp"
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +32,7 @@ struct Resolved {
     std::vector<std::unique_ptr<Netns>> namespaces;
     Topology topology;
     std::vector<std::string> notes;  // what resolving decided that the user should hear (targets merged)
+    std::map<std::size_t, ContainerInfo> containers;  // by namespace index: the --container targets'
 };
 
 // Resolves targets, discovers the path, applies --point. Throws Fatal / UsageError with one clear line.

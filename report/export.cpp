@@ -1,5 +1,7 @@
 #include "report/export.hpp"
 
+#include "store/containers.hpp"
+
 #include "report/format.hpp"
 #include "report/model.hpp"
 #include "report/pcapng_writer.hpp"
@@ -27,12 +29,18 @@ struct Interface {
     std::uint64_t kernel_drops = 0;
 };
 
-std::string describe(const store::Point& p) {
+std::string describe(const store::Point& p, const ContainerInfo* container) {
     std::string d = "role ";
     d.append(p.role);
     if (!p.netns.empty()) d.append(", netns ").append(p.netns);
     if (!p.ifname.empty()) d.append(", interface ").append(p.ifname);
     if (!p.source.empty() && p.source != "live") d.append(", imported from ").append(p.source);
+    if (container != nullptr) {  // the container behind it, as the engine said
+        d.append(", container ").append(container->name).append(" ").append(container->id.substr(0, 12));
+        if (!container->image.empty()) d.append(", image ").append(container->image);
+        for (const auto& n : container->networks) d.append(", network ").append(n);
+        for (const auto& port : container->ports) d.append(", published ").append(port);
+    }
     return d;
 }
 
@@ -196,6 +204,7 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
     const auto snap = snaplens(db);
     std::vector<Interface> interfaces;
     std::map<std::int64_t, std::string> point_names;
+    const auto containers = store::containers(db);
     for (const store::Point& p : db.points()) {  // path order, then id
         const std::uint32_t link_type = p.link_type == 0 ? static_cast<std::uint32_t>(LinkType::ethernet) : p.link_type;
         if (link_type > std::numeric_limits<std::uint16_t>::max()) {
@@ -211,7 +220,8 @@ tl::expected<ExportSummary, std::string> export_pcapng(const store::Database& db
         i.name = p.name;
         i.kernel_drops = p.kernel_drops;
         i.idb.name = p.name;
-        i.idb.description = describe(p);
+        const auto c = containers.find(p.id);
+        i.idb.description = describe(p, c == containers.end() ? nullptr : &c->second);
         i.idb.link_type = static_cast<std::uint16_t>(link_type);
         const auto s = snap.find(p.id);
         i.idb.snaplen = s == snap.end() ? k_default_snaplen : s->second;

@@ -45,6 +45,15 @@ Json point_json(const Point& p) {
     if (!p.note.empty()) j["note"] = p.note;
     j["role_evidence"] = p.role_evidence;
     if (!p.complete) j["complete"] = false;  // only said when not: an interrupted import cut the point short
+    if (p.container) {
+        Json c;
+        c["name"] = p.container->name;
+        c["id"] = p.container->id;
+        c["image"] = p.container->image;
+        c["networks"] = p.container->networks;
+        c["ports"] = p.container->ports;
+        j["container"] = std::move(c);
+    }
     return j;
 }
 
@@ -161,6 +170,7 @@ Json flow_json(const Flow& f) {
     j["original"] = tuple_json(f.proto, f.original);
     j["translated"] = tuple_json(f.proto, f.translated);
     j["rewrites"] = array_of(f.rewrites, rewrite_json);
+    if (!f.published.empty()) j["published"] = f.published;
     j["packets"] = f.packets;
     j["journeys"] = f.journeys;
     j["forward_journeys"] = f.forward_journeys;

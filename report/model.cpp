@@ -5,6 +5,8 @@
 
 #include "report/model.hpp"
 
+#include "store/containers.hpp"
+
 #include "report/format.hpp"
 #include "report/traceroute.hpp"
 #include "report/verdicts.hpp"
@@ -826,12 +828,41 @@ std::vector<Point> load_points(const store::Database& db) {
         "SELECT id, name, netns, ifname, role, packets, kernel_drops, path_order, source, note, role_evidence, "
         "complete FROM points ORDER BY path_order IS NULL, path_order, id");
     while (q.step()) {
-        Point p{q.column_int(0),           q.column_text(1), q.column_text(2),  q.column_text(3),
-                role_of(q.column_text(4)), q.column_int(5),  q.column_int(6),   optional_int(q, 7),
-                q.column_text(8),          q.column_text(9), q.column_text(10), q.column_int(11) != 0};
+        Point p{
+            q.column_int(0),   q.column_text(1),      q.column_text(2),   q.column_text(3), role_of(q.column_text(4)),
+            q.column_int(5),   q.column_int(6),       optional_int(q, 7), q.column_text(8), q.column_text(9),
+            q.column_text(10), q.column_int(11) != 0, std::nullopt};
         points.push_back(std::move(p));
     }
+    const auto containers = store::containers(db);
+    for (Point& p : points)
+        if (const auto it = containers.find(p.id); it != containers.end()) p.container = it->second;
     return points;
+}
+
+// A flow to a published port: DNATed (its destination port rewritten forward) from the port's host port to the
+// container's port, with the port's protocol ("HOSTIP:HOSTPORT->PORT/PROTO" as docker inspect says it).
+void find_published_ports(ReportModel& m) {
+    for (Flow& f : m.flows) {
+        const bool dnat = std::any_of(f.rewrites.begin(), f.rewrites.end(), [](const Rewrite& r) {
+            return r.direction == FlowDirection::forward && (r.field == "dst" || r.field == "dport");
+        });
+        if (!dnat) continue;
+        for (const Point& p : m.points) {
+            if (!p.container) continue;
+            for (const std::string& port : p.container->ports) {
+                const auto arrow = port.find("->");
+                const auto colon = port.rfind(':', arrow);
+                const auto slash = port.find('/', arrow);
+                if (arrow == std::string::npos || colon == std::string::npos || slash == std::string::npos) continue;
+                const std::string host_port = port.substr(colon + 1, arrow - colon - 1);
+                const std::string inner = port.substr(arrow + 2, slash - arrow - 2);
+                if (port.substr(slash + 1) != proto_name(f.proto)) continue;
+                if (host_port == std::to_string(f.original.dport) && inner == std::to_string(f.translated.dport))
+                    f.published.push_back(port + " (" + p.container->name + ")");
+            }
+        }
+    }
 }
 
 ReportModel load_report(const store::Database& db, const Selection& selection) {
@@ -840,6 +871,7 @@ ReportModel load_report(const store::Database& db, const Selection& selection) {
     const Names name_of(m.points);
     m.flows = load_flows(db, name_of, m.hop_totals);
     load_firewall_verdicts(db, m);
+    find_published_ports(m);
     m.icmp_errors = load_icmp_errors(db, name_of);
     // Each flow says which ICMP errors answered it (a traceroute probe, a closed port).
     std::map<std::int64_t, std::vector<IcmpAnswer>> answers;

@@ -55,6 +55,7 @@ struct Point {
     std::string note;
     std::string role_evidence;
     bool complete = true;  // false: an import of its file was interrupted (points.complete = 0)
+    std::optional<ContainerInfo> container;  // a --container target's own point: what the engine said
 };
 
 // A firewall rule the traced packets met (capture --trace-rules: rule_traces), with how many of them.
@@ -213,6 +214,8 @@ struct Flow {
     std::vector<Segmentation> segmentation;
     std::optional<Conntrack> conntrack;  // live captures (a conntrack table was dumped)
     std::vector<IcmpAnswer> icmp_errors;
+    // The container's published ports (docker run -p) this flow's DNAT went through: "0.0.0.0:8080->80/tcp (web)".
+    std::vector<std::string> published;
     std::int64_t ambiguous = 0;
     std::int64_t copies = 0;
     std::optional<std::int64_t> copies_interfaces;

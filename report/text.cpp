@@ -59,6 +59,7 @@ void make_printable(Flow& f) {
         if (r.rule) make_printable(*r.rule);
     }
     make_printable(f.path);
+    make_printable(f.published);
     for (HopStats& h : f.hops) {
         make_printable(h.from);
         make_printable(h.to);
@@ -115,6 +116,11 @@ void make_printable(Traceroute& t) {
 ReportModel printable_copy(ReportModel m) {
     for (Point& p : m.points) {
         for (std::string* s : {&p.name, &p.netns, &p.ifname, &p.source, &p.note, &p.role_evidence}) make_printable(*s);
+        if (p.container) {
+            for (std::string* s : {&p.container->name, &p.container->id, &p.container->image}) make_printable(*s);
+            make_printable(p.container->networks);
+            make_printable(p.container->ports);
+        }
     }
     for (Flow& f : m.flows) make_printable(f);
     for (IcmpError& e : m.icmp_errors) {
@@ -430,7 +436,9 @@ std::string rewrites_text(const Flow& f) {
         rows.push_back(
             {name(r.direction), r.field, r.from + " → " + r.to,
              "between " + r.from_point + " and " + r.to_point + (r.rule ? ", by " + rule_text(*r.rule) : "")});
-    return "  rewrites:\n" + table(rows, "    ", {});
+    std::string out = "  rewrites:\n" + table(rows, "    ", {});
+    for (const std::string& port : f.published) out += "  published port: " + port + "\n";
+    return out;
 }
 
 std::string hops_text(const Flow& f) {
@@ -633,6 +641,15 @@ std::string render_text(const ReportModel& given) {
     }
     out += table(rows, "  ", {true, false, false, false, false, true, true});
     for (const Point& p : m.points) {
+        if (p.container) {
+            const ContainerInfo& c = *p.container;
+            std::string line = "  " + p.name + ": container " + c.name + " (" + c.id.substr(0, 12) + "), image " +
+                               (c.image.empty() ? "?" : c.image);
+            for (std::size_t i = 0; i < c.networks.size(); ++i)
+                line += (i == 0 ? (c.networks.size() == 1 ? ", network " : ", networks ") : " ") + c.networks[i];
+            for (std::size_t i = 0; i < c.ports.size(); ++i) line += (i == 0 ? ", published " : " ") + c.ports[i];
+            out += line + "\n";
+        }
         if (!p.complete)
             out += "  INCOMPLETE: " + p.name + ": the import of " + p.source + " was interrupted after " +
                    std::to_string(p.packets) + " packets; journeys seem to end there (hoptrace import --replace)\n";

@@ -168,6 +168,14 @@ CREATE TABLE IF NOT EXISTS rule_traces (            -- v5: netfilter trace event
   ip_len        INTEGER NOT NULL DEFAULT 0,
   journey_id    INTEGER REFERENCES journeys(id) -- set by correlate: the journey of the packet it traced
 );
+CREATE TABLE IF NOT EXISTS containers (             -- v5: what the engine said about a --container target's point
+  point_id      INTEGER PRIMARY KEY REFERENCES points(id),
+  name          TEXT NOT NULL,                  -- without the leading '/'
+  id            TEXT NOT NULL,                  -- the full ID
+  image         TEXT NOT NULL,
+  networks      TEXT NOT NULL,                  -- space-separated
+  ports         TEXT NOT NULL                   -- published, space-separated: 0.0.0.0:8080->80/tcp
+);
 CREATE TABLE IF NOT EXISTS rule_counters (          -- v5: nf_tables rules whose counters moved during a live capture
   id            INTEGER PRIMARY KEY,
   netns         TEXT NOT NULL,                  -- the host namespace

@@ -176,8 +176,34 @@ bool on_path(const std::string& program) {
 
 struct Container {
     pid_t pid = 0;
-    std::string name;  // the engine's, without its leading '/'
+    ContainerInfo info;  // info.name: the engine's, without its leading '/'
 };
+
+// One line per fact: "PID /NAME", the ID, the image, the networks, the published ports (each list space-separated).
+constexpr const char* k_inspect_format =
+    "{{.State.Pid}} {{.Name}}\n{{.Id}}\n{{.Config.Image}}\n"
+    "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}\n"
+    "{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}";
+
+std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> out(1);
+    for (const char c : text) {
+        if (c == '\n') out.emplace_back();
+        else if (static_cast<unsigned char>(c) >= 0x20 && c != 0x7f && out.back().size() < 1000) out.back() += c;
+    }
+    return out;
+}
+
+std::vector<std::string> words(const std::string& line) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start < line.size()) {
+        const auto end = std::min(line.find(' ', start), line.size());
+        if (end > start) out.push_back(line.substr(start, end - start));
+        start = end + 1;
+    }
+    return out;
+}
 
 tl::expected<Container, std::string> inspect_container(const std::string& container) {
     if (!is_container_name(container)) return tl::unexpected(container_name_error(container));
@@ -185,8 +211,7 @@ tl::expected<Container, std::string> inspect_container(const std::string& contai
         if (!on_path(engine)) continue;
         // "--": whatever the name looks like, it is an argument, never an option of docker's.
         // --type container: an image of the same name is not what was asked for.
-        auto r =
-            run_program({engine, "inspect", "--type", "container", "-f", "{{.State.Pid}} {{.Name}}", "--", container});
+        auto r = run_program({engine, "inspect", "--type", "container", "-f", k_inspect_format, "--", container});
         if (!r || r->status != 0) {
             // docker's own first line says which it is ("No such object", "Cannot connect to the Docker daemon
             // at …"), printable and cut to one line.
@@ -202,9 +227,16 @@ tl::expected<Container, std::string> inspect_container(const std::string& contai
         if (ec != std::errc() || ptr != text.data() + std::min(space, text.size()))
             return tl::unexpected("--container " + container + ": " + engine + " gave no pid ('" + text + "')");
         if (c.pid <= 0) return tl::unexpected("--container " + container + ": the container is not running");
-        c.name = space == std::string::npos ? "" : text.substr(space + 1);
-        if (!c.name.empty() && c.name.front() == '/') c.name.erase(0, 1);
-        if (!is_container_name(c.name)) c.name = container;  // an engine that names it otherwise: as typed
+        std::string& name = c.info.name;
+        name = space == std::string::npos ? "" : text.substr(space + 1);
+        if (!name.empty() && name.front() == '/') name.erase(0, 1);
+        if (!is_container_name(name)) name = container;  // an engine that names it otherwise: as typed
+        const std::vector<std::string> facts = lines_of(r->out);
+        auto fact = [&](std::size_t i) { return i < facts.size() ? facts[i] : std::string(); };
+        c.info.id = fact(1);
+        c.info.image = fact(2);
+        c.info.networks = words(fact(3));
+        c.info.ports = words(fact(4));
         return c;
     }
     return tl::unexpected("--container " + container +
@@ -215,7 +247,7 @@ tl::expected<Container, std::string> inspect_container(const std::string& contai
 
 tl::expected<TargetNamespace, std::string> resolve(const Target& target) {
     auto labelled = [](std::string label) {
-        return [label = std::move(label)](Netns ns) { return TargetNamespace{std::move(ns), label}; };
+        return [label = std::move(label)](Netns ns) { return TargetNamespace{std::move(ns), label, std::nullopt}; };
     };
     switch (target.kind) {
         case Target::Kind::netns:
@@ -230,7 +262,9 @@ tl::expected<TargetNamespace, std::string> resolve(const Target& target) {
         case Target::Kind::container: {
             auto c = inspect_container(target.value);
             if (!c) return tl::unexpected(c.error());
-            return Netns::by_pid(c->pid).map(labelled(c->name));
+            return Netns::by_pid(c->pid).map([&](Netns ns) {
+                return TargetNamespace{std::move(ns), c->info.name, c->info};
+            });
         }
     }
     return tl::unexpected(std::string("unknown target"));

@@ -97,14 +97,24 @@ struct Target {
 
 // A target's namespace and the label its points are named with: the netns name, `pidPID`, or the container's
 // own name as the engine knows it — the same however it was typed (name, `/name`, short or full ID).
+// What the engine says about a container target (docker inspect): for the points named after it.
+struct ContainerInfo {
+    std::string name;   // without the leading '/'
+    std::string id;     // the full ID
+    std::string image;  // as it was run (Config.Image)
+    std::vector<std::string> networks;
+    std::vector<std::string> ports;  // published: "0.0.0.0:8080->80/tcp"
+};
+
 struct TargetNamespace {
     Netns ns;
     std::string label;
+    std::optional<ContainerInfo> container;  // --container targets
 };
 
-// Resolves a target to its namespace. Containers are asked of the Docker CLI
-// (`docker inspect -f '{{.State.Pid}} {{.Name}}' -- NAME`), or podman when that is what is installed; a NAME that is
-// not a valid container name or id is refused before either is run.
+// Resolves a target to its namespace. Containers are asked of the Docker CLI (`docker inspect --type container -f
+// '{{.State.Pid}} {{.Name}} …' -- NAME`: pid, name, ID, image, networks, published ports, one call), or podman when
+// that is what is installed; a NAME that is not a valid container name or id is refused before either is run.
 tl::expected<TargetNamespace, std::string> resolve(const Target& target);
 
 // Whether `name` can be a Docker/podman container name or id: [a-zA-Z0-9][a-zA-Z0-9_.-]*, optionally after one '/'

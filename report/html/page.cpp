@@ -581,8 +581,21 @@ void point_table(Page& page) {
             .append("\">")
             .append(num(p.kernel_drops))
             .append("</td><td>")
-            .append(page.e(p.note))
-            .append("</td></tr>\n");
+            .append(page.e(p.note));
+        if (p.container) {  // the container behind the point, as the engine said
+            const ContainerInfo& c = *p.container;
+            out.append(p.note.empty() ? "" : "<br>")
+                .append("container <b>")
+                .append(page.e(c.name))
+                .append("</b> <span class=\"mono\">")
+                .append(page.e(c.id.substr(0, 12)))
+                .append("</span>, image ")
+                .append(page.e(c.image));
+            for (const auto& n : c.networks) out.append(", network ").append(page.e(n));
+            for (const auto& port : c.ports)
+                out.append(", published <span class=\"mono\">").append(page.e(port)).append("</span>");
+        }
+        out.append("</td></tr>\n");
     }
     out.append("</tbody></table>\n");
     if (points.size() > page.opt.max_table_rows)

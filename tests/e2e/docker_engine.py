@@ -412,6 +412,32 @@ def check_published_port(scene: Scene, web_ip: str) -> None:
     checks("published port: DNAT rewrites = tcpdump's SYN and SYN-ACK on the uplink vs on docker0, and conntrack's",
            dnat)
 
+    def identity() -> str:
+        # What the engine itself says (docker inspect's JSON, read here), against points[].container.
+        info = scene.engine.inspect("web")
+        published = sorted(f"{b['HostIp']}:{b['HostPort']}->{port}"
+                           for port, binds in (info["NetworkSettings"]["Ports"] or {}).items() for b in binds or [])
+        want = {"name": info["Name"].lstrip("/"), "id": info["Id"], "image": info["Config"]["Image"],
+                "networks": sorted(info["NetworkSettings"]["Networks"]), "ports": published}
+        pts = [x for x in cap.report["points"] if x["name"] == eth0]
+        expect(len(pts) == 1, f"no point {eth0}: {[x['name'] for x in cap.report['points']]}")
+        got = dict(pts[0].get("container") or {})
+        got["networks"], got["ports"] = sorted(got.get("networks", [])), sorted(got.get("ports", []))
+        expect(got == want, f"points[{eth0}].container {got}, docker inspect says {want}")
+        others = [x["name"] for x in cap.report["points"] if x["name"] != eth0 and "container" in x]
+        expect(not others, f"the host's points say a container: {others}")
+        flows = cap.flows("tcp", dport=HTTP_PORT)
+        expect(len(flows) == 1, f"{len(flows)} flows to port {HTTP_PORT}")
+        want_pub = [f"{x} (web)" for x in published if x.split(":")[-1].startswith(f"{HTTP_PORT}->")]
+        expect(flows[0].get("published") == want_pub, f"published {flows[0].get('published')}, want {want_pub}")
+        text = cap.result.stdout
+        expect(f"published port: {want_pub[0]}" in text and f"container web ({info['Id'][:12]})" in text,
+               "the text report names neither the container nor the published port")
+        return (f"{eth0}: container web {info['Id'][:12]}, image {want['image']}, networks {want['networks']}, "
+                f"ports {published}; the flow: published {want_pub}")
+    checks("published port: points[].container = docker inspect (name, ID, image, networks, ports); the DNATed "
+           "flow names the published port", identity)
+
 
 def check_host_sent(scene: Scene, web_ip: str) -> None:
     """A fetch of the published port from the engine's namespace itself (the host): Docker's nat OUTPUT rule
