@@ -474,8 +474,8 @@ private:
     std::unordered_map<std::uint64_t, SentBytes> m_sent_bytes;                  // TCP: sequence ranges sent
 };
 
-// Path order from precedence votes: within a journey (turned round for replies, so that every vote is in
-// the direction the flows start), a point seen strictly earlier than another precedes it. Equal timestamps
+// Path order from precedence votes: within a journey (turned round when it went inward, so that every vote is
+// outward), a point seen strictly earlier than another precedes it. Equal timestamps
 // give no vote — the matcher's order between them is arbitrary, and votes from it would only confirm that.
 // A journey switched between two containers on one bridge is two container paths that meet at the bridge:
 // up to its egress port it went outward, from there inward; each leg votes on its own, and every point of
@@ -499,12 +499,25 @@ std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const
             }
         }
     };
+    auto rank_of_role = [&](std::uint32_t point) {
+        const auto it = options.role_rank.find(point);
+        return it == options.role_rank.end() ? 4 : it->second;
+    };
+    // Which way a journey went: by the roles of its ends when they are known (a published port's flow starts at
+    // the uplink and goes inward), else a reply goes inward. Votes are cast outward, so that position 0 is the
+    // innermost point whichever way the flows started.
+    auto inward = [&](std::span<const std::uint32_t> members, FlowDirection direction) {
+        const int first = rank_of_role(sightings[members.front()].point);
+        const int last = rank_of_role(sightings[members.back()].point);
+        if (first < 4 && last < 4 && first != last) return first > last;
+        return direction == FlowDirection::reply;
+    };
     for (std::size_t j = 0; j < journeys.count(); ++j) {
         const auto members = journeys.of(j);
         const auto observed = observers_of(a, j);
         const std::size_t egress = observed.empty() ? 0 : egress_port(sightings, members, options);
         if (egress == 0) {
-            vote(members, a.journeys[j].direction == FlowDirection::reply);
+            vote(members, inward(members, a.journeys[j].direction));
             continue;
         }
         vote(members.first(egress), false);
@@ -516,10 +529,6 @@ std::vector<std::uint32_t> path_order(std::span<const Sighting> sightings, const
             }
         }
     }
-    auto rank_of_role = [&](std::uint32_t point) {
-        const auto it = options.role_rank.find(point);
-        return it == options.role_rank.end() ? 4 : it->second;
-    };
     std::vector<std::tuple<double, int, std::uint32_t>> order;
     for (const auto& [point, v] : votes) {
         const auto total = static_cast<double>(v.first + v.second);

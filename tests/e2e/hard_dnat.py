@@ -138,6 +138,15 @@ def run_dnat(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None
         return " → ".join(want)
     checks("path eth0 → docker0 → veth → c1's eth0", path)
 
+    def points_in_order() -> str:
+        # The points' path order is innermost first whichever way the flows started (here: from the far side).
+        want = [f"{lab.ns['c1']}:eth0", lab.veth["c1"], bridge, uplink]
+        got = [p["name"] for p in sorted(report["points"], key=lambda p: p.get("path_order", 99))]
+        expect(got == want and [p.get("path_order") for p in report["points"]] == [0, 1, 2, 3],
+               f"points in path order {got}, want {want} (0 = innermost)")
+        return " < ".join(want)
+    checks("points in path order innermost first (c1's eth0, veth, docker0, eth0), though the flow came in", points_in_order)
+
     def no_losses() -> str:
         expect(flow["lost"] == [], f"lost {flow['lost']}")
         expect(flow["forward_journeys"] > 0 and flow["reply_journeys"] > 0,
