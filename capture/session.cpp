@@ -62,6 +62,7 @@ Session::Session(const std::string& db_path, std::vector<SessionPoint> points, c
             m_live.push_back({id, p.point.name, p.ns, p.point.ifname});
         }
         store_conntrack("dump-start");
+        store::add_proxies(m_db, docker_proxies(m_host));  // which published ports Docker's userland proxy relays
     } catch (...) {
         discard();  // the database is as it was (a claimed one must not be emptied while another writer has it)
         throw;

@@ -20,9 +20,9 @@ struct Summary {
     std::uint64_t flows = 0;
     std::uint64_t rewrites = 0;
     std::uint64_t losses = 0;
-    std::uint64_t ambiguous = 0;      // journeys flagged ambiguous
+    std::uint64_t ambiguous = 0;        // journeys flagged ambiguous
     std::uint64_t rule_walks_tied = 0;  // traced packets (rule_traces walks) tied to a journey
-    std::vector<RoleGuess> inferred;  // roles inferred for points that had none (names in `inferred_names`)
+    std::vector<RoleGuess> inferred;    // roles inferred for points that had none (names in `inferred_names`)
     std::vector<std::string> inferred_names;
 };
 

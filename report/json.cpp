@@ -171,6 +171,17 @@ Json flow_json(const Flow& f) {
     j["translated"] = tuple_json(f.proto, f.translated);
     j["rewrites"] = array_of(f.rewrites, rewrite_json);
     if (!f.published.empty()) j["published"] = f.published;
+    if (f.relay) {
+        Json r;
+        r["by"] = "docker-proxy";
+        r["pid"] = f.relay->pid;
+        r["listens"] = f.relay->listens;
+        r["to"] = f.relay->to;
+        r["side"] = f.relay->side;
+        if (f.relay->peer_flow) r["peer_flow"] = *f.relay->peer_flow;
+        if (f.relay->undecided > 0) r["undecided"] = f.relay->undecided;
+        j["relay"] = std::move(r);
+    }
     j["packets"] = f.packets;
     j["journeys"] = f.journeys;
     j["forward_journeys"] = f.forward_journeys;

@@ -5,11 +5,10 @@
 
 #include "report/model.hpp"
 
-#include "store/containers.hpp"
-
 #include "report/format.hpp"
 #include "report/traceroute.hpp"
 #include "report/verdicts.hpp"
+#include "store/containers.hpp"
 #include "tracer/packet.hpp"
 
 #include <algorithm>
@@ -865,6 +864,58 @@ void find_published_ports(ReportModel& m) {
     }
 }
 
+// Docker's userland proxy (proxies, read at the capture's start): a connection to a published host port that was not
+// DNATed (delivered to the host, where docker-proxy listens) and the connection from a host address to the
+// container's port that the proxy opened for it. Each proxy connection is tied to the one client connection that
+// began within the second before it; with several, it stays undecided (never guessed).
+void find_relays(const store::Database& db, ReportModel& m) {
+    const auto proxies = store::proxies(db);
+    if (proxies.empty()) return;
+    const auto host = host_addresses(db);
+    constexpr std::int64_t k_dial_ns = 1'000'000'000;
+    for (const DockerProxy& x : proxies) {
+        Relay base{x.pid,
+                   x.host_ip + ":" + std::to_string(x.host_port) + "/" + x.proto,
+                   x.container_ip + ":" + std::to_string(x.container_port),
+                   "",
+                   std::nullopt,
+                   0};
+        std::vector<Flow*> clients;
+        std::vector<Flow*> dialled;
+        for (Flow& f : m.flows) {
+            if (proto_name(f.proto) != x.proto || f.relay) continue;
+            const bool dnat = std::any_of(f.rewrites.begin(), f.rewrites.end(), [](const Rewrite& r) {
+                return r.direction == FlowDirection::forward && (r.field == "dst" || r.field == "dport");
+            });
+            const bool any_address = x.host_ip == "0.0.0.0" || x.host_ip == "::";
+            if (!dnat && f.original.dport == x.host_port && host.contains(f.original.dst) &&
+                (any_address || f.original.dst == x.host_ip))
+                clients.push_back(&f);
+            else if (f.original.dst == x.container_ip && f.original.dport == x.container_port &&
+                     host.contains(f.original.src))
+                dialled.push_back(&f);
+        }
+        for (Flow* c : clients) {
+            c->relay = base;
+            c->relay->side = "client";
+        }
+        for (Flow* d : dialled) {
+            d->relay = base;
+            d->relay->side = "container";
+            std::vector<Flow*> before;
+            for (Flow* c : clients)
+                if (c->first_ts_ns <= d->first_ts_ns && d->first_ts_ns - c->first_ts_ns <= k_dial_ns)
+                    before.push_back(c);
+            if (before.size() == 1 && !before.front()->relay->peer_flow) {
+                d->relay->peer_flow = before.front()->id;
+                before.front()->relay->peer_flow = d->id;
+            } else if (before.size() > 1) {
+                d->relay->undecided = static_cast<std::int64_t>(before.size());
+            }
+        }
+    }
+}
+
 ReportModel load_report(const store::Database& db, const Selection& selection) {
     ReportModel m;
     m.points = load_points(db);
@@ -872,6 +923,7 @@ ReportModel load_report(const store::Database& db, const Selection& selection) {
     m.flows = load_flows(db, name_of, m.hop_totals);
     load_firewall_verdicts(db, m);
     find_published_ports(m);
+    find_relays(db, m);
     m.icmp_errors = load_icmp_errors(db, name_of);
     // Each flow says which ICMP errors answered it (a traceroute probe, a closed port).
     std::map<std::int64_t, std::vector<IcmpAnswer>> answers;

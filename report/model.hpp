@@ -54,7 +54,7 @@ struct Point {
     std::string source;
     std::string note;
     std::string role_evidence;
-    bool complete = true;  // false: an import of its file was interrupted (points.complete = 0)
+    bool complete = true;                    // false: an import of its file was interrupted (points.complete = 0)
     std::optional<ContainerInfo> container;  // a --container target's own point: what the engine said
 };
 
@@ -68,6 +68,18 @@ struct FirewallRule {
     bool policy = false;  // the chain's policy decided (rule is "")
     std::string verdict;  // drop | accept | queue | stolen
     std::int64_t packets = 0;
+};
+
+// A connection docker-proxy accepted on a published port (side "client": it reached the host's port without being
+// DNATed) and the proxy's own connection to the container ("container"), tied by time: the proxy dials as soon as it
+// accepted. peer_flow: the other one; unset when none was seen, or when `undecided` connections could be it.
+struct Relay {
+    std::int64_t pid = 0;
+    std::string listens;  // "0.0.0.0:8080/tcp"
+    std::string to;       // "172.17.0.2:80"
+    std::string side;     // client | container
+    std::optional<std::int64_t> peer_flow;
+    std::int64_t undecided = 0;
 };
 
 // What --trace-rules traced: events, walks (a packet's way through one hook), how many walks were tied to a
@@ -125,7 +137,7 @@ struct Loss {
     // Without traced verdicts: the host's drop rules whose counters moved during the capture (packets = how much),
     // nearest to count first — an inference, not proof.
     std::vector<FirewallRule> probable_rules;
-    std::int64_t id = 0;              // losses.id
+    std::int64_t id = 0;  // losses.id
 };
 
 // A bridge that saw the flow's frames while switching them between two of its ports: no hop of the flow.
@@ -216,6 +228,7 @@ struct Flow {
     std::vector<IcmpAnswer> icmp_errors;
     // The container's published ports (docker run -p) this flow's DNAT went through: "0.0.0.0:8080->80/tcp (web)".
     std::vector<std::string> published;
+    std::optional<Relay> relay;  // Docker's userland proxy took this connection, or made it
     std::int64_t ambiguous = 0;
     std::int64_t copies = 0;
     std::optional<std::int64_t> copies_interfaces;
@@ -384,7 +397,7 @@ struct ReportModel {
     std::vector<IcmpError> icmp_errors;
     std::vector<HopStats> hop_totals;  // all flows together (or the selected ones', recomputed)
     std::vector<Traceroute> traceroutes;
-    std::int64_t ambiguous_journeys = 0;  // in the whole store
+    std::int64_t ambiguous_journeys = 0;          // in the whole store
     std::optional<RuleTraceSummary> rule_traces;  // captured with --trace-rules
     std::optional<std::string> flow_filter;
     CaptureInfo capture;

@@ -60,6 +60,10 @@ void make_printable(Flow& f) {
     }
     make_printable(f.path);
     make_printable(f.published);
+    if (f.relay) {
+        make_printable(f.relay->listens);
+        make_printable(f.relay->to);
+    }
     for (HopStats& h : f.hops) {
         make_printable(h.from);
         make_printable(h.to);
@@ -441,6 +445,24 @@ std::string rewrites_text(const Flow& f) {
     return out;
 }
 
+// "relayed by docker-proxy (pid 1234, 0.0.0.0:8080/tcp → 172.17.0.2:80): …".
+std::string relay_text(const Flow& f) {
+    if (!f.relay) return "";
+    const Relay& r = *f.relay;
+    std::string out =
+        "  relayed by docker-proxy (pid " + std::to_string(r.pid) + ", " + r.listens + " → " + r.to + "): ";
+    const bool client = r.side == "client";
+    if (r.peer_flow)
+        out += client ? "the proxy's own connection to the container is flow " + std::to_string(*r.peer_flow)
+                      : "the proxy opened it for flow " + std::to_string(*r.peer_flow);
+    else if (r.undecided > 0)
+        out += "the proxy opened it for one of " + std::to_string(r.undecided) +
+               " connections that reached it within the second before (which one is not decided)";
+    else
+        out += client ? "the proxy's connection to the container was not seen" : "the client's connection was not seen";
+    return out + "\n";
+}
+
 std::string hops_text(const Flow& f) {
     if (f.hops.empty()) return "";
     std::vector<std::vector<std::string>> rows{{"direction", "hop", "count", "min", "p50", "p90", "p99", "max"}};
@@ -496,7 +518,7 @@ std::string flow_text(const Flow& f, const std::vector<Point>& points) {
     out += "  " + std::to_string(f.forward_journeys) + " forward and " +
            counted(f.reply_journeys, "reply packet", "reply packets") + ", " +
            counted(f.packets, "sighting", "sightings") + "\n";
-    out += rewrites_text(f) + hops_text(f) + segmentation_table(f) + conntrack_text(f);
+    out += rewrites_text(f) + relay_text(f) + hops_text(f) + segmentation_table(f) + conntrack_text(f);
     for (const Loss& l : f.lost) out += "  " + loss_text(l) + "\n";
     return out + verdict_lines(f);
 }

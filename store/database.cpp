@@ -602,7 +602,9 @@ void Database::begin_snapshot() { exec("BEGIN"); }
 
 void Database::clear() {
     Transaction txn(*this);
-    exec("DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM rule_traces; DELETE FROM rule_counters; DELETE FROM containers; DELETE FROM meta;");
+    exec(
+        "DELETE FROM packets; DELETE FROM points; DELETE FROM conntrack; DELETE FROM rule_traces; "
+        "DELETE FROM rule_counters; DELETE FROM containers; DELETE FROM proxies; DELETE FROM meta;");
     txn.commit();
 }
 

@@ -176,6 +176,14 @@ CREATE TABLE IF NOT EXISTS containers (             -- v5: what the engine said 
   networks      TEXT NOT NULL,                  -- space-separated
   ports         TEXT NOT NULL                   -- published, space-separated: 0.0.0.0:8080->80/tcp
 );
+CREATE TABLE IF NOT EXISTS proxies (                -- v5: Docker's userland proxies in the host namespace
+  pid           INTEGER NOT NULL,               -- a docker-proxy process, at the capture's start
+  proto         TEXT NOT NULL,                  -- tcp | udp | sctp
+  host_ip       TEXT NOT NULL,                  -- 0.0.0.0 (or ::): every address of the host
+  host_port     INTEGER NOT NULL,
+  container_ip  TEXT NOT NULL,
+  container_port INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rule_counters (          -- v5: nf_tables rules whose counters moved during a live capture
   id            INTEGER PRIMARY KEY,
   netns         TEXT NOT NULL,                  -- the host namespace

@@ -1,8 +1,8 @@
 #pragma once
 // Owners of the C library handles hoptrace uses, one of each: a file descriptor, a stdio FILE, a libpcap handle
 // and the libnl objects. unique_ptr with a stateless deleter (or, for a descriptor, a small class), so a handle is
-// closed exactly once on every path. The libnl, libmnl/libnftnl and libpcap types are only declared here: whoever creates one
-// includes the library's header, whoever only holds one does not need to.
+// closed exactly once on every path. The libnl, libmnl/libnftnl and libpcap types are only declared here: whoever
+// creates one includes the library's header, whoever only holds one does not need to.
 
 #include <unistd.h>
 

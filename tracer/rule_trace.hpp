@@ -92,7 +92,7 @@ struct RuleCount {
     std::string table;
     std::string chain;
     std::uint64_t handle = 0;
-    std::string rule;          // as iptables-save prints it, else "nft: " and nft's expressions
+    std::string rule;           // as iptables-save prints it, else "nft: " and nft's expressions
     std::uint64_t packets = 0;  // how much its counter moved
 };
 

@@ -477,6 +477,73 @@ def check_host_sent(scene: Scene, web_ip: str) -> None:
            before_path)
 
 
+def docker_proxies(scene: Scene) -> list[dict]:
+    """The docker-proxy processes in the engine's namespace, read here from /proc (their command lines)."""
+    engine_ino = os.stat(f"/run/netns/{scene.E}").st_ino
+    out = []
+    for pid in (d for d in os.listdir("/proc") if d.isdigit()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if not argv or Path(argv[0].decode()).name != "docker-proxy":
+                continue
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != engine_ino:
+                continue
+        except OSError:
+            continue
+        args = [a.decode() for a in argv if a]
+        opt = {args[i].lstrip("-"): args[i + 1] for i in range(1, len(args) - 1) if args[i].startswith("-")}
+        out.append({"pid": int(pid), **opt})
+    return out
+
+
+def check_docker_proxy(scene: Scene, ips: dict[str, dict[str, str]]) -> None:
+    """alpha fetches the engine's published port at the engine's own address: Docker does not DNAT what comes in
+    on docker0 (`-A DOCKER -i docker0 -j RETURN`), so the host's docker-proxy accepts it and opens a connection of
+    its own to web. hoptrace must report the two flows linked, relayed by that docker-proxy."""
+    checks = scene.checks
+    points, seen = [], set()
+    for c in ("alpha", "web"):
+        for p in with_addresses(scene, scene.expected_points(c), c):
+            if p["name"] not in seen:
+                seen.add(p["name"])
+                points.append(p)
+    url = f"http://{scene.uplink_ip}:{HTTP_PORT}/"
+    fetch = scene.docker_argv("exec", "alpha", "wget", "-q", "-O", "-", url)
+    cap = Captured(scene, "proxy", ["alpha", "web"], points, fetch)
+    proxies = [x for x in docker_proxies(scene) if x.get("host-port") == str(HTTP_PORT) and x.get("proto") == "tcp"]
+    if checks("docker-proxy: hoptrace trace of alpha and web around alpha's fetch of the published port exits 0",
+              lambda: expect(cap.result.returncode == 0 and "hoptrace docker e2e" in cap.result.stdout
+                             and len(proxies) == 1,
+                             f"exit {cap.result.returncode}: {short(cap.result.stderr)}; docker-proxy {proxies}")
+              or f"docker-proxy pid {proxies[0]['pid']}: {proxies[0]}") is None:
+        return
+    px = proxies[0]
+    bridge = next(p["name"] for p in points if p["role"] == "bridge")
+
+    def linked() -> str:
+        # The two connections, as the test's own tcpdump saw their SYNs on docker0.
+        syn = "tcp.flags.syn==1 && tcp.flags.ack==0"
+        syns = cap.fields(bridge, ["ip.src", "tcp.srcport", "ip.dst", "tcp.dstport"], syn)
+        client = [x for x in syns if x[0] == ips["alpha"]["bridge"] and x[2:] == (scene.uplink_ip, str(HTTP_PORT))]
+        dialled = [x for x in syns if x[2:] == (px["container-ip"], px["container-port"])]
+        expect(len(client) == 1 and len(dialled) == 1, f"SYNs on {bridge}: {syns}")
+        c = cap.flows("tcp", src=ips["alpha"]["bridge"], dport=HTTP_PORT)
+        d = cap.flows("tcp", dst=px["container-ip"], dport=int(px["container-port"]))
+        expect(len(c) == 1 and len(d) == 1, f"flows {[f['original'] for f in cap.report['flows']]}")
+        rc, rd = c[0].get("relay") or {}, d[0].get("relay") or {}
+        want = {"by": "docker-proxy", "pid": px["pid"], "listens": f"{px['host-ip']}:{px['host-port']}/tcp",
+                "to": f"{px['container-ip']}:{px['container-port']}"}
+        expect({k: rc.get(k) for k in want} == want and rc.get("side") == "client" and rc.get("peer_flow") == d[0]["id"],
+               f"client flow's relay {rc}, want {want}, side client, peer {d[0]['id']}")
+        expect({k: rd.get(k) for k in want} == want and rd.get("side") == "container" and rd.get("peer_flow") == c[0]["id"],
+               f"proxy's flow's relay {rd}, want {want}, side container, peer {c[0]['id']}")
+        expect(f"relayed by docker-proxy (pid {px['pid']}" in cap.result.stdout, "the text report does not say it")
+        return (f"flow {c[0]['id']} {client[0][0]}:{client[0][1]} → :{HTTP_PORT} relayed by docker-proxy "
+                f"{px['pid']} as flow {d[0]['id']} {dialled[0][0]}:{dialled[0][1]} → {dialled[0][2]}:{dialled[0][3]}")
+    checks("docker-proxy: the client's flow and the proxy's own flow to web are linked, 'relayed by docker-proxy' "
+           "(= /proc's docker-proxy, tcpdump's two SYNs on docker0)", linked)
+
+
 def check_same_icmp_id(scene: Scene, ips: dict[str, str]) -> None:
     """c1 and c2 each get a sidecar whose PID 1 is ping: busybox ping's id is its pid, so both send id 1."""
     checks = scene.checks
@@ -956,6 +1023,7 @@ def run_scenario(checks: Checks, hoptrace: Path, engine: dockerlib.Engine, tmp: 
             routed_bridge)
     guarded(checks, "published port", check_published_port, scene, ips["web"]["bridge"])
     guarded(checks, "host-sent", check_host_sent, scene, ips["web"]["bridge"])
+    guarded(checks, "docker-proxy", check_docker_proxy, scene, ips)
     guarded(checks, "same ICMP id", check_same_icmp_id, scene, {c: ips[c]["bridge"] for c in ("c1", "c2")})
     guarded(checks, "sidecar", check_sidecar, scene)
     guarded(checks, "stopped container", check_stopped, scene)
