@@ -179,11 +179,14 @@ struct Container {
     ContainerInfo info;  // info.name: the engine's, without its leading '/'
 };
 
-// One line per fact: "PID /NAME", the ID, the image, the networks, the published ports (each list space-separated).
+// One line per fact: "PID /NAME", the ID, the image, the networks, the published ports (each list space-separated),
+// the network mode (container:ID for a sidecar that shares another's namespace).
 constexpr const char* k_inspect_format =
     "{{.State.Pid}} {{.Name}}\n{{.Id}}\n{{.Config.Image}}\n"
     "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}\n"
-    "{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}";
+    "{{range $p, $b := .NetworkSettings.Ports}}{{range $b}}{{.HostIp}}:{{.HostPort}}->{{$p}} {{end}}{{end}}\n"
+    "{{.HostConfig.NetworkMode}}";
+constexpr std::size_t k_inspect_lines = 6;
 
 std::vector<std::string> lines_of(const std::string& text) {
     std::vector<std::string> out(1);
@@ -243,6 +246,52 @@ tl::expected<Container, std::string> inspect_container(const std::string& contai
                           ": neither docker nor podman is installed; use --pid PID or --netns NAME");
 }
 
+// The running container whose network namespace `ns` is, when docker or podman knows one (two calls: `ps`, then one
+// `inspect` of them all); nullopt when there is no engine, it does not answer, or no container is in `ns`.
+std::optional<ContainerInfo> container_in(const Netns& ns, pid_t pid) {
+    for (const char* engine : {"docker", "podman"}) {
+        if (!on_path(engine)) continue;
+        const auto ps = run_program({engine, "ps", "-q", "--no-trunc"});
+        if (!ps || ps->status != 0) return std::nullopt;
+        std::vector<std::string> argv{engine, "inspect", "--type", "container", "-f", k_inspect_format, "--"};
+        const std::size_t fixed = argv.size();
+        for (const std::string& id : lines_of(ps->out))
+            if (is_container_name(id)) argv.push_back(id);
+        if (argv.size() == fixed) return std::nullopt;
+        const auto r = run_program(argv);
+        if (!r || r->status != 0) return std::nullopt;
+        // k_inspect_lines per container, one container after the other. Several in `ns` (a --network container:X
+        // sidecar and X): the one whose own process `pid` is, else the one that owns the namespace.
+        const std::vector<std::string> lines = lines_of(r->out);
+        std::vector<std::pair<ContainerInfo, std::pair<pid_t, bool>>> found;  // (info, (its pid, a sidecar))
+        for (std::size_t i = 0; i + k_inspect_lines - 1 < lines.size(); i += k_inspect_lines) {
+            const auto space = lines[i].find(' ');
+            pid_t its = 0;
+            const auto [ptr, ec] =
+                std::from_chars(lines[i].data(), lines[i].data() + std::min(space, lines[i].size()), its);
+            if (ec != std::errc() || its <= 0 || space == std::string::npos) continue;
+            struct stat st {};
+            const std::string path = "/proc/" + std::to_string(its) + "/ns/net";
+            if (::stat(path.c_str(), &st) != 0 || st.st_ino != ns.inode()) continue;
+            ContainerInfo c{lines[i].substr(space + 1), lines[i + 1], lines[i + 2], words(lines[i + 3]),
+                            words(lines[i + 4])};
+            if (!c.name.empty() && c.name.front() == '/') c.name.erase(0, 1);
+            if (!is_container_name(c.name)) continue;
+            found.emplace_back(std::move(c), std::pair{its, lines[i + 5].starts_with("container:")});
+        }
+        for (const auto& [c, how] : found)
+            if (how.first == pid) return c;
+        std::optional<ContainerInfo> owner;
+        for (const auto& [c, how] : found) {
+            if (how.second) continue;
+            if (owner) return std::nullopt;  // two owners of one namespace: nothing says which
+            owner = c;
+        }
+        return owner;
+    }
+    return std::nullopt;
+}
+
 }  // namespace
 
 tl::expected<TargetNamespace, std::string> resolve(const Target& target) {
@@ -257,7 +306,11 @@ tl::expected<TargetNamespace, std::string> resolve(const Target& target) {
             auto [ptr, ec] = std::from_chars(target.value.data(), target.value.data() + target.value.size(), pid);
             if (ec != std::errc() || ptr != target.value.data() + target.value.size())
                 return tl::unexpected("--pid '" + target.value + "': not a process id");
-            return Netns::by_pid(pid).map(labelled("pid" + std::to_string(pid)));
+            auto ns = Netns::by_pid(pid);
+            if (!ns) return tl::unexpected(ns.error());
+            // A process of a container: its points are named after the container, as with --container.
+            if (auto c = container_in(*ns, pid)) return TargetNamespace{std::move(*ns), c->name, std::move(*c)};
+            return TargetNamespace{std::move(*ns), "pid" + std::to_string(pid), std::nullopt};
         }
         case Target::Kind::container: {
             auto c = inspect_container(target.value);

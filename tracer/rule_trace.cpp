@@ -370,7 +370,7 @@ tl::expected<void, std::string> add_table(mnl_socket* nl, std::uint32_t& seq, co
 // The rules of the namespace: (family, table, chain) -> handles in order; handle -> nft's text of the rule.
 struct RuleKey {
     std::string family, table, chain;
-    auto operator<=>(const RuleKey&) const = default;
+    auto operator<=>(const RuleKey&) const = default;  // NOLINT(modernize-use-nullptr): clang-tidy 14 on <=>
 };
 using RuleId = std::tuple<std::string, std::string, std::uint64_t>;  // (family, table, handle)
 struct Rules {
@@ -430,7 +430,8 @@ tl::expected<void, std::string> read_rules(mnl_socket* nl, std::uint32_t& seq, R
 
 // iptables-save (iptables-nft): per (family, table, chain) its rules' text in order, "-A CHAIN" cut off.
 void read_iptables(Rules& rules) {
-    for (const auto& [family, program] : {std::pair{"ip", "iptables-save"}, std::pair{"ip6", "ip6tables-save"}}) {
+    for (const auto& [family_name, program] : {std::pair{"ip", "iptables-save"}, std::pair{"ip6", "ip6tables-save"}}) {
+        const std::string family = family_name;  // a lambda below uses it (not a structured binding)
         const auto r = run_program({program});
         if (!r || r->status != 0) continue;
         std::istringstream in(r->out);

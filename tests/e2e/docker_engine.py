@@ -331,6 +331,18 @@ def check_identity(scene: Scene) -> None:
     checks("--container by full ID (64 hex): the same points", lambda: by("full", full))
     checks("--container /alpha (docker's own spelling of the name): the same points", lambda: by("slash", "/alpha"))
 
+    def by_pid() -> str:
+        # --pid of the container's process: the engine is asked which container's namespace that is.
+        pid = e.inspect("alpha")["State"]["Pid"]
+        r = scene.hoptrace_run("topology", "--pid", str(pid), "--host-netns", scene.E, "--dest", scene.server, "--json")
+        expect(r.returncode == 0, f"exit {r.returncode}: {short(r.stderr)}")
+        got = [{k: p[k] for k in ("name", "role", "ifname", "ifindex", "mac")} for p in json.loads(r.stdout)["points"]]
+        expect(without_names(got) == without_names(want), f"points {got}, the test's walk {want}")
+        expect(got[0]["name"] == f"{e.inspect('alpha')['Name'].lstrip('/')}:eth0",
+               f"container point named {got[0]['name']!r} for --pid {pid}")
+        return f"--pid {pid}: " + " ".join(p["name"] for p in got)
+    checks("--pid of alpha's process: the same points, named after the container", by_pid)
+
 
 def ping_cmd(scene: Scene, container: str) -> list[str]:
     return scene.docker_argv("exec", container, "ping", "-c", str(PING_COUNT), "-i", PING_INTERVAL, "-W", "2",
