@@ -15,7 +15,8 @@ line (the `nft -a list chain` order of handles is `iptables -S`'s order of rules
    own table) is a `rule_traces` row, as often, and top-level `rule_traces.packets` = the monitor's distinct trace
    ids. (The monitor's lines are not the kernel's events one for one: an event that carries only the packet's
    headers prints as a bare `packet:` line, so the test compares verdicts, not `events`.)
-6. The same traffic without --trace-rules: no `rule_traces` key, no `rules` in the lost entries, no table
+6. The same traffic without --trace-rules: no `rule_traces` key, no `rules` in the lost entries, no table;
+   the lost entry's `probable_rules` names the drop rule whose counter moved, with the counter's delta
    during the run, no trace event at all.
 2. Docker style: chain DOCKER-USER jumped to from FORWARD, `-A DOCKER-USER -d SERVER -p icmp -j DROP`, 3 pings:
    the rules name chain DOCKER-USER with that rule, packets 3 (= counter = monitor), not FORWARD's jump.
@@ -408,6 +409,21 @@ def lost_rule_case(checks: Checks, hoptrace: Path | None, lab: lablib.Lab, tmp: 
             expect(not bad_rw, f"rewrites with rule: {bad_rw}")
             return f"no rule_traces key; lost {[(x['after'], x['count']) for x in flow['lost']]} without rules"
         checks(f"{case}: the JSON has no rule_traces, the lost entries no rules", plain)
+
+        def probable() -> str:
+            # The inference from the rules' counters: the drop rule whose counter moved, by `iptables -S`'s text.
+            listing = lab.run("host", "iptables", "-S", chain).stdout.splitlines()
+            texts = [x[len(f"-A {chain} "):] for x in listing if x.startswith(f"-A {chain} ") and counter_pattern.split(":")[-1] in x]
+            expect(len(texts) == 1, f"iptables -S {chain}: {listing}")
+            got = flow["lost"][0].get("probable_rules", [])
+            mine = [x for x in got if x.get("chain") == chain and x.get("rule") == texts[0]]
+            expect(len(mine) == 1 and mine[0].get("counter") == dropped and mine[0].get("table") == "filter",
+                   f"probable_rules {got}, want filter {chain} {texts[0]!r} with counter {dropped}")
+            t = report_text(hoptrace, r.db)
+            expect(f"probably dropped by filter {chain} {texts[0]}" in t, f"the text report: {short(t, 1500)}")
+            return f"probably dropped by filter {chain} {texts[0]} (its counter moved by {dropped} = iptables')"
+        checks(f"{case}: without traces, the drop rule whose counter moved is named as an inference (= iptables' "
+               "counter)", probable)
         return
 
     drop_events = mon.drops("ip", "filter", chain)
