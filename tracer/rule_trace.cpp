@@ -112,12 +112,14 @@ tl::expected<MnlSocketPtr, std::string> open_socket() {
     return nl;
 }
 
-// Sends one batch of nf_tables messages (built by `fill`, which returns the last sequence number) and waits for the
-// kernel's answer to it: all of it is applied, or none.
+// Sends one batch of nf_tables messages (built by `fill`, at most `messages` of them) and waits for the kernel's
+// answer to it: all of it is applied, or none. Room for 1 KiB per message (a marking rule takes about 400 bytes),
+// twice over as libmnl asks: a message beyond the limit would be lost silently.
 template <typename Fill>
-tl::expected<void, std::string> send_batch(mnl_socket* nl, std::uint32_t& seq, Fill&& fill) {
-    std::vector<char> buf(static_cast<std::size_t>(MNL_SOCKET_BUFFER_SIZE) * 4);
-    mnl_nlmsg_batch* batch = mnl_nlmsg_batch_start(buf.data(), buf.size());
+tl::expected<void, std::string> send_batch(mnl_socket* nl, std::uint32_t& seq, Fill&& fill, std::size_t messages = 4) {
+    const std::size_t limit = static_cast<std::size_t>(MNL_SOCKET_BUFFER_SIZE) + 1024 * (messages + 2);
+    std::vector<char> buf(2 * limit);
+    mnl_nlmsg_batch* batch = mnl_nlmsg_batch_start(buf.data(), limit);
     nftnl_batch_begin(static_cast<char*>(mnl_nlmsg_batch_current(batch)), seq++);
     mnl_nlmsg_batch_next(batch);
     fill(batch, seq);
@@ -317,54 +319,57 @@ NftnlRulePtr new_local_connection_rule(const std::string& table, const char* cha
 
 tl::expected<void, std::string> add_table(mnl_socket* nl, std::uint32_t& seq, const std::string& name,
                                           const std::vector<TracedNetwork>& networks) {
-    return send_batch(nl, seq, [&](mnl_nlmsg_batch* batch, std::uint32_t& s) {
-        auto next = [&](std::uint16_t type, std::uint16_t flags) {
-            return nftnl_nlmsg_build_hdr(static_cast<char*>(mnl_nlmsg_batch_current(batch)), type, NFPROTO_INET, flags,
-                                         s++);
-        };
-        TablePtr t(nftnl_table_alloc());
-        nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, name.c_str());
-        nftnl_table_nlmsg_build_payload(next(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL), t.get());
-        mnl_nlmsg_batch_next(batch);
-        const std::array<std::pair<const char*, std::uint32_t>, 2> hooks{
-            {{"prerouting", NF_INET_PRE_ROUTING}, {"output", NF_INET_LOCAL_OUT}}};
-        for (const auto& [chain, hook] : hooks) {
-            ChainPtr c(nftnl_chain_alloc());
-            nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, name.c_str());
-            nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain);
-            nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, "filter");
-            nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, hook);
-            nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, -150);  // after conntrack (-200), before DNAT (-100)
-            nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
-            nftnl_chain_nlmsg_build_payload(next(NFT_MSG_NEWCHAIN, NLM_F_CREATE), c.get());
+    return send_batch(
+        nl, seq,
+        [&](mnl_nlmsg_batch* batch, std::uint32_t& s) {
+            auto next = [&](std::uint16_t type, std::uint16_t flags) {
+                return nftnl_nlmsg_build_hdr(static_cast<char*>(mnl_nlmsg_batch_current(batch)), type, NFPROTO_INET,
+                                             flags, s++);
+            };
+            TablePtr t(nftnl_table_alloc());
+            nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, name.c_str());
+            nftnl_table_nlmsg_build_payload(next(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL), t.get());
             mnl_nlmsg_batch_next(batch);
-        }
-        for (const auto& [chain, hook] : hooks) {
-            for (const TracedNetwork& net : networks) {
-                const bool v6 = net.address.family == 6;
-                const std::uint32_t src = v6 ? NFT_CT_SRC_IP6 : NFT_CT_SRC_IP;
-                const std::uint32_t dst = v6 ? NFT_CT_DST_IP6 : NFT_CT_DST_IP;
-                // Started by the container (forward and replies), to the container, and DNATed to it.
-                const std::array<std::pair<std::uint32_t, std::uint8_t>, 3> selectors{
-                    {{src, k_ct_original}, {dst, k_ct_original}, {src, k_ct_reply}}};
-                for (const auto& [key, dir] : selectors) {
-                    RulePtr r = marking_rule(name, chain, net, key, dir);
-                    nftnl_rule_nlmsg_build_payload(next(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND), r.get());
-                    mnl_nlmsg_batch_next(batch);
+            const std::array<std::pair<const char*, std::uint32_t>, 2> hooks{
+                {{"prerouting", NF_INET_PRE_ROUTING}, {"output", NF_INET_LOCAL_OUT}}};
+            for (const auto& [chain, hook] : hooks) {
+                ChainPtr c(nftnl_chain_alloc());
+                nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, name.c_str());
+                nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, chain);
+                nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, "filter");
+                nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, hook);
+                nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, -150);  // after conntrack (-200), before DNAT (-100)
+                nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
+                nftnl_chain_nlmsg_build_payload(next(NFT_MSG_NEWCHAIN, NLM_F_CREATE), c.get());
+                mnl_nlmsg_batch_next(batch);
+            }
+            for (const auto& [chain, hook] : hooks) {
+                for (const TracedNetwork& net : networks) {
+                    const bool v6 = net.address.family == 6;
+                    const std::uint32_t src = v6 ? NFT_CT_SRC_IP6 : NFT_CT_SRC_IP;
+                    const std::uint32_t dst = v6 ? NFT_CT_DST_IP6 : NFT_CT_DST_IP;
+                    // Started by the container (forward and replies), to the container, and DNATed to it.
+                    const std::array<std::pair<std::uint32_t, std::uint8_t>, 3> selectors{
+                        {{src, k_ct_original}, {dst, k_ct_original}, {src, k_ct_reply}}};
+                    for (const auto& [key, dir] : selectors) {
+                        RulePtr r = marking_rule(name, chain, net, key, dir);
+                        nftnl_rule_nlmsg_build_payload(next(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND), r.get());
+                        mnl_nlmsg_batch_next(batch);
+                    }
                 }
             }
-        }
-        {
-            NftnlRulePtr r = new_local_connection_rule(name, "prerouting");
-            nftnl_rule_nlmsg_build_payload(next(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND), r.get());
+            {
+                NftnlRulePtr r = new_local_connection_rule(name, "prerouting");
+                nftnl_rule_nlmsg_build_payload(next(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND), r.get());
+                mnl_nlmsg_batch_next(batch);
+            }
+            // The last message asks for the acknowledgement send_batch waits for.
+            TablePtr again(nftnl_table_alloc());
+            nftnl_table_set_str(again.get(), NFTNL_TABLE_NAME, name.c_str());
+            nftnl_table_nlmsg_build_payload(next(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK), again.get());
             mnl_nlmsg_batch_next(batch);
-        }
-        // The last message asks for the acknowledgement send_batch waits for.
-        TablePtr again(nftnl_table_alloc());
-        nftnl_table_set_str(again.get(), NFTNL_TABLE_NAME, name.c_str());
-        nftnl_table_nlmsg_build_payload(next(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK), again.get());
-        mnl_nlmsg_batch_next(batch);
-    });
+        },
+        2 + 2 + 6 * networks.size() + 2);
 }
 
 // The rules of the namespace: (family, table, chain) -> handles in order; handle -> nft's text of the rule.
