@@ -216,14 +216,12 @@ std::string observer_between(const Flow& flow, const std::string& from, const st
 
 // One loss line: what ended the packets, and whether the capture itself could have missed them.
 std::string loss_text(const Loss& l) {
-    const std::string n = std::to_string(l.count);
     const std::string dir = name(l.direction);
+    const std::string n = counted(l.count, dir + " packet", dir + " packets");  // "1 forward packet", "3 reply packets"
     if (l.cause == LossCause::expired)
-        return "EXPIRED: " + n + " " + dir + " packet(s) after " + l.after +
-               " (TTL ran out: answered by time exceeded)";
-    if (l.cause == LossCause::rejected)
-        return "REJECTED: " + n + " " + dir + " packet(s) after " + l.after + ", answered by an ICMP error";
-    std::string text = "LOST: " + n + " " + dir + " packet(s) after " + l.after + ", never seen at " + l.expected;
+        return "EXPIRED: " + n + " after " + l.after + " (TTL ran out: answered by time exceeded)";
+    if (l.cause == LossCause::rejected) return "REJECTED: " + n + " after " + l.after + ", answered by an ICMP error";
+    std::string text = "LOST: " + n + " after " + l.after + ", never seen at " + l.expected;
     const std::int64_t drops = l.kernel_drops_at_expected;
     text += drops == 0 ? " (no capture drops at " + l.expected + ": the network dropped them)"
                        : " (" + std::to_string(drops) + " capture drops at " + l.expected + " might explain it)";

@@ -114,8 +114,9 @@ TEST(Database, memory_database_gets_every_table_and_the_schema_version) {
     while (stmt.step()) {
         tables.insert(stmt.column_text(0));
     }
-    const std::set<std::string> expected{"meta", "points", "packets",   "flows",       "journeys",      "nat_rewrites",
-                                         "hops", "losses", "conntrack", "rule_traces", "rule_counters", "containers"};
+    const std::set<std::string> expected{"meta",          "points",     "packets", "flows",     "journeys",
+                                         "nat_rewrites",  "hops",       "losses",  "conntrack", "rule_traces",
+                                         "rule_counters", "containers", "proxies"};
     EXPECT_EQ(tables, expected);
     EXPECT_EQ(db.path(), ":memory:");
 }
