@@ -130,7 +130,7 @@ tl::expected<void, std::string> Session::start_tracing() {
     // --trace-rules the report names the drop rules that moved, as an inference). Best effort.
     if (auto counters = RuleCounters::start(m_host)) m_counters = std::move(*counters);
     if (!m_options.trace_rules) return {};
-    auto tracer = RuleTracer::start(m_host, *m_options.trace_rules);
+    auto tracer = RuleTracer::start(m_host, *m_options.trace_rules, m_options.trace_ports);
     if (!tracer) return tl::unexpected(tracer.error());
     m_tracer = std::move(*tracer);
     m_db.set_meta("trace_rules", m_tracer->table_name());

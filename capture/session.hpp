@@ -46,6 +46,7 @@ struct SessionOptions {
     // --trace-rules: the firewall's verdicts for packets of these networks, traced in the host namespace
     // (tracer/rule_trace.hpp) from start() to stop(), stored in rule_traces.
     std::optional<std::vector<TracedNetwork>> trace_rules;
+    std::vector<std::uint16_t> trace_ports;  // the host's published ports: their connections' first packets too
 };
 
 // Why the capture stopped, in the words stored in meta's stop_reason and printed.

@@ -26,12 +26,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <thread>
 
 namespace hoptrace::cli {
@@ -217,6 +219,32 @@ std::vector<TracedNetwork> traced_networks(const Resolved& r) {
     return out;
 }
 
+// --trace-rules also traces the first packet of a connection to a published port (before its DNAT names the
+// container): the ports of the DNAT rules the topology found (`--dport N`) and of the containers' published ports.
+std::vector<std::uint16_t> published_ports(const Resolved& r) {
+    std::set<std::uint16_t> ports;
+    auto add = [&](const std::string& text) {
+        unsigned v = 0;
+        const auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+        if (ec == std::errc() && v > 0 && v <= 65535) ports.insert(static_cast<std::uint16_t>(v));
+    };
+    for (const auto& rule : r.topology.nat) {
+        if (rule.kind != "DNAT") continue;
+        const auto at = rule.rule.find("--dport ");
+        if (at == std::string::npos) continue;
+        const auto start = at + 8;
+        add(rule.rule.substr(start, rule.rule.find(' ', start) - start));
+    }
+    for (const auto& [ns, c] : r.containers)
+        for (const std::string& port : c.ports) {  // HOSTIP:HOSTPORT->PORT/PROTO
+            const auto arrow = port.find("->");
+            const auto colon = port.rfind(':', arrow);
+            if (arrow != std::string::npos && colon != std::string::npos)
+                add(port.substr(colon + 1, arrow - colon - 1));
+        }
+    return {ports.begin(), ports.end()};
+}
+
 // Waits for a stop: a signal, --duration, --count, every point ended, the disk filled, or CMD done (+ grace).
 std::string wait_for_stop(const CaptureArgs& a, capture::Session& session, pid_t child, int& child_status) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -283,6 +311,7 @@ int run_capture(const Invocation& inv, const CaptureArgs& a, bool trace, bool& c
     options.masquerade = r.topology.masquerade;
     if (a.trace_rules) {
         options.trace_rules = traced_networks(r);
+        options.trace_ports = published_ports(r);
         if (options.trace_rules->empty())
             throw Fatal("--trace-rules: the targets have no IP address to trace the firewall's verdicts for");
     }

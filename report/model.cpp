@@ -198,7 +198,9 @@ void load_probable_rules(const store::Database& db, ReportModel& m) {
         for (Loss& l : f.lost) {
             if (!l.rules.empty() || l.cause != LossCause::dropped) continue;
             if (!host_side.contains(l.after) && !host_side.contains(l.expected)) continue;
-            l.probable_rules = moved;
+            // A rule that dropped them counted at least as many (split between rules, none is named: no guess).
+            for (const FirewallRule& r : moved)
+                if (r.packets >= l.count) l.probable_rules.push_back(r);
             std::stable_sort(l.probable_rules.begin(), l.probable_rules.end(),
                              [&](const FirewallRule& a, const FirewallRule& b) {
                                  return std::llabs(a.packets - l.count) < std::llabs(b.packets - l.count);
@@ -872,6 +874,15 @@ void find_relays(const store::Database& db, ReportModel& m) {
     const auto proxies = store::proxies(db);
     if (proxies.empty()) return;
     const auto host = host_addresses(db);
+    std::set<std::string> gateways;  // the proxy dials from the bridge's own address
+    {
+        auto q = db.prepare("SELECT addresses FROM points WHERE source = 'live' AND role = ?1");
+        q.bind(1, name(Role::bridge));
+        while (q.step()) {
+            std::istringstream words(q.column_text(0));
+            for (std::string a; words >> a;) gateways.insert(a.substr(0, a.find('/')));
+        }
+    }
     constexpr std::int64_t k_dial_ns = 1'000'000'000;
     for (const DockerProxy& x : proxies) {
         Relay base{x.pid,
@@ -892,25 +903,28 @@ void find_relays(const store::Database& db, ReportModel& m) {
                 (any_address || f.original.dst == x.host_ip))
                 clients.push_back(&f);
             else if (f.original.dst == x.container_ip && f.original.dport == x.container_port &&
-                     host.contains(f.original.src))
+                     gateways.contains(f.original.src))
                 dialled.push_back(&f);
         }
         for (Flow* c : clients) {
             c->relay = base;
             c->relay->side = "client";
         }
+        // A connection from the gateway to the container with no client connection just before it is not the
+        // proxy's (a health check, the host's own): it is not labelled.
         for (Flow* d : dialled) {
-            d->relay = base;
-            d->relay->side = "container";
             std::vector<Flow*> before;
             for (Flow* c : clients)
                 if (c->first_ts_ns <= d->first_ts_ns && d->first_ts_ns - c->first_ts_ns <= k_dial_ns)
                     before.push_back(c);
+            if (before.empty()) continue;
+            d->relay = base;
+            d->relay->side = "container";
             if (before.size() == 1 && !before.front()->relay->peer_flow) {
                 d->relay->peer_flow = before.front()->id;
                 before.front()->relay->peer_flow = d->id;
-            } else if (before.size() > 1) {
-                d->relay->undecided = static_cast<std::int64_t>(before.size());
+            } else {
+                d->relay->undecided = static_cast<std::int64_t>(before.size());  // or one client, already paired
             }
         }
     }

@@ -1,5 +1,7 @@
 #include "store/rule_traces.hpp"
 
+#include "tracer/packet.hpp"
+
 namespace hoptrace::store {
 
 void insert_rule_traces(Database& db, const std::string& netns, std::span<const RuleTraceEvent> events) {
@@ -51,15 +53,21 @@ std::uint64_t tie_rule_traces(Database& db, std::int64_t window_ns) {
     // points join first, so that each point's (point_id, ts_ns) index finds the sightings in the window.
     auto tie = db.prepare(
         "WITH candidates AS ("
-        "  SELECT DISTINCT t.walk, p.journey_id FROM rule_traces t CROSS JOIN points pt JOIN packets p"
+        "  SELECT DISTINCT t.walk, p.journey_id, p.ip_len != t.ip_len AS by_fragment"
+        "  FROM rule_traces t CROSS JOIN points pt JOIN packets p"
         "    ON p.point_id = pt.id AND p.ts_ns BETWEEN t.ts_ns - ?1 AND t.ts_ns + ?1"
-        "   AND p.proto = t.proto AND p.src = t.src AND p.dst = t.dst AND p.ip_id = t.ip_id AND p.ip_len = t.ip_len"
+        "   AND p.proto = t.proto AND p.src = t.src AND p.dst = t.dst AND p.ip_id = t.ip_id"
+        // The hooks see a fragmented datagram whole (conntrack reassembles it first): where no point saw it whole,
+        // its first fragment's sighting (which carries the ports, and is shorter) stands in for it.
+        "   AND (p.ip_len = t.ip_len OR ((p.flags & ?2) != 0 AND p.frag_offset = 0 AND p.ip_len < t.ip_len))"
         "   AND p.sport = t.sport AND (p.proto IN (1, 58) OR p.dport = t.dport)"
         "  WHERE t.ip_version != 0 AND p.journey_id IS NOT NULL),"
-        " one AS (SELECT walk, min(journey_id) AS journey FROM candidates GROUP BY walk HAVING count(*) = 1)"
+        " best AS (SELECT c.* FROM candidates c WHERE c.by_fragment = (SELECT min(by_fragment) FROM candidates d"
+        "   WHERE d.walk = c.walk)),"
+        " one AS (SELECT walk, min(journey_id) AS journey FROM best GROUP BY walk HAVING count(*) = 1)"
         "UPDATE rule_traces SET journey_id = (SELECT journey FROM one WHERE one.walk = rule_traces.walk)"
         " WHERE walk IN (SELECT walk FROM one)");
-    tie.bind(1, window_ns);
+    tie.bind(1, window_ns).bind(2, static_cast<std::int64_t>(packet_flag::k_fragment));
     tie.run();
     auto count = db.prepare("SELECT count(DISTINCT walk) FROM rule_traces WHERE journey_id IS NOT NULL");
     const std::uint64_t tied = count.step() ? static_cast<std::uint64_t>(count.column_int(0)) : 0;

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -34,6 +35,7 @@
 #include <string_view>
 #include <thread>
 #include <tuple>
+#include <type_traits>
 
 namespace hoptrace {
 namespace {
@@ -41,7 +43,6 @@ namespace {
 constexpr const char* k_table_prefix = "hoptrace_";
 constexpr std::uint8_t k_ct_original = 0;  // enum ip_conntrack_dir
 constexpr std::uint8_t k_ct_reply = 1;
-constexpr std::int64_t k_same_walk_ns = 10'000'000;  // one trace id's events this close are one packet's walk
 
 std::int64_t realtime_ns() {
     timespec ts{};
@@ -122,6 +123,7 @@ tl::expected<void, std::string> send_batch(mnl_socket* nl, std::uint32_t& seq, F
     mnl_nlmsg_batch* batch = mnl_nlmsg_batch_start(buf.data(), limit);
     nftnl_batch_begin(static_cast<char*>(mnl_nlmsg_batch_current(batch)), seq++);
     mnl_nlmsg_batch_next(batch);
+    const std::uint32_t first = seq;
     fill(batch, seq);
     const std::uint32_t last = seq;
     nftnl_batch_end(static_cast<char*>(mnl_nlmsg_batch_current(batch)), seq++);
@@ -129,56 +131,101 @@ tl::expected<void, std::string> send_batch(mnl_socket* nl, std::uint32_t& seq, F
     const bool sent = mnl_socket_sendto(nl, mnl_nlmsg_batch_head(batch), mnl_nlmsg_batch_size(batch)) >= 0;
     mnl_nlmsg_batch_stop(batch);
     if (!sent) return tl::unexpected("cannot send to nf_tables: " + errno_text(errno));
-    // Acknowledged: the last message asks for it; an error for any message comes first and aborts the batch.
+    // Acknowledged: the last message asks for it; an error for any message of the batch comes first and aborts it.
+    // Anything else on the socket (the rest of an interrupted dump) is not this batch's and is passed over.
     std::vector<char> reply(static_cast<std::size_t>(MNL_SOCKET_BUFFER_SIZE));
-    const unsigned portid = mnl_socket_get_portid(nl);
     for (;;) {
         pollfd p{mnl_socket_get_fd(nl), POLLIN, 0};
         if (::poll(&p, 1, 2000) <= 0) return tl::unexpected(std::string("nf_tables did not answer"));
         const ssize_t n = mnl_socket_recvfrom(nl, reply.data(), reply.size());
         if (n < 0) return tl::unexpected("nf_tables: " + errno_text(errno));
-        const int r = mnl_cb_run(reply.data(), static_cast<std::size_t>(n), 0, portid, nullptr, nullptr);
-        if (r < 0) return tl::unexpected("nf_tables refused it: " + errno_text(errno));
-        if (r == MNL_CB_STOP) {
-            const auto* nlh = reinterpret_cast<const nlmsghdr*>(reply.data());
-            if (nlh->nlmsg_seq >= last - 1) return {};
+        const auto* nlh = reinterpret_cast<const nlmsghdr*>(reply.data());
+        for (int left = static_cast<int>(n); mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
+            if (nlh->nlmsg_type != NLMSG_ERROR || nlh->nlmsg_seq < first || nlh->nlmsg_seq >= last) continue;
+            if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(nlmsgerr))) continue;
+            const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+            if (err->error != 0) return tl::unexpected("nf_tables refused it: " + errno_text(-err->error));
+            if (nlh->nlmsg_seq == last - 1) return {};
         }
     }
 }
 
-// A dump (NLM_F_DUMP) of nf_tables objects, each message given to `each`.
+// A dump (NLM_F_DUMP) of nf_tables objects, each message given to `each`. The objects are copied out of libnftnl
+// inside `each`, which must not throw (it runs inside libmnl's C callback): `each` records what it could not take.
 template <typename Each>
-tl::expected<void, std::string> dump(mnl_socket* nl, std::uint32_t& seq, std::uint16_t type, Each&& each) {
+tl::expected<void, std::string> dump_once(mnl_socket* nl, std::uint32_t& seq, std::uint16_t type, Each&& each) {
     std::vector<char> buf(static_cast<std::size_t>(MNL_SOCKET_BUFFER_SIZE));
     const std::uint32_t mine = seq++;
     nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), type, NFPROTO_UNSPEC, NLM_F_DUMP, mine);
     if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
         return tl::unexpected("cannot ask nf_tables: " + errno_text(errno));
     const unsigned portid = mnl_socket_get_portid(nl);
+    using Fn = std::remove_reference_t<Each>;
     auto cb = [](const nlmsghdr* m, void* data) -> int {
-        (*static_cast<Each*>(data))(m);
+        (*static_cast<Fn*>(data))(m);
         return MNL_CB_OK;
     };
     for (;;) {
         const ssize_t n = mnl_socket_recvfrom(nl, buf.data(), buf.size());
         if (n < 0) return tl::unexpected("nf_tables: " + errno_text(errno));
         const int r = mnl_cb_run(buf.data(), static_cast<std::size_t>(n), mine, portid, cb, &each);
-        if (r < 0) return tl::unexpected("nf_tables: " + errno_text(errno));
+        if (r < 0) {
+            const int error = errno;
+            // The rules changed while they were dumped (NLM_F_DUMP_INTR): read the rest away, then again.
+            if (error == EINTR) {
+                for (int rest = 0; rest >= 0;) {
+                    const ssize_t m = mnl_socket_recvfrom(nl, buf.data(), buf.size());
+                    if (m < 0) break;
+                    rest = mnl_cb_run(buf.data(), static_cast<std::size_t>(m), mine, portid, nullptr, nullptr);
+                    if (rest == MNL_CB_STOP) break;
+                }
+                return tl::unexpected(std::string("EINTR"));
+            }
+            return tl::unexpected("nf_tables: " + errno_text(error));
+        }
         if (r == MNL_CB_STOP) return {};
     }
 }
 
-tl::expected<std::vector<std::string>, std::string> list_trace_tables(mnl_socket* nl, std::uint32_t& seq) {
-    std::vector<std::string> names;
-    auto listed = dump(nl, seq, NFT_MSG_GETTABLE, [&](const nlmsghdr* m) {
-        TablePtr t(nftnl_table_alloc());
-        if (!t || nftnl_table_nlmsg_parse(m, t.get()) < 0) return;
-        if (nftnl_table_get_u32(t.get(), NFTNL_TABLE_FAMILY) != NFPROTO_INET) return;
-        const std::string name = nftnl_table_get_str(t.get(), NFTNL_TABLE_NAME);
-        if (name.starts_with(k_table_prefix)) names.push_back(name);
-    });
+template <typename Each>
+tl::expected<void, std::string> dump(mnl_socket* nl, std::uint32_t& seq, std::uint16_t type, Each&& each,
+                                     const std::function<void()>& restart = {}) {
+    for (int attempt = 0;; ++attempt) {
+        auto done = dump_once(nl, seq, type, each);
+        if (done || done.error() != "EINTR") return done;
+        if (attempt == 9) return tl::unexpected(std::string("nf_tables: the rules kept changing while read"));
+        if (restart) restart();
+    }
+}
+
+std::string text_of(const char* s) { return s != nullptr ? s : ""; }
+
+// The `inet hoptrace_*` tables; `owned`: those a live socket owns (NFT_TABLE_F_OWNER: the kernel removes them with
+// it, so they are never stale).
+struct TraceTable {
+    std::string name;
+    bool owned = false;
+};
+
+tl::expected<std::vector<TraceTable>, std::string> list_trace_tables(mnl_socket* nl, std::uint32_t& seq) {
+    std::vector<TraceTable> tables;
+    auto listed = dump(
+        nl, seq, NFT_MSG_GETTABLE,
+        [&](const nlmsghdr* m) noexcept {
+            try {
+                TablePtr t(nftnl_table_alloc());
+                if (!t || nftnl_table_nlmsg_parse(m, t.get()) < 0) return;
+                if (nftnl_table_get_u32(t.get(), NFTNL_TABLE_FAMILY) != NFPROTO_INET) return;
+                const std::string name = text_of(nftnl_table_get_str(t.get(), NFTNL_TABLE_NAME));
+                const bool owned = nftnl_table_is_set(t.get(), NFTNL_TABLE_FLAGS) &&
+                                   (nftnl_table_get_u32(t.get(), NFTNL_TABLE_FLAGS) & NFT_TABLE_F_OWNER) != 0;
+                if (name.starts_with(k_table_prefix)) tables.push_back({name, owned});
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: the table is not listed
+            }
+        },
+        [&] { tables.clear(); });
     if (!listed) return tl::unexpected(listed.error());
-    return names;
+    return tables;
 }
 
 std::optional<pid_t> owner_of(const std::string& table) {
@@ -201,16 +248,25 @@ tl::expected<void, std::string> delete_table(mnl_socket* nl, std::uint32_t& seq,
     });
 }
 
-tl::expected<std::vector<std::string>, std::string> remove_stale(mnl_socket* nl, std::uint32_t& seq) {
-    auto names = list_trace_tables(nl, seq);
-    if (!names) return tl::unexpected(names.error());
+// Tables of runs that are gone. A table owned by its socket (kernel 5.12 on) goes with its process, so only an
+// unowned one can be stale: one whose name is hoptrace_PID with no process PID here (a table with our own pid is a
+// dead run's whose pid came round again). A name that is not hoptrace_PID is not ours to judge; a table that cannot
+// be removed (another pid namespace's, owned after all) is left, and said.
+tl::expected<std::vector<std::string>, std::string> remove_stale(mnl_socket* nl, std::uint32_t& seq,
+                                                                 std::vector<std::string>* left = nullptr) {
+    auto tables = list_trace_tables(nl, seq);
+    if (!tables) return tl::unexpected(tables.error());
     std::vector<std::string> removed;
-    for (const std::string& name : *names) {
-        const auto pid = owner_of(name);
-        // Its capture still runs (a table with our own pid is a dead run's whose pid came round again).
-        if (pid && *pid != ::getpid() && (::kill(*pid, 0) == 0 || errno != ESRCH)) continue;
-        if (auto gone = delete_table(nl, seq, name); !gone) return tl::unexpected(name + ": " + gone.error());
-        removed.push_back(name);
+    for (const TraceTable& t : *tables) {
+        if (t.owned) continue;
+        const auto pid = owner_of(t.name);
+        if (!pid) continue;
+        if (*pid != ::getpid() && (::kill(*pid, 0) == 0 || errno != ESRCH)) continue;
+        if (auto gone = delete_table(nl, seq, t.name); !gone) {
+            if (left != nullptr) left->push_back(t.name + ": " + gone.error());
+            continue;
+        }
+        removed.push_back(t.name);
     }
     return removed;
 }
@@ -280,10 +336,11 @@ RulePtr marking_rule(const std::string& table, const char* chain, const TracedNe
     return r;
 }
 
-// `ct state new fib daddr type local meta nftrace set 1`: the first packet of a connection to one of the host's own
-// addresses. A published port's DNAT rewrites it to a container only at the nat hook, after the marking chains (its
-// conntrack entry does not name the container yet); later packets are the container's by their reply tuple.
-NftnlRulePtr new_local_connection_rule(const std::string& table, const char* chain) {
+// `ct state new fib daddr type local th dport PORT meta nftrace set 1`: the first packet of a connection to a published
+// port at one of the host's own addresses. Its DNAT rewrites it to a container only at the nat hook, after the
+// marking chains (its conntrack entry does not name the container yet); later packets are the container's by their
+// reply tuple. Only the published ports: the host's other services are not traced.
+NftnlRulePtr new_local_connection_rule(const std::string& table, const char* chain, std::uint16_t port) {
     NftnlRulePtr r(nftnl_rule_alloc());
     nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, NFPROTO_INET);
     nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table.c_str());
@@ -313,12 +370,21 @@ NftnlRulePtr new_local_connection_rule(const std::string& table, const char* cha
     add_expr(r.get(), fib);
     const std::uint32_t local = RTN_LOCAL;
     add_expr(r.get(), cmp_eq(&local, sizeof local));
+    nftnl_expr* dport = nftnl_expr_alloc("payload");  // th dport: TCP, UDP and SCTP keep it at offset 2
+    nftnl_expr_set_u32(dport, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+    nftnl_expr_set_u32(dport, NFTNL_EXPR_PAYLOAD_OFFSET, 2);
+    nftnl_expr_set_u32(dport, NFTNL_EXPR_PAYLOAD_LEN, 2);
+    nftnl_expr_set_u32(dport, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+    add_expr(r.get(), dport);
+    const std::uint16_t wire_port = htons(port);
+    add_expr(r.get(), cmp_eq(&wire_port, sizeof wire_port));
     set_nftrace(r.get());
     return r;
 }
 
 tl::expected<void, std::string> add_table(mnl_socket* nl, std::uint32_t& seq, const std::string& name,
-                                          const std::vector<TracedNetwork>& networks) {
+                                          const std::vector<TracedNetwork>& networks,
+                                          const std::vector<std::uint16_t>& ports, bool owned) {
     return send_batch(
         nl, seq,
         [&](mnl_nlmsg_batch* batch, std::uint32_t& s) {
@@ -326,8 +392,10 @@ tl::expected<void, std::string> add_table(mnl_socket* nl, std::uint32_t& seq, co
                 return nftnl_nlmsg_build_hdr(static_cast<char*>(mnl_nlmsg_batch_current(batch)), type, NFPROTO_INET,
                                              flags, s++);
             };
+            // Owned by this socket: the kernel removes the table when the socket closes, however hoptrace ends.
             TablePtr t(nftnl_table_alloc());
             nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, name.c_str());
+            if (owned) nftnl_table_set_u32(t.get(), NFTNL_TABLE_FLAGS, NFT_TABLE_F_OWNER);
             nftnl_table_nlmsg_build_payload(next(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL), t.get());
             mnl_nlmsg_batch_next(batch);
             const std::array<std::pair<const char*, std::uint32_t>, 2> hooks{
@@ -358,18 +426,19 @@ tl::expected<void, std::string> add_table(mnl_socket* nl, std::uint32_t& seq, co
                     }
                 }
             }
-            {
-                NftnlRulePtr r = new_local_connection_rule(name, "prerouting");
+            for (const std::uint16_t port : ports) {
+                NftnlRulePtr r = new_local_connection_rule(name, "prerouting", port);
                 nftnl_rule_nlmsg_build_payload(next(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND), r.get());
                 mnl_nlmsg_batch_next(batch);
             }
             // The last message asks for the acknowledgement send_batch waits for.
             TablePtr again(nftnl_table_alloc());
             nftnl_table_set_str(again.get(), NFTNL_TABLE_NAME, name.c_str());
+            if (owned) nftnl_table_set_u32(again.get(), NFTNL_TABLE_FLAGS, NFT_TABLE_F_OWNER);
             nftnl_table_nlmsg_build_payload(next(NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK), again.get());
             mnl_nlmsg_batch_next(batch);
         },
-        2 + 2 + 6 * networks.size() + 2);
+        2 + 2 + 6 * networks.size() + ports.size() + 2);
 }
 
 // The rules of the namespace: (family, table, chain) -> handles in order; handle -> nft's text of the rule.
@@ -401,41 +470,51 @@ std::string one_line(const std::string& s) {
 }
 
 tl::expected<void, std::string> read_rules(mnl_socket* nl, std::uint32_t& seq, Rules& rules) {
-    return dump(nl, seq, NFT_MSG_GETRULE, [&](const nlmsghdr* m) {
-        RulePtr r(nftnl_rule_alloc());
-        if (!r || nftnl_rule_nlmsg_parse(m, r.get()) < 0) return;
-        RuleKey k{family_name(nftnl_rule_get_u32(r.get(), NFTNL_RULE_FAMILY)),
-                  nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE), nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN)};
-        const std::uint64_t handle = nftnl_rule_get_u64(r.get(), NFTNL_RULE_HANDLE);
-        auto& list = rules.order[k];
-        if (std::find(list.begin(), list.end(), handle) == list.end()) list.push_back(handle);
-        std::array<char, 4096> text{};
-        nftnl_rule_snprintf(text.data(), text.size(), r.get(), NFTNL_OUTPUT_DEFAULT, 0);
-        // nftnl's text starts with "FAMILY TABLE CHAIN HANDLE POSITION": the expressions follow.
-        std::string t = one_line(text.data());
-        for (int skip = 0; skip < 5; ++skip) {
-            const auto sp = t.find(' ');
-            t = sp == std::string::npos ? "" : t.substr(sp + 1);
-        }
-        const RuleId id{k.family, k.table, handle};
-        rules.text.try_emplace(id, "nft: " + t);
-        rules.chain.insert_or_assign(id, k.chain);
-        std::optional<std::uint64_t> counted;
-        nftnl_expr_iter* it = nftnl_expr_iter_create(r.get());
-        for (nftnl_expr* e = it != nullptr ? nftnl_expr_iter_next(it) : nullptr; e != nullptr;
-             e = nftnl_expr_iter_next(it)) {
-            const char* kind = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
-            if (kind != nullptr && std::string_view(kind) == "counter")
-                counted = counted.value_or(0) + nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
-        }
-        if (it != nullptr) nftnl_expr_iter_destroy(it);
-        if (counted) rules.packets.insert_or_assign(id, *counted);
-    });
+    const Rules fresh = rules;  // a dump the rules' changes interrupted starts again from what was known
+    return dump(
+        nl, seq, NFT_MSG_GETRULE,
+        [&](const nlmsghdr* m) noexcept {
+            try {
+                RulePtr r(nftnl_rule_alloc());
+                if (!r || nftnl_rule_nlmsg_parse(m, r.get()) < 0) return;
+                RuleKey k{family_name(nftnl_rule_get_u32(r.get(), NFTNL_RULE_FAMILY)),
+                          text_of(nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE)),
+                          text_of(nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN))};
+                const std::uint64_t handle = nftnl_rule_get_u64(r.get(), NFTNL_RULE_HANDLE);
+                auto& list = rules.order[k];
+                if (std::find(list.begin(), list.end(), handle) == list.end()) list.push_back(handle);
+                std::array<char, 4096> text{};
+                nftnl_rule_snprintf(text.data(), text.size(), r.get(), NFTNL_OUTPUT_DEFAULT, 0);
+                // nftnl's text starts with "FAMILY TABLE CHAIN HANDLE POSITION": the expressions follow.
+                std::string t = one_line(text.data());
+                for (int skip = 0; skip < 5; ++skip) {
+                    const auto sp = t.find(' ');
+                    t = sp == std::string::npos ? "" : t.substr(sp + 1);
+                }
+                const RuleId id{k.family, k.table, handle};
+                rules.text.try_emplace(id, "nft: " + t);
+                rules.chain.insert_or_assign(id, k.chain);
+                std::optional<std::uint64_t> counted;
+                nftnl_expr_iter* it = nftnl_expr_iter_create(r.get());
+                for (nftnl_expr* e = it != nullptr ? nftnl_expr_iter_next(it) : nullptr; e != nullptr;
+                     e = nftnl_expr_iter_next(it)) {
+                    const char* kind = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+                    if (kind != nullptr && std::string_view(kind) == "counter")
+                        counted = counted.value_or(0) + nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+                }
+                if (it != nullptr) nftnl_expr_iter_destroy(it);
+                if (counted) rules.packets.insert_or_assign(id, *counted);
+            } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: this rule stays unnamed
+            }
+        },
+        [&] { rules = fresh; });
 }
 
 // iptables-save (iptables-nft): per (family, table, chain) its rules' text in order, "-A CHAIN" cut off.
 void read_iptables(Rules& rules) {
-    for (const auto& [family_name, program] : {std::pair{"ip", "iptables-save"}, std::pair{"ip6", "ip6tables-save"}}) {
+    // By their full path: they run as root, whatever PATH says.
+    for (const auto& [family_name, program] :
+         {std::pair{"ip", "/usr/sbin/iptables-save"}, std::pair{"ip6", "/usr/sbin/ip6tables-save"}}) {
         const std::string family = family_name;  // a lambda below uses it (not a structured binding)
         const auto r = run_program({program});
         if (!r || r->status != 0) continue;
@@ -510,6 +589,16 @@ TracedPacket parse_traced_headers(std::span<const std::uint8_t> network, std::sp
 }
 
 struct RuleTracer::State {
+    State() = default;
+    State(const State&) = delete;
+    State& operator=(const State&) = delete;
+    ~State() {  // whatever happened before, the reader is stopped and joined before its state goes
+        if (!reader.joinable()) return;
+        const std::uint64_t one = 1;
+        static_cast<void>(::write(wake.get(), &one, sizeof one));
+        reader.join();
+    }
+
     std::string label;  // "NS: " or ""
     std::string table;
     MnlSocketPtr control;
@@ -524,7 +613,8 @@ struct RuleTracer::State {
     std::vector<std::string> notes;
     bool stopped = false;
 
-    void read_events();
+    void read_events() noexcept;
+    void read_events_until_stopped();
     void on_message(const nlmsghdr* nlh, std::map<std::uint32_t, std::pair<std::int64_t, std::uint64_t>>& walks,
                     std::uint64_t& next_walk);
 };
@@ -586,14 +676,22 @@ void RuleTracer::State::on_message(const nlmsghdr* nlh,
     // from hook to hook, so the walk is no longer than that).
     const bool headers = nftnl_trace_is_set(t.get(), NFTNL_TRACE_NETWORK_HEADER);
     auto [walk, fresh] = walks.try_emplace(e.trace_id, e.ts_ns, 0);
-    if (fresh || headers || e.ts_ns - walk->second.first > k_same_walk_ns) walk->second.second = next_walk++;
+    if (fresh || headers) walk->second.second = next_walk++;
     walk->second.first = e.ts_ns;
     e.packet = walk->second.second;
     std::lock_guard lock(mutex);
     received.push_back(std::move(e));
 }
 
-void RuleTracer::State::read_events() {
+void RuleTracer::State::read_events() noexcept {
+    try {
+        read_events_until_stopped();
+    } catch (...) {  // out of memory: the events so far are kept, the rest are missed (as an overflow)
+        ++overflows;
+    }
+}
+
+void RuleTracer::State::read_events_until_stopped() {
     drop_all_capabilities();  // reading a socket that is open needs none
     std::vector<char> buf(static_cast<std::size_t>(MNL_SOCKET_BUFFER_SIZE) * 16);
     std::map<std::uint32_t, std::pair<std::int64_t, std::uint64_t>> walks;  // trace id -> (last event, walk)
@@ -631,12 +729,13 @@ RuleTracer::~RuleTracer() {
 }
 
 tl::expected<std::unique_ptr<RuleTracer>, std::string> RuleTracer::start(const Netns& ns,
-                                                                         const std::vector<TracedNetwork>& networks) {
+                                                                         const std::vector<TracedNetwork>& networks,
+                                                                         const std::vector<std::uint16_t>& ports) {
     auto state = std::make_unique<State>();
     state->label = ns.name().empty() ? "" : ns.name() + ": ";
     state->table = k_table_prefix + std::to_string(::getpid());
     State& s = *state;
-    auto opened = run_in(ns, [&s, &networks]() -> tl::expected<void, std::string> {
+    auto opened = run_in(ns, [&s, &networks, &ports]() -> tl::expected<void, std::string> {
         auto control = open_socket();
         if (!control) return tl::unexpected(control.error());
         s.control = std::move(*control);
@@ -651,8 +750,10 @@ tl::expected<std::unique_ptr<RuleTracer>, std::string> RuleTracer::start(const N
         if (::setsockopt(mnl_socket_get_fd(s.events.get()), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
             static_cast<void>(
                 ::setsockopt(mnl_socket_get_fd(s.events.get()), SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes));
-        if (auto added = add_table(s.control.get(), s.seq, s.table, networks); !added)
-            return tl::unexpected("cannot add the table " + s.table + ": " + added.error());
+        // Owned by its socket where the kernel can (5.12 on), so that not even SIGKILL leaves it behind.
+        auto added = add_table(s.control.get(), s.seq, s.table, networks, ports, true);
+        if (!added) added = add_table(s.control.get(), s.seq, s.table, networks, ports, false);
+        if (!added) return tl::unexpected("cannot add the table " + s.table + ": " + added.error());
         // The rules' texts now, while iptables-save can still be run here (the rules met later are read again at
         // the stop, with nft's text for those added meanwhile).
         if (auto read = read_rules(s.control.get(), s.seq, s.rules); !read) return tl::unexpected(read.error());
@@ -761,7 +862,11 @@ tl::expected<std::vector<std::string>, std::string> trace_tables(const Netns& ns
         auto nl = open_socket();
         if (!nl) return tl::unexpected(nl.error());
         std::uint32_t seq = 1;
-        return list_trace_tables(nl->get(), seq);
+        auto tables = list_trace_tables(nl->get(), seq);
+        if (!tables) return tl::unexpected(tables.error());
+        std::vector<std::string> names;
+        for (const auto& t : *tables) names.push_back(t.name);
+        return names;
     });
 }
 

@@ -3,10 +3,13 @@
 //
 // A temporary nftables table, `inet hoptrace_<pid>`, sets `meta nftrace` on the traced containers' packets: those
 // whose connection (conntrack, so replies and NATed packets too) has its original source, original destination
-// or reply source in one of their networks. Its chains hook prerouting and output at priority -150 (after
-// conntrack, before NAT). The kernel then reports every rule such a packet meets, in every table of the namespace
-// (iptables-nft's included), as NFT_MSG_TRACE on NFNLGRP_NFTRACE; a thread of its own reads them. At stop the table
-// is removed; a table whose process is gone (a killed capture) is removed by the next run (remove_stale_tables).
+// or reply source in one of their networks, and the first packet of every connection to a published port at one of
+// the host's own addresses (before its DNAT names the container). Its chains hook prerouting and output at priority
+// -150 (after conntrack, before NAT). The kernel then reports every rule such a packet meets, in every table of the
+// namespace (iptables-nft's included), as NFT_MSG_TRACE on NFNLGRP_NFTRACE; a thread of its own reads them. At stop the
+// table is removed; the kernel removes it anyway when its socket closes (NFT_TABLE_F_OWNER, kernel 5.12 on: even after
+// SIGKILL), and on older kernels a table whose process is gone is removed by the next run
+// (remove_stale_trace_tables).
 //
 // The kernel does not stamp trace events: ts_ns is when hoptrace read the event, microseconds after the packet.
 
@@ -60,11 +63,13 @@ struct TracedNetwork {
 
 class RuleTracer {
 public:
-    // In `ns`: removes stale tables, adds this process's table for `networks` and starts reading trace events. Needs
-    // CAP_SYS_ADMIN (to enter the namespace) and CAP_NET_ADMIN now; stop() needs neither (its sockets were opened
-    // here). The error is one line naming the namespace.
+    // In `ns`: removes stale tables, adds this process's table for `networks` (and the first packet of connections
+    // to the host's published `ports`) and starts reading trace events. Needs CAP_SYS_ADMIN (to enter the
+    // namespace) and CAP_NET_ADMIN; stop() needs CAP_NET_ADMIN still (nfnetlink checks the sender as well as the
+    // socket's opener), not the namespace. The error is one line naming the namespace.
     static tl::expected<std::unique_ptr<RuleTracer>, std::string> start(const Netns& ns,
-                                                                        const std::vector<TracedNetwork>& networks);
+                                                                        const std::vector<TracedNetwork>& networks,
+                                                                        const std::vector<std::uint16_t>& ports);
     RuleTracer(const RuleTracer&) = delete;
     RuleTracer& operator=(const RuleTracer&) = delete;
     ~RuleTracer();  // stop(), its result dropped: the table never outlives the tracer
@@ -97,8 +102,8 @@ struct RuleCount {
 };
 
 // The counters of every rule of a namespace (its nf_tables rules, iptables-nft's included), read at start() (which
-// enters the namespace: CAP_SYS_ADMIN, CAP_NET_ADMIN) and again at stop() (through the socket opened then: no
-// capability needed). iptables-legacy rules are not nf_tables rules and are not seen.
+// enters the namespace: CAP_SYS_ADMIN, CAP_NET_ADMIN) and again at stop() (through the socket opened then:
+// CAP_NET_ADMIN only). iptables-legacy rules are not nf_tables rules and are not seen.
 class RuleCounters {
 public:
     static tl::expected<std::unique_ptr<RuleCounters>, std::string> start(const Netns& ns);

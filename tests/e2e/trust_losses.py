@@ -257,10 +257,10 @@ def rule_packets(lab: lablib.Lab, chain: str, pattern: str, ns: str = "host", to
 
 
 def trace(hoptrace: Path, lab: lablib.Lab, db: Path, commands: Sequence[Sequence[str]],
-          timeout: float = 90) -> subprocess.CompletedProcess:
-    """`hoptrace trace --netns c1 --host-netns host --db DB -- sh -c 'CMD && CMD …'`."""
+          timeout: float = 90, extra: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """`hoptrace trace [EXTRA…] --netns c1 --host-netns host --db DB -- sh -c 'CMD && CMD …'`."""
     traffic = " ; ".join(shlex.join(list(map(str, c))) for c in commands)
-    return run(hoptrace, "trace", "--netns", lab.ns["c1"], "--host-netns", lab.ns["host"], "--db", db, "--",
+    return run(hoptrace, "trace", *extra, "--netns", lab.ns["c1"], "--host-netns", lab.ns["host"], "--db", db, "--",
                "sh", "-c", traffic, timeout=timeout)
 
 
@@ -846,10 +846,11 @@ def case12(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
             try:
                 r = trace(hoptrace, lab, tmp / "c12-live.db",
                           [in_c1(lab, sys.executable, "-c", FRAGMENTING_SENDER, server, C12_SPORT, C12_DPORT, C12_N,
-                                 C12_MARK, ",".join(map(str, C12_DROP)))])
+                                 C12_MARK, ",".join(map(str, C12_DROP)))], extra=["--trace-rules"])
             finally:
                 pkts = caps.stop()
             dropped = rule_packets(lab, "FORWARD", f"dpt:{C12_DPORT}") - before
+            forward_rules = lab.run("host", "iptables", "-S", "FORWARD").stdout.splitlines()
     finally:
         lab.run("host", "iptables", "-D", *rule, check=False)
     live_ok = check_trace_ran(checks, tag, r, caps)
@@ -890,6 +891,18 @@ def case12(checks: Checks, hoptrace: Path, lab: lablib.Lab, tmp: Path) -> None:
             return f"exactly {dropped} datagrams lost after {v.name('bridge')}, expected at {v.name('uplink')}"
         checks(f"{tag} {v.label}: the dropped datagrams lost after docker0 (= rule counter), none after the veth",
                lost)
+        if v.label != "live":
+            continue
+
+        def dropped_by(report=report) -> str:
+            # --trace-rules: the hook saw each datagram whole; its verdict is the datagram's (iptables -S's text).
+            text = [x[len("-A FORWARD "):] for x in forward_rules if f"--dport {C12_DPORT}" in x]
+            f = one_flow(report, udp_to(C12_DPORT), f"udp/{C12_DPORT}")
+            rules = f["lost"][0].get("rules") if f["lost"] else None
+            expect(len(text) == 1 and rules and [(x["chain"], x["rule"], x["packets"]) for x in rules]
+                   == [("FORWARD", text[0], dropped)], f"rules {rules}, iptables -S {text}, counter {dropped}")
+            return f"dropped by filter FORWARD {text[0]} ({dropped} traced datagrams = counter)"
+        checks(f"{tag} live --trace-rules: the drop rule named for the fragmented datagrams, once each", dropped_by)
 
 
 CASES = (("case 8", case8), ("case 9a", case9a), ("case 9b", case9b), ("case 10", case10), ("case 11", case11),
