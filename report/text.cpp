@@ -453,12 +453,13 @@ std::string relay_text(const Flow& f) {
     if (r.peer_flow)
         out += client ? "the proxy's own connection to the container is flow " + std::to_string(*r.peer_flow)
                       : "the proxy opened it for flow " + std::to_string(*r.peer_flow);
-        else if (r.undecided > 1)
+    else if (r.undecided > 1)
         out += "the proxy opened it for one of " + std::to_string(r.undecided) +
                " connections that reached it within the second before (which one is not decided)";
     else if (r.undecided == 1)
-        out += "the one connection that reached the proxy just before is tied to another of its connections "
-               "(which one it opened for it is not decided)";
+        out +=
+            "the one connection that reached the proxy just before is tied to another of its connections "
+            "(which one it opened for it is not decided)";
     else
         out += client ? "the proxy's connection to the container was not seen" : "the client's connection was not seen";
     return out + "\n";
