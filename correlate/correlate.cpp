@@ -1,6 +1,6 @@
 #include "correlate/correlate.hpp"
 
-#include "store/rule_traces.hpp"
+#include "correlate/rule_ties.hpp"
 
 #include "correlate/analysis.hpp"
 #include "store/correlation.hpp"
@@ -350,7 +350,7 @@ Summary run(store::Database& db, const MatchOptions& given) {
     save(db, sightings, journeys, analysis);
     db.build_indexes();
     // The firewall's verdicts (capture --trace-rules) to the journeys of the packets they traced.
-    summary.rule_walks_tied = store::tie_rule_traces(db, options.max_hop_gap_ns);
+    summary.rule_walks_tied = tie_rule_traces(db, sightings, journeys, analysis, options.max_hop_gap_ns);
     summary.sightings = sightings.size();
     summary.journeys = journeys.count();
     summary.flows = analysis.flows.size();

@@ -1,7 +1,5 @@
 #include "store/rule_traces.hpp"
 
-#include "tracer/packet.hpp"
-
 namespace hoptrace::store {
 
 void insert_rule_traces(Database& db, const std::string& netns, std::span<const RuleTraceEvent> events) {
@@ -42,37 +40,39 @@ void insert_rule_counts(Database& db, const std::string& netns, std::span<const 
     txn.commit();
 }
 
-std::uint64_t tie_rule_traces(Database& db, std::int64_t window_ns) {
-    {
-        auto any = db.prepare("SELECT 1 FROM rule_traces LIMIT 1");
-        if (!any.step()) return 0;
+std::vector<TracedHeader> rule_trace_headers(const Database& db) {
+    std::vector<TracedHeader> out;
+    auto q = db.prepare(
+        "SELECT walk, ts_ns, proto, src, dst, sport, dport, ip_id, ip_len FROM rule_traces WHERE ip_version != 0");
+    while (q.step()) {
+        const auto src = IpAddr::parse(q.column_text(3));
+        const auto dst = IpAddr::parse(q.column_text(4));
+        if (!src || !dst) continue;
+        TracedHeader h;
+        h.walk = static_cast<std::uint64_t>(q.column_int(0));
+        h.ts_ns = q.column_int(1);
+        h.proto = static_cast<std::uint8_t>(q.column_int(2));
+        h.src = *src;
+        h.dst = *dst;
+        h.sport = static_cast<std::uint16_t>(q.column_int(5));
+        h.dport = static_cast<std::uint16_t>(q.column_int(6));
+        h.ip_id = static_cast<std::uint16_t>(q.column_int(7));
+        h.ip_len = static_cast<std::uint32_t>(q.column_int(8));
+        out.push_back(h);
     }
+    return out;
+}
+
+void set_rule_trace_journeys(Database& db, std::span<const std::pair<std::uint64_t, std::int64_t>> walk_journey) {
+    auto st = db.prepare("UPDATE rule_traces SET journey_id = ? WHERE walk = ?");
     Transaction txn(db);
     db.exec("UPDATE rule_traces SET journey_id = NULL WHERE journey_id IS NOT NULL");
-    // An ICMP echo's id is the sighting's sport (and dport, as in our tuples); the trace has it in sport only. The
-    // points join first, so that each point's (point_id, ts_ns) index finds the sightings in the window.
-    auto tie = db.prepare(
-        "WITH candidates AS ("
-        "  SELECT DISTINCT t.walk, p.journey_id, p.ip_len != t.ip_len AS by_fragment"
-        "  FROM rule_traces t CROSS JOIN points pt JOIN packets p"
-        "    ON p.point_id = pt.id AND p.ts_ns BETWEEN t.ts_ns - ?1 AND t.ts_ns + ?1"
-        "   AND p.proto = t.proto AND p.src = t.src AND p.dst = t.dst AND p.ip_id = t.ip_id"
-        // The hooks see a fragmented datagram whole (conntrack reassembles it first): where no point saw it whole,
-        // its first fragment's sighting (which carries the ports, and is shorter) stands in for it.
-        "   AND (p.ip_len = t.ip_len OR ((p.flags & ?2) != 0 AND p.frag_offset = 0 AND p.ip_len < t.ip_len))"
-        "   AND p.sport = t.sport AND (p.proto IN (1, 58) OR p.dport = t.dport)"
-        "  WHERE t.ip_version != 0 AND p.journey_id IS NOT NULL),"
-        " best AS (SELECT c.* FROM candidates c WHERE c.by_fragment = (SELECT min(by_fragment) FROM candidates d"
-        "   WHERE d.walk = c.walk)),"
-        " one AS (SELECT walk, min(journey_id) AS journey FROM best GROUP BY walk HAVING count(*) = 1)"
-        "UPDATE rule_traces SET journey_id = (SELECT journey FROM one WHERE one.walk = rule_traces.walk)"
-        " WHERE walk IN (SELECT walk FROM one)");
-    tie.bind(1, window_ns).bind(2, static_cast<std::int64_t>(packet_flag::k_fragment));
-    tie.run();
-    auto count = db.prepare("SELECT count(DISTINCT walk) FROM rule_traces WHERE journey_id IS NOT NULL");
-    const std::uint64_t tied = count.step() ? static_cast<std::uint64_t>(count.column_int(0)) : 0;
+    for (const auto& [walk, journey] : walk_journey) {
+        st.bind(1, journey).bind(2, static_cast<std::int64_t>(walk));
+        st.run();
+        st.reset();
+    }
     txn.commit();
-    return tied;
 }
 
 }  // namespace hoptrace::store

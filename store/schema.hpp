@@ -168,6 +168,7 @@ CREATE TABLE IF NOT EXISTS rule_traces (            -- v5: netfilter trace event
   ip_len        INTEGER NOT NULL DEFAULT 0,
   journey_id    INTEGER REFERENCES journeys(id) -- set by correlate: the journey of the packet it traced
 );
+CREATE INDEX IF NOT EXISTS rule_traces_walk ON rule_traces(walk);
 CREATE TABLE IF NOT EXISTS containers (             -- v5: what the engine said about a --container target's point
   point_id      INTEGER PRIMARY KEY REFERENCES points(id),
   name          TEXT NOT NULL,                  -- without the leading '/'
