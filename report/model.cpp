@@ -226,13 +226,14 @@ void load_firewall_verdicts(const store::Database& db, ReportModel& m) {
     auto dq = db.prepare(
         "WITH lost AS (SELECT id, loss_id FROM journeys WHERE loss_id IS NOT NULL UNION ALL "
         "  SELECT r.id, f.loss_id FROM journeys r JOIN journeys f ON f.id = r.related_id "
-        "  WHERE r.relation = 'reassembly-of' AND f.loss_id IS NOT NULL) "
+        "  WHERE r.relation = ?1 AND f.loss_id IS NOT NULL) "
         "SELECT lost.loss_id, " +
         columns +
         "FROM lost JOIN rule_traces t ON t.journey_id = lost.id "
         "WHERE t.verdict IN ('drop', 'queue', 'stolen') AND t.type IN ('rule', 'policy') "
         "GROUP BY lost.loss_id, t.netns, t.family, t.tbl, t.chain, t.type, t.rule, t.verdict "
         "ORDER BY lost.loss_id, n DESC, t.tbl, t.chain, t.rule");
+    dq.bind(1, name(Relation::reassembly_of));
     std::map<std::int64_t, std::vector<FirewallRule>> drops;
     while (dq.step()) drops[dq.column_int(0)].push_back(firewall_rule(dq, 1));
     auto nq = db.prepare("SELECT j.flow_id, " + columns +
