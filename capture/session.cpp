@@ -126,10 +126,13 @@ tl::expected<void, std::string> Session::start_tracing() {
     } else if (m_options.trace_rules) {
         return tl::unexpected("--trace-rules: " + stale.error());
     }
-    // The rules' counters, read now and at the stop, say which rules matched packets meanwhile (without
-    // --trace-rules the report names the drop rules that moved, as an inference). Best effort.
-    if (auto counters = RuleCounters::start(m_host)) m_counters = std::move(*counters);
+    // The rules, with their counters, read now and at the stop: which rules matched packets meanwhile (without
+    // --trace-rules the report names the drop rules that moved, as an inference) and the texts of those the traced
+    // packets met. Best effort without --trace-rules.
+    auto counters = RuleCounters::start(m_host);
+    if (counters) m_counters = std::move(*counters);
     if (!m_options.trace_rules) return {};
+    if (!counters) return tl::unexpected("--trace-rules: " + counters.error());
     auto tracer = RuleTracer::start(m_host, *m_options.trace_rules, m_options.trace_ports);
     if (!tracer) return tl::unexpected(tracer.error());
     m_tracer = std::move(*tracer);
@@ -145,7 +148,9 @@ void Session::store_rule_traces() {
         }
     }
     if (!m_tracer) return;
-    const std::vector<RuleTraceEvent> events = m_tracer->stop();
+    std::vector<RuleTraceEvent> events = m_tracer->stop();
+    for (RuleTraceEvent& e : events)
+        if (e.type == "rule" && m_counters) e.rule = m_counters->rule_text(e.family, e.table, e.handle);
     for (const auto& note : m_tracer->notes()) m_notes.push_back(note);
     store::insert_rule_traces(m_db, m_host.name(), events);
     m_db.set_meta("rule_trace_overflows", std::to_string(m_tracer->overflows()));

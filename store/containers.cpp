@@ -13,17 +13,6 @@ std::string joined(const std::vector<std::string>& words) {
     return out;
 }
 
-std::vector<std::string> split(const std::string& text) {
-    std::vector<std::string> out;
-    std::size_t start = 0;
-    while (start < text.size()) {
-        const auto end = std::min(text.find(' ', start), text.size());
-        if (end > start) out.push_back(text.substr(start, end - start));
-        start = end + 1;
-    }
-    return out;
-}
-
 }  // namespace
 
 void add_container(Database& db, std::int64_t point_id, const ContainerInfo& info) {
@@ -72,8 +61,8 @@ std::map<std::int64_t, ContainerInfo> containers(const Database& db) {
     if (!has_table(db, "containers")) return out;
     auto q = db.prepare("SELECT point_id, name, id, image, networks, ports FROM containers");
     while (q.step())
-        out[q.column_int(0)] = {q.column_text(1), q.column_text(2), q.column_text(3), split(q.column_text(4)),
-                                split(q.column_text(5))};
+        out[q.column_int(0)] = {q.column_text(1), q.column_text(2), q.column_text(3), split_words(q.column_text(4)),
+                                split_words(q.column_text(5))};
     return out;
 }
 

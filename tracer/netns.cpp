@@ -197,16 +197,20 @@ std::vector<std::string> lines_of(const std::string& text) {
     return out;
 }
 
-std::vector<std::string> words(const std::string& line) {
+}  // namespace
+
+std::vector<std::string> split_words(std::string_view line) {
     std::vector<std::string> out;
     std::size_t start = 0;
     while (start < line.size()) {
         const auto end = std::min(line.find(' ', start), line.size());
-        if (end > start) out.push_back(line.substr(start, end - start));
+        if (end > start) out.emplace_back(line.substr(start, end - start));
         start = end + 1;
     }
     return out;
 }
+
+namespace {
 
 tl::expected<Container, std::string> inspect_container(const std::string& container) {
     if (!is_container_name(container)) return tl::unexpected(container_name_error(container));
@@ -238,8 +242,8 @@ tl::expected<Container, std::string> inspect_container(const std::string& contai
         auto fact = [&](std::size_t i) { return i < facts.size() ? facts[i] : std::string(); };
         c.info.id = fact(1);
         c.info.image = fact(2);
-        c.info.networks = words(fact(3));
-        c.info.ports = words(fact(4));
+        c.info.networks = split_words(fact(3));
+        c.info.ports = split_words(fact(4));
         return c;
     }
     return tl::unexpected("--container " + container +
@@ -273,8 +277,8 @@ std::optional<ContainerInfo> container_in(const Netns& ns, pid_t pid) {
             struct stat st {};
             const std::string path = "/proc/" + std::to_string(its) + "/ns/net";
             if (::stat(path.c_str(), &st) != 0 || st.st_ino != ns.inode()) continue;
-            ContainerInfo c{lines[i].substr(space + 1), lines[i + 1], lines[i + 2], words(lines[i + 3]),
-                            words(lines[i + 4])};
+            ContainerInfo c{lines[i].substr(space + 1), lines[i + 1], lines[i + 2], split_words(lines[i + 3]),
+                            split_words(lines[i + 4])};
             if (!c.name.empty() && c.name.front() == '/') c.name.erase(0, 1);
             if (!is_container_name(c.name)) continue;
             found.emplace_back(std::move(c), std::pair{its, lines[i + 5].starts_with("container:")});

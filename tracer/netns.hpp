@@ -106,6 +106,9 @@ struct ContainerInfo {
     std::vector<std::string> ports;  // published: "0.0.0.0:8080->80/tcp"
 };
 
+// The space-separated words of `line` (ContainerInfo's lists, as docker inspect prints them and the store keeps them).
+std::vector<std::string> split_words(std::string_view line);
+
 struct TargetNamespace {
     Netns ns;
     std::string label;

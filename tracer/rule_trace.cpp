@@ -604,7 +604,7 @@ struct RuleTracer::State {
     MnlSocketPtr control;
     MnlSocketPtr events;
     std::uint32_t seq = 1;
-    Rules rules;
+
     UniqueFd wake;  // eventfd: stop
     std::thread reader;
     mutable std::mutex mutex;
@@ -739,7 +739,7 @@ tl::expected<std::unique_ptr<RuleTracer>, std::string> RuleTracer::start(const N
         auto control = open_socket();
         if (!control) return tl::unexpected(control.error());
         s.control = std::move(*control);
-        if (auto stale = remove_stale(s.control.get(), s.seq); !stale) return tl::unexpected(stale.error());
+
         auto events = open_socket();
         if (!events) return tl::unexpected(events.error());
         s.events = std::move(*events);
@@ -754,10 +754,6 @@ tl::expected<std::unique_ptr<RuleTracer>, std::string> RuleTracer::start(const N
         auto added = add_table(s.control.get(), s.seq, s.table, networks, ports, true);
         if (!added) added = add_table(s.control.get(), s.seq, s.table, networks, ports, false);
         if (!added) return tl::unexpected("cannot add the table " + s.table + ": " + added.error());
-        // The rules' texts now, while iptables-save can still be run here (the rules met later are read again at
-        // the stop, with nft's text for those added meanwhile).
-        if (auto read = read_rules(s.control.get(), s.seq, s.rules); !read) return tl::unexpected(read.error());
-        read_iptables(s.rules);
         return {};
     });
     if (!opened) {
@@ -778,8 +774,7 @@ std::vector<RuleTraceEvent> RuleTracer::stop() {
     if (s.stopped) return {};
     s.stopped = true;
     // The table goes first: no new events; then the reader takes what is queued and ends.
-    if (auto read = read_rules(s.control.get(), s.seq, s.rules); !read)
-        s.notes.push_back("--trace-rules: " + s.label + "cannot read the rules: " + read.error());
+
     if (auto gone = delete_table(s.control.get(), s.seq, s.table); !gone)
         s.notes.push_back("--trace-rules: " + s.label + "cannot remove the table " + s.table + ": " + gone.error() +
                           " (remove it with: nft delete table inet " + s.table + ")");
@@ -790,11 +785,6 @@ std::vector<RuleTraceEvent> RuleTracer::stop() {
     {
         std::lock_guard lock(s.mutex);
         out = std::move(s.received);
-    }
-    for (RuleTraceEvent& e : out) {
-        if (e.type != "rule") continue;
-        const auto it = s.rules.text.find({e.family, e.table, e.handle});
-        e.rule = it != s.rules.text.end() ? it->second : "(rule handle " + std::to_string(e.handle) + ", gone)";
     }
     return out;
 }
@@ -808,6 +798,7 @@ struct RuleCounters::State {
     MnlSocketPtr control;
     std::uint32_t seq = 1;
     Rules at_start;
+    Rules now;  // after stop(): the texts read at the start, with the rules added since
     bool stopped = false;
 };
 
@@ -834,8 +825,9 @@ tl::expected<std::vector<RuleCount>, std::string> RuleCounters::stop() {
     State& s = *m_state;
     if (s.stopped) return std::vector<RuleCount>{};
     s.stopped = true;
-    Rules now = s.at_start;  // the texts read at the start (iptables-save), the counters read again
-    now.packets.clear();
+    s.now = s.at_start;  // the texts read at the start (iptables-save), the counters read again
+    s.now.packets.clear();
+    Rules& now = s.now;
     if (auto read = read_rules(s.control.get(), s.seq, now); !read) return tl::unexpected(s.label + read.error());
     std::vector<RuleCount> out;
     for (const auto& [id, packets] : now.packets) {
@@ -846,6 +838,13 @@ tl::expected<std::vector<RuleCount>, std::string> RuleCounters::stop() {
         out.push_back({family, table, now.chain[id], handle, now.text[id], packets - was});
     }
     return out;
+}
+
+std::string RuleCounters::rule_text(const std::string& family, const std::string& table, std::uint64_t handle) const {
+    const State& s = *m_state;
+    for (const Rules* rules : {&s.now, &s.at_start})
+        if (const auto it = rules->text.find({family, table, handle}); it != rules->text.end()) return it->second;
+    return "(rule handle " + std::to_string(handle) + ", gone)";
 }
 
 tl::expected<std::vector<std::string>, std::string> remove_stale_trace_tables(const Netns& ns) {

@@ -63,7 +63,7 @@ struct TracedNetwork {
 
 class RuleTracer {
 public:
-    // In `ns`: removes stale tables, adds this process's table for `networks` (and the first packet of connections
+    // In `ns`: adds this process's table for `networks` (and the first packet of connections
     // to the host's published `ports`) and starts reading trace events. Needs CAP_SYS_ADMIN (to enter the
     // namespace) and CAP_NET_ADMIN; stop() needs CAP_NET_ADMIN still (nfnetlink checks the sender as well as the
     // socket's opener), not the namespace. The error is one line naming the namespace.
@@ -74,8 +74,9 @@ public:
     RuleTracer& operator=(const RuleTracer&) = delete;
     ~RuleTracer();  // stop(), its result dropped: the table never outlives the tracer
 
-    // Stops reading, removes the table, names the rules the events met and returns the events in arrival order.
-    // Idempotent (later calls return nothing).
+    // Stops reading, removes the table and returns the events in arrival order, their `rule` empty: the rules'
+    // texts are RuleCounters' (which reads every rule of the namespace anyway). Idempotent (later calls return
+    // nothing).
     std::vector<RuleTraceEvent> stop();
     // How often the kernel could not deliver trace events (the socket's buffer was full): their verdicts are missing.
     [[nodiscard]] std::uint64_t overflows() const noexcept;
@@ -112,6 +113,9 @@ public:
     ~RuleCounters();
     // The rules whose counters moved since start(). Idempotent (later calls return nothing).
     tl::expected<std::vector<RuleCount>, std::string> stop();
+    // A rule's text (as iptables-save prints it, else nft's expressions), from the reads of start() and stop().
+    [[nodiscard]] std::string rule_text(const std::string& family, const std::string& table,
+                                        std::uint64_t handle) const;
 
     struct State;  // rule_trace.cpp
 

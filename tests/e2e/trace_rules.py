@@ -58,7 +58,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lablib  # noqa: E402
-from live_common import (LABLIB_PY, Background, Checks, expect, guarded, netns_left, query, report_json, run,  # noqa: E402
+from live_common import (LABLIB_PY, PACED_UDP_SENDER, Background, Checks, expect, guarded, netns_left, query, report_json, run,  # noqa: E402
                          short, workdir)
 
 EVIDENCE_ONLY = "--evidence-only" in sys.argv[1:]
@@ -70,15 +70,6 @@ PING2_IDENT, PING2_COUNT = 4611, 3
 PING3_IDENT, PING3_COUNT = 4612, 3
 NBYTES = 20000
 
-# hard_drop.py's sender: N datagrams, 20 ms apart.
-SENDER = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("0.0.0.0", int(sys.argv[3])))
-for i in range(int(sys.argv[4])):
-    s.sendto(f"hoptrace drop test datagram {i:02d}\\n".encode(), (sys.argv[1], int(sys.argv[2])))
-    time.sleep(0.02)
-"""
 
 NFNLGRP_NFTRACE_BIT = 1 << (9 - 1)  # netfilter's multicast group 9 in /proc/net/netlink's Groups bitmask
 TABLE_RE = re.compile(r"^table (\S+) (hoptrace_(\d+))\s*$")
@@ -640,8 +631,8 @@ def case_policy(checks: Checks, hoptrace: Path | None, lab: lablib.Lab, tmp: Pat
         lab.flush_conntrack()
         mon = NftMonitor(lab, tmp / "policy.monitor")
         try:
-            r = traced(hoptrace, lab, tmp, "policy", [in_ns(lab, "c1", sys.executable, "-c", SENDER, server,
-                                                            POLICY_DPORT, SPORT, N)])
+            r = traced(hoptrace, lab, tmp, "policy", [in_ns(lab, "c1", sys.executable, "-c", PACED_UDP_SENDER, server,
+                                                            SPORT, POLICY_DPORT, N, "trace-rules", 0.02)])
         finally:
             mon.stop()
         dropped = policy_counter(lab, "FORWARD") - before
@@ -765,7 +756,7 @@ def run_cases(checks: Checks, hoptrace: Path | None, lab: lablib.Lab, tmp: Path)
 
     # 1. FORWARD drop (and 6. the same without --trace-rules), then the rule goes.
     lab.run("host", "iptables", "-I", "FORWARD", "-p", "udp", "--dport", DPORT, "-j", "DROP")
-    udp_traffic = [in_ns(lab, "c1", sys.executable, "-c", SENDER, server, DPORT, SPORT, N)]
+    udp_traffic = [in_ns(lab, "c1", sys.executable, "-c", PACED_UDP_SENDER, server, SPORT, DPORT, N, "trace-rules", 0.02)]
     udp_flow = lambda f: f["proto"] == "udp" and f["original"].get("dport") == DPORT  # noqa: E731
     guarded(checks, "1 FORWARD drop: ran", lost_rule_case, checks, hoptrace, lab, tmp, "1 FORWARD drop", "forward",
             udp_traffic, "FORWARD", f"dpt:{DPORT}", N, udp_flow, f"udp to port {DPORT}")
